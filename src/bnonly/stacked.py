@@ -1,0 +1,143 @@
+"""M models of one architecture as one vectorized model.
+
+Every parameter and buffer of the M `Net`s is stacked along a new leading dimension; linear layers
+run as one batched matmul (`torch.baddbmm`), conv layers as one grouped convolution, BatchNorm
+keeps per-model statistics. A `Stack` of one model computes exactly what its `Net` computes.
+
+Activations are laid out [M, B, F] for linear layers and [B, M*C, H, W] for conv layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import Net
+from .trainable import Plan
+
+
+@dataclass
+class LayerSpec:
+    conv: bool
+    norm: bool
+    pool: bool
+    padding: int = 0
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+
+class Stack:
+    def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                 masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor):
+        self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=b.norm is not None, pool=b.pool,
+                                padding=b.op.padding[0] if isinstance(b.op, nn.Conv2d) else 0,
+                                momentum=b.norm.momentum if b.norm is not None else 0.1,
+                                eps=b.norm.eps if b.norm is not None else 1e-5) for b in template.blocks]
+        self.template = template
+        self.params = params        # name -> [M, *shape]; requires_grad where any model trains it
+        self.buffers = buffers      # BN running statistics, name -> [M, C]
+        self.masks = masks          # name -> None (all train) or float 0/1, broadcastable to params[name]
+        self.inference_norm = inference_norm  # [M] bool: BN runs in inference mode for this model
+
+    @property
+    def size(self) -> int:
+        return self.inference_norm.shape[0]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_models(cls, models: list[Net], plans: list[Plan], device="cpu") -> "Stack":
+        template = models[0]
+        params, masks = {}, {}
+        for name, _ in template.named_parameters():
+            p = torch.stack([dict(m.named_parameters())[name].detach() for m in models]).to(device)
+            ms = [pl.masks[name] for pl in plans]
+            if all(m is True for m in ms):
+                masks[name] = None
+            elif all(not isinstance(m, torch.Tensor) for m in ms):  # whole tensors, per model
+                masks[name] = torch.tensor([float(m) for m in ms], device=device).view(-1, *[1] * (p.dim() - 1))
+            else:
+                masks[name] = torch.stack([m.float() if isinstance(m, torch.Tensor) else torch.full(p.shape[1:], float(m))
+                                           for m in ms]).to(device)
+            trains = masks[name] is None or bool(masks[name].any())
+            params[name] = p.clone().requires_grad_(trains)
+        buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models]).to(device).clone()
+                   for name, _ in template.named_buffers() if not name.endswith("num_batches_tracked")}
+        inference = torch.tensor([pl.norm_mode == "inference" for pl in plans], device=device)
+        return cls(template, params, buffers, masks, inference)
+
+    def select(self, keep: torch.Tensor) -> "Stack":
+        """The sub-stack of models `keep` (indices), sharing nothing with this one."""
+        def sel(t):
+            return None if t is None else (t.index_select(0, keep) if t.shape[0] == self.size else t)
+        params = {n: p.detach().index_select(0, keep).requires_grad_(p.requires_grad) for n, p in self.params.items()}
+        return Stack(self.template, params, {n: b.index_select(0, keep) for n, b in self.buffers.items()},
+                     {n: sel(m) for n, m in self.masks.items()}, self.inference_norm.index_select(0, keep))
+
+    def state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Model i's state, loadable into its `Net` with load_state_dict."""
+        sd = {n: p[i].detach().cpu().clone() for n, p in self.params.items()}
+        sd.update({n: b[i].cpu().clone() for n, b in self.buffers.items()})
+        for name, _ in self.template.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                sd[name] = torch.tensor(0)
+        return sd
+
+    # ------------------------------------------------------------------ compute
+    def _norm(self, h, i: int, training: bool, conv: bool):
+        spec = self.specs[i]
+        M = self.size
+        shape = (1, -1, 1, 1) if conv else (M, 1, -1)
+        rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
+        if training:
+            dims = (0, 2, 3) if conv else (1,)
+            var, mean = torch.var_mean(h, dim=dims, keepdim=True, correction=0)
+            with torch.no_grad():
+                n = h.numel() // (M * rm.shape[1])
+                batch = ~self.inference_norm.view(M, 1)  # inference-mode models keep their statistics
+                new_m = torch.lerp(rm, mean.reshape(M, -1), spec.momentum)
+                new_v = torch.lerp(rv, var.reshape(M, -1) * (n / max(n - 1, 1)), spec.momentum)
+                rm.copy_(torch.where(batch, new_m, rm))
+                rv.copy_(torch.where(batch, new_v, rv))
+            if bool(self.inference_norm.any()):
+                inf = self.inference_norm.view(M, 1)
+                mean = torch.where(inf, rm, mean.reshape(M, -1)).reshape(shape)
+                var = torch.where(inf, rv, var.reshape(M, -1)).reshape(shape)
+        else:
+            mean, var = rm.reshape(shape), rv.reshape(shape)
+        h = (h - mean) * torch.rsqrt(var + spec.eps)
+        h = h * self.params[f"blocks.{i}.norm.weight"].reshape(shape)
+        beta = self.params.get(f"blocks.{i}.norm.bias")
+        return h if beta is None else h + beta.reshape(shape)
+
+    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """x: [M, B, C, H, W] (one input batch per model) -> logits [M, B, classes]."""
+        M, B = x.shape[:2]
+        P = self.params
+        h = x
+        conv_layout = False
+        for i, spec in enumerate(self.specs):
+            w = P[f"blocks.{i}.op.weight"]
+            bias = P.get(f"blocks.{i}.op.bias")
+            if spec.conv:
+                if not conv_layout:  # [M, B, C, H, W] -> [B, M*C, H, W]
+                    h = h.transpose(0, 1).reshape(B, -1, *h.shape[-2:])
+                    conv_layout = True
+                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1),
+                             padding=spec.padding, groups=M)
+            else:
+                if conv_layout:  # [B, M*C, H, W] -> [M, B, C*H*W]
+                    h = h.reshape(B, M, -1).transpose(0, 1)
+                    conv_layout = False
+                h = h.reshape(M, B, -1)
+                h = torch.bmm(h, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
+            if spec.norm:
+                h = self._norm(h, i, training, spec.conv)
+            h = torch.relu(h)
+            if spec.pool:
+                h = F.max_pool2d(h, 2)
+        if conv_layout:
+            h = h.reshape(B, M, -1).transpose(0, 1)
+        h = h.reshape(M, B, -1)
+        return torch.baddbmm(P["head.bias"].unsqueeze(1), h, P["head.weight"].transpose(1, 2))

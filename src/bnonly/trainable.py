@@ -1,0 +1,126 @@
+"""What trains: one policy, applied to any `Net`, that marks parameters and (for `random`) entries.
+
+`plan(model, cfg)` returns a `Plan`: for every parameter name either True (trains), False (frozen)
+or a bool tensor of its shape (only the True entries train). The engine multiplies gradients,
+momentum and weight decay by these masks, so anything outside the set is bit-identical after
+training. BatchNorm running statistics are buffers, not parameters: they still update in training
+mode (except where `random_norm='inference'` runs BN in inference mode).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import ConfigError, RunConfig
+from .models import Net
+
+SET_HELP = {
+    "all": "every parameter, with BatchNorm",
+    "all-nobn": "every parameter, model built without BatchNorm (hidden layers get a bias instead)",
+    "bn": "BatchNorm gamma and beta only; output layer frozen at its random init",
+    "bn+out": "BatchNorm gamma, beta and the output layer",
+    "random": "as many random hidden weights as `bn` trains, per layer; BN kept with gamma=1, beta=0 frozen",
+    "out": "only the output layer",
+    "none": "nothing: the random network as initialised (BN statistics still estimated)",
+    "gamma": "BatchNorm gamma only",
+    "beta": "BatchNorm beta only",
+}
+
+
+@dataclass
+class Plan:
+    masks: dict[str, bool | torch.Tensor]  # parameter name -> True / False / bool tensor
+    norm_mode: str = "batch"                # 'batch' (batch statistics in training) or 'inference'
+
+    def count(self, model: Net) -> int:
+        return sum(self.by_layer(model).values())
+
+    def by_layer(self, model: Net) -> dict[str, int]:
+        """Trainable entries per module ('blocks.0.op', 'blocks.0.norm', ..., 'head')."""
+        out: dict[str, int] = {}
+        for name, p in model.named_parameters():
+            m = self.masks[name]
+            n = int(m.sum()) if isinstance(m, torch.Tensor) else (p.numel() if m else 0)
+            layer = name.rsplit(".", 1)[0]
+            out[layer] = out.get(layer, 0) + n
+        return out
+
+
+def _is_norm(name: str) -> bool:
+    return ".norm." in name
+
+
+def random_mask(weight_shape, k: int, placement: str, generator: torch.Generator) -> torch.Tensor:
+    """k entries of a weight [out, in, ...] chosen at random: scattered over the whole tensor,
+    exactly k/out per output unit (`per-unit`), or whole output units (`neuron`)."""
+    out_units = weight_shape[0]
+    fan_in = 1
+    for s in weight_shape[1:]:
+        fan_in *= s
+    total = out_units * fan_in
+    if k > total:
+        raise ConfigError(f"random set asks for {k} entries of a layer that has only {total}")
+    mask = torch.zeros(total, dtype=torch.bool)
+    if placement == "scattered":
+        mask[torch.randperm(total, generator=generator)[:k]] = True
+    elif placement == "per-unit":
+        if k % out_units:
+            raise ConfigError(f"random_placement='per-unit' needs a multiple of {out_units} entries, got {k}")
+        m2 = mask.view(out_units, fan_in)
+        for u in range(out_units):
+            m2[u, torch.randperm(fan_in, generator=generator)[: k // out_units]] = True
+    elif placement == "neuron":
+        units = torch.randperm(out_units, generator=generator)
+        m2 = mask.view(out_units, fan_in)
+        full, rest = divmod(k, fan_in)
+        m2[units[:full]] = True
+        if rest:  # the remainder goes to one more unit, at random inputs
+            m2[units[full], torch.randperm(fan_in, generator=generator)[:rest]] = True
+    else:
+        raise ConfigError(f"unknown random_placement {placement!r}")
+    return mask.view(weight_shape)
+
+
+@torch.no_grad()
+def plan(model: Net, cfg: RunConfig) -> Plan:
+    """The trainable set `cfg.trainable` on `model` (may reset gamma/beta for `random`)."""
+    names = [n for n, _ in model.named_parameters()]
+    head = {n for n in names if n.startswith("head.")}
+    norm = {n for n in names if _is_norm(n)}
+    t = cfg.trainable
+    if t in ("all", "all-nobn"):
+        chosen = set(names)
+    elif t == "bn":
+        chosen = norm
+    elif t == "bn+out":
+        chosen = norm | head
+    elif t == "out":
+        chosen = head
+    elif t == "none":
+        chosen = set()
+    elif t == "gamma":
+        chosen = {n for n in norm if n.endswith(".weight")}
+    elif t == "beta":
+        chosen = {n for n in norm if n.endswith(".bias")}
+    elif t == "random":
+        return _random_plan(model, cfg)
+    else:
+        raise ConfigError(f"unknown trainable set {t!r}")
+    return Plan({n: n in chosen for n in names})
+
+
+def _random_plan(model: Net, cfg: RunConfig) -> Plan:
+    """As many hidden weights as `bn` trains, in each block as many as that block's BN has
+    parameters; BN kept with gamma = 1, beta = 0 frozen."""
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * 1_000_003)  # its own stream, fixed by the seed
+    masks: dict[str, bool | torch.Tensor] = {n: False for n, _ in model.named_parameters()}
+    for i, b in enumerate(model.blocks):
+        if b.norm is None:
+            raise ConfigError("trainable='random' matches the BatchNorm count, but the model has no BatchNorm")
+        k = sum(p.numel() for p in b.norm.parameters())
+        masks[f"blocks.{i}.op.weight"] = random_mask(b.op.weight.shape, k, cfg.random_placement, gen)
+        b.norm.weight.fill_(1.0)
+        if b.norm.bias is not None:
+            b.norm.bias.zero_()
+    return Plan(masks, norm_mode=cfg.random_norm)

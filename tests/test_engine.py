@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+from bnonly.config import resolve
+from bnonly.data import load
+from bnonly.engine import train
+from bnonly.models import build
+from bnonly.stacked import Stack
+from bnonly.trainable import plan
+
+SMALL = dict(model="mlp", width=32, depth=2, subset=3000, max_epochs=1)
+
+
+def small(preset="report", **kw):
+    return resolve(preset, **{**SMALL, **kw})
+
+
+def test_stack_of_one_computes_what_the_module_computes():
+    for cfg in (small("frankle", trainable="all"), small(trainable="all-nobn"),
+                resolve("frankle", model="lenet5", trainable="bn", subset=3000)):
+        m = build(cfg)
+        stack = Stack.from_models([m], [plan(m, cfg)])
+        x = torch.rand(64, 1, 28, 28)
+        m.train()
+        torch.testing.assert_close(stack.forward(x[None], training=True)[0], m(x), rtol=1e-4, atol=1e-4)
+        for n, b in m.named_buffers():  # running statistics updated the same way
+            if not n.endswith("num_batches_tracked"):
+                torch.testing.assert_close(stack.buffers[n][0], b, rtol=1e-5, atol=1e-6)
+        m.eval()
+        torch.testing.assert_close(stack.forward(x[None], training=False)[0], m(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("trainable", ["bn", "random", "out", "none", "gamma", "beta", "bn+out"])
+def test_frozen_is_bit_identical(trainable):
+    # momentum and weight decay must not move anything outside the trainable set
+    cfg = small("frankle", trainable=trainable, weight_decay=5e-3, seed=1)
+    before = build(cfg)
+    p = plan(before, cfg)
+    (r,) = train([cfg])
+    after = dict(r.model.named_parameters())
+    changed = 0
+    for name, w0 in before.named_parameters():
+        w1 = after[name]
+        m = p.masks[name]
+        if isinstance(m, torch.Tensor):
+            assert torch.equal(w1[~m], w0[~m]), name
+            changed += int((w1[m] != w0[m]).sum())
+        elif not m:
+            assert torch.equal(w1, w0), name
+        else:
+            changed += int((w1 != w0).sum())
+    assert (changed > 0) == (trainable != "none")
+    # BN running statistics are buffers: they still update in training mode
+    assert not torch.equal(r.model.blocks[0].norm.running_mean, before.blocks[0].norm.running_mean)
+
+
+def test_inference_mode_random_keeps_statistics():
+    cfg = small(trainable="random", random_norm="inference")
+    (r,) = train([cfg])
+    assert torch.equal(r.model.blocks[0].norm.running_mean, torch.zeros(32))
+    assert torch.equal(r.model.blocks[0].norm.running_var, torch.ones(32))
+
+
+def test_bn_only_beats_chance_after_one_short_epoch():
+    # 63 steps on 8,000 images; lr 0.1 so that gamma alone moves far enough in so few steps
+    (r,) = train([small(width=256, subset=10000, trainable="bn", lr=0.1)])
+    assert r.status == "finished" and r.epochs_run == 1 and r.trainable_params == 512
+    assert r.test_accuracy > 0.3, r.test_accuracy  # chance is 0.1
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    cfg = small(trainable="bn+out", max_epochs=2)
+    a, b = train([cfg])[0], train([cfg])[0]
+    assert a.history == b.history and a.test_accuracy == b.test_accuracy
+    c = train([cfg.replace(seed=1)])[0]
+    assert c.history != a.history
+
+
+def test_group_equals_runs_alone():
+    cfgs = [small(trainable=t, seed=s, max_epochs=2) for s in (0, 1) for t in ("bn", "random", "all")]
+    together = train(cfgs)
+    for cfg, rt in zip(cfgs, together):
+        (alone,) = train([cfg])
+        assert rt.epochs_run == alone.epochs_run
+        for ht, ha in zip(rt.history, alone.history):
+            assert ht["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
+            assert ht["val_loss"] == pytest.approx(ha["val_loss"], rel=1e-4)
+        assert rt.test_accuracy == pytest.approx(alone.test_accuracy, abs=2e-3)
+
+
+def test_matches_textbook_pytorch_training():
+    """The engine's `all` run equals nn.Module + torch.optim.SGD fed the same batches."""
+    cfg = small("frankle", trainable="all", weight_decay=1e-3)
+    (r,) = train([cfg])
+    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
+    m = build(cfg).train()
+    opt = torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    perm = torch.randperm(len(d.y_train), generator=torch.Generator().manual_seed(cfg.seed))
+    for s in range(0, len(perm), cfg.batch_size):
+        idx = perm[s:s + cfg.batch_size]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(d.x_train[idx]), d.y_train[idx]).backward()
+        opt.step()
+    for (n, a), b in zip(m.named_parameters(), r.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=n)
+
+
+def test_early_stopping_restores_best_and_stops():
+    # a large lr makes validation loss get worse soon; patience 1 stops at the first bad epoch
+    cfg = small(trainable="all", lr=0.5, max_epochs=8, patience=1)
+    (r,) = train([cfg])
+    vals = [h["val_loss"] for h in r.history]
+    assert r.epochs_run < 8
+    assert r.best_epoch == 1 + vals.index(min(vals)) and r.val_loss == min(vals)
+    assert r.epochs_run == r.best_epoch + 1
