@@ -45,3 +45,21 @@ def test_toml_config_and_flag_override(tmp_path, capsys):
     f.write_text("widht = 3\n")
     assert main(["train", "--config", str(f)]) == 2
     assert "widht" in capsys.readouterr().err
+
+
+def test_missing_extra_and_missing_gpu_are_one_line(tmp_path, capsys):
+    from bnonly.store import Store
+    Store(tmp_path / "results.sqlite")
+    try:
+        import pandas  # noqa: F401
+        has_pandas = True
+    except ImportError:
+        has_pandas = False
+    if not has_pandas:
+        assert main(["export", str(tmp_path), str(tmp_path / "r.parquet")]) == 2
+        assert "bnonly[parquet]" in capsys.readouterr().err
+    import torch
+    if not torch.cuda.is_available():
+        assert main(["train", "--device", "cuda", "--width", "8", "--depth", "1", "--subset", "500"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cuda" in err

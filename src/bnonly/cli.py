@@ -94,6 +94,69 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- sweep / report
+def _sweep(args):
+    from .sweep import load_sweep, run_sweep
+    sweep = load_sweep(args.config, args.set)
+    out = args.out or f"runs/{sweep.name}"
+    stats = run_sweep(sweep, out, device=args.device, workers=args.workers, data_dir=args.data_dir)
+    return out, stats
+
+
+def cmd_sweep(args) -> int:
+    _sweep(args)
+    return 0
+
+
+def _report(out_dir) -> int:
+    from pathlib import Path
+
+    from .report import write_report
+    from .store import Store
+    path = Path(out_dir) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no results store here (run `bnonly sweep` first)")
+    written = write_report(out_dir)
+    Store(path).export_csv(Path(out_dir) / "results.csv")
+    print(f"report: {Path(out_dir) / 'report.html'} ({len(written)} files)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    return _report(args.dir)
+
+
+def cmd_reproduce(args) -> int:
+    out, _ = _sweep(args)
+    return _report(out)
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .store import Store
+    path = Path(args.dir) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no results store here")
+    store = Store(path)
+    dest = store.export_parquet(args.path) if args.path.endswith(".parquet") else store.export_csv(args.path)
+    print(f"wrote {dest}")
+    return 0
+
+
+def _add_sweep_flags(p, default_config=None):
+    if default_config:
+        p.add_argument("--config", default=default_config, help="shipped config name (quick, report) or a TOML path")
+    else:
+        p.add_argument("config", help="shipped config name (quick, report) or a TOML path")
+    p.add_argument("--out", default=None, help="results directory (default runs/NAME)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, value in TOML syntax: --set widths=[10,100] --set max_epochs=5")
+    p.add_argument("--workers", type=int, default=1, help="groups trained in parallel processes")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bnonly", description="Train BatchNorm and only BatchNorm: MLPs and LeNet-5 on MNIST.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -105,6 +168,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     t.add_argument("--save", default=None, metavar="PATH", help="save the trained state_dict here")
     t.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="train a grid of runs into a results store (resumable)")
+    _add_sweep_flags(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="figures, tables and the claims report of a results directory")
+    rp.add_argument("dir")
+    rp.set_defaults(func=cmd_report)
+
+    rr = sub.add_parser("reproduce", help="sweep + report in one command")
+    _add_sweep_flags(rr, default_config="quick")
+    rr.set_defaults(func=cmd_reproduce)
+
+    ex = sub.add_parser("export", help="export a results store to CSV (or .parquet with pandas/pyarrow)")
+    ex.add_argument("dir")
+    ex.add_argument("path")
+    ex.set_defaults(func=cmd_export)
     return p
 
 
@@ -118,11 +198,6 @@ def main(argv=None) -> int:
     except DataError as e:
         print(f"bnonly: data error: {e}", file=sys.stderr)
         return 1
-    except RuntimeError as e:
-        if "cuda" in str(e).lower():
-            print(f"bnonly: error: {e}", file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("bnonly: interrupted", file=sys.stderr)
         return 130

@@ -193,6 +193,13 @@ def split_indices(n: int, val_fraction: float, data_seed: int, subset: int = 0):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def train_size(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> int:
+    """How many training examples a run sees (the training set less its validation split)."""
+    n = len(_raw(dataset, data_dir).y_train)
+    n = min(subset, n) if subset else n
+    return n - int(round(n * val_fraction))
+
+
 @dataclass
 class Tensors:
     """A data set resident on one device, pixels in [0, 1]."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as data_mod
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .models import Net, build
 from .stacked import Stack
 from .trainable import plan
@@ -29,6 +29,13 @@ def group_key(cfg: RunConfig) -> str:
     """Runs with the same key can share a Stack (same architecture, data and optimisation)."""
     return cfg.replace(seed=0, trainable="all" if cfg.effective_norm != "none" else "all-nobn",
                        random_placement="scattered", random_norm="batch").canonical()
+
+
+def stack_key(cfg: RunConfig) -> tuple[str, bool]:
+    """How the sweep batches runs: same group key, and alike in whether hidden weights train
+    (a stack computes weight gradients and optimizer steps for every model if any model needs them,
+    so `bn`-like runs train apart from `all`/`random` and skip that work entirely)."""
+    return group_key(cfg), cfg.trainable in ("all", "all-nobn", "random")
 
 
 @dataclass
@@ -79,8 +86,12 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for, but this PyTorch sees no CUDA GPU")
+        raise ConfigError("device 'cuda' asked for, but this PyTorch sees no CUDA GPU")
     return device
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    return n // batch_size + (1 if n % batch_size >= 2 else 0)  # a last batch of one would break BatchNorm
 
 
 @torch.no_grad()
@@ -129,7 +140,7 @@ def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = Non
     seed_pos = torch.tensor([seeds.index(c.seed) for c in cfgs], device=device)
 
     N, B = len(d.y_train), c0.batch_size
-    n_batches = N // B + (1 if N % B >= 2 else 0)  # a last batch of one would break BatchNorm
+    n_batches = batches_per_epoch(N, B)
     bufs: dict[str, torch.Tensor] = {}  # momentum buffers
 
     for epoch in range(1, c0.max_epochs + 1):

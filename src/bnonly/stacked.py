@@ -86,28 +86,34 @@ class Stack:
 
     # ------------------------------------------------------------------ compute
     def _norm(self, h, i: int, training: bool, conv: bool):
+        """BatchNorm with per-model statistics: the M*C channels of all models as one F.batch_norm."""
+        spec = self.specs[i]
+        M = self.size
+        rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
+        gamma = self.params[f"blocks.{i}.norm.weight"]
+        beta = self.params.get(f"blocks.{i}.norm.bias")
+        if training and bool(self.inference_norm.any()):
+            return self._norm_mixed(h, i, conv)
+        x = h if conv else h.transpose(0, 1).reshape(h.shape[1], -1)  # [M, B, C] -> [B, M*C]
+        y = F.batch_norm(x, rm.view(-1), rv.view(-1), gamma.reshape(-1), None if beta is None else beta.reshape(-1),
+                         training, spec.momentum, spec.eps)
+        return y if conv else y.view(h.shape[1], M, -1).transpose(0, 1)
+
+    def _norm_mixed(self, h, i: int, conv: bool):
+        """Training with some models' BN in inference mode (running statistics, left unchanged)."""
         spec = self.specs[i]
         M = self.size
         shape = (1, -1, 1, 1) if conv else (M, 1, -1)
         rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
-        if training:
-            dims = (0, 2, 3) if conv else (1,)
-            var, mean = torch.var_mean(h, dim=dims, keepdim=True, correction=0)
-            with torch.no_grad():
-                n = h.numel() // (M * rm.shape[1])
-                batch = ~self.inference_norm.view(M, 1)  # inference-mode models keep their statistics
-                new_m = torch.lerp(rm, mean.reshape(M, -1), spec.momentum)
-                new_v = torch.lerp(rv, var.reshape(M, -1) * (n / max(n - 1, 1)), spec.momentum)
-                rm.copy_(torch.where(batch, new_m, rm))
-                rv.copy_(torch.where(batch, new_v, rv))
-            if bool(self.inference_norm.any()):
-                inf = self.inference_norm.view(M, 1)
-                mean = torch.where(inf, rm, mean.reshape(M, -1)).reshape(shape)
-                var = torch.where(inf, rv, var.reshape(M, -1)).reshape(shape)
-        else:
-            mean, var = rm.reshape(shape), rv.reshape(shape)
-        h = (h - mean) * torch.rsqrt(var + spec.eps)
-        h = h * self.params[f"blocks.{i}.norm.weight"].reshape(shape)
+        var, mean = torch.var_mean(h, dim=(0, 2, 3) if conv else (1,), keepdim=True, correction=0)
+        inf = self.inference_norm.view(M, 1)
+        with torch.no_grad():
+            n = h.numel() // (M * rm.shape[1])
+            rm.copy_(torch.where(inf, rm, torch.lerp(rm, mean.reshape(M, -1), spec.momentum)))
+            rv.copy_(torch.where(inf, rv, torch.lerp(rv, var.reshape(M, -1) * (n / max(n - 1, 1)), spec.momentum)))
+        mean = torch.where(inf, rm, mean.reshape(M, -1)).reshape(shape)
+        var = torch.where(inf, rv, var.reshape(M, -1)).reshape(shape)
+        h = (h - mean) * torch.rsqrt(var + spec.eps) * self.params[f"blocks.{i}.norm.weight"].reshape(shape)
         beta = self.params.get(f"blocks.{i}.norm.bias")
         return h if beta is None else h + beta.reshape(shape)
 

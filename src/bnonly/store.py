@@ -1,0 +1,118 @@
+"""The results store: one SQLite file, one row per run, keyed by the run's config hash.
+
+Rows are written only for ended runs (finished, diverged or failed), a whole group in one
+transaction, so an interrupted sweep (Ctrl-C, kill -9, power loss) never leaves a half-written row.
+Several processes may write the same store (SQLite locks; WAL journal).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,              -- finished | diverged | failed
+    model TEXT, width INTEGER, depth INTEGER, trainable TEXT, seed INTEGER, dataset TEXT,
+    test_accuracy REAL, test_loss REAL, val_accuracy REAL, val_loss REAL,
+    best_epoch INTEGER, epochs_run INTEGER,
+    trainable_params INTEGER, total_params INTEGER,
+    seconds REAL, group_size INTEGER, device TEXT,
+    config TEXT NOT NULL,              -- JSON: the full resolved RunConfig
+    trainable_by_layer TEXT,           -- JSON
+    history TEXT,                      -- JSON: per-epoch train/val loss and accuracy
+    versions TEXT,                     -- JSON: library versions
+    error TEXT,                        -- for failed runs
+    finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+COLUMNS = ["run_id", "status", "model", "width", "depth", "trainable", "seed", "dataset",
+           "test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_epoch", "epochs_run",
+           "trainable_params", "total_params", "seconds", "group_size", "device",
+           "config", "trainable_by_layer", "history", "versions", "error", "finished_at"]
+JSON_COLUMNS = ("config", "trainable_by_layer", "history", "versions")
+ENDED = ("finished", "diverged")  # a re-launch skips these; failed runs are tried again
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=120)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def ended_ids(self) -> set[str]:
+        with self._connect() as db:
+            return {r[0] for r in db.execute(f"SELECT run_id FROM runs WHERE status IN {ENDED}")}
+
+    def write(self, rows: list[dict]):
+        """Insert/replace whole rows (summary dicts from `engine.Result.summary()`), atomically."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        values = []
+        for r in rows:
+            cfg = r["config"]
+            row = {**{k: cfg.get(k) for k in ("model", "width", "depth", "trainable", "seed", "dataset")},
+                   **r, "finished_at": now}
+            values.append([json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS])
+        db = self._connect()
+        try:
+            with db:  # one transaction
+                db.executemany(f"INSERT OR REPLACE INTO runs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
+                               values)
+        finally:
+            db.close()
+
+    def set_meta(self, key: str, value):
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def meta(self) -> dict:
+        with self._connect() as db:
+            return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+
+    def runs(self, status: tuple[str, ...] | None = None) -> list[dict]:
+        """Every stored run as a dict (JSON columns decoded), ordered by run_id."""
+        q = "SELECT * FROM runs"
+        if status:
+            q += f" WHERE status IN ({','.join('?' * len(status))})"
+        db = self._connect()
+        try:
+            db.row_factory = sqlite3.Row
+            rows = [dict(r) for r in db.execute(q + " ORDER BY run_id", status or ())]
+        finally:
+            db.close()
+        for r in rows:
+            for c in JSON_COLUMNS:
+                r[c] = json.loads(r[c]) if r[c] is not None else None
+        return rows
+
+    def export_csv(self, path: str | Path) -> Path:
+        rows = self.runs()
+        path = Path(path)
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(COLUMNS)
+            for r in rows:
+                w.writerow([json.dumps(r[c]) if c in JSON_COLUMNS else r[c] for c in COLUMNS])
+        return path
+
+    def export_parquet(self, path: str | Path) -> Path:
+        try:
+            import pandas as pd
+        except ImportError:
+            from .config import ConfigError
+            raise ConfigError("Parquet export needs the 'parquet' extra: pip install 'bnonly[parquet]'") from None
+        rows = self.runs()
+        df = pd.DataFrame([{c: (json.dumps(r[c]) if c in JSON_COLUMNS else r[c]) for c in COLUMNS} for r in rows])
+        df.to_parquet(path)
+        return Path(path)

@@ -1,0 +1,224 @@
+"""Sweeps: a TOML grid of runs, expanded and trained group by group into the results store.
+
+A sweep file names the grid with plural keys (`models`, `widths`, `depths`, `trainable`, `seeds`)
+and may set any run field (`preset`, `max_epochs`, `dataset`, `subset`, `lr`, ...) as a scalar.
+Every key can be overridden on the command line with `--set key=value` (value in TOML syntax).
+Re-launching a sweep skips the runs the store already holds, so an interrupted sweep resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, resolve
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+GRID_KEYS = {"models": ("model", str), "widths": ("width", int), "depths": ("depth", int),
+             "trainable": ("trainable", str), "seeds": ("seed", int)}
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    preset: str = DEFAULT_PRESET
+    models: list = field(default_factory=lambda: ["mlp"])
+    widths: list = field(default_factory=lambda: [784])
+    depths: list = field(default_factory=lambda: [4])
+    trainable: list = field(default_factory=lambda: ["bn"])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    settings: dict = field(default_factory=dict)  # any other RunConfig field, as a scalar
+
+    @classmethod
+    def from_dict(cls, table: dict, source: str = "config") -> "SweepConfig":
+        kw, settings = {}, {}
+        for key, value in table.items():
+            if key in GRID_KEYS:
+                _, typ = GRID_KEYS[key]
+                if not isinstance(value, list) or not value or not all(isinstance(v, typ) and not isinstance(v, bool) for v in value):
+                    raise ConfigError(f"{source}: {key} must be a non-empty list of {typ.__name__}, got {value!r}")
+                kw[key] = value
+            elif key in ("name", "preset"):
+                if not isinstance(value, str):
+                    raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+                kw[key] = value
+            elif key in FIELD_TYPES and key not in ("model", "width", "depth", "trainable", "seed"):
+                settings[key] = value
+            else:
+                raise ConfigError(f"{source}: unknown key {key!r} (grid keys: {', '.join(GRID_KEYS)}; "
+                                  f"or any run setting such as max_epochs, dataset, subset)")
+        cfg = cls(**kw, settings=settings)
+        cfg.runs()  # validate every value now, naming the key
+        return cfg
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {**{k: v for k, v in d.items() if k != "settings"}, **d["settings"]}
+
+    def runs(self) -> list[RunConfig]:
+        """The grid, in a stable order. LeNet-5 has no width/depth: it appears once per set x seed."""
+        out, seen = [], set()
+        for model in self.models:
+            widths, depths = (self.widths, self.depths) if model == "mlp" else ([None], [None])
+            for w in widths:
+                for d in depths:
+                    for t in self.trainable:
+                        for s in self.seeds:
+                            arch = {"model": model} | ({"width": w, "depth": d} if w is not None else {})
+                            cfg = resolve(self.preset, **self.settings, **arch, trainable=t, seed=s)
+                            if cfg.run_id not in seen:
+                                seen.add(cfg.run_id)
+                                out.append(cfg)
+        return out
+
+
+def parse_set(items: list[str]) -> dict:
+    """`--set key=value` pairs; the value is TOML (`[10, 100]`, `"bn"`, `3`), or a bare word."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word, e.g. --set preset=frankle
+        out[key] = value
+    return out
+
+
+def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
+    """A sweep from a shipped config name (`quick`, `report`, ...) or a TOML path, then --set overrides."""
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{spec}.toml"
+        if not path.exists():
+            shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+            raise ConfigError(f"no sweep config {spec!r} (shipped: {shipped}; or give a .toml path)")
+    try:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    table.setdefault("name", path.stem)
+    table.update(parse_set(overrides or []))
+    return SweepConfig.from_dict(table, source=str(path))
+
+
+# ---------------------------------------------------------------------------- running
+def plan_groups(cfgs: list[RunConfig], max_group: int = 32) -> list[list[RunConfig]]:
+    """Runs that can train as one stack, in grid order, at most `max_group` models each."""
+    from .engine import stack_key
+    groups: dict[tuple, list[RunConfig]] = {}
+    for c in cfgs:
+        groups.setdefault(stack_key(c), []).append(c)
+    out = []
+    for g in groups.values():
+        out += [g[i:i + max_group] for i in range(0, len(g), max_group)]
+    return out
+
+
+def _train_group(group, device, data_dir, hooks=None, threads=0) -> list[dict]:
+    """Train one group (inline or in a worker process) into summary rows; a crash is recorded as
+    `failed` rows (tried again on re-launch) instead of ending the sweep."""
+    import torch
+
+    from .data import DataError
+    from .engine import train
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return [r.summary() for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
+    except (DataError, ConfigError):
+        raise  # the user's input: stop the sweep with its one-line message
+    except Exception as e:
+        return [{"run_id": c.run_id, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                 "config": c.__dict__.copy()} for c in group]
+
+
+def _pool_job(args):
+    return args[0], _train_group(*args[1:])
+
+
+def describe(row: dict) -> str:
+    c = row["config"]
+    arch = f"mlp {c['width']}x{c['depth']}" if c["model"] == "mlp" else c["model"]
+    if row["status"] == "failed":
+        return f"{arch} {c['trainable']} seed {c['seed']}: FAILED ({row['error']})"
+    return (f"{arch} {c['trainable']:8s} seed {c['seed']}: test {row['test_accuracy']:.4f} "
+            f"({row['epochs_run']} epochs, {row['trainable_params']:,} trained, {row['seconds']:.1f} s, {row['status']})")
+
+
+def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", workers: int = 1,
+              data_dir: str | None = None, quiet: bool = False) -> dict:
+    """Train every run of the grid that the store in out_dir does not hold yet."""
+    from tqdm import tqdm
+
+    from .data import train_size
+    from .engine import Hooks, batches_per_epoch
+    from .store import Store
+
+    out_dir = Path(out_dir)
+    store = Store(out_dir / "results.sqlite")
+    store.set_meta("sweep", sweep.to_dict())
+    cfgs = sweep.runs()
+    ended = store.ended_ids()
+    todo = [c for c in cfgs if c.run_id not in ended]
+    groups = plan_groups(todo)
+    log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
+        f"{len(todo)} to train in {len(groups)} groups")
+    t0 = time.perf_counter()
+    stats = {"total": len(cfgs), "skipped": len(cfgs) - len(todo), "trained": 0, "failed": 0}
+
+    # progress in model-steps; the total is an upper bound (max_epochs), lowered as models stop early
+    def steps_per_epoch(c):
+        return batches_per_epoch(train_size(c.dataset, c.val_fraction, c.subset, data_dir), c.batch_size)
+    bar = tqdm(total=sum(c.max_epochs * steps_per_epoch(c) for c in todo), unit="step", unit_scale=True,
+               file=sys.stderr, disable=quiet or None, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} model-steps [{elapsed}<{remaining} (at most)]")
+    done = 0
+
+    def finish(rows):
+        nonlocal done
+        store.write(rows)
+        for r in rows:
+            done += 1
+            stats["trained"] += 1
+            stats["failed"] += r["status"] == "failed"
+            log(f"[{stats['skipped'] + done}/{len(cfgs)}] {describe(r)}")
+
+    try:
+        if workers <= 1:
+            for g in groups:
+                n_batches = steps_per_epoch(g[0])
+                state = {"active": len(g)}
+
+                def on_epoch(epoch, n_active, g=g, n_batches=n_batches, state=state):
+                    bar.total -= (state["active"] - n_active) * (g[0].max_epochs - epoch) * n_batches
+                    state["active"] = n_active
+                    bar.refresh()
+
+                finish(_train_group(g, device, data_dir,
+                                    Hooks(batch=lambda e, b, n, m: bar.update(m), epoch=on_epoch)))
+        else:
+            import multiprocessing as mp
+            import os
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with mp.get_context("spawn").Pool(workers) as pool:
+                jobs = [(i, g, device, data_dir, None, threads) for i, g in enumerate(groups)]
+                for i, rows in pool.imap_unordered(_pool_job, jobs):
+                    bar.update(sum(c.max_epochs for c in groups[i]) * steps_per_epoch(groups[i][0]))
+                    finish(rows)
+    finally:
+        bar.close()
+    stats["seconds"] = time.perf_counter() - t0
+    log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
+        f"{stats['skipped']} skipped, {stats['seconds']:.0f} s -> {store.path}")
+    return stats

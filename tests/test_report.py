@@ -1,0 +1,149 @@
+"""The report module on fabricated runs (no training)."""
+import math
+
+import numpy as np
+import pytest
+
+from bnonly import report
+from bnonly.report import NOT_HELD, NOT_MEASURED, HELD, claims, mean_ci, write_report
+
+WIDTHS, DEPTHS, SEEDS = (10, 100, 784), (2, 4, 6), (0, 1, 2)
+MLP_SETS = ("all", "all-nobn", "bn", "random", "bn+out", "out", "none")
+
+
+def _params(width, depth, trainable):
+    weights = 784 * width + (depth - 1) * width * width + 10 * width
+    bn = depth * width + 20
+    return {"all": weights + bn + 10, "all-nobn": weights + 10, "bn": bn, "random": bn, "bn+out": bn + 10 * width,
+            "out": 10 * width + 10, "none": 0}[trainable]
+
+
+def _mean_acc(width, depth, trainable, bn784, random784):
+    wide = {10: 0.45, 100: 0.80, 784: bn784}[width]
+    if trainable == "bn":
+        return wide + 0.003 * (depth - 2)
+    if trainable == "random":
+        return random784 if width == 784 else wide - 0.12
+    if trainable == "all":
+        return 0.97
+    if trainable == "all-nobn":
+        return 0.97 - 0.01 * depth  # BatchNorm helps, more at depth
+    return {"bn+out": wide + 0.02, "out": 0.85, "none": 0.1}[trainable]
+
+
+def _run(model, width, depth, trainable, seed, acc, params, status="finished"):
+    cfg = {"model": model, "width": width, "depth": depth, "trainable": trainable, "seed": seed,
+           "dataset": "mnist", "gamma_init": "uniform(-1,1)", "max_epochs": 100, "subset": 0, "hidden_beta": False}
+    return {"run_id": f"{model}-{width}-{depth}-{trainable}-{seed}", "status": status, "model": model,
+            "width": width, "depth": depth, "trainable": trainable, "seed": seed, "dataset": "mnist",
+            "test_accuracy": acc, "test_loss": 0.3, "val_accuracy": acc, "val_loss": 0.3, "best_epoch": 5,
+            "epochs_run": 8, "trainable_params": params, "total_params": 100_000, "seconds": 12.5,
+            "group_size": 1, "device": "cpu", "config": cfg, "trainable_by_layer": {},
+            "history": [{"train_loss": 0.5, "train_accuracy": 0.8, "val_loss": 0.4, "val_accuracy": 0.85, "lr": 0.01}],
+            "versions": {"bnonly": "0.1.0"}, "error": None, "finished_at": "2024-01-01T00:00:00"}
+
+
+def make_runs(bn784=0.95, random784=0.80, widths=WIDTHS, lenet=True, mlp=True):
+    rng = np.random.default_rng(0)
+    runs = []
+    for w in widths if mlp else ():
+        for d in DEPTHS:
+            for t in MLP_SETS:
+                for s in SEEDS:
+                    acc = float(np.clip(_mean_acc(w, d, t, bn784, random784) + rng.normal(0, 0.003), 0, 1))
+                    runs.append(_run("mlp", w, d, t, s, acc, _params(w, d, t)))
+    if lenet:
+        for t, m, p in (("all", 0.98, 61706), ("bn", 0.30, 266), ("random", 0.275, 266), ("none", 0.10, 0)):
+            for s in SEEDS:
+                runs.append(_run("lenet5", 784, 4, t, s, float(m + rng.normal(0, 0.005)), p))
+    if mlp:
+        runs.append(_run("mlp", 784, 6, "all-nobn", 9, math.nan, _params(784, 6, "all-nobn"), status="diverged"))
+    return runs
+
+
+def verdicts(runs):
+    return [c["verdict"] for c in claims(runs)]
+
+
+def test_mean_ci_known_sample():
+    s = mean_ci([1, 2, 3])
+    assert s.mean == pytest.approx(2.0) and s.n == 3
+    assert s.half == pytest.approx(4.303 * 1 / math.sqrt(3))
+    one = mean_ci([0.5, float("nan"), None])
+    assert (one.mean, one.half, one.n) == (0.5, 0.0, 1)
+    assert mean_ci([]).n == 0
+    assert report.t975(1) == 12.706 and report.t975(100) == 1.96
+
+
+def test_claims_held_on_report_like_data():
+    assert verdicts(make_runs()) == [HELD] * 6
+
+
+def test_claim3_fails_when_random_is_close():
+    v = verdicts(make_runs(random784=0.90))
+    assert v[1] == HELD and v[2] == NOT_HELD
+
+
+def test_claims_2_3_not_measured_without_width_784():
+    v = verdicts(make_runs(widths=(10, 100)))
+    assert v[1] == NOT_MEASURED and v[2] == NOT_MEASURED
+    assert v[0] == HELD
+
+
+def test_claim_edge_cases():
+    assert verdicts(make_runs(bn784=0.90))[1] == NOT_HELD
+    lenet_only = verdicts(make_runs(mlp=False))
+    assert lenet_only == [NOT_MEASURED] * 5 + [HELD]
+    assert verdicts(make_runs(lenet=False))[5] == NOT_MEASURED
+    # one width: width-vs-depth part not measured, levelling still holds -> not measured (partial)
+    c5 = claims(make_runs(widths=(784,)))[4]
+    assert c5["verdict"] == NOT_MEASURED and "partially" in c5["measured"]
+
+
+def test_write_report_full(tmp_path):
+    written = write_report(tmp_path, runs=make_runs(), title="test <report>")
+    stems = ["accuracy_vs_depth", "accuracy_vs_params"] + [f"accuracy_vs_depth_w{w}" for w in WIDTHS]
+    for stem in stems:
+        for ext in ("png", "svg"):
+            p = tmp_path / f"{stem}.{ext}"
+            assert p.exists() and p.stat().st_size > 0, p
+            assert written[p.name] == p
+    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    assert md and page
+    assert "test &lt;report&gt;" in page
+    for stem in stems:
+        assert f'src="{stem}.png"' in page and f'href="{stem}.svg"' in page
+        assert f"({stem}.png)" in md
+    assert "1 diverged" in md and "gamma_init = uniform(-1,1)" in md
+    assert md.index("## Claims") < md.index("## Figures") < md.index("## MLP")
+    assert " ± " in md and md.count("| held |") == 6
+
+
+@pytest.mark.parametrize("kind", ["empty", "diverged-only", "lenet-only", "one-width-one-seed"])
+def test_write_report_partial(tmp_path, kind):
+    runs = {"empty": [],
+            "diverged-only": [r for r in make_runs() if r["status"] == "diverged"],
+            "lenet-only": make_runs(mlp=False),
+            "one-width-one-seed": [r for r in make_runs(widths=(100,)) if r["seed"] == 0 and r["model"] == "mlp"],
+            }[kind]
+    written = write_report(tmp_path, runs=runs)
+    page = (tmp_path / "report.html").read_text()
+    assert (tmp_path / "report.md").stat().st_size > 0
+    for name in written:
+        if name.endswith(".png"):
+            assert f'src="{name}"' in page
+    if kind in ("empty", "diverged-only", "lenet-only"):
+        assert "accuracy_vs_depth.png" not in written and "not drawn" in page
+    if kind == "lenet-only":
+        assert "accuracy_vs_params.png" in written
+    if kind == "one-width-one-seed":
+        assert "accuracy_vs_depth_w100.png" in written and "n=1" in page
+
+
+def test_write_report_from_store(tmp_path):
+    from bnonly.store import Store
+    runs = make_runs(widths=(784,))
+    Store(tmp_path / "results.sqlite").write(runs)
+    written = write_report(tmp_path)
+    assert {"accuracy_vs_depth.png", "accuracy_vs_depth_w784.svg", "report.html"} <= set(written)
+    assert claims(Store(tmp_path / "results.sqlite").runs())[1]["verdict"] == HELD

@@ -1,0 +1,126 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bnonly.cli import main
+from bnonly.config import ConfigError
+from bnonly.store import Store
+from bnonly.sweep import load_sweep, parse_set, plan_groups
+
+TINY = ["--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","random"]',
+        "--set", "seeds=[0,1]", "--set", "subset=2000", "--set", "max_epochs=2", "--set", 'models=["mlp"]']
+
+
+def test_shipped_grids_expand():
+    q = load_sweep("quick")
+    assert len(q.runs()) == 3 * 3 * 7 * 3 + 7 * 3
+    r = load_sweep("report")
+    assert len(r.runs()) == 7 * 7 * 7 * 3 + 7 * 3
+    assert {c.width for c in r.runs() if c.model == "mlp"} == {10, 20, 40, 80, 100, 400, 784}
+    assert len({c.run_id for c in r.runs()}) == len(r.runs())
+
+
+def test_overrides_and_grouping():
+    s = load_sweep("quick", TINY[1::2])
+    runs = s.runs()
+    assert len(runs) == 2 * 2 * 2 * 2
+    assert all(c.max_epochs == 2 and c.subset == 2000 for c in runs)
+    groups = plan_groups(runs)
+    # one stack per architecture and kind (bn-like apart from random): 4 architectures x 2
+    assert len(groups) == 8 and all(len({c.seed for c in g}) == 2 for g in groups)
+    assert parse_set(["preset=frankle", "widths=[1, 2]"]) == {"preset": "frankle", "widths": [1, 2]}
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("widths = [10\n", "not valid TOML"),
+    ("widhts = [10]\n", "'widhts'"),
+    ("widths = [-1]\n", "width=-1"),
+    ("widths = 'x'\n", "widths must be"),
+    ("trainable = ['bn', 'nope']\n", "trainable='nope'"),
+    ("max_epochs = 0\n", "max_epochs"),
+])
+def test_bad_sweep_configs(tmp_path, text, needle, capsys):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_sweep(str(f))
+    assert main(["sweep", str(f), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle.strip("'") in err
+
+
+def sweep_cmd(out):
+    return [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(out)] + TINY
+
+
+def finished_rows(out):
+    return {r["run_id"]: (r["status"], r["test_accuracy"], r["history"]) for r in Store(out / "results.sqlite").runs()}
+
+
+def test_killed_sweep_resumes_to_the_same_results(tmp_path):
+    full = tmp_path / "full"
+    subprocess.run(sweep_cmd(full), check=True, capture_output=True)
+    expected = finished_rows(full)
+    assert len(expected) == 16 and all(v[0] == "finished" for v in expected.values())
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(sweep_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "results.sqlite"
+    n = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                n = sqlite3.connect(db, timeout=1).execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            except sqlite3.OperationalError:
+                n = 0
+            if n:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = finished_rows(out)
+    assert 0 < len(partial) < 16, len(partial)  # really killed mid-way
+    subprocess.run(sweep_cmd(out), check=True, capture_output=True)
+    assert finished_rows(out) == expected  # same runs, same metrics, none lost or duplicated
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_processes_share_a_store(tmp_path):
+    out = tmp_path / "shared"
+    procs = [subprocess.Popen(sweep_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.wait() == 0, p.stderr.read()
+    rows = Store(out / "results.sqlite").runs()
+    assert len(rows) == 16 and len({r["run_id"] for r in rows}) == 16
+    assert all(r["status"] == "finished" for r in rows)
+    assert sqlite3.connect(out / "results.sqlite").execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_diverged_runs_are_recorded_not_fatal(tmp_path, capsys):
+    args = ["sweep", "quick", "--out", str(tmp_path)] + TINY[:2] + ["--set", "depths=[1]", "--set", 'trainable=["all-nobn"]',
+            "--set", "seeds=[0]", "--set", "subset=1000", "--set", "max_epochs=2", "--set", 'models=["mlp"]',
+            "--set", "lr=1e20"]
+    assert main(args) == 0
+    rows = Store(tmp_path / "results.sqlite").runs()
+    assert [r["status"] for r in rows] == ["diverged", "diverged"]
+
+
+def test_reproduce_writes_report_and_skips_finished(tmp_path, capsys):
+    out = tmp_path / "rep"
+    args = ["reproduce", "--config", "quick", "--out", str(out)] + TINY + ["--set", 'models=["mlp","lenet5"]',
+                                                                        "--set", "widths=[8]", "--set", "seeds=[0]"]
+    assert main(args) == 0
+    for f in ("report.html", "report.md", "accuracy_vs_depth.png", "accuracy_vs_depth.svg",
+              "accuracy_vs_params.png", "results.csv"):
+        assert (out / f).stat().st_size > 0, f
+    n = len(Store(out / "results.sqlite").runs())
+    assert n == 2 * 2 + 2  # mlp 8 x {1,2} x {bn, random} + LeNet x {bn, random}
+    capsys.readouterr()
+    assert main(args) == 0  # second launch: nothing left to train
+    assert f"{n} already in" in capsys.readouterr().err
