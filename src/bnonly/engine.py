@@ -111,6 +111,42 @@ def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0):
     return loss / len(y), correct / len(y)
 
 
+def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[idx] for an [M, B] index (index_select on rows is several times faster than x[idx] on CPU)."""
+    return x.view(len(x), -1).index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
+
+
+def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float, momentum: float,
+         weight_decay: float):
+    """One SGD step of every model in the stack on its own batch (xb [M, B, ...], yb [M, B]).
+    Gradients, momentum and weight decay are multiplied by the trainable masks, so frozen entries
+    get an exact zero update. Returns the per-model mean losses [M] and the logits."""
+    trainable = [(n, p) for n, p in stack.params.items() if p.requires_grad]
+    with torch.set_grad_enabled(bool(trainable)):
+        logits = stack.forward(xb, training=True)
+        loss_m = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
+                                 reduction="none").view(yb.shape).mean(1)
+    if not trainable:
+        return loss_m, logits
+    params = [p for _, p in trainable]
+    grads = list(torch.autograd.grad(loss_m.sum(), params))
+    with torch.no_grad():  # SGD as torch.optim.SGD computes it, over all tensors at once
+        if weight_decay:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        if momentum and bufs:
+            moms = [bufs[n] for n, _ in trainable]
+            torch._foreach_mul_(moms, momentum)
+            torch._foreach_add_(moms, grads)
+        else:
+            moms = grads
+            bufs.update((n, g) for (n, _), g in zip(trainable, grads))
+        masked = [(m, stack.masks[n]) for (n, _), m in zip(trainable, moms) if stack.masks[n] is not None]
+        if masked:  # frozen entries: zero step, momentum and decay included
+            torch._foreach_mul_([m for m, _ in masked], [k for _, k in masked])
+        torch._foreach_add_(params, moms, alpha=-lr)
+    return loss_m.detach(), logits
+
+
 def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, hooks: Hooks | None = None) -> list[Result]:
     """Train runs that share a group key as one stack; returns one Result per config, in order."""
     hooks = hooks or Hooks()
@@ -149,33 +185,13 @@ def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = Non
         lr = c0.lr * (c0.lr_drop_factor if c0.lr_drop_epoch and epoch >= c0.lr_drop_epoch else 1.0)
         perms = torch.stack([torch.randperm(N, generator=gens[s]) for s in seeds]).to(device)  # [S, N]
         pos = seed_pos.index_select(0, active)
-        trainable = [(n, p) for n, p in stack.params.items() if p.requires_grad]
         Ma = len(active)
         loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
         correct = torch.zeros(Ma, device=device, dtype=torch.float64)
         for b in range(n_batches):
             idx = perms[:, b * B:(b + 1) * B].index_select(0, pos)  # [Ma, Bb]: each model's batch
-            xb, yb = d.x_train[idx], d.y_train[idx]
-            with torch.set_grad_enabled(bool(trainable)):
-                logits = stack.forward(xb, training=True)
-                loss_m = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
-                                         reduction="none").view(Ma, -1).mean(1)
-            if trainable:
-                grads = torch.autograd.grad(loss_m.sum(), [p for _, p in trainable])
-                with torch.no_grad():
-                    for (n, p), g in zip(trainable, grads):
-                        if c0.weight_decay:
-                            g = g.add(p, alpha=c0.weight_decay)
-                        buf = bufs.get(n)
-                        if buf is None:
-                            buf = bufs[n] = g.clone() if c0.momentum else g
-                        elif c0.momentum:
-                            buf.mul_(c0.momentum).add_(g)
-                        else:
-                            buf = g
-                        if stack.masks[n] is not None:
-                            buf.mul_(stack.masks[n])  # frozen entries: zero step, momentum and decay included
-                        p.add_(buf, alpha=-lr)
+            yb = d.y_train[idx]
+            loss_m, logits = step(stack, gather(d.x_train, idx), yb, bufs, lr, c0.momentum, c0.weight_decay)
             with torch.no_grad():
                 loss_sum += loss_m.detach() * idx.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)

@@ -1,0 +1,192 @@
+"""Training speed, measured side by side in one process run.
+
+For MLPs of width 10/100/784 and depth 2/14, trainable sets `bn` and `all`, on MNIST (48,000
+training images, batch 128, i.e. 375 steps per epoch), it times:
+
+  (a) textbook: one nn.Module at a time, DataLoader(TensorDataset, batch_size=128, shuffle=True),
+      torch.optim.SGD over the trainable parameters (frozen ones have requires_grad=False);
+  (b) bnonly's single-model path: the engine's step with a stack of one model;
+  (c) bnonly's batched engine: the same step with a stack of M models (M seeds of the set).
+
+and reports model-epochs per second, achieved GFLOP/s, and efficiency = floor / measured time,
+where floor = max(FLOPs the step needs / torch.mm peak, bytes it must move / copy bandwidth),
+both peaks measured in this run. Only the work the trainable set needs is counted: no weight
+gradient for frozen layers, no input gradient for the first layer.
+
+    python benchmarks/speed.py --quick          # < 5 minutes on 2 CPU cores
+    python benchmarks/speed.py --device cuda    # on a GPU
+
+Each timing runs whole steps for a fixed wall-time budget after warm-up and converts to epochs of
+375 steps (validation is not included: the textbook loop has none). The last line of output is one
+JSON object with the ratios (c)/(a), (b)/(a), the efficiencies and the fraction of torch.mm peak.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from bnonly.config import resolve
+from bnonly.data import load
+from bnonly.engine import gather, step
+from bnonly.models import build
+from bnonly.stacked import Stack
+from bnonly.trainable import plan
+
+STEPS_PER_EPOCH = 375  # 48,000 / 128
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, budget: float, min_steps: int = 3) -> float:
+    """Seconds per call of fn, after two warm-up calls, over at least `budget` seconds."""
+    fn(), fn()
+    sync(device)
+    n, t0 = 0, time.perf_counter()
+    while n < min_steps or time.perf_counter() - t0 < budget:
+        fn()
+        n += 1
+        if device == "cuda" and n % 10 == 0:
+            sync(device)
+    sync(device)
+    return (time.perf_counter() - t0) / n
+
+
+def mm_peak(device, budget) -> float:
+    n = 4096 if device == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n ** 3 / timed(lambda: a @ b, device, budget) / 1e9
+
+
+def copy_bandwidth(device, budget) -> float:
+    """GB/s of a large tensor copy (read + write)."""
+    a = torch.empty(64 * 2 ** 20, device=device)  # 256 MiB
+    b = torch.empty_like(a)
+    return 2 * a.numel() * 4 / timed(lambda: b.copy_(a), device, budget) / 1e9
+
+
+def work_per_step(cfg, batch=128, in_features=784, classes=10):
+    """FLOPs and bytes one training step of one model needs (matmuls; weights, optimizer state,
+    activations and the input batch moved once each way)."""
+    dims = [in_features] + [cfg.width] * cfg.depth + [classes]
+    layers = list(zip(dims[:-1], dims[1:]))
+    trains_w = cfg.trainable == "all"
+    flops = bytes_ = 0
+    for i, (fi, fo) in enumerate(layers):
+        head = i == len(layers) - 1
+        mm = 2 * batch * fi * fo
+        flops += mm                                      # forward
+        if i > 0:
+            flops += mm                                  # input gradient
+        w_trains = trains_w or (head and cfg.trainable in ("bn+out", "out"))
+        if w_trains:
+            flops += mm                                  # weight gradient
+            bytes_ += 4 * fi * fo * 5                    # grad write, momentum read+write, weight read+write
+        bytes_ += 4 * fi * fo * 2                        # weight read forward and backward
+        if not head:
+            bytes_ += 4 * batch * fo * 3 * 2             # linear, BN and ReLU outputs: written, read back
+    bytes_ += 4 * batch * in_features                    # the input batch
+    return flops, bytes_
+
+
+def textbook(cfg, d, device):
+    """(a) The anchor: a plain loop over a DataLoader."""
+    model = build(cfg).to(device).train()
+    p = plan(model, cfg)
+    params = [q for n, q in model.named_parameters() if p.masks[n] is True]
+    for n, q in model.named_parameters():
+        q.requires_grad_(p.masks[n] is True)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    loader = DataLoader(TensorDataset(d.x_train, d.y_train), batch_size=128, shuffle=True)
+    it = iter(loader)
+
+    def one():
+        nonlocal it
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            x, y = next(it)
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return one
+
+
+def engine_step(cfg, d, device, m):
+    """(b)/(c) bnonly: m models (seeds 0..m-1 of cfg) as one stack, each on its own batch."""
+    cfgs = [cfg.replace(seed=s) for s in range(m)]
+    models = [build(c) for c in cfgs]
+    stack = Stack.from_models(models, [plan(mm, c) for mm, c in zip(models, cfgs)], device)
+    gens = [torch.Generator().manual_seed(s) for s in range(m)]
+    perms = torch.stack([torch.randperm(len(d.y_train), generator=g) for g in gens]).to(device)
+    bufs: dict = {}
+    state = {"b": 0}
+
+    def one():
+        b = state["b"] % (len(d.y_train) // 128)
+        state["b"] += 1
+        idx = perms[:, b * 128:(b + 1) * 128]
+        step(stack, gather(d.x_train, idx), d.y_train[idx], bufs, cfg.lr, cfg.momentum, 0.0)
+    return one
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short timings (about 3-4 minutes on 2 cores)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--models", type=int, default=12, help="M, models in the batched stack (default 12)")
+    args = ap.parse_args(argv)
+    device = args.device
+    budget = 1.0 if args.quick else 3.0
+    torch.manual_seed(0)
+
+    peak = mm_peak(device, budget)
+    bw = copy_bandwidth(device, budget)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads: "
+          f"torch.mm peak {peak:.1f} GFLOP/s, copy bandwidth {bw:.1f} GB/s", flush=True)
+    d = load("mnist", 0.2, 0, 0, device)
+    M = args.models
+
+    head = (f"{'width':>5} {'depth':>5} {'set':>4} | {'(a) textbook':>12} {'(b) single':>10} {'(c) batched':>11} "
+            f"| {'(b)/(a)':>7} {'(c)/(a)':>7} | {'GFLOP/s (c)':>11} {'of mm':>6} | {'eff (b)':>7} {'eff (c)':>7}")
+    print(f"model-epochs per second (an epoch = {STEPS_PER_EPOCH} steps of 128); (c) trains M = {M} models at once")
+    print(head)
+    print("-" * len(head))
+    rows = []
+    for width in (10, 100, 784):
+        for depth in (2, 14):
+            for tset in ("bn", "all"):
+                cfg = resolve("report", model="mlp", width=width, depth=depth, trainable=tset)
+                flops, bytes_ = work_per_step(cfg)
+                floor_step = max(flops / (peak * 1e9), bytes_ / (bw * 1e9))
+                ta = timed(textbook(cfg, d, device), device, budget)
+                tb = timed(engine_step(cfg, d, device, 1), device, budget)
+                tc = timed(engine_step(cfg, d, device, M), device, budget) / M   # per model-step
+                eps = [1 / (t * STEPS_PER_EPOCH) for t in (ta, tb, tc)]
+                gflops_c = flops / tc / 1e9
+                row = {"width": width, "depth": depth, "set": tset,
+                       "model_epochs_per_s": {"textbook": eps[0], "single": eps[1], "batched": eps[2]},
+                       "ratio_single_vs_textbook": ta / tb, "ratio_batched_vs_textbook": ta / tc,
+                       "gflops_batched": gflops_c, "fraction_of_mm_peak": gflops_c / peak,
+                       "efficiency_single": floor_step / tb, "efficiency_batched": floor_step / tc,
+                       "bound": "flops" if flops / (peak * 1e9) >= bytes_ / (bw * 1e9) else "memory"}
+                rows.append(row)
+                print(f"{width:>5} {depth:>5} {tset:>4} | {eps[0]:>12.2f} {eps[1]:>10.2f} {eps[2]:>11.2f} "
+                      f"| {ta / tb:>6.1f}x {ta / tc:>6.1f}x | {gflops_c:>11.1f} {gflops_c / peak:>6.0%} "
+                      f"| {floor_step / tb:>7.0%} {floor_step / tc:>7.0%}", flush=True)
+    print(json.dumps({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "batched_models": M,
+                      "configs": rows}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
