@@ -113,3 +113,22 @@ def test_early_stopping_restores_best_and_stops():
     assert r.epochs_run < 8
     assert r.best_epoch == 1 + vals.index(min(vals)) and r.val_loss == min(vals)
     assert r.epochs_run == r.best_epoch + 1
+
+
+def test_per_model_early_stopping_in_a_group():
+    """Models of one stack stop at different epochs; each ends as it would alone, with its best weights."""
+    cfgs = [small(trainable=t, seed=s, max_epochs=5, patience=1, lr=0.05) for s in (0, 1) for t in ("none", "all")]
+    together = train(cfgs)
+    assert len({r.epochs_run for r in together}) > 1  # they really stopped at different times
+    for cfg, rt in zip(cfgs, together):
+        (alone,) = train([cfg])
+        assert rt.epochs_run == alone.epochs_run and rt.best_epoch == alone.best_epoch
+        assert rt.epochs_run in (rt.best_epoch + cfg.patience, cfg.max_epochs)
+        for (n, a), b in zip(rt.model.state_dict().items(), alone.model.state_dict().values()):
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-3, atol=1e-4, msg=n)
+
+
+def test_bf16_autocast_trains():
+    (r,) = train([small(width=256, subset=10000, trainable="bn", lr=0.1, precision="bf16")])
+    (f,) = train([small(width=256, subset=10000, trainable="bn", lr=0.1)])
+    assert r.test_accuracy > 0.3 and abs(r.test_accuracy - f.test_accuracy) < 0.05

@@ -99,7 +99,10 @@ def _sweep(args):
     from .sweep import load_sweep, run_sweep
     sweep = load_sweep(args.config, args.set)
     out = args.out or f"runs/{sweep.name}"
-    stats = run_sweep(sweep, out, device=args.device, workers=args.workers, data_dir=args.data_dir)
+    if args.group_size < 1:
+        raise ConfigError(f"--group-size {args.group_size}: must be >= 1")
+    stats = run_sweep(sweep, out, device=args.device, workers=args.workers, data_dir=args.data_dir,
+                      group_size=args.group_size)
     return out, stats
 
 
@@ -153,6 +156,8 @@ def _add_sweep_flags(p, default_config=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, value in TOML syntax: --set widths=[10,100] --set max_epochs=5")
     p.add_argument("--workers", type=int, default=1, help="groups trained in parallel processes")
+    p.add_argument("--group-size", type=int, default=32,
+                   help="at most this many runs trained at once as one vectorized model (1 = one at a time)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
 

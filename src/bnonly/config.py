@@ -16,6 +16,7 @@ GAMMA_INITS = ("ones", "uniform(-1,1)", "uniform(0,1)", "normal(0,1)")
 TRAINABLE_SETS = ("all", "all-nobn", "bn", "bn+out", "random", "out", "none", "gamma", "beta")
 RANDOM_PLACEMENTS = ("scattered", "per-unit", "neuron")
 RANDOM_NORMS = ("batch", "inference")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,7 @@ class RunConfig:
     patience: int = 3                  # early stopping on validation loss; best weights restored
     lr_drop_epoch: int = 0             # multiply lr by lr_drop_factor from this epoch on (0 = never)
     lr_drop_factor: float = 0.1
+    precision: str = "fp32"            # fp32 | tf32 (CUDA matmuls in TF32) | bf16 (autocast forward)
     # --- data ---
     dataset: str = "mnist"
     val_fraction: float = 0.2          # held out of the training set for early stopping
@@ -66,7 +68,7 @@ class RunConfig:
             if f.type == "float":
                 object.__setattr__(self, f.name, float(v))
         choices = {"model": MODELS, "norm": NORMS, "gamma_init": GAMMA_INITS, "trainable": TRAINABLE_SETS,
-                   "random_placement": RANDOM_PLACEMENTS, "random_norm": RANDOM_NORMS}
+                   "random_placement": RANDOM_PLACEMENTS, "random_norm": RANDOM_NORMS, "precision": PRECISIONS}
         for name, allowed in choices.items():
             check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
         check(self.width >= 1, "width", "must be >= 1")

@@ -117,13 +117,13 @@ def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float, momentum: float,
-         weight_decay: float):
+         weight_decay: float, bf16: bool = False):
     """One SGD step of every model in the stack on its own batch (xb [M, B, ...], yb [M, B]).
     Gradients, momentum and weight decay are multiplied by the trainable masks, so frozen entries
     get an exact zero update. Returns the per-model mean losses [M] and the logits."""
     trainable = [(n, p) for n, p in stack.params.items() if p.requires_grad]
-    with torch.set_grad_enabled(bool(trainable)):
-        logits = stack.forward(xb, training=True)
+    with torch.set_grad_enabled(bool(trainable)), torch.autocast(xb.device.type, torch.bfloat16, enabled=bf16):
+        logits = stack.forward(xb, training=True).float()
         loss_m = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
                                  reduction="none").view(yb.shape).mean(1)
     if not trainable:
@@ -155,6 +155,8 @@ def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = Non
         raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
     c0 = cfgs[0]
     device = resolve_device(device)
+    if device == "cuda":  # TF32 only when asked for (PyTorch's default for matmuls is full fp32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = c0.precision == "tf32"
     t0 = time.perf_counter()
     d = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir)
 
@@ -191,7 +193,8 @@ def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = Non
         for b in range(n_batches):
             idx = perms[:, b * B:(b + 1) * B].index_select(0, pos)  # [Ma, Bb]: each model's batch
             yb = d.y_train[idx]
-            loss_m, logits = step(stack, gather(d.x_train, idx), yb, bufs, lr, c0.momentum, c0.weight_decay)
+            loss_m, logits = step(stack, gather(d.x_train, idx), yb, bufs, lr, c0.momentum, c0.weight_decay,
+                                  bf16=c0.precision == "bf16")
             with torch.no_grad():
                 loss_sum += loss_m.detach() * idx.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)

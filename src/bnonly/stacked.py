@@ -150,9 +150,9 @@ class Stack:
                     h = torch.bmm(h, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
             if spec.norm:
                 h = self._norm(h, i, training, spec.conv)
-            h = torch.relu(h)
-            if spec.pool:
+            if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
                 h = F.max_pool2d(h, 2)
+            h = torch.relu(h)
         if conv_layout:
             h = h.reshape(B, M, -1).transpose(0, 1)
         h = h.reshape(M, B, -1)

@@ -156,7 +156,7 @@ def describe(row: dict) -> str:
 
 
 def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", workers: int = 1,
-              data_dir: str | None = None, quiet: bool = False) -> dict:
+              data_dir: str | None = None, quiet: bool = False, group_size: int = 32) -> dict:
     """Train every run of the grid that the store in out_dir does not hold yet."""
     from tqdm import tqdm
 
@@ -170,7 +170,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     cfgs = sweep.runs()
     ended = store.ended_ids()
     todo = [c for c in cfgs if c.run_id not in ended]
-    groups = plan_groups(todo)
+    groups = plan_groups(todo, group_size)
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
         f"{len(todo)} to train in {len(groups)} groups")
