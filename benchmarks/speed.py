@@ -6,7 +6,8 @@ training images, batch 128, i.e. 375 steps per epoch), it times:
   (a) textbook: one nn.Module at a time, DataLoader(TensorDataset, batch_size=128, shuffle=True),
       torch.optim.SGD over the trainable parameters (frozen ones have requires_grad=False);
   (b) bnonly's single-model path: the engine's step with a stack of one model;
-  (c) bnonly's batched engine: the same step with a stack of M models (M seeds of the set).
+  (c) bnonly's batched engine: the same step with a stack of M models (M seeds of the set; M = 12,
+      or fewer where the sweep stacks fewer: wide sets that train their weights).
 
 and reports model-epochs per second, achieved GFLOP/s, and efficiency = floor / measured time,
 where floor = max(FLOPs the step needs / torch.mm peak, bytes it must move / copy bandwidth),
@@ -35,6 +36,7 @@ from bnonly.config import resolve
 from bnonly.data import load
 from bnonly.engine import gather, step
 from bnonly.models import build
+from bnonly.sweep import stack_limit
 from bnonly.stacked import Stack
 from bnonly.trainable import plan
 
@@ -158,8 +160,9 @@ def main(argv=None):
     M = args.models
 
     head = (f"{'width':>5} {'depth':>5} {'set':>4} | {'(a) textbook':>12} {'(b) single':>10} {'(c) batched':>11} "
-            f"| {'(b)/(a)':>7} {'(c)/(a)':>7} | {'GFLOP/s (c)':>11} {'of mm':>6} | {'eff (b)':>7} {'eff (c)':>7}")
-    print(f"model-epochs per second (an epoch = {STEPS_PER_EPOCH} steps of 128); (c) trains M = {M} models at once")
+            f"| {'(b)/(a)':>7} {'(c)/(a)':>7} | {'GFLOP/s (c)':>11} {'of mm':>6} | {'eff (b)':>7} {'eff (c)':>7} {'M':>3}")
+    print(f"model-epochs per second (an epoch = {STEPS_PER_EPOCH} steps of 128); (c) trains M models at once: "
+          f"up to {M}, as many as the sweep stacks (fewer for wide sets that train weights)")
     print(head)
     print("-" * len(head))
     rows = []
@@ -171,10 +174,11 @@ def main(argv=None):
                 floor_step = max(flops / (peak * 1e9), bytes_ / (bw * 1e9))
                 ta = timed(textbook(cfg, d, device), device, budget)
                 tb = timed(engine_step(cfg, d, device, 1), device, budget)
-                tc = timed(engine_step(cfg, d, device, M), device, budget) / M   # per model-step
+                m = min(M, stack_limit(cfg))  # as many as the sweep stacks
+                tc = timed(engine_step(cfg, d, device, m), device, budget) / m   # per model-step
                 eps = [1 / (t * STEPS_PER_EPOCH) for t in (ta, tb, tc)]
                 gflops_c = flops / tc / 1e9
-                row = {"width": width, "depth": depth, "set": tset,
+                row = {"width": width, "depth": depth, "set": tset, "batched_models": m,
                        "model_epochs_per_s": {"textbook": eps[0], "single": eps[1], "batched": eps[2]},
                        "ratio_single_vs_textbook": ta / tb, "ratio_batched_vs_textbook": ta / tc,
                        "gflops_batched": gflops_c, "fraction_of_mm_peak": gflops_c / peak,
@@ -183,7 +187,7 @@ def main(argv=None):
                 rows.append(row)
                 print(f"{width:>5} {depth:>5} {tset:>4} | {eps[0]:>12.2f} {eps[1]:>10.2f} {eps[2]:>11.2f} "
                       f"| {ta / tb:>6.1f}x {ta / tc:>6.1f}x | {gflops_c:>11.1f} {gflops_c / peak:>6.0%} "
-                      f"| {floor_step / tb:>7.0%} {floor_step / tc:>7.0%}", flush=True)
+                      f"| {floor_step / tb:>7.0%} {floor_step / tc:>7.0%} {m:>3}", flush=True)
     print(json.dumps({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "batched_models": M,
                       "configs": rows}))
 

@@ -29,9 +29,9 @@ DPI = 120
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-CONFIG_FIELDS = ("preset", "gamma_init", "hidden_beta", "bn_momentum", "bn_eps", "lr", "momentum",
+CONFIG_FIELDS = ("gamma_init", "hidden_beta", "bn_momentum", "bn_eps", "lr", "momentum",
                  "batch_size", "max_epochs", "patience", "lr_drop_epoch", "subset", "val_fraction",
-                 "random_placement", "random_norm")
+                 "random_placement", "random_norm", "precision")
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -112,15 +112,31 @@ def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
 
 
 # ---------------------------------------------------------------------------- running
+TRAINED_WEIGHTS_PER_STACK = 4_000_000  # ~16 MB of trained weights (plus gradients and momentum)
+
+
+def stack_limit(cfg: RunConfig, max_group: int = 32) -> int:
+    """How many runs like cfg to train as one stack. Stacks that train hidden weights are capped
+    so their weights, gradients and momentum stay cache-sized: past that, a bigger stack only adds
+    memory traffic (measured: 12 stacked 784x2 `all` models train 0.8x as fast as one at a time)."""
+    from .engine import stack_key
+    from .models import build
+    if not stack_key(cfg)[1]:
+        return max_group
+    weights = sum(b.op.weight.numel() for b in build(cfg).blocks)
+    return max(1, min(max_group, TRAINED_WEIGHTS_PER_STACK // weights))
+
+
 def plan_groups(cfgs: list[RunConfig], max_group: int = 32) -> list[list[RunConfig]]:
-    """Runs that can train as one stack, in grid order, at most `max_group` models each."""
+    """Runs that can train as one stack, in grid order, at most `stack_limit` models each."""
     from .engine import stack_key
     groups: dict[tuple, list[RunConfig]] = {}
     for c in cfgs:
         groups.setdefault(stack_key(c), []).append(c)
     out = []
     for g in groups.values():
-        out += [g[i:i + max_group] for i in range(0, len(g), max_group)]
+        n = stack_limit(g[0], max_group)
+        out += [g[i:i + n] for i in range(0, len(g), n)]
     return out
 
 
