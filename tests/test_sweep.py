@@ -91,6 +91,16 @@ def test_killed_sweep_resumes_to_the_same_results(tmp_path):
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_worker_processes_give_the_same_results(tmp_path):
+    args = ["sweep", "quick"] + TINY + ["--set", "widths=[8]"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    assert main(args + ["--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    one, two = finished_rows(tmp_path / "one"), finished_rows(tmp_path / "two")
+    assert len(one) == 8 and one.keys() == two.keys()
+    for k in one:  # other thread counts may round differently: equal to float tolerance
+        assert one[k][0] == two[k][0] and abs(one[k][1] - two[k][1]) < 0.01
+
+
 def test_two_processes_share_a_store(tmp_path):
     out = tmp_path / "shared"
     procs = [subprocess.Popen(sweep_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]

@@ -199,16 +199,13 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     bar = tqdm(total=sum(c.max_epochs * steps_per_epoch(c) for c in todo), unit="step", unit_scale=True,
                file=sys.stderr, disable=quiet or None, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} model-steps [{elapsed}<{remaining} (at most)]")
-    done = 0
 
     def finish(rows):
-        nonlocal done
         store.write(rows)
         for r in rows:
-            done += 1
             stats["trained"] += 1
             stats["failed"] += r["status"] == "failed"
-            log(f"[{stats['skipped'] + done}/{len(cfgs)}] {describe(r)}")
+            log(f"[{stats['skipped'] + stats['trained']}/{len(cfgs)}] {describe(r)}")
 
     try:
         if workers <= 1:
