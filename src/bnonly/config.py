@@ -11,11 +11,12 @@ import json
 from dataclasses import dataclass, fields
 
 MODELS = ("mlp", "lenet5")
-NORMS = ("batchnorm", "none")
+NORMS = ("batchnorm", "layernorm", "affine", "none")
 GAMMA_INITS = ("ones", "uniform(-1,1)", "uniform(0,1)", "normal(0,1)")
 TRAINABLE_SETS = ("all", "all-nobn", "bn", "bn+out", "random", "out", "none", "gamma", "beta")
 RANDOM_PLACEMENTS = ("scattered", "per-unit", "neuron")
 RANDOM_NORMS = ("batch", "inference")
+RANDOM_ALLOCATIONS = ("even", "proportional", "first", "last")
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -29,7 +30,7 @@ class RunConfig:
     model: str = "mlp"                 # mlp | lenet5
     width: int = 784                   # hidden units per layer (MLP)
     depth: int = 4                     # hidden blocks (MLP)
-    norm: str = "batchnorm"            # normalization after each hidden linear/conv: batchnorm | none
+    norm: str = "batchnorm"            # after each hidden linear/conv: batchnorm | layernorm | affine | none
     gamma_init: str = "uniform(-1,1)"  # ones | uniform(-1,1) | uniform(0,1) | normal(0,1)
     hidden_beta: bool = False          # hidden BN layers have a shift beta
     bn_momentum: float = 0.1           # PyTorch convention (Keras 0.99 == 0.01 here)
@@ -38,6 +39,7 @@ class RunConfig:
     trainable: str = "bn"              # see TRAINABLE_SETS
     random_placement: str = "scattered"  # `random` set: scattered | per-unit | neuron
     random_norm: str = "batch"         # `random` set: BN uses batch statistics (batch) or runs in inference mode
+    random_allocation: str = "even"    # `random` set: per layer as bn (even) | proportional | first | last
     # --- optimisation ---
     lr: float = 0.01
     momentum: float = 0.9
@@ -68,7 +70,8 @@ class RunConfig:
             if f.type == "float":
                 object.__setattr__(self, f.name, float(v))
         choices = {"model": MODELS, "norm": NORMS, "gamma_init": GAMMA_INITS, "trainable": TRAINABLE_SETS,
-                   "random_placement": RANDOM_PLACEMENTS, "random_norm": RANDOM_NORMS, "precision": PRECISIONS}
+                   "random_placement": RANDOM_PLACEMENTS, "random_norm": RANDOM_NORMS, "precision": PRECISIONS,
+                   "random_allocation": RANDOM_ALLOCATIONS}
         for name, allowed in choices.items():
             check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
         check(self.width >= 1, "width", "must be >= 1")

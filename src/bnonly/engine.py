@@ -22,13 +22,13 @@ from .stacked import Stack
 from .trainable import plan
 
 # Fields that may differ between runs trained together; all others must match.
-PER_MODEL_FIELDS = ("seed", "trainable", "random_placement", "random_norm")
+PER_MODEL_FIELDS = ("seed", "trainable", "random_placement", "random_norm", "random_allocation")
 
 
 def group_key(cfg: RunConfig) -> str:
     """Runs with the same key can share a Stack (same architecture, data and optimisation)."""
     return cfg.replace(seed=0, trainable="all" if cfg.effective_norm != "none" else "all-nobn",
-                       random_placement="scattered", random_norm="batch").canonical()
+                       random_placement="scattered", random_norm="batch", random_allocation="even").canonical()
 
 
 def stack_key(cfg: RunConfig) -> tuple[str, bool]:

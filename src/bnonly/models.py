@@ -28,13 +28,37 @@ class Block(nn.Module):
         return nn.functional.max_pool2d(x, 2) if self.pool else x
 
 
+class Affine(nn.Module):
+    """A per-feature scale and shift with no normalization (no statistics)."""
+
+    def __init__(self, features: int, conv: bool = False):
+        super().__init__()
+        self.conv = conv
+        self.weight = nn.Parameter(torch.ones(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x):
+        shape = (1, -1, 1, 1) if self.conv else (1, -1)
+        return x * self.weight.view(shape) + (0 if self.bias is None else self.bias.view(shape))
+
+
 def _norm_layer(norm: str, features: int, conv: bool, hidden_beta: bool, momentum: float, eps: float):
+    """The layer after each hidden linear/conv. Its `weight` is gamma and its `bias` beta, whatever the kind.
+    layernorm normalizes each example over its features (for conv layers: over channels and pixels,
+    i.e. GroupNorm with one group), with per-feature (per-channel) gamma and beta."""
     if norm == "none":
         return None
-    bn = (nn.BatchNorm2d if conv else nn.BatchNorm1d)(features, eps=eps, momentum=momentum)
-    if not hidden_beta:  # "beta deactivated": BN scales but does not shift
-        bn.register_parameter("bias", None)
-    return bn
+    if norm == "batchnorm":
+        layer = (nn.BatchNorm2d if conv else nn.BatchNorm1d)(features, eps=eps, momentum=momentum)
+    elif norm == "layernorm":
+        layer = nn.GroupNorm(1, features, eps=eps) if conv else nn.LayerNorm(features, eps=eps)
+    elif norm == "affine":
+        layer = Affine(features, conv)
+    else:
+        raise ValueError(f"unknown norm {norm!r}")
+    if not hidden_beta:  # "beta deactivated": the layer scales but does not shift
+        layer.register_parameter("bias", None)
+    return layer
 
 
 class Net(nn.Module):

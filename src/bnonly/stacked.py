@@ -21,20 +21,30 @@ from .trainable import Plan
 @dataclass
 class LayerSpec:
     conv: bool
-    norm: bool
+    norm: str          # batchnorm | layernorm | affine | none
     pool: bool
     padding: int = 0
     momentum: float = 0.1
     eps: float = 1e-5
 
 
+def _norm_kind(layer) -> str:
+    if layer is None:
+        return "none"
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return "batchnorm"
+    if isinstance(layer, (nn.LayerNorm, nn.GroupNorm)):
+        return "layernorm"
+    return "affine"
+
+
 class Stack:
     def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                  masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor):
-        self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=b.norm is not None, pool=b.pool,
+        self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=_norm_kind(b.norm), pool=b.pool,
                                 padding=b.op.padding[0] if isinstance(b.op, nn.Conv2d) else 0,
-                                momentum=b.norm.momentum if b.norm is not None else 0.1,
-                                eps=b.norm.eps if b.norm is not None else 1e-5) for b in template.blocks]
+                                momentum=getattr(b.norm, "momentum", 0.1), eps=getattr(b.norm, "eps", 1e-5))
+                      for b in template.blocks]
         self.template = template
         self.params = params        # name -> [M, *shape]; requires_grad where any model trains it
         self.buffers = buffers      # BN running statistics, name -> [M, C]
@@ -86,10 +96,22 @@ class Stack:
         return sd
 
     # ------------------------------------------------------------------ compute
+    def _affine(self, h, i: int, conv: bool, normalize: bool):
+        """layernorm (normalize each example over its features, per model) or affine, then gamma/beta."""
+        M = self.size
+        if normalize:
+            h = F.group_norm(h, M, eps=self.specs[i].eps) if conv else F.layer_norm(h, h.shape[-1:], eps=self.specs[i].eps)
+        shape = (1, -1, 1, 1) if conv else (M, 1, -1)
+        h = h * self.params[f"blocks.{i}.norm.weight"].reshape(shape)
+        beta = self.params.get(f"blocks.{i}.norm.bias")
+        return h if beta is None else h + beta.reshape(shape)
+
     def _norm(self, h, i: int, training: bool, conv: bool):
         """BatchNorm with per-model statistics: the M*C channels of all models as one F.batch_norm."""
         spec = self.specs[i]
         M = self.size
+        if spec.norm != "batchnorm":
+            return self._affine(h, i, conv, normalize=spec.norm == "layernorm")
         rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
         gamma = self.params[f"blocks.{i}.norm.weight"]
         beta = self.params.get(f"blocks.{i}.norm.bias")
@@ -148,7 +170,7 @@ class Stack:
                     h = h if bias is None else h + bias.unsqueeze(1)
                 else:
                     h = torch.bmm(h, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
-            if spec.norm:
+            if spec.norm != "none":
                 h = self._norm(h, i, training, spec.conv)
             if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
                 h = F.max_pool2d(h, 2)

@@ -18,7 +18,9 @@ from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, resolve
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 GRID_KEYS = {"models": ("model", str), "widths": ("width", int), "depths": ("depth", int),
-             "trainable": ("trainable", str), "seeds": ("seed", int)}
+             "trainable": ("trainable", str), "seeds": ("seed", int), "norms": ("norm", str),
+             "random_allocations": ("random_allocation", str)}
+NEEDS_NORM = ("bn", "bn+out", "gamma", "beta", "random")
 
 
 @dataclass
@@ -30,6 +32,8 @@ class SweepConfig:
     depths: list = field(default_factory=lambda: [4])
     trainable: list = field(default_factory=lambda: ["bn"])
     seeds: list = field(default_factory=lambda: [0, 1, 2])
+    norms: list = field(default_factory=list)                # empty: the `norm` setting (batchnorm)
+    random_allocations: list = field(default_factory=list)   # empty: the `random_allocation` setting (even)
     settings: dict = field(default_factory=dict)  # any other RunConfig field, as a scalar
 
     @classmethod
@@ -59,19 +63,32 @@ class SweepConfig:
         return {**{k: v for k, v in d.items() if k != "settings"}, **d["settings"]}
 
     def runs(self) -> list[RunConfig]:
-        """The grid, in a stable order. LeNet-5 has no width/depth: it appears once per set x seed."""
+        """The grid, in a stable order, without duplicates. LeNet-5 has no width/depth: it appears once
+        per set x seed. Runs that would compute the same thing are one run: `all-nobn` is built
+        without normalization whatever `norms` says, `random_allocations` only varies `random`, and
+        with norm 'none' the sets that need a normalization layer (bn, bn+out, gamma, beta, random)
+        are left out."""
         out, seen = [], set()
+        norms = self.norms or [self.settings.get("norm", "batchnorm")]
+        allocations = self.random_allocations or [self.settings.get("random_allocation", "even")]
+        settings = {k: v for k, v in self.settings.items() if k not in ("norm", "random_allocation")}
         for model in self.models:
             widths, depths = (self.widths, self.depths) if model == "mlp" else ([None], [None])
-            for w in widths:
-                for d in depths:
-                    for t in self.trainable:
-                        for s in self.seeds:
-                            arch = {"model": model} | ({"width": w, "depth": d} if w is not None else {})
-                            cfg = resolve(self.preset, **self.settings, **arch, trainable=t, seed=s)
-                            if cfg.run_id not in seen:
-                                seen.add(cfg.run_id)
-                                out.append(cfg)
+            for norm in norms:
+                for w in widths:
+                    for d in depths:
+                        for t in self.trainable:
+                            if norm == "none" and t in NEEDS_NORM:
+                                continue
+                            for alloc in (allocations if t == "random" else allocations[:1]):
+                                for s in self.seeds:
+                                    arch = {"model": model} | ({"width": w, "depth": d} if w is not None else {})
+                                    cfg = resolve(self.preset, **settings, **arch, trainable=t, seed=s,
+                                                  norm="none" if t == "all-nobn" else norm,
+                                                  random_allocation=alloc if t == "random" else "even")
+                                    if cfg.run_id not in seen:
+                                        seen.add(cfg.run_id)
+                                        out.append(cfg)
         return out
 
 

@@ -110,17 +110,46 @@ def plan(model: Net, cfg: RunConfig) -> Plan:
     return Plan({n: n in chosen for n in names})
 
 
+def allocate(k_total: int, sizes: list[int], norm_counts: list[int], allocation: str) -> list[int]:
+    """How many of the k_total random entries each hidden layer gets: as its normalization layer has
+    parameters (`even`: the report's choice, equal for equal widths), in proportion to the layer's
+    weight count (`proportional`, largest remainders), all in the first or all in the last layer."""
+    n = len(sizes)
+    if allocation == "even":
+        counts = list(norm_counts)
+    elif allocation == "first":
+        counts = [k_total] + [0] * (n - 1)
+    elif allocation == "last":
+        counts = [0] * (n - 1) + [k_total]
+    elif allocation == "proportional":
+        shares = [k_total * s / sum(sizes) for s in sizes]
+        counts = [int(x) for x in shares]
+        for i in sorted(range(n), key=lambda i: counts[i] - shares[i])[: k_total - sum(counts)]:
+            counts[i] += 1
+    else:
+        raise ConfigError(f"unknown random_allocation {allocation!r}")
+    for i, (c, size) in enumerate(zip(counts, sizes)):
+        if c > size:
+            raise ConfigError(f"random_allocation={allocation!r} asks hidden layer {i} for {c} trainable entries, "
+                              f"but it has only {size} weights")
+    return counts
+
+
 def _random_plan(model: Net, cfg: RunConfig) -> Plan:
-    """As many hidden weights as `bn` trains, in each block as many as that block's BN has
-    parameters; BN kept with gamma = 1, beta = 0 frozen."""
+    """As many hidden weights as `bn` trains (the parameters of every normalization/affine layer),
+    allocated over the hidden layers by `random_allocation`; normalization kept with gamma = 1,
+    beta = 0 frozen."""
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * 1_000_003)  # its own stream, fixed by the seed
     masks: dict[str, bool | torch.Tensor] = {n: False for n, _ in model.named_parameters()}
-    for i, b in enumerate(model.blocks):
-        if b.norm is None:
-            raise ConfigError("trainable='random' matches the BatchNorm count, but the model has no BatchNorm")
-        k = sum(p.numel() for p in b.norm.parameters())
+    if any(b.norm is None for b in model.blocks):
+        raise ConfigError("trainable='random' matches the normalization layers' count, but the model has none")
+    norm_counts = [sum(p.numel() for p in b.norm.parameters()) for b in model.blocks]
+    counts = allocate(sum(norm_counts), [b.op.weight.numel() for b in model.blocks], norm_counts,
+                      cfg.random_allocation)
+    for i, (b, k) in enumerate(zip(model.blocks, counts)):
         masks[f"blocks.{i}.op.weight"] = random_mask(b.op.weight.shape, k, cfg.random_placement, gen)
         b.norm.weight.fill_(1.0)
         if b.norm.bias is not None:
             b.norm.bias.zero_()
-    return Plan(masks, norm_mode=cfg.random_norm)
+    # inference mode is a BatchNorm notion (running statistics); other kinds have none
+    return Plan(masks, norm_mode=cfg.random_norm if cfg.effective_norm == "batchnorm" else "batch")
