@@ -23,7 +23,7 @@ reproduce: venv
 	$(VENV)/bin/bnonly reproduce --config $(CONFIG) --out $(OUT)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 clean:
 	rm -rf $(VENV)

