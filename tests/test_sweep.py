@@ -134,3 +134,21 @@ def test_reproduce_writes_report_and_skips_finished(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0  # second launch: nothing left to train
     assert f"{n} already in" in capsys.readouterr().err
+
+
+def test_questions_study_report_has_every_section(tmp_path):
+    from bnonly.data import FASHION_MNIST_DIR
+    datasets = '["mnist","fashion-mnist"]' if FASHION_MNIST_DIR.is_dir() else '["mnist"]'
+    out = tmp_path / "q"
+    args = ["reproduce", "--config", "questions", "--out", str(out), "--set", "widths=[8]", "--set", "depths=[1]",
+            "--set", "seeds=[0,1]", "--set", "subset=1500", "--set", "max_epochs=2", "--set", f"datasets={datasets}"]
+    assert main(args) == 0
+    md = (out / "report.md").read_text()
+    for title in ("Affine parameters without normalization", "LayerNorm's affine parameters",
+                  "Uneven allocation of the random parameters"):
+        assert f"## {title}" in md
+    assert md.count("points (95% paired interval, n=") == 5  # affine, layernorm, 3 allocations
+    for f in ("question_affine.png", "question_layernorm.png", "question_allocation.png"):
+        assert (out / f).stat().st_size > 0
+    if "fashion" in datasets:
+        assert "## Other data sets" in md and "## Claims on fashion-mnist" in md

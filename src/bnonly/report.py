@@ -454,7 +454,7 @@ def _figure_items(written) -> list[tuple[str, str, str]]:
     return [(f"{s}.png", f"{s}.svg", c) for s, c in items]
 
 
-def render_md(title, summary, cl, figs, skipped, mlp_t, lenet_t) -> str:
+def render_md(title, summary, cl, figs, skipped, mlp_t, lenet_t, extra=()) -> str:
     out = [f"# {title}", "", "## What was run", "", " ".join(summary), "", "## Claims", "",
            md_table(*claims_table(cl)), "", "Rules:", ""]
     out += [f"{c['id']}. {c['rule']}" for c in cl]
@@ -463,12 +463,20 @@ def render_md(title, summary, cl, figs, skipped, mlp_t, lenet_t) -> str:
         out += [f"![{cap}]({png})", "", f"*{cap}* ([SVG]({svg}))", ""]
     out += [f"*{s}*" for s in skipped] + ["", "## MLP test accuracy (%)", ""]
     out += [md_table(*mlp_t) if mlp_t[1] else "*No finished MLP runs.*", "", "## LeNet-5 test accuracy (%)", ""]
-    out += [md_table(*lenet_t) if lenet_t[1] else "*No finished LeNet-5 runs.*", "", "## How to read this", "",
-            HOW_TO_READ, ""]
+    out += [md_table(*lenet_t) if lenet_t[1] else "*No finished LeNet-5 runs.*", ""]
+    for sec in extra:  # the open questions, and the claims on other data sets
+        out += [f"## {sec['title']}", "", f"**Question.** {sec['question']}", ""]
+        if sec.get("figure"):
+            out += [f"![{sec['title']}]({sec['figure']})", ""]
+        for a in sec.get("answers", []):
+            out += [f"**Answer.** {a}", ""]
+        if sec.get("claims"):
+            out += [md_table(*claims_table(sec["claims"])), ""]
+    out += ["## How to read this", "", HOW_TO_READ, ""]
     return "\n".join(out)
 
 
-def render_html(title, summary, cl, figs, skipped, mlp_t, lenet_t) -> str:
+def render_html(title, summary, cl, figs, skipped, mlp_t, lenet_t, extra=()) -> str:
     e = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(title)}</title>",
            f"<style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>", "<h2>What was run</h2>",
@@ -482,8 +490,15 @@ def render_html(title, summary, cl, figs, skipped, mlp_t, lenet_t) -> str:
     out += ["<h2>MLP test accuracy (%)</h2>",
             html_table(*mlp_t) if mlp_t[1] else '<p class="note">No finished MLP runs.</p>',
             "<h2>LeNet-5 test accuracy (%)</h2>",
-            html_table(*lenet_t) if lenet_t[1] else '<p class="note">No finished LeNet-5 runs.</p>',
-            "<h2>How to read this</h2>", f"<p>{e(HOW_TO_READ)}</p>", "</body></html>", ""]
+            html_table(*lenet_t) if lenet_t[1] else '<p class="note">No finished LeNet-5 runs.</p>']
+    for sec in extra:
+        out += [f"<h2>{e(sec['title'])}</h2>", f"<p><b>Question.</b> {e(sec['question'])}</p>"]
+        if sec.get("figure"):
+            out.append(f'<figure><img src="{e(sec["figure"])}" alt="{e(sec["title"])}"></figure>')
+        out += [f"<p><b>Answer.</b> {e(a)}</p>" for a in sec.get("answers", [])]
+        if sec.get("claims"):
+            out.append(html_table(*claims_table(sec["claims"]), verdict_col=3))
+    out += ["<h2>How to read this</h2>", f"<p>{e(HOW_TO_READ)}</p>", "</body></html>", ""]
     return "\n".join(out)
 
 
@@ -496,13 +511,27 @@ def write_report(out_dir, runs=None, title: str = "bnonly report") -> dict[str, 
     if runs is None:
         from .store import Store
         runs = Store(out_dir / "results.sqlite").runs()
-    runs = list(runs)
+    from .questions import is_baseline, sections
+    all_runs = list(runs)
+    # The figures, tables and claims are the report's setting (BatchNorm, random spread evenly) on
+    # MNIST (or the one data set there is); other settings answer the open questions below them.
+    datasets = sorted({r.get("dataset") for r in all_runs}, key=lambda d: (d != "mnist", str(d)))
+    runs = [r for r in all_runs if is_baseline(r) and r.get("dataset") == (datasets[0] if datasets else None)]
     mlp, lenet = mlp_stats(runs), lenet_stats(runs)
     written: dict[str, Path] = {}
     skipped = [s for s in (plot_accuracy_vs_depth(mlp, out_dir, written),
                            plot_accuracy_vs_params(runs, out_dir, written)) if s]
-    parts = (title, summary_text(runs), claims(runs), _figure_items(written), skipped,
-             mlp_table(mlp), lenet_table(runs, lenet))
+    extra = sections(all_runs, out_dir, written)
+    for ds in datasets[1:]:
+        other = [r for r in all_runs if is_baseline(r) and r.get("dataset") == ds]
+        extra.append({"title": f"Claims on {ds}", "question": f"Do the report's six claims hold on {ds}?",
+                      "answers": [], "claims": claims(other)})
+    summary = summary_text(all_runs)
+    if len(runs) < len(all_runs):
+        summary.append(f"Figures, tables and the first claims table use the {len(runs)} runs of the report's setting "
+                       f"(BatchNorm, random weights spread evenly, {datasets[0]}); the sections after them use the rest.")
+    parts = (title, summary, claims(runs), _figure_items(written), skipped, mlp_table(mlp), lenet_table(runs, lenet),
+             extra)
     for name, render in (("report.md", render_md), ("report.html", render_html)):
         path = out_dir / name
         path.write_text(render(*parts), encoding="utf-8")

@@ -19,7 +19,7 @@ from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, resolve
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 GRID_KEYS = {"models": ("model", str), "widths": ("width", int), "depths": ("depth", int),
              "trainable": ("trainable", str), "seeds": ("seed", int), "norms": ("norm", str),
-             "random_allocations": ("random_allocation", str)}
+             "random_allocations": ("random_allocation", str), "datasets": ("dataset", str)}
 NEEDS_NORM = ("bn", "bn+out", "gamma", "beta", "random")
 
 
@@ -34,6 +34,7 @@ class SweepConfig:
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     norms: list = field(default_factory=list)                # empty: the `norm` setting (batchnorm)
     random_allocations: list = field(default_factory=list)   # empty: the `random_allocation` setting (even)
+    datasets: list = field(default_factory=list)             # empty: the `dataset` setting (mnist)
     settings: dict = field(default_factory=dict)  # any other RunConfig field, as a scalar
 
     @classmethod
@@ -71,8 +72,9 @@ class SweepConfig:
         out, seen = [], set()
         norms = self.norms or [self.settings.get("norm", "batchnorm")]
         allocations = self.random_allocations or [self.settings.get("random_allocation", "even")]
-        settings = {k: v for k, v in self.settings.items() if k not in ("norm", "random_allocation")}
-        for model in self.models:
+        datasets = self.datasets or [self.settings.get("dataset", "mnist")]
+        settings = {k: v for k, v in self.settings.items() if k not in ("norm", "random_allocation", "dataset")}
+        for dataset, model in ((ds, m) for ds in datasets for m in self.models):
             widths, depths = (self.widths, self.depths) if model == "mlp" else ([None], [None])
             for norm in norms:
                 for w in widths:
@@ -83,7 +85,7 @@ class SweepConfig:
                             for alloc in (allocations if t == "random" else allocations[:1]):
                                 for s in self.seeds:
                                     arch = {"model": model} | ({"width": w, "depth": d} if w is not None else {})
-                                    cfg = resolve(self.preset, **settings, **arch, trainable=t, seed=s,
+                                    cfg = resolve(self.preset, **settings, **arch, trainable=t, seed=s, dataset=dataset,
                                                   norm="none" if t == "all-nobn" else norm,
                                                   random_allocation=alloc if t == "random" else "even")
                                     if cfg.run_id not in seen:
