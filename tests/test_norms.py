@@ -83,3 +83,11 @@ def test_sweep_grid_keys_norms_and_allocations():
     # with norm 'none' only all, out, none
     assert len(runs) == 3 * 9 + 1 + 3
     assert {c.random_allocation for c in runs if c.trainable != "random"} == {"even"}
+
+
+def test_width_and_depth_beyond_the_report_grid():
+    cfg = resolve(width=2048, depth=24, trainable="random")
+    m = build(cfg)
+    p = plan(m, cfg)
+    assert p.count(m) == 2048 * 24 and len(m.blocks) == 24
+    assert sum(q.numel() for q in m.parameters()) == 784 * 2048 + 23 * 2048 ** 2 + 2048 * 24 + 2048 * 10 + 10

@@ -23,6 +23,9 @@ def test_shipped_grids_expand():
     assert len(r.runs()) == 7 * 7 * 7 * 3 + 7 * 3
     assert {c.width for c in r.runs() if c.model == "mlp"} == {10, 20, 40, 80, 100, 400, 784}
     assert len({c.run_id for c in r.runs()}) == len(r.runs())
+    # questions: per data set x width x depth x seed: 3 norms x (all, bn, bn+out) + random x 3 norms x
+    # 4 allocations + all-nobn = 22 runs; 2 data sets x 2 widths x 2 depths x 3 seeds
+    assert len(load_sweep("questions").runs()) == 22 * 2 * 2 * 2 * 3
 
 
 def test_overrides_and_grouping():
