@@ -10,7 +10,7 @@ import sys
 import tomllib
 from dataclasses import fields
 
-from .config import DEFAULT_PRESET, PRESETS, TRAINABLE_SETS, ConfigError, RunConfig, parse_value, resolve
+from .config import CHOICES, DEFAULT_PRESET, PRESETS, ConfigError, RunConfig, parse_value, resolve
 from .data import DataError
 
 
@@ -25,11 +25,11 @@ def _flag(name: str) -> str:
 
 def add_run_flags(p: argparse.ArgumentParser):
     """One flag per RunConfig field (strings, parsed and validated by the config itself)."""
-    help_ = {"trainable": "what trains: " + ", ".join(TRAINABLE_SETS), "max_epochs": "at most this many epochs"}
     for f in fields(RunConfig):
         names = [_flag(f.name)] + (["--epochs"] if f.name == "max_epochs" else [])
+        choices = f"one of {', '.join(CHOICES[f.name])}; " if f.name in CHOICES else ""
         p.add_argument(*names, dest=f.name, metavar=f.type.upper(), default=None,
-                       help=help_.get(f.name, f"default {f.default!r} (before the preset)"))
+                       help=f"{choices}default {f.default!r} (a preset may change it)".replace("%", "%%"))
     p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     p.add_argument("--config", default=None, help="TOML file of run settings (flags override it)")
 

@@ -20,6 +20,11 @@ RANDOM_ALLOCATIONS = ("even", "proportional", "first", "last")
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
+CHOICES = {"model": MODELS, "norm": NORMS, "gamma_init": GAMMA_INITS, "trainable": TRAINABLE_SETS,
+           "random_placement": RANDOM_PLACEMENTS, "random_norm": RANDOM_NORMS, "precision": PRECISIONS,
+           "random_allocation": RANDOM_ALLOCATIONS}
+
+
 class ConfigError(ValueError):
     """A bad configuration value; its message is shown to the user as one line."""
 
@@ -69,10 +74,7 @@ class RunConfig:
                 raise ConfigError(f"{f.name}={v!r}: expected {f.type}")
             if f.type == "float":
                 object.__setattr__(self, f.name, float(v))
-        choices = {"model": MODELS, "norm": NORMS, "gamma_init": GAMMA_INITS, "trainable": TRAINABLE_SETS,
-                   "random_placement": RANDOM_PLACEMENTS, "random_norm": RANDOM_NORMS, "precision": PRECISIONS,
-                   "random_allocation": RANDOM_ALLOCATIONS}
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
         check(self.width >= 1, "width", "must be >= 1")
         check(self.depth >= 1, "depth", "must be >= 1")
