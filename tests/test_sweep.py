@@ -91,6 +91,8 @@ def test_killed_sweep_resumes_to_the_same_results(tmp_path):
     assert 0 < len(partial) < 16, len(partial)  # really killed mid-way
     subprocess.run(sweep_cmd(out), check=True, capture_output=True)
     assert finished_rows(out) == expected  # same runs, same metrics, none lost or duplicated
+    store = Store(db)
+    assert all(store.artefact(k) for k in expected)  # no run recorded as finished without its artefact
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -155,3 +157,39 @@ def test_questions_study_report_has_every_section(tmp_path):
         assert (out / f).stat().st_size > 0
     if "fashion" in datasets:
         assert "## Other data sets" in md and "## Claims on fashion-mnist" in md
+
+
+def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
+    import torch
+
+    from bnonly.config import RunConfig
+    from bnonly.data import load
+    from bnonly.engine import evaluate
+    from bnonly.models import build
+    from bnonly.stacked import Stack
+    from bnonly.trainable import plan, rebuild
+    out = tmp_path / "m"
+    assert main(["sweep", "quick", "--out", str(out), "--group-size", "1"] + TINY + ["--set", "widths=[8]",
+                 "--set", 'trainable=["bn","random","all"]', "--set", "seeds=[0]"]) == 0
+    store = Store(out / "results.sqlite")
+    rows = store.runs()
+    assert len(rows) == 6
+    for r in rows:
+        cfg = RunConfig(**r["config"])
+        blob = store.artefact(r["run_id"])
+        assert blob is not None
+        if r["trainable"] == "bn":
+            assert len(blob) < 20_000  # only what trained: gamma, plus BN statistics
+        model = rebuild(cfg, blob)
+        d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
+        _, acc = evaluate(Stack.from_models([model], [plan(build(cfg), cfg)]), d.x_test, d.y_test)
+        assert float(acc[0]) == r["test_accuracy"]  # exactly the stored number
+        # export-model: a plain state_dict that loads with weights_only=True into a fresh model
+        path = tmp_path / f"{r['run_id']}.pt"
+        assert main(["export-model", str(out), r["run_id"], str(path)]) == 0
+        fresh = build(cfg).eval()
+        fresh.load_state_dict(torch.load(path, weights_only=True))
+        x = d.x_test[:64]
+        torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+    assert main(["export-model", str(out), "nope", str(tmp_path / "x.pt")]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -147,6 +147,30 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_model(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .store import Store
+    from .trainable import rebuild
+    path = Path(args.dir) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no results store here")
+    store = Store(path)
+    rows = store.runs(run_id=args.run_id)
+    blob = store.artefact(args.run_id)
+    if not rows or blob is None:
+        raise ConfigError(f"run {args.run_id!r}: no finished run with a stored model in {path}")
+    model = rebuild(RunConfig(**rows[0]["config"]), blob)
+    torch.save(model.state_dict(), args.path)
+    c = rows[0]["config"]
+    arch = f"MLP(width={c['width']}, depth={c['depth']}, norm={c['norm']!r})" if c["model"] == "mlp" else "LeNet5(...)"
+    print(f"wrote {args.path}: the state_dict of {arch}, trained set {c['trainable']!r}, "
+          f"test accuracy {rows[0]['test_accuracy']:.4f}; load it with torch.load(path, weights_only=True)")
+    return 0
+
+
 def _add_sweep_flags(p, default_config=None):
     if default_config:
         p.add_argument("--config", default=default_config, help="shipped config name (quick, report) or a TOML path")
@@ -190,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("dir")
     ex.add_argument("path")
     ex.set_defaults(func=cmd_export)
+
+    em = sub.add_parser("export-model", help="write a stored run's trained model as a plain PyTorch state_dict")
+    em.add_argument("dir")
+    em.add_argument("run_id")
+    em.add_argument("path")
+    em.set_defaults(func=cmd_export_model)
     return p
 
 

@@ -19,7 +19,7 @@ from . import data as data_mod
 from .config import ConfigError, RunConfig
 from .models import Net, build
 from .stacked import Stack
-from .trainable import plan
+from .trainable import pack, plan
 
 # Fields that may differ between runs trained together; all others must match.
 PER_MODEL_FIELDS = ("seed", "trainable", "random_placement", "random_norm", "random_allocation")
@@ -63,6 +63,7 @@ class Result:
     group_size: int = 1
     device: str = "cpu"
     model: Net | None = None           # the trained model (best weights), on the CPU
+    artefact: bytes | None = None      # what trained, packed (trainable.pack); rebuilt by trainable.rebuild
 
     def summary(self) -> dict:
         return {"run_id": self.config.run_id, "status": self.status,
@@ -247,4 +248,5 @@ def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = Non
         r.seconds = seconds / M
         models[i].load_state_dict(final.state_dict(i))
         r.model = models[i].eval()
+        r.artefact = pack(r.model, plans[i], d.input_shape)
     return results

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+-- what each finished run trained (trainable.pack), written in the same transaction as its row
+CREATE TABLE IF NOT EXISTS artefacts (run_id TEXT PRIMARY KEY, blob BLOB NOT NULL);
 """
 COLUMNS = ["run_id", "status", "model", "width", "depth", "trainable", "seed", "dataset",
            "test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_epoch", "epochs_run",
@@ -78,9 +80,16 @@ class Store:
             row = {**{k: cfg.get(k) for k in ("model", "width", "depth", "trainable", "seed", "dataset")},
                    **r, "finished_at": now}
             values.append([json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS])
-        with self._tx() as db:  # one transaction
+        blobs = [(r["run_id"], r["artefact"]) for r in rows if r.get("artefact")]
+        with self._tx() as db:  # one transaction: a row is never stored without its artefact
             db.executemany(f"INSERT OR REPLACE INTO runs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
                            values)
+            db.executemany("INSERT OR REPLACE INTO artefacts VALUES (?, ?)", blobs)
+
+    def artefact(self, run_id: str) -> bytes | None:
+        with self._tx() as db:
+            row = db.execute("SELECT blob FROM artefacts WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def set_meta(self, key: str, value):
         with self._tx() as db:
@@ -90,14 +99,19 @@ class Store:
         with self._tx() as db:
             return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
 
-    def runs(self, status: tuple[str, ...] | None = None) -> list[dict]:
-        """Every stored run as a dict (JSON columns decoded), ordered by run_id."""
-        q = "SELECT * FROM runs"
+    def runs(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> list[dict]:
+        """Stored runs as dicts (JSON columns decoded), ordered by run_id; optionally only some."""
+        where, args = [], []
         if status:
-            q += f" WHERE status IN ({','.join('?' * len(status))})"
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            args += list(status)
+        if run_id:
+            where.append("run_id = ?")
+            args.append(run_id)
+        q = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         with self._tx() as db:
             db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute(q + " ORDER BY run_id", status or ())]
+            rows = [dict(r) for r in db.execute(q + " ORDER BY run_id", args)]
         for r in rows:
             for c in JSON_COLUMNS:
                 r[c] = json.loads(r[c]) if r[c] is not None else None

@@ -169,7 +169,7 @@ def _train_group(group, device, data_dir, hooks=None, threads=0) -> list[dict]:
     if threads:
         torch.set_num_threads(threads)
     try:
-        return [r.summary() for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
+        return [{**r.summary(), "artefact": r.artefact} for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
     except (DataError, ConfigError):
         raise  # the user's input: stop the sweep with its one-line message
     except Exception as e:

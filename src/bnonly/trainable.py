@@ -8,6 +8,8 @@ mode (except where `random_norm='inference'` runs BN in inference mode).
 """
 from __future__ import annotations
 
+import io
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -153,3 +155,39 @@ def _random_plan(model: Net, cfg: RunConfig) -> Plan:
             b.norm.bias.zero_()
     # inference mode is a BatchNorm notion (running statistics); other kinds have none
     return Plan(masks, norm_mode=cfg.random_norm if cfg.effective_norm == "batchnorm" else "batch")
+
+
+# ---------------------------------------------------------------- what a finished run keeps
+def pack(model: Net, p: Plan, input_shape) -> bytes:
+    """What trained (whole tensors, or just the masked entries of `random`) and every buffer (BN
+    running statistics), compressed: the config and seed rebuild everything else."""
+    state: dict = {"input_shape": torch.tensor(list(input_shape))}
+    for n, t in model.named_parameters():
+        m = p.masks[n]
+        if isinstance(m, torch.Tensor):
+            state[n] = t.detach()[m].clone()
+        elif m:
+            state[n] = t.detach().clone()
+    state.update({n: b.detach().clone() for n, b in model.named_buffers()})
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return zlib.compress(buf.getvalue())
+
+
+@torch.no_grad()
+def rebuild(cfg: RunConfig, blob: bytes) -> Net:
+    """The trained model of a run, from its config (the frozen random weights) and its packed state."""
+    from .models import build
+    state = torch.load(io.BytesIO(zlib.decompress(blob)), weights_only=True)
+    model = build(cfg, tuple(state.pop("input_shape").tolist()))
+    p = plan(model, cfg)
+    for n, t in model.named_parameters():
+        if n in state:
+            m = p.masks[n]
+            if isinstance(m, torch.Tensor):
+                t[m] = state[n]
+            else:
+                t.copy_(state[n])
+    for n, b in model.named_buffers():
+        b.copy_(state[n])
+    return model.eval()
