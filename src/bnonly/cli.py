@@ -119,9 +119,30 @@ def _report(out_dir) -> int:
     path = Path(out_dir) / "results.sqlite"
     if not path.is_file():
         raise ConfigError(f"{path}: no results store here (run `bnonly sweep` first)")
-    written = write_report(out_dir)
+    from .analysis import analyze_store
+    written = write_report(out_dir, analyses=analyze_store(out_dir))
     Store(path).export_csv(Path(out_dir) / "results.csv")
     print(f"report: {Path(out_dir) / 'report.html'} ({len(written)} files)")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from pathlib import Path
+
+    from .analysis import analyze_store, group, plot, table
+    from .report import md_table
+    path = Path(args.dir) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no results store here (run `bnonly sweep` first)")
+    analyses = analyze_store(args.dir)
+    if not analyses:
+        print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
+        return 0
+    groups = group(analyses)
+    written: dict = {}
+    plot(groups, Path(args.dir), written)
+    print(md_table(*table(groups)))
+    print(f"{len(analyses)} runs analyzed; figures: {', '.join(n for n in written if n.endswith('.png'))}")
     return 0
 
 
@@ -205,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="figures, tables and the claims report of a results directory")
     rp.add_argument("dir")
     rp.set_defaults(func=cmd_report)
+
+    an = sub.add_parser("analyze", help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")
+    an.add_argument("dir")
+    an.set_defaults(func=cmd_analyze)
 
     rr = sub.add_parser("reproduce", help="sweep + report in one command")
     _add_sweep_flags(rr, default_config="quick")

@@ -468,6 +468,10 @@ def render_md(title, summary, cl, figs, skipped, mlp_t, lenet_t, extra=()) -> st
         out += [f"## {sec['title']}", "", f"**Question.** {sec['question']}", ""]
         if sec.get("figure"):
             out += [f"![{sec['title']}]({sec['figure']})", ""]
+        for png, cap in sec.get("figures", []):
+            out += [f"![{cap}]({png})", "", f"*{cap}*", ""]
+        if sec.get("table"):
+            out += [md_table(*sec["table"]), ""]
         for a in sec.get("answers", []):
             out += [f"**Answer.** {a}", ""]
         if sec.get("claims"):
@@ -495,6 +499,10 @@ def render_html(title, summary, cl, figs, skipped, mlp_t, lenet_t, extra=()) -> 
         out += [f"<h2>{e(sec['title'])}</h2>", f"<p><b>Question.</b> {e(sec['question'])}</p>"]
         if sec.get("figure"):
             out.append(f'<figure><img src="{e(sec["figure"])}" alt="{e(sec["title"])}"></figure>')
+        for png, cap in sec.get("figures", []):
+            out.append(f'<figure><img src="{e(png)}" alt="{e(cap)}"><figcaption>{e(cap)}</figcaption></figure>')
+        if sec.get("table"):
+            out.append(html_table(*sec["table"]))
         out += [f"<p><b>Answer.</b> {e(a)}</p>" for a in sec.get("answers", [])]
         if sec.get("claims"):
             out.append(html_table(*claims_table(sec["claims"]), verdict_col=3))
@@ -504,7 +512,7 @@ def render_html(title, summary, cl, figs, skipped, mlp_t, lenet_t, extra=()) -> 
 
 # ----------------------------------------------------------------------------- entry point
 
-def write_report(out_dir, runs=None, title: str = "bnonly report") -> dict[str, Path]:
+def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None) -> dict[str, Path]:
     """Write figures (PNG+SVG), report.md and report.html into out_dir; returns {file name: path}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -522,6 +530,15 @@ def write_report(out_dir, runs=None, title: str = "bnonly report") -> dict[str, 
     skipped = [s for s in (plot_accuracy_vs_depth(mlp, out_dir, written),
                            plot_accuracy_vs_params(runs, out_dir, written)) if s]
     extra = sections(all_runs, out_dir, written)
+    if analyses:  # what the affine parameters learn (runs with stored models)
+        from .analysis import group, plot, table
+        groups = group(analyses)
+        figs_a = plot(groups, out_dir, written)
+        extra.append({"title": "What the affine parameters learn",
+                      "question": "Does training the affine parameters disable random features, as Frankle et al. "
+                                  "found (a quarter to a third of them in ResNets)? Disabled = |gamma| < 0.1; dead = "
+                                  "ReLU output 0 for every test image.",
+                      "figures": figs_a, "answers": [], "table": table(groups)})
     for ds in datasets[1:]:
         other = [r for r in all_runs if is_baseline(r) and r.get("dataset") == ds]
         extra.append({"title": f"Claims on {ds}", "question": f"Do the report's six claims hold on {ds}?",
@@ -530,8 +547,22 @@ def write_report(out_dir, runs=None, title: str = "bnonly report") -> dict[str, 
     if len(runs) < len(all_runs):
         summary.append(f"Figures, tables and the first claims table use the {len(runs)} runs of the report's setting "
                        f"(BatchNorm, random weights spread evenly, {datasets[0]}); the sections after them use the rest.")
-    parts = (title, summary, claims(runs), _figure_items(written), skipped, mlp_table(mlp), lenet_table(runs, lenet),
+    cl_main = claims(runs)
+    parts = (title, summary, cl_main, _figure_items(written), skipped, mlp_table(mlp), lenet_table(runs, lenet),
              extra)
+    import json
+    by_ds = {sec["title"][len("Claims on "):]: sec["claims"] for sec in extra if sec.get("claims")}
+    doc = {"claims": cl_main, "claims_by_dataset": {datasets[0] if datasets else None: cl_main, **by_ds},
+           "mlp_table": dict(zip(("header", "rows"), mlp_table(mlp))),
+           "lenet_table": dict(zip(("header", "rows"), lenet_table(runs, lenet))),
+           "sections": [{k: v for k, v in sec.items() if k in ("title", "question", "answers")} for sec in extra],
+           "gamma_analysis": None if not analyses else {
+               **dict(zip(("header", "rows"), table(groups))),
+               "runs": [{k: a[k] for k in ("run_id", "small_gamma", "dead", "ablation_k", "ablation_smallest",
+                                           "ablation_random", "test_accuracy")} | {"trainable": a["config"]["trainable"]}
+                        for a in analyses]}}
+    (out_dir / "report.json").write_text(json.dumps(doc, indent=1, default=str))
+    written["report.json"] = out_dir / "report.json"
     for name, render in (("report.md", render_md), ("report.html", render_html)):
         path = out_dir / name
         path.write_text(render(*parts), encoding="utf-8")

@@ -179,7 +179,8 @@ def rebuild(cfg: RunConfig, blob: bytes) -> Net:
     """The trained model of a run, from its config (the frozen random weights) and its packed state."""
     from .models import build
     state = torch.load(io.BytesIO(zlib.decompress(blob)), weights_only=True)
-    model = build(cfg, tuple(state.pop("input_shape").tolist()))
+    shape = tuple(state.pop("input_shape").tolist())
+    model = build(cfg, shape)
     p = plan(model, cfg)
     for n, t in model.named_parameters():
         if n in state:
@@ -190,4 +191,5 @@ def rebuild(cfg: RunConfig, blob: bytes) -> Net:
                 t.copy_(state[n])
     for n, b in model.named_buffers():
         b.copy_(state[n])
+    model.input_shape = shape  # the data set's image shape, for rebuilding its untrained twin
     return model.eval()
