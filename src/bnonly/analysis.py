@@ -174,21 +174,20 @@ def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
 def table(groups: dict) -> tuple[list[str], list[list[str]]]:
     """Disabled fractions per architecture x set, mean ± 95% interval over seeds, vs Frankle's 25-33%."""
     from .report import mean_ci
-    header = ["architecture", "set", "n", "|gamma|<0.1 initial (%)", "|gamma|<0.1 learned (%)",
-              "dead units (%)", "acc, 30% smallest off / 30% random off (%)", "Frankle et al."]
+    header = (["architecture", "set", "n"] + [f"|gamma|<{t} learned (initial) (%)" for t in THRESHOLDS]
+              + ["dead units (%)", "acc, 30% smallest off / 30% random off (%)", "Frankle et al."])
     rows = []
+    f = lambda s: f"{100 * s.mean:.1f} ± {100 * s.half:.1f}"  # noqa: E731
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], ANALYZED_SETS.index(k[3]))):
         runs = groups[key]
-        def layer_mean(a, field, when):
-            v = a["small_gamma"]["0.1"][when]
-            return sum(v) / len(v)
-        ini = mean_ci(layer_mean(a, "small_gamma", "initial") for a in runs)
-        lea = mean_ci(layer_mean(a, "small_gamma", "learned") for a in runs)
+
+        def small(t, when):  # fraction over all layers' features, per seed
+            return mean_ci(sum(a["small_gamma"][str(t)][when]) / len(a["small_gamma"][str(t)][when]) for a in runs)
         dead = mean_ci(sum(a["dead"]) / len(a["dead"]) for a in runs)
         j = KS.index(30)
         sm = mean_ci(a["ablation_smallest"][j] for a in runs)
         rd = mean_ci(a["ablation_random"][j] for a in runs)
-        f = lambda s: f"{100 * s.mean:.1f} ± {100 * s.half:.1f}"  # noqa: E731
-        rows.append([_arch_name(key), key[3], str(len(runs)), f(ini), f(lea), f(dead), f"{f(sm)} / {f(rd)}",
-                     "disables 25-33%"])
+        rows.append([_arch_name(key), key[3], str(len(runs))]
+                    + [f"{f(small(t, 'learned'))} ({100 * small(t, 'initial').mean:.1f})" for t in THRESHOLDS]
+                    + [f(dead), f"{f(sm)} / {f(rd)}", "disables 25-33%"])
     return header, rows
