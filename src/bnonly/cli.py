@@ -111,17 +111,25 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def _report(out_dir) -> int:
+def _open_store(out_dir):
+    """The results store in out_dir; a one-line error when there is none."""
     from pathlib import Path
 
-    from .report import write_report
     from .store import Store
     path = Path(out_dir) / "results.sqlite"
     if not path.is_file():
         raise ConfigError(f"{path}: no results store here (run `bnonly sweep` first)")
+    return Store(path)
+
+
+def _report(out_dir) -> int:
+    from pathlib import Path
+
     from .analysis import analyze_store
+    from .report import write_report
+    store = _open_store(out_dir)
     written = write_report(out_dir, analyses=analyze_store(out_dir))
-    Store(path).export_csv(Path(out_dir) / "results.csv")
+    store.export_csv(Path(out_dir) / "results.csv")
     print(f"report: {Path(out_dir) / 'report.html'} ({len(written)} files)")
     return 0
 
@@ -131,9 +139,7 @@ def cmd_analyze(args) -> int:
 
     from .analysis import analyze_store, group, plot, table
     from .report import md_table
-    path = Path(args.dir) / "results.sqlite"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no results store here (run `bnonly sweep` first)")
+    _open_store(args.dir)
     analyses = analyze_store(args.dir)
     if not analyses:
         print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
@@ -156,33 +162,21 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pathlib import Path
-
-    from .store import Store
-    path = Path(args.dir) / "results.sqlite"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no results store here")
-    store = Store(path)
+    store = _open_store(args.dir)
     dest = store.export_parquet(args.path) if args.path.endswith(".parquet") else store.export_csv(args.path)
     print(f"wrote {dest}")
     return 0
 
 
 def cmd_export_model(args) -> int:
-    from pathlib import Path
-
     import torch
 
-    from .store import Store
     from .trainable import rebuild
-    path = Path(args.dir) / "results.sqlite"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no results store here")
-    store = Store(path)
+    store = _open_store(args.dir)
     rows = store.runs(run_id=args.run_id)
     blob = store.artefact(args.run_id)
     if not rows or blob is None:
-        raise ConfigError(f"run {args.run_id!r}: no finished run with a stored model in {path}")
+        raise ConfigError(f"run {args.run_id!r}: no finished run with a stored model in {store.path}")
     model = rebuild(RunConfig(**rows[0]["config"]), blob)
     torch.save(model.state_dict(), args.path)
     c = rows[0]["config"]
