@@ -102,7 +102,8 @@ def _sweep(args):
     if args.group_size < 1:
         raise ConfigError(f"--group-size {args.group_size}: must be >= 1")
     stats = run_sweep(sweep, out, device=args.device, workers=args.workers, data_dir=args.data_dir,
-                      group_size=args.group_size)
+                      group_size=args.group_size, threads=args.threads, executor=args.executor,
+                      address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task)
     return out, stats
 
 
@@ -197,8 +198,19 @@ def _add_sweep_flags(p, default_config=None):
     p.add_argument("--workers", type=int, default=1, help="groups trained in parallel processes")
     p.add_argument("--group-size", type=int, default=32,
                    help="at most this many runs trained at once as one vectorized model (1 = one at a time)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per group (default: all cores, divided among --workers)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
+    r = p.add_argument_group("Ray executor (pip install 'bnonly[ray]')")
+    r.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: this machine; ray: each group is a Ray task (the store is still written here)")
+    r.add_argument("--address", default=None,
+                   help="Ray cluster to join: 'auto' (the cluster this node belongs to) or HOST:PORT; "
+                        "default: start a local Ray")
+    r.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (and torch threads) per group (default 1)")
+    r.add_argument("--gpus-per-task", type=float, default=None,
+                   help="GPU share per group with --device cuda (default 0.25: four groups per GPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -160,21 +160,29 @@ def plan_groups(cfgs: list[RunConfig], max_group: int = 32) -> list[list[RunConf
 
 
 def _train_group(group, device, data_dir, hooks=None, threads=0) -> list[dict]:
-    """Train one group (inline or in a worker process) into summary rows; a crash is recorded as
-    `failed` rows (tried again on re-launch) instead of ending the sweep."""
+    """Train one group (inline, in a worker process or in a Ray task) into summary rows. A crash,
+    or a run the engine refuses (ConfigError, e.g. an impossible random allocation), is recorded as
+    `failed` rows with the error (tried again on re-launch) instead of ending the sweep; a data
+    error ends it with its one-line message, since every group would hit it."""
     import torch
 
     from .data import DataError
     from .engine import train
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         return [{**r.summary(), "artefact": r.artefact} for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
-    except (DataError, ConfigError):
-        raise  # the user's input: stop the sweep with its one-line message
+    except DataError:
+        raise
     except Exception as e:
-        return [{"run_id": c.run_id, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                 "config": c.__dict__.copy()} for c in group]
+        return failed_rows(group, f"{type(e).__name__}: {e}")
+    finally:
+        torch.set_num_threads(before)
+
+
+def failed_rows(group, error: str) -> list[dict]:
+    return [{"run_id": c.run_id, "status": "failed", "error": error, "config": c.__dict__.copy()} for c in group]
 
 
 def _pool_job(args):
@@ -190,15 +198,104 @@ def describe(row: dict) -> str:
             f"({row['epochs_run']} epochs, {row['trainable_params']:,} trained, {row['seconds']:.1f} s, {row['status']})")
 
 
+class Progress:
+    """One bar over the whole sweep, in model-steps. Its total is an upper bound (every run going to
+    max_epochs), lowered as models stop early, so the ETA shrinks towards the truth. Executors
+    report per batch (inline), per epoch (Ray tasks) or per finished group (process pool)."""
+
+    def __init__(self, groups, steps_per_epoch, quiet: bool):
+        from tqdm import tqdm
+        self.groups = groups
+        self.n_batches = [steps_per_epoch(g[0]) for g in groups]
+        self.bound = [sum(c.max_epochs for c in g) * n for g, n in zip(groups, self.n_batches)]
+        self.shown = [0] * len(groups)     # steps counted for group i
+        self.lowered = [0] * len(groups)   # steps group i will not take (early stops)
+        self.active = [len(g) for g in groups]
+        self.last_epoch = [0] * len(groups)
+        self.bar = tqdm(total=sum(self.bound), unit="step", unit_scale=True, file=sys.stderr,
+                        disable=quiet or None, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} model-steps [{elapsed}<{remaining} (at most)]")
+
+    def _advance(self, i, n):
+        n = max(0, min(n, self.bound[i] - self.lowered[i] - self.shown[i]))
+        self.shown[i] += n
+        self.bar.update(n)
+
+    def batch(self, i, n_models):
+        self._advance(i, n_models)
+
+    def epoch(self, i, epoch, n_active, counted_batches=False):
+        """Group i ended `epoch` with n_active models still training. An epoch seen before (a Ray
+        task re-run after its worker died starts again from epoch 1) is ignored."""
+        if epoch <= self.last_epoch[i]:
+            return
+        self.last_epoch[i] = epoch
+        if not counted_batches:
+            self._advance(i, self.active[i] * self.n_batches[i])
+        saved = (self.active[i] - n_active) * (self.groups[i][0].max_epochs - epoch) * self.n_batches[i]
+        self.lowered[i] += saved
+        self.bar.total -= saved
+        self.active[i] = n_active
+        self.bar.refresh()
+
+    def done(self, i):
+        self._advance(i, self.bound[i])
+
+    def close(self):
+        self.bar.close()
+
+
+def _inline(groups, device, data_dir, progress, threads):
+    """The default executor: one group after another in this process."""
+    from .engine import Hooks
+    for i, g in enumerate(groups):
+        hooks = Hooks(batch=lambda e, b, n, m, i=i: progress.batch(i, m),
+                      epoch=lambda e, n, i=i: progress.epoch(i, e, n, counted_batches=True))
+        yield i, _train_group(g, device, data_dir, hooks, threads), None
+
+
+def _pool(groups, device, data_dir, workers, threads):
+    """--workers N: groups in N spawned processes; only this process writes the store."""
+    import multiprocessing as mp
+    import os
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    with mp.get_context("spawn").Pool(workers) as pool:
+        jobs = [(i, g, device, data_dir, None, threads) for i, g in enumerate(groups)]
+        for i, rows in pool.imap_unordered(_pool_job, jobs):
+            yield i, rows, None
+
+
+EXECUTORS = ("local", "ray")
+
+
 def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", workers: int = 1,
-              data_dir: str | None = None, quiet: bool = False, group_size: int = 32) -> dict:
-    """Train every run of the grid that the store in out_dir does not hold yet."""
+              data_dir: str | None = None, quiet: bool = False, group_size: int = 32, threads: int = 0,
+              executor: str = "local", address: str | None = None, cpus_per_task: int = 1,
+              gpus_per_task: float | None = None) -> dict:
+    """Train every run of the grid that the store in out_dir does not hold yet.
+
+    executor "local" trains groups in this process (or in `workers` processes); "ray" sends each
+    group to a Ray cluster as one task (see cluster.py). Either way only this process writes the
+    store, one transaction per finished group, so resume and skip-finished work the same."""
+    from collections import Counter
+
     from tqdm import tqdm
 
     from .data import train_size
-    from .engine import Hooks, batches_per_epoch
+    from .engine import batches_per_epoch
     from .store import Store
 
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if executor != "ray" and address:
+        raise ConfigError("--address names a Ray cluster: add --executor ray")
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: must be >= 0 (0: all cores)")
+    if executor == "ray" and workers > 1:
+        raise ConfigError("--workers is for the local executor; with --executor ray use --cpus-per-task")
+    if executor == "ray":
+        from .cluster import import_ray
+        import_ray()  # a missing extra is one line, before anything is written
     out_dir = Path(out_dir)
     store = Store(out_dir / "results.sqlite")
     store.set_meta("sweep", sweep.to_dict())
@@ -208,49 +305,40 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     groups = plan_groups(todo, group_size)
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
-        f"{len(todo)} to train in {len(groups)} groups")
+        f"{len(todo)} to train in {len(groups)} groups" + (" on Ray" if executor == "ray" else ""))
     t0 = time.perf_counter()
     stats = {"total": len(cfgs), "skipped": len(cfgs) - len(todo), "trained": 0, "failed": 0}
+    nodes = Counter()
 
-    # progress in model-steps; the total is an upper bound (max_epochs), lowered as models stop early
     def steps_per_epoch(c):
         return batches_per_epoch(train_size(c.dataset, c.val_fraction, c.subset, data_dir), c.batch_size)
-    bar = tqdm(total=sum(c.max_epochs * steps_per_epoch(c) for c in todo), unit="step", unit_scale=True,
-               file=sys.stderr, disable=quiet or None, dynamic_ncols=True,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} model-steps [{elapsed}<{remaining} (at most)]")
 
-    def finish(rows):
-        store.write(rows)
-        for r in rows:
-            stats["trained"] += 1
-            stats["failed"] += r["status"] == "failed"
-            log(f"[{stats['skipped'] + stats['trained']}/{len(cfgs)}] {describe(r)}")
-
+    progress = Progress(groups, steps_per_epoch, quiet)
+    if executor == "ray":
+        from .cluster import ray_groups
+        finished = ray_groups(groups, device, data_dir, progress, address=address,
+                              cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+    elif workers > 1:
+        finished = _pool(groups, device, data_dir, workers, threads)
+    else:
+        finished = _inline(groups, device, data_dir, progress, threads)
     try:
-        if workers <= 1:
-            for g in groups:
-                n_batches = steps_per_epoch(g[0])
-                state = {"active": len(g)}
-
-                def on_epoch(epoch, n_active, g=g, n_batches=n_batches, state=state):
-                    bar.total -= (state["active"] - n_active) * (g[0].max_epochs - epoch) * n_batches
-                    state["active"] = n_active
-                    bar.refresh()
-
-                finish(_train_group(g, device, data_dir,
-                                    Hooks(batch=lambda e, b, n, m: bar.update(m), epoch=on_epoch)))
-        else:
-            import multiprocessing as mp
-            import os
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            with mp.get_context("spawn").Pool(workers) as pool:
-                jobs = [(i, g, device, data_dir, None, threads) for i, g in enumerate(groups)]
-                for i, rows in pool.imap_unordered(_pool_job, jobs):
-                    bar.update(sum(c.max_epochs for c in groups[i]) * steps_per_epoch(groups[i][0]))
-                    finish(rows)
+        for i, rows, node in finished:
+            progress.done(i)
+            store.write(rows)
+            if node:
+                nodes[node] += 1
+            for r in rows:
+                stats["trained"] += 1
+                stats["failed"] += r["status"] == "failed"
+                log(f"[{stats['skipped'] + stats['trained']}/{len(cfgs)}] {describe(r)}")
     finally:
-        bar.close()
+        finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)
+        progress.close()
     stats["seconds"] = time.perf_counter() - t0
+    if nodes:
+        stats["nodes"] = dict(nodes)
+        log("groups per node: " + ", ".join(f"{n[:12]} {k}" for n, k in nodes.most_common()))
     log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
         f"{stats['skipped']} skipped, {stats['seconds']:.0f} s -> {store.path}")
     return stats

@@ -1,0 +1,123 @@
+"""The Ray executor: `bnonly sweep CONFIG --executor ray [--address ADDR]`.
+
+Each group that the batched engine trains at once (sweep.plan_groups) becomes one Ray task asking
+for `cpus_per_task` CPUs, and a GPU fraction when device is cuda, so several groups share a GPU.
+Tasks return their rows to the driver, which alone writes the store (sweep.run_sweep), so resume,
+skip-finished and no-duplicate semantics are those of the local executor.
+
+Failures: a task whose worker process or node dies is re-run by Ray elsewhere (up to MAX_RETRIES
+times); nothing was written for it, so nothing is lost or duplicated. An error raised by the
+training itself is not retried: its runs are recorded as `failed` with the error, like locally.
+Ctrl-C cancels the outstanding tasks; the store holds every group that had finished.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from .config import ConfigError
+
+MAX_RETRIES = 3
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs the 'ray' extra: pip install 'bnonly[ray]'") from None
+    return ray
+
+
+def bnonly_group(group, device, data_dir, index, tracker, threads):
+    """One group, run on a Ray worker: the rows and the id of the node that trained them."""
+    import ray
+
+    from .engine import Hooks
+    from .sweep import _train_group
+    hooks = Hooks(epoch=lambda epoch, n_active: tracker.put.remote((index, epoch, n_active)))
+    rows = _train_group(group, device, data_dir, hooks, threads)
+    return rows, ray.get_runtime_context().get_node_id()
+
+
+class BnonlyProgress:
+    """Collects per-epoch progress from the tasks; the driver takes it about once a second."""
+
+    def __init__(self):
+        self.events = []
+
+    def put(self, event):
+        self.events.append(event)
+
+    def take(self):
+        events, self.events = self.events, []
+        return events
+
+
+def _connect(ray, address, device):
+    if ray.is_initialized():  # a caller that connected itself keeps its connection
+        return False
+    kw = dict(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    if address is None:  # a local Ray on this machine, gone when the sweep ends
+        kw.update(include_dashboard=False, num_cpus=os.cpu_count())
+    try:
+        ray.init(**kw)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot join the Ray cluster at {address}: {first} (every node and this driver "
+                          "need the same RAY_AUTH_MODE, and with 'token' the same token)") from None
+    return True
+
+
+def _check_resources(ray, cpus_per_task, gpus_per_task):
+    """A request no node can meet would leave tasks pending forever: say so instead."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if not any(r.get("CPU", 0) >= cpus_per_task and r.get("GPU", 0) >= gpus_per_task for r in nodes):
+        have = ", ".join(f"{r.get('CPU', 0):g} CPU/{r.get('GPU', 0):g} GPU" for r in nodes)
+        raise ConfigError(f"no node of the Ray cluster has {cpus_per_task} CPU and {gpus_per_task:g} GPU "
+                          f"for a task (nodes: {have}); lower --cpus-per-task / --gpus-per-task")
+
+
+def ray_groups(groups, device, data_dir, progress, address=None, cpus_per_task=1, gpus_per_task=None):
+    """Run every group as a Ray task; yield (index, rows, node id) as each finishes."""
+    ray = import_ray()
+    from .data import DataError
+    from .sweep import failed_rows
+
+    if cpus_per_task < 1:
+        raise ConfigError(f"--cpus-per-task {cpus_per_task}: must be >= 1")
+    # device "auto" is resolved on each worker; only "cuda" asks the scheduler for a GPU share
+    gpus = (0.25 if gpus_per_task is None else gpus_per_task) if device == "cuda" else 0
+    if device == "cuda" and not 0 < gpus <= 1:
+        raise ConfigError(f"--gpus-per-task {gpus_per_task}: must be in (0, 1]")
+    if data_dir:  # Ray workers do not run in this directory
+        data_dir = os.path.abspath(data_dir)
+    connected_here = _connect(ray, address, device)
+    pending = {}
+    try:
+        _check_resources(ray, cpus_per_task, gpus)
+        task = ray.remote(bnonly_group).options(num_cpus=cpus_per_task, num_gpus=gpus, max_retries=MAX_RETRIES,
+                                         retry_exceptions=False)
+        tracker = ray.remote(BnonlyProgress).options(num_cpus=0).remote()
+        pending = {task.remote(g, device, data_dir, i, tracker, cpus_per_task): i for i, g in enumerate(groups)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=1.0, fetch_local=False)
+            for event in ray.get(tracker.take.remote()):
+                progress.epoch(*event)
+            for ref in done:
+                i = pending.pop(ref)
+                try:
+                    rows, node = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # raised by our code on the worker
+                    cause = getattr(e, "cause", None)
+                    if isinstance(cause, DataError):
+                        raise cause from None
+                    rows, node = failed_rows(groups[i], f"{type(cause).__name__}: {cause}"), None
+                except ray.exceptions.RayError as e:  # the worker or node died more than MAX_RETRIES times
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    rows, node = failed_rows(groups[i], f"{type(e).__name__} after {MAX_RETRIES} retries: {msg}"), None
+                yield i, rows, node
+    finally:
+        for ref in pending:  # Ctrl-C or an error: nothing more runs for this sweep
+            ray.cancel(ref, force=True)
+        if connected_here:
+            ray.shutdown()

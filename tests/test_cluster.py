@@ -1,0 +1,166 @@
+"""The Ray executor: same results as the local executor, groups on two nodes, a killed worker's
+group re-run exactly once, Ctrl-C leaves a store that resumes, a deterministic failure recorded
+once, and a clean error without the extra."""
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bnonly.cli import main
+from bnonly.store import Store
+from bnonly.sweep import load_sweep, run_sweep
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # test clusters on loopback only
+# 2 widths x 2 depths x 3 sets x 2 seeds + LeNet-5 3 sets x 2 seeds = 30 runs in 10 groups
+TINY = ['models=["mlp","lenet5"]', "widths=[8,16]", "depths=[1,2]", 'trainable=["bn","random","all"]',
+        "seeds=[0,1]", "subset=2000", "max_epochs=2"]
+RAY_BIN = str(Path(sys.executable).parent / "ray")
+
+
+def _results(out):
+    return {r["run_id"]: (r["status"], r["test_accuracy"], r["history"]) for r in Store(Path(out) / "results.sqlite").runs()}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """A head and a second node, each started with `ray start` on 127.0.0.1, one CPU each."""
+    pytest.importorskip("ray")
+    port = _free_port()
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", "--block"]
+    kw = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    temp = tmp_path_factory.mktemp("ray")
+    procs = [subprocess.Popen([RAY_BIN, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                               f"--temp-dir={temp}", *common], **kw)]
+    try:
+        time.sleep(3)
+        procs.append(subprocess.Popen([RAY_BIN, "start", f"--address=127.0.0.1:{port}", *common], **kw))
+        yield f"127.0.0.1:{port}"
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            p.wait(60)
+
+
+def test_two_node_cluster_gives_the_local_results_on_both_nodes(two_nodes, tmp_path):
+    import ray
+    sweep = load_sweep("quick", TINY)
+    # the local executor with one thread per group, as each Ray task has (thread count moves the last bits)
+    run_sweep(sweep, tmp_path / "local", quiet=True, threads=1)
+    ray.init(address=two_nodes, log_to_driver=False)
+    try:
+        deadline = time.time() + 60
+        while sum(n["Alive"] for n in ray.nodes()) < 2:
+            assert time.time() < deadline, "second node did not join"
+            time.sleep(0.5)
+        stats = run_sweep(sweep, tmp_path / "ray", quiet=True, executor="ray", address=two_nodes)
+    finally:
+        ray.shutdown()
+    local, remote = _results(tmp_path / "local"), _results(tmp_path / "ray")
+    assert len(local) == 30 and all(s == "finished" for s, _, _ in local.values())
+    assert remote == local  # same run ids, statuses, test accuracies and per-epoch histories, bit for bit
+    assert stats["trained"] == 30 and len(stats["nodes"]) == 2 and sum(stats["nodes"].values()) == 10
+    # a second launch on the cluster finds everything done
+    again = run_sweep(sweep, tmp_path / "ray", quiet=True, executor="ray", address=two_nodes)
+    assert again["skipped"] == 30 and again["trained"] == 0
+
+
+def _sweep_process(out, *extra):
+    cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(out), "--executor", "ray",
+           *[a for s in TINY for a in ("--set", s)], *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _task_pids():
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if re.search(r"\bray::bnonly_group\b", line)]
+
+
+def test_killed_worker_reruns_its_group_exactly_once(tmp_path):
+    pytest.importorskip("ray")
+    proc = _sweep_process(tmp_path, "--set", "max_epochs=6")  # a local Ray of this machine
+    killed, deadline = None, time.time() + 120
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        pids = _task_pids()
+        if pids:
+            time.sleep(1.0)  # let it get into training
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+                killed = pids[0]
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=300)
+    assert killed, "no Ray task was seen running"
+    assert proc.returncode == 0, out
+    done = re.findall(r"^\[\d+/30\] (.*?): test", out, flags=re.M)
+    assert len(done) == 30 and len(set(done)) == 30, out  # every run reported once
+    rows = _results(tmp_path)
+    assert len(rows) == 30 and all(s == "finished" for s, _, _ in rows.values())
+
+
+def test_ctrl_c_cancels_and_the_sweep_resumes(tmp_path):
+    pytest.importorskip("ray")
+    proc = _sweep_process(tmp_path, "--set", "max_epochs=6")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "results.sqlite").exists() or not _task_pids():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(8)  # some groups finish, others are running
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in out, out
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    first = _results(tmp_path)
+    assert 0 < len(first) < 30
+    deadline = time.time() + 30
+    while _task_pids():  # the driver's local Ray went down with it
+        assert time.time() < deadline, "Ray tasks still running after Ctrl-C"
+        time.sleep(0.5)
+    proc = _sweep_process(tmp_path, "--set", "max_epochs=6")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert f"{len(first)} already in" in out
+    rows = _results(tmp_path)
+    assert len(rows) == 30 and all(s == "finished" for s, _, _ in rows.values())
+    assert all(rows[k] == v for k, v in first.items())
+
+
+def test_a_group_that_cannot_train_is_recorded_failed_not_retried(tmp_path, capsys):
+    pytest.importorskip("ray")
+    # 'last' puts every random weight in the last hidden layer: its 8x8 weights cannot hold the
+    # 128 that gamma and beta of 8 layers of width 8 add up to
+    bad = load_sweep("quick", ["preset=frankle", 'models=["mlp"]', "widths=[8]", "depths=[8]", 'trainable=["random"]',
+                               'random_allocation="last"', "seeds=[0]", "subset=500", "max_epochs=1"])
+    stats = run_sweep(bad, tmp_path, quiet=True, executor="ray")
+    assert stats["failed"] == 1
+    [row] = Store(tmp_path / "results.sqlite").runs()
+    assert row["status"] == "failed" and row["error"].startswith("ConfigError: random_allocation='last'")
+
+
+def test_missing_extra_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    code = main(["sweep", "quick", "--out", str(tmp_path), "--executor", "ray", *[a for s in TINY for a in ("--set", s)]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["bnonly: error: --executor ray needs the 'ray' extra: pip install 'bnonly[ray]'"]
+
+
+def test_bad_executor_flags_are_one_line(tmp_path, capsys):
+    args = ["sweep", "quick", "--out", str(tmp_path), *[a for s in TINY for a in ("--set", s)]]
+    assert main([*args, "--address", "auto"]) == 2
+    assert capsys.readouterr().err.strip() == "bnonly: error: --address names a Ray cluster: add --executor ray"
+    assert main([*args, "--executor", "ray", "--workers", "2"]) == 2
+    assert "--cpus-per-task" in capsys.readouterr().err
