@@ -30,6 +30,30 @@ def test_stack_of_one_computes_what_the_module_computes():
         torch.testing.assert_close(stack.forward(x[None], training=False)[0], m(x), rtol=1e-4, atol=1e-4)
 
 
+def test_grouped_conv_path_equals_per_model_convs(monkeypatch):
+    """The CUDA path (one grouped convolution for all models) computes what the CPU path computes."""
+    from bnonly import stacked
+    cfgs = [resolve("report", model="lenet5", trainable=t, seed=s) for s in (0, 1) for t in ("bn", "all")]
+    models = [build(c) for c in cfgs]
+    x = torch.rand(len(cfgs), 32, 1, 28, 28)
+    out = {}
+    for grouped in (False, True):
+        monkeypatch.setattr(stacked, "GROUPED_CONV", grouped)
+        stack = Stack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+        logits = stack.forward(x, training=True)
+        logits.square().sum().backward()
+        out[grouped] = (logits.detach(), {n: p.grad for n, p in stack.params.items() if p.requires_grad},
+                        {n: b for n, b in stack.buffers.items()}, stack.forward(x, training=False).detach())
+    (l0, g0, b0, e0), (l1, g1, b1, e1) = out[False], out[True]
+    torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(e1, e0, rtol=1e-4, atol=1e-5)
+    assert g1.keys() == g0.keys() and "blocks.0.op.weight" in g0
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-3, atol=1e-4)
+    for n in b0:
+        torch.testing.assert_close(b1[n], b0[n], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("trainable", ["bn", "random", "out", "none", "gamma", "beta", "bn+out"])
 def test_frozen_is_bit_identical(trainable):
     # momentum and weight decay must not move anything outside the trainable set
