@@ -6,8 +6,9 @@ training images, batch 128, i.e. 375 steps per epoch), it times:
   (a) textbook: one nn.Module at a time, DataLoader(TensorDataset, batch_size=128, shuffle=True),
       torch.optim.SGD over the trainable parameters (frozen ones have requires_grad=False);
   (b) bnonly's single-model path: the engine's step with a stack of one model;
-  (c) bnonly's batched engine: the same step with a stack of M models (M seeds of the set; M = 12,
-      or fewer where the sweep stacks fewer: wide sets that train their weights);
+  (c) bnonly's batched engine: the same step with a stack of M models (M = 12, or fewer where the
+      sweep stacks fewer: wide sets that train their weights), of 3 seeds as in a sweep stack, where
+      the models of one seed share its batches;
   (d) the alternative the engine was measured against: torch.func (stack_module_state +
       vmap(grad(functional_call))) on the same M models.
 
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bnonly.config import resolve
 from bnonly.data import load
-from bnonly.engine import gather, step
+from bnonly.engine import shared_runs, gather, step
 from bnonly.models import build
 from bnonly.sweep import stack_limit
 from bnonly.stacked import Stack
@@ -139,21 +140,26 @@ def textbook(cfg, d, device):
     return one
 
 
-def engine_step(cfg, d, device, m):
-    """(b)/(c) bnonly: m models (seeds 0..m-1 of cfg) as one stack, each on its own batch."""
-    cfgs = [cfg.replace(seed=s) for s in range(m)]
+def engine_step(cfg, d, device, m, seeds=3):
+    """(b)/(c) bnonly: m models as one stack, as the sweep stacks them: `seeds` seeds, the models of
+    one seed (in a sweep, its trainable sets) sharing that seed's batches, models sorted by seed."""
+    S = min(seeds, m)
+    cfgs = sorted((cfg.replace(seed=i % S) for i in range(m)), key=lambda c: c.seed)
     models = [build(c) for c in cfgs]
     stack = Stack.from_models(models, [plan(mm, c) for mm, c in zip(models, cfgs)], device)
-    gens = [torch.Generator().manual_seed(s) for s in range(m)]
+    gens = [torch.Generator().manual_seed(s) for s in range(S)]
     perms = torch.stack([torch.randperm(len(d.y_train), generator=g) for g in gens]).to(device)
+    pos = torch.tensor([c.seed for c in cfgs], device=device)
+    _, shared = shared_runs(pos.tolist())
     bufs: dict = {}
     state = {"b": 0}
 
     def one():
         b = state["b"] % (len(d.y_train) // 128)
         state["b"] += 1
-        idx = perms[:, b * 128:(b + 1) * 128]
-        step(stack, gather(d.x_train, idx), d.y_train[idx], bufs, cfg.lr, cfg.momentum, 0.0)
+        batch = perms[:, b * 128:(b + 1) * 128]
+        step(stack, gather(d.x_train, batch), d.y_train[batch.index_select(0, pos)], bufs, cfg.lr, cfg.momentum, 0.0,
+             shared=shared)
     return one
 
 

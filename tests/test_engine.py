@@ -100,11 +100,16 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
     assert c.history != a.history
 
 
-def test_group_equals_runs_alone():
-    cfgs = [small(trainable=t, seed=s, max_epochs=2) for s in (0, 1) for t in ("bn", "random", "all")]
+@pytest.mark.parametrize("model,sets", [("mlp", ("bn", "random", "all")),   # first layer trains: a batch per model
+                                        ("mlp", ("bn", "bn+out", "out")),    # frozen: one batch per seed, shared
+                                        ("lenet5", ("bn", "gamma"))])
+def test_group_equals_runs_alone(model, sets):
+    # seeds interleaved on purpose: the engine orders the stack by seed and returns results in input order
+    cfgs = [small(model=model, trainable=t, seed=s, max_epochs=2) for t in sets for s in (1, 0)]
     together = train(cfgs)
     for cfg, rt in zip(cfgs, together):
         (alone,) = train([cfg])
+        assert rt.config == cfg
         assert rt.epochs_run == alone.epochs_run
         for ht, ha in zip(rt.history, alone.history):
             assert ht["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-4)
@@ -146,6 +151,7 @@ def test_per_model_early_stopping_in_a_group():
     assert len({r.epochs_run for r in together}) > 1  # they really stopped at different times
     for cfg, rt in zip(cfgs, together):
         (alone,) = train([cfg])
+        assert rt.config == cfg
         assert rt.epochs_run == alone.epochs_run and rt.best_epoch == alone.best_epoch
         assert rt.epochs_run in (rt.best_epoch + cfg.patience, cfg.max_epochs)
         for (n, a), b in zip(rt.model.state_dict().items(), alone.model.state_dict().values()):

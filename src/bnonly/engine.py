@@ -106,7 +106,7 @@ def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0):
     correct = torch.zeros(M, device=x.device, dtype=torch.float64)
     for s in range(0, len(y), chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
-        logits = stack.forward(xb.unsqueeze(0).expand(M, *xb.shape), training=False)
+        logits = stack.forward(xb.unsqueeze(0), training=False, shared=[(0, 0, M)])
         loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(M), reduction="none").view(M, -1).sum(1)
         correct += (logits.argmax(-1) == yb).sum(1)
     return loss / len(y), correct / len(y)
@@ -117,14 +117,28 @@ def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.view(len(x), -1).index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
 
 
+def shared_runs(pos: list[int]):
+    """Per-model seed positions (sorted) -> the seeds to gather a batch for, and for each of them
+    (its row in that gather, first model, end model): one gather per seed, not per model."""
+    seeds, shared = [], []
+    for m, p in enumerate(pos):
+        if seeds and seeds[-1] == p:
+            shared[-1][2] = m + 1
+        else:
+            seeds.append(p)
+            shared.append([len(seeds) - 1, m, m + 1])
+    return seeds, [tuple(t) for t in shared]
+
+
 def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float, momentum: float,
-         weight_decay: float, bf16: bool = False):
-    """One SGD step of every model in the stack on its own batch (xb [M, B, ...], yb [M, B]).
+         weight_decay: float, bf16: bool = False, shared=None):
+    """One SGD step of every model in the stack on its own batch (xb [M, B, ...], yb [M, B]; or,
+    with `shared`, xb [S, B, ...] holding each seed's batch once, see Stack.forward).
     Gradients, momentum and weight decay are multiplied by the trainable masks, so frozen entries
     get an exact zero update. Returns the per-model mean losses [M] and the logits."""
     trainable = [(n, p) for n, p in stack.params.items() if p.requires_grad]
     with torch.set_grad_enabled(bool(trainable)), torch.autocast(xb.device.type, torch.bfloat16, enabled=bf16):
-        logits = stack.forward(xb, training=True).float()
+        logits = stack.forward(xb, training=True, shared=shared).float()
         loss_m = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
                                  reduction="none").view(yb.shape).mean(1)
     if not trainable:
@@ -151,6 +165,8 @@ def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float
 def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, hooks: Hooks | None = None) -> list[Result]:
     """Train runs that share a group key as one stack; returns one Result per config, in order."""
     hooks = hooks or Hooks()
+    order = sorted(range(len(cfgs)), key=lambda i: cfgs[i].seed)  # models sharing a batch: contiguous
+    cfgs = [cfgs[i] for i in order]
     keys = {group_key(c) for c in cfgs}
     if len(keys) != 1:
         raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
@@ -189,15 +205,17 @@ def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = Non
         perms = torch.stack([torch.randperm(N, generator=gens[s]) for s in seeds]).to(device)  # [S, N]
         pos = seed_pos.index_select(0, active)
         Ma = len(active)
+        rows, shared = shared_runs(pos.tolist())
+        rows = torch.tensor(rows, device=device)
         loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
         correct = torch.zeros(Ma, device=device, dtype=torch.float64)
         for b in range(n_batches):
-            idx = perms[:, b * B:(b + 1) * B].index_select(0, pos)  # [Ma, Bb]: each model's batch
-            yb = d.y_train[idx]
-            loss_m, logits = step(stack, gather(d.x_train, idx), yb, bufs, lr, c0.momentum, c0.weight_decay,
-                                  bf16=c0.precision == "bf16")
+            batch = perms[:, b * B:(b + 1) * B]  # [S, Bb]: each seed's batch
+            yb = d.y_train[batch.index_select(0, pos)]  # [Ma, Bb]: each model's labels
+            loss_m, logits = step(stack, gather(d.x_train, batch.index_select(0, rows)), yb, bufs, lr,
+                                  c0.momentum, c0.weight_decay, bf16=c0.precision == "bf16", shared=shared)
             with torch.no_grad():
-                loss_sum += loss_m.detach() * idx.shape[1]
+                loss_sum += loss_m.detach() * yb.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)
             if hooks.batch:
                 hooks.batch(epoch, b + 1, n_batches, Ma)
@@ -249,4 +267,7 @@ def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = Non
         models[i].load_state_dict(final.state_dict(i))
         r.model = models[i].eval()
         r.artefact = pack(r.model, plans[i], d.input_shape)
-    return results
+    out = [None] * M
+    for j, i in enumerate(order):
+        out[i] = results[j]
+    return out

@@ -145,36 +145,67 @@ class Stack:
         beta = self.params.get(f"blocks.{i}.norm.bias")
         return h if beta is None else h + beta.reshape(shape)
 
-    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        """x: [M, B, C, H, W] (one input batch per model) -> logits [M, B, classes]."""
-        M, B = x.shape[:2]
-        P = self.params
-        h = x
-        conv_layout = False
-        for i, spec in enumerate(self.specs):
-            w = P[f"blocks.{i}.op.weight"]
-            bias = P.get(f"blocks.{i}.op.bias")
+    def _shared_first_layer(self, x: torch.Tensor, shared, spec: LayerSpec) -> torch.Tensor:
+        """The first layer when models share input batches: models [a, b) all read x[row], so their
+        weights, stacked, make one matmul (or one convolution with (b-a)*C filters) per batch."""
+        w, bias = self.params["blocks.0.op.weight"], self.params.get("blocks.0.op.bias")
+        outs = []
+        for row, a, b in shared:
+            wk = w[a:b].reshape(-1, *w.shape[2:])  # [(b-a)*out, ...]: a view, models are contiguous
+            bk = None if bias is None else bias[a:b].reshape(-1)
             if spec.conv:
-                if h.is_cuda if GROUPED_CONV is None else GROUPED_CONV:  # one grouped convolution: [B, M*C, H, W]
-                    if not conv_layout:
-                        h = h.transpose(0, 1).reshape(B, -1, *h.shape[-2:])
-                    h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1),
-                                 padding=spec.padding, groups=M)
-                else:  # on CPU a convolution per model is 2-4x faster than the grouped kernel
-                    parts = h.view(B, M, -1, *h.shape[-2:]).unbind(1) if conv_layout else h.unbind(0)
-                    h = torch.cat([F.conv2d(part, w[m], None if bias is None else bias[m], padding=spec.padding)
-                                   for m, part in enumerate(parts)], dim=1)
-                conv_layout = True
+                outs.append(F.conv2d(x[row], wk, bk, padding=spec.padding))  # [B, (b-a)*C, H, W]
             else:
-                if conv_layout:  # [B, M*C, H, W] -> [M, B, C*H*W]
-                    h = h.reshape(B, M, -1).transpose(0, 1)
-                    conv_layout = False
-                h = h.reshape(M, B, -1)
-                if w.shape[1] < 64 <= w.shape[2]:  # few outputs of many inputs: W @ h^T is ~3x faster on CPU
-                    h = torch.bmm(w, h.transpose(1, 2)).transpose(1, 2)
-                    h = h if bias is None else h + bias.unsqueeze(1)
-                else:
-                    h = torch.bmm(h, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
+                xr = x[row].reshape(x.shape[1], -1)
+                h = xr @ wk.t() if bk is None else torch.addmm(bk, xr, wk.t())  # [B, (b-a)*out]
+                outs.append(h.view(xr.shape[0], b - a, -1).transpose(0, 1))  # [b-a, B, out]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if spec.conv else 0)
+
+    def _op(self, h, i: int, spec: LayerSpec, conv_layout: bool, M: int, B: int):
+        """Block i's conv or linear layer for all M models; returns h and whether it is in conv layout."""
+        w, bias = self.params[f"blocks.{i}.op.weight"], self.params.get(f"blocks.{i}.op.bias")
+        if spec.conv:
+            if h.is_cuda if GROUPED_CONV is None else GROUPED_CONV:  # one grouped convolution: [B, M*C, H, W]
+                if not conv_layout:
+                    h = h.transpose(0, 1).reshape(B, -1, *h.shape[-2:])
+                return F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1),
+                                padding=spec.padding, groups=M), True
+            # on CPU a convolution per model is 2-4x faster than the grouped kernel
+            parts = h.view(B, M, -1, *h.shape[-2:]).unbind(1) if conv_layout else h.unbind(0)
+            return torch.cat([F.conv2d(part, w[m], None if bias is None else bias[m], padding=spec.padding)
+                              for m, part in enumerate(parts)], dim=1), True
+        if conv_layout:  # [B, M*C, H, W] -> [M, B, C*H*W]
+            h = h.reshape(B, M, -1).transpose(0, 1)
+        h = h.reshape(M, B, -1)
+        if w.shape[1] < 64 <= w.shape[2]:  # few outputs of many inputs: W @ h^T is ~3x faster on CPU
+            h = torch.bmm(w, h.transpose(1, 2)).transpose(1, 2)
+            return (h if bias is None else h + bias.unsqueeze(1)), False
+        return (torch.bmm(h, w.transpose(1, 2)) if bias is None
+                else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))), False
+
+    def forward(self, x: torch.Tensor, training: bool, shared=None) -> torch.Tensor:
+        """x: [M, B, C, H, W] (one input batch per model) -> logits [M, B, classes].
+
+        shared: models that see the same batch, as (row, a, b) triples covering 0..M: models a..b-1
+        read x[row], x being [S, B, C, H, W]. Where no model trains the first layer's weights, each
+        batch then goes through that layer once for all its models (one gather per seed, one
+        bigger matmul); otherwise each model gets its own copy of its batch."""
+        P = self.params
+        M, B = self.size, x.shape[1]
+        conv_layout = False
+        start = 0
+        if shared is None:
+            h = x
+        elif not P["blocks.0.op.weight"].requires_grad:
+            h = self._shared_first_layer(x, shared, self.specs[0])
+            conv_layout = self.specs[0].conv
+            start = 1
+        else:
+            h = torch.cat([x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]) if len(shared) > 1 \
+                else x[shared[0][0]].expand(M, *x.shape[1:])
+        for i, spec in enumerate(self.specs):
+            if i >= start:
+                h, conv_layout = self._op(h, i, spec, conv_layout, M, B)
             if spec.norm != "none":
                 h = self._norm(h, i, training, spec.conv)
             if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
