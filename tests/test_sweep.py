@@ -134,6 +134,7 @@ def test_reproduce_writes_report_and_skips_finished(tmp_path, capsys):
     for f in ("report.html", "report.md", "accuracy_vs_depth.png", "accuracy_vs_depth.svg",
               "accuracy_vs_params.png", "results.csv"):
         assert (out / f).stat().st_size > 0, f
+    assert "Last sweep: 'quick' with preset 'report'." in (out / "report.md").read_text()
     n = len(Store(out / "results.sqlite").runs())
     assert n == 2 * 2 + 2  # mlp 8 x {1,2} x {bn, random} + LeNet x {bn, random}
     capsys.readouterr()

@@ -388,12 +388,13 @@ def _values(xs) -> str:
     return ", ".join(map(str, xs)) if xs else "–"
 
 
-def summary_text(runs) -> list[str]:
-    """Sentences of the 'what was run' paragraph."""
+def summary_text(runs, sweep: dict | None = None) -> list[str]:
+    """Sentences of the 'what was run' paragraph; `sweep` is the last sweep's config (store meta)."""
     status = Counter(r.get("status") for r in runs)
     done = finished(runs)
     mlp = [r for r in done if r.get("model") == "mlp"]
-    out = [f"{len(runs)} runs in the store: " + (", ".join(f"{n} {s}" for s, n in sorted(status.items(), key=str))
+    out = [f"Last sweep: {sweep.get('name', '?')!r} with preset {sweep.get('preset', '?')!r}."] if sweep else []
+    out += [f"{len(runs)} runs in the store: " + (", ".join(f"{n} {s}" for s, n in sorted(status.items(), key=str))
                                                   or "none") + f"; {len(done)} count for the statistics."]
     nan_finished = status.get("finished", 0) - len(done)
     if nan_finished:
@@ -516,9 +517,11 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     """Write figures (PNG+SVG), report.md and report.html into out_dir; returns {file name: path}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    sweep = None
     if runs is None:
         from .store import Store
-        runs = Store(out_dir / "results.sqlite").runs()
+        store = Store(out_dir / "results.sqlite")
+        runs, sweep = store.runs(), store.meta().get("sweep")
     from .questions import is_baseline, sections
     all_runs = list(runs)
     # The figures, tables and claims are the report's setting (BatchNorm, random spread evenly) on
@@ -543,7 +546,7 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         other = [r for r in all_runs if is_baseline(r) and r.get("dataset") == ds]
         extra.append({"title": f"Claims on {ds}", "question": f"Do the report's six claims hold on {ds}?",
                       "answers": [], "claims": claims(other)})
-    summary = summary_text(all_runs)
+    summary = summary_text(all_runs, sweep)
     if len(runs) < len(all_runs):
         summary.append(f"Figures, tables and the first claims table use the {len(runs)} runs of the report's setting "
                        f"(BatchNorm, random weights spread evenly, {datasets[0]}); the sections after them use the rest.")
