@@ -37,6 +37,11 @@ def test_overrides_and_grouping():
     # one stack per architecture and kind (bn-like apart from random): 4 architectures x 2
     assert len(groups) == 8 and all(len({c.seed for c in g}) == 2 for g in groups)
     assert parse_set(["preset=frankle", "widths=[1, 2]"]) == {"preset": "frankle", "widths": [1, 2]}
+    # norm 'none': no sets that need a norm layer, and `all` is `all-nobn` (one run, not two)
+    none = load_sweep("quick", ['norms=["batchnorm","none"]', "widths=[8]", "depths=[1]", "seeds=[0]", 'models=["mlp"]'])
+    sets = sorted((c.norm, c.trainable) for c in none.runs())
+    assert sets == sorted([("batchnorm", t) for t in ("all", "bn", "bn+out", "random", "out", "none")] +
+                          [("none", "all-nobn"), ("none", "out"), ("none", "none")])
 
 
 @pytest.mark.parametrize("text,needle", [

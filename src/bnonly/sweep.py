@@ -68,7 +68,7 @@ class SweepConfig:
         per set x seed. Runs that would compute the same thing are one run: `all-nobn` is built
         without normalization whatever `norms` says, `random_allocations` only varies `random`, and
         with norm 'none' the sets that need a normalization layer (bn, bn+out, gamma, beta, random)
-        are left out."""
+        are left out, and so is `all` when `all-nobn` (the same model) is in the grid."""
         out, seen = [], set()
         norms = self.norms or [self.settings.get("norm", "batchnorm")]
         allocations = self.random_allocations or [self.settings.get("random_allocation", "even")]
@@ -80,8 +80,8 @@ class SweepConfig:
                 for w in widths:
                     for d in depths:
                         for t in self.trainable:
-                            if norm == "none" and t in NEEDS_NORM:
-                                continue
+                            if norm == "none" and (t in NEEDS_NORM or (t == "all" and "all-nobn" in self.trainable)):
+                                continue  # nothing to normalize; `all` without a norm layer is `all-nobn`
                             for alloc in (allocations if t == "random" else allocations[:1]):
                                 for s in self.seeds:
                                     arch = {"model": model} | ({"width": w, "depth": d} if w is not None else {})
