@@ -10,7 +10,9 @@ training images, batch 128, i.e. 375 steps per epoch), it times:
       sweep stacks fewer: wide sets that train their weights), of 3 seeds as in a sweep stack, where
       the models of one seed share its batches;
   (d) the alternative the engine was measured against: torch.func (stack_module_state +
-      vmap(grad(functional_call))) on the same M models.
+      vmap(grad(functional_call))) on the same M models, each gathering its own batch (so (c)/(d)
+      includes (c)'s saving from gathering once per seed; with a batch per model too, (c) beat (d)
+      1.0-2.4x).
 
 and reports model-epochs per second, achieved GFLOP/s, and efficiency = floor / measured time,
 where floor = max(FLOPs the step needs / torch.mm peak, bytes it must move / copy bandwidth),

@@ -63,3 +63,7 @@ def test_missing_extra_and_missing_gpu_are_one_line(tmp_path, capsys):
         assert main(["train", "--device", "cuda", "--width", "8", "--depth", "1", "--subset", "500"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "cuda" in err
+        # a sweep stops with the same line before it trains or writes anything
+        assert main(["sweep", "quick", "--out", str(tmp_path / "cuda"), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cuda" in err and not (tmp_path / "cuda").exists()

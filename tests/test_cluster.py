@@ -45,7 +45,14 @@ def two_nodes(tmp_path_factory):
     procs = [subprocess.Popen([RAY_BIN, "start", "--head", f"--port={port}", "--include-dashboard=false",
                                f"--temp-dir={temp}", *common], **kw)]
     try:
-        time.sleep(3)
+        deadline = time.time() + 60
+        while True:  # the head is up when its port answers
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and procs[0].poll() is None, "ray head did not start"
+                time.sleep(0.2)
         procs.append(subprocess.Popen([RAY_BIN, "start", f"--address=127.0.0.1:{port}", *common], **kw))
         yield f"127.0.0.1:{port}"
     finally:
@@ -96,11 +103,12 @@ def test_killed_worker_reruns_its_group_exactly_once(tmp_path):
         pids = _task_pids()
         if pids:
             time.sleep(1.0)  # let it get into training
-            try:
-                os.kill(pids[0], signal.SIGKILL)
-                killed = pids[0]
-            except ProcessLookupError:
-                pass
+            if pids[0] in _task_pids():  # still on its task (an idle worker is titled ray::IDLE)
+                try:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed = pids[0]
+                except ProcessLookupError:
+                    pass
         time.sleep(0.2)
     out, _ = proc.communicate(timeout=300)
     assert killed, "no Ray task was seen running"
@@ -115,10 +123,9 @@ def test_ctrl_c_cancels_and_the_sweep_resumes(tmp_path):
     pytest.importorskip("ray")
     proc = _sweep_process(tmp_path, "--set", "max_epochs=6")
     deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "results.sqlite").exists() or not _task_pids():
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.2)
-    time.sleep(8)  # some groups finish, others are running
+    while not ((tmp_path / "results.sqlite").exists() and _results(tmp_path)):  # interrupt after the first group
+        assert time.time() < deadline and proc.poll() is None, "no group finished"
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in out, out

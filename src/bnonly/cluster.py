@@ -53,24 +53,29 @@ class BnonlyProgress:
         return events
 
 
-def _connect(ray, address, device):
+def _connect(ray, address):
     if ray.is_initialized():  # a caller that connected itself keeps its connection
         return False
-    kw = dict(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    if address is None:  # a local Ray on this machine, gone when the sweep ends
-        kw.update(include_dashboard=False, num_cpus=os.cpu_count())
+    kw = dict(address=address or "local", logging_level=logging.WARNING, log_to_driver=False)
+    if address is None:  # a new Ray on this machine (its own CPU count), gone when the sweep ends
+        kw.update(include_dashboard=False)
     try:
         ray.init(**kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot join the Ray cluster at {address}: {first} (every node and this driver "
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray"
+        raise ConfigError(f"cannot {where}: {first} (every node and this driver "
                           "need the same RAY_AUTH_MODE, and with 'token' the same token)") from None
     return True
 
 
+def _alive_resources(ray) -> list[dict]:
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
 def _check_resources(ray, cpus_per_task, gpus_per_task):
     """A request no node can meet would leave tasks pending forever: say so instead."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = _alive_resources(ray)
     if not any(r.get("CPU", 0) >= cpus_per_task and r.get("GPU", 0) >= gpus_per_task for r in nodes):
         have = ", ".join(f"{r.get('CPU', 0):g} CPU/{r.get('GPU', 0):g} GPU" for r in nodes)
         raise ConfigError(f"no node of the Ray cluster has {cpus_per_task} CPU and {gpus_per_task:g} GPU "
@@ -80,28 +85,42 @@ def _check_resources(ray, cpus_per_task, gpus_per_task):
 def ray_groups(groups, device, data_dir, progress, address=None, cpus_per_task=1, gpus_per_task=None):
     """Run every group as a Ray task; yield (index, rows, node id) as each finishes."""
     ray = import_ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from .data import DataError
     from .sweep import failed_rows
 
     if cpus_per_task < 1:
         raise ConfigError(f"--cpus-per-task {cpus_per_task}: must be >= 1")
-    # device "auto" is resolved on each worker; only "cuda" asks the scheduler for a GPU share
-    gpus = (0.25 if gpus_per_task is None else gpus_per_task) if device == "cuda" else 0
-    if device == "cuda" and not 0 < gpus <= 1:
+    if gpus_per_task is not None and not 0 < gpus_per_task <= 1:
         raise ConfigError(f"--gpus-per-task {gpus_per_task}: must be in (0, 1]")
+    if not groups:
+        return
     if data_dir:  # Ray workers do not run in this directory
         data_dir = os.path.abspath(data_dir)
-    connected_here = _connect(ray, address, device)
+    connected_here = _connect(ray, address)
     pending = {}
     try:
+        if device == "auto":  # the cluster decides: GPUs if any node has one, scheduled as shares
+            device = "cuda" if any(r.get("GPU", 0) for r in _alive_resources(ray)) else "cpu"
+        gpus = (0.25 if gpus_per_task is None else gpus_per_task) if device == "cuda" else 0
         _check_resources(ray, cpus_per_task, gpus)
-        task = ray.remote(bnonly_group).options(num_cpus=cpus_per_task, num_gpus=gpus, max_retries=MAX_RETRIES,
-                                         retry_exceptions=False)
-        tracker = ray.remote(BnonlyProgress).options(num_cpus=0).remote()
-        pending = {task.remote(g, device, data_dir, i, tracker, cpus_per_task): i for i, g in enumerate(groups)}
+        # a GPU task gets a fresh worker (Ray's own default for GPU tasks): a reused one would keep
+        # the GPU it started on and its cached memory
+        remote = ray.remote(max_calls=1)(bnonly_group) if gpus else ray.remote(bnonly_group)
+        task = remote.options(num_cpus=cpus_per_task, num_gpus=gpus, max_retries=MAX_RETRIES, retry_exceptions=False)
+        here = ray.get_runtime_context().get_node_id()  # progress lives and dies with the driver's node
+        tracker = ray.remote(BnonlyProgress).options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+        for i, g in enumerate(groups):
+            pending[task.remote(g, device, data_dir, i, tracker, cpus_per_task)] = i
         while pending:
             done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=1.0, fetch_local=False)
-            for event in ray.get(tracker.take.remote()):
+            try:
+                events = ray.get(tracker.take.remote()) if tracker else []
+            except ray.exceptions.RayError:  # progress is lost, not the sweep
+                tracker, events = None, []
+            for event in events:
                 progress.epoch(*event)
             for ref in done:
                 i = pending.pop(ref)
@@ -117,7 +136,9 @@ def ray_groups(groups, device, data_dir, progress, address=None, cpus_per_task=1
                     rows, node = failed_rows(groups[i], f"{type(e).__name__} after {MAX_RETRIES} retries: {msg}"), None
                 yield i, rows, node
     finally:
-        for ref in pending:  # Ctrl-C or an error: nothing more runs for this sweep
-            ray.cancel(ref, force=True)
-        if connected_here:
-            ray.shutdown()
+        try:
+            for ref in pending:  # Ctrl-C or an error: nothing more runs for this sweep
+                ray.cancel(ref, force=True)
+        finally:
+            if connected_here:
+                ray.shutdown()

@@ -8,6 +8,7 @@ Re-launching a sweep skips the runs the store already holds, so an interrupted s
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 import tomllib
@@ -240,6 +241,7 @@ class Progress:
 
     def done(self, i):
         self._advance(i, self.bound[i])
+        self.last_epoch[i] = math.inf  # late progress events of a finished group change nothing
 
     def close(self):
         self.bar.close()
@@ -296,6 +298,9 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     if executor == "ray":
         from .cluster import import_ray
         import_ray()  # a missing extra is one line, before anything is written
+    else:
+        from .engine import resolve_device
+        device = resolve_device(device)  # no GPU for --device cuda: one line, not a store of failed runs
     out_dir = Path(out_dir)
     store = Store(out_dir / "results.sqlite")
     store.set_meta("sweep", sweep.to_dict())
