@@ -166,8 +166,20 @@ def test_missing_extra_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_bad_executor_flags_are_one_line(tmp_path, capsys):
-    args = ["sweep", "quick", "--out", str(tmp_path), *[a for s in TINY for a in ("--set", s)]]
-    assert main([*args, "--address", "auto"]) == 2
-    assert capsys.readouterr().err.strip() == "bnonly: error: --address names a Ray cluster: add --executor ray"
-    assert main([*args, "--executor", "ray", "--workers", "2"]) == 2
-    assert "--cpus-per-task" in capsys.readouterr().err
+    pytest.importorskip("ray")
+    args = ["sweep", "quick", "--out", str(tmp_path / "out"), *[a for s in TINY for a in ("--set", s)]]
+    cases = [(["--address", "auto"], "--address is for the Ray executor: add --executor ray"),
+             (["--cpus-per-task", "2"], "--cpus-per-task is for the Ray executor: add --executor ray"),
+             (["--executor", "ray", "--workers", "2"], "with --executor ray use --cpus-per-task"),
+             (["--executor", "ray", "--threads", "2"], "a task's threads are --cpus-per-task"),
+             (["--executor", "ray", "--cpus-per-task", "0"], "--cpus-per-task 0: must be >= 1"),
+             (["--executor", "ray", "--device", "cuda", "--gpus-per-task", "2"], "--gpus-per-task 2: must be in (0, 1]"),
+             (["--executor", "ray", "--gpus-per-task", "0.5"], "--gpus-per-task is for --device cuda"),
+             (["--executor", "ray", "--address", f"127.0.0.1:{_free_port()}"], "cannot reach a Ray head at 127.0.0.1:")]
+    for extra, needle in cases:
+        t0 = time.time()
+        assert main([*args, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("bnonly: error: ") and needle in err[0], (extra, err)
+        assert time.time() - t0 < 15, extra  # a wrong address fails fast, not after Ray's minutes of retries
+    assert not (tmp_path / "out").exists()  # nothing written for any of them

@@ -189,22 +189,23 @@ def cmd_export_model(args) -> int:
 
 def _add_sweep_flags(p, default_config=None):
     if default_config:
-        p.add_argument("--config", default=default_config, help="shipped config name (quick, report) or a TOML path")
+        p.add_argument("--config", default=default_config, help="shipped config name (quick, report, questions) or a TOML path")
     else:
-        p.add_argument("config", help="shipped config name (quick, report) or a TOML path")
+        p.add_argument("config", help="shipped config name (quick, report, questions) or a TOML path")
     p.add_argument("--out", default=None, help="results directory (default runs/NAME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, value in TOML syntax: --set widths=[10,100] --set max_epochs=5")
-    p.add_argument("--workers", type=int, default=1, help="groups trained in parallel processes")
+    p.add_argument("--workers", type=int, default=1, help="groups trained in parallel processes (default 1)")
     p.add_argument("--group-size", type=int, default=32,
-                   help="at most this many runs trained at once as one vectorized model (1 = one at a time)")
+                   help="at most this many runs trained at once as one vectorized model (default 32; 1 = one at a time)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per group (default: all cores, divided among --workers)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where to train (default cpu; auto: cuda when there is a GPU)")
     p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
     r = p.add_argument_group("Ray executor (pip install 'bnonly[ray]')")
     r.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="local: this machine; ray: each group is a Ray task (the store is still written here)")
+                   help="local (default): this machine; ray: each group is a Ray task (the store is still written here)")
     r.add_argument("--address", default=None,
                    help="Ray cluster to join: 'auto' (the cluster this node belongs to) or HOST:PORT; "
                         "default: start a local Ray")

@@ -36,7 +36,7 @@ def bnonly_group(group, device, data_dir, index, tracker, threads):
     from .sweep import _train_group
     hooks = Hooks(epoch=lambda epoch, n_active: tracker.put.remote((index, epoch, n_active)))
     rows = _train_group(group, device, data_dir, hooks, threads)
-    return rows, ray.get_runtime_context().get_node_id()
+    return rows, f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
 
 
 class BnonlyProgress:
@@ -53,6 +53,35 @@ class BnonlyProgress:
         return events
 
 
+def check_options(device, workers, threads, cpus_per_task, gpus_per_task, address=None):
+    """The Ray executor's flags, checked before anything is written; also that Ray is installed."""
+    if workers > 1:
+        raise ConfigError("--workers is for the local executor; with --executor ray use --cpus-per-task")
+    if threads:
+        raise ConfigError("--threads is for the local executor; with --executor ray a task's threads are --cpus-per-task")
+    if cpus_per_task < 1:
+        raise ConfigError(f"--cpus-per-task {cpus_per_task}: must be >= 1")
+    if gpus_per_task is not None:
+        if not 0 < gpus_per_task <= 1:
+            raise ConfigError(f"--gpus-per-task {gpus_per_task:g}: must be in (0, 1]")
+        if device == "cpu":
+            raise ConfigError("--gpus-per-task is for --device cuda (or auto)")
+    import_ray()
+    if address and ":" in address and "://" not in address:
+        _reachable(address)
+
+
+def _reachable(address: str):
+    """HOST:PORT must answer within a few seconds (Ray itself keeps retrying for minutes)."""
+    import socket
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot reach a Ray head at {address} ({e.strerror or e if isinstance(e, OSError) else 'expected HOST:PORT'}); "
+                          "is `ray start --head` running there?") from None
+
+
 def _connect(ray, address):
     if ray.is_initialized():  # a caller that connected itself keeps its connection
         return False
@@ -62,10 +91,12 @@ def _connect(ray, address):
     try:
         ray.init(**kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
         where = f"join the Ray cluster at {address}" if address else "start a local Ray"
-        raise ConfigError(f"cannot {where}: {first} (every node and this driver "
-                          "need the same RAY_AUTH_MODE, and with 'token' the same token)") from None
+        hint = (" (every node and this driver need the same RAY_AUTH_MODE, and with 'token' the same token)"
+                if "auth" in text.lower() or "token" in text.lower() or "Failed to connect" in text else "")
+        raise ConfigError(f"cannot {where}: {first}{hint}") from None
     return True
 
 
@@ -90,10 +121,6 @@ def ray_groups(groups, device, data_dir, progress, address=None, cpus_per_task=1
     from .data import DataError
     from .sweep import failed_rows
 
-    if cpus_per_task < 1:
-        raise ConfigError(f"--cpus-per-task {cpus_per_task}: must be >= 1")
-    if gpus_per_task is not None and not 0 < gpus_per_task <= 1:
-        raise ConfigError(f"--gpus-per-task {gpus_per_task}: must be in (0, 1]")
     if not groups:
         return
     if data_dir:  # Ray workers do not run in this directory

@@ -417,7 +417,7 @@ def summary_text(runs, sweep: dict | None = None) -> list[str]:
         out.append(f"Note: {', '.join(varying)} differ between runs; the statistics pool them within each "
                    "(model, width, depth, trainable) group.")
     secs = sum(float(r["seconds"]) for r in runs if r.get("seconds") is not None)
-    out.append(f"Total compute: {secs:,.0f} s ({secs / 3600:.2f} h).")
+    out.append(f"Total compute: {secs:,.{0 if secs >= 100 else 1}f} s ({secs / 3600:.2f} h).")
     return out
 
 

@@ -289,16 +289,16 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
 
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
-    if executor != "ray" and address:
-        raise ConfigError("--address names a Ray cluster: add --executor ray")
     if threads < 0:
         raise ConfigError(f"--threads {threads}: must be >= 0 (0: all cores)")
-    if executor == "ray" and workers > 1:
-        raise ConfigError("--workers is for the local executor; with --executor ray use --cpus-per-task")
     if executor == "ray":
-        from .cluster import import_ray
-        import_ray()  # a missing extra is one line, before anything is written
+        from .cluster import check_options
+        check_options(device, workers, threads, cpus_per_task, gpus_per_task, address)  # and the extra is installed
     else:
+        given = [f for f, v in (("--address", address), ("--cpus-per-task", cpus_per_task != 1),
+                                ("--gpus-per-task", gpus_per_task is not None)) if v]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the Ray executor: add --executor ray")
         from .engine import resolve_device
         device = resolve_device(device)  # no GPU for --device cuda: one line, not a store of failed runs
     out_dir = Path(out_dir)
@@ -343,7 +343,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     stats["seconds"] = time.perf_counter() - t0
     if nodes:
         stats["nodes"] = dict(nodes)
-        log("groups per node: " + ", ".join(f"{n[:12]} {k}" for n, k in nodes.most_common()))
+        log("groups per node: " + ", ".join(f"{n}: {k}" for n, k in nodes.most_common()))
     log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
-        f"{stats['skipped']} skipped, {stats['seconds']:.0f} s -> {store.path}")
+        f"{stats['skipped']} skipped, {stats['seconds']:.1f} s -> {store.path}")
     return stats
