@@ -35,7 +35,7 @@ def test_grouped_conv_path_equals_per_model_convs(monkeypatch):
     from bnonly import stacked
     cfgs = [resolve("report", model="lenet5", trainable=t, seed=s) for s in (0, 1) for t in ("bn", "all")]
     models = [build(c) for c in cfgs]
-    x = torch.rand(len(cfgs), 32, 1, 28, 28)
+    x = torch.rand(len(cfgs), 32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     out = {}
     for grouped in (False, True):
         monkeypatch.setattr(stacked, "GROUPED_CONV", grouped)
@@ -48,8 +48,8 @@ def test_grouped_conv_path_equals_per_model_convs(monkeypatch):
     torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(e1, e0, rtol=1e-4, atol=1e-5)
     assert g1.keys() == g0.keys() and "blocks.0.op.weight" in g0
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], rtol=1e-3, atol=1e-4)
+    for n in g0:  # float32 sums in another order: differences relative to the gradient's scale
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-3, atol=1e-5 * float(g0[n].abs().max()))
     for n in b0:
         torch.testing.assert_close(b1[n], b0[n], rtol=1e-5, atol=1e-6)
 
