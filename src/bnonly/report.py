@@ -9,6 +9,7 @@ sentence saying why.
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -537,11 +538,12 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         from .analysis import group, plot, table
         groups = group(analyses)
         figs_a = plot(groups, out_dir, written)
+        gamma_t = table(groups)
         extra.append({"title": "What the affine parameters learn",
                       "question": "Does training the affine parameters disable random features, as Frankle et al. "
                                   "found (a quarter to a third of them in ResNets)? Disabled = |gamma| < 0.1; dead = "
                                   "ReLU output 0 for every test image.",
-                      "figures": figs_a, "answers": [], "table": table(groups)})
+                      "figures": figs_a, "answers": [], "table": gamma_t})
     for ds in datasets[1:]:
         other = [r for r in all_runs if is_baseline(r) and r.get("dataset") == ds]
         extra.append({"title": f"Claims on {ds}", "question": f"Do the report's six claims hold on {ds}?",
@@ -551,16 +553,15 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         summary.append(f"Figures, tables and the first claims table use the {len(runs)} runs of the report's setting "
                        f"(BatchNorm, random weights spread evenly, {datasets[0]}); the sections after them use the rest.")
     cl_main = claims(runs)
-    parts = (title, summary, cl_main, _figure_items(written), skipped, mlp_table(mlp), lenet_table(runs, lenet),
-             extra)
-    import json
+    mlp_t, lenet_t = mlp_table(mlp), lenet_table(runs, lenet)
+    parts = (title, summary, cl_main, _figure_items(written), skipped, mlp_t, lenet_t, extra)
     by_ds = {sec["title"][len("Claims on "):]: sec["claims"] for sec in extra if sec.get("claims")}
     doc = {"claims": cl_main, "claims_by_dataset": {datasets[0] if datasets else None: cl_main, **by_ds},
-           "mlp_table": dict(zip(("header", "rows"), mlp_table(mlp))),
-           "lenet_table": dict(zip(("header", "rows"), lenet_table(runs, lenet))),
+           "mlp_table": dict(zip(("header", "rows"), mlp_t)),
+           "lenet_table": dict(zip(("header", "rows"), lenet_t)),
            "sections": [{k: v for k, v in sec.items() if k in ("title", "question", "answers")} for sec in extra],
            "gamma_analysis": None if not analyses else {
-               **dict(zip(("header", "rows"), table(groups))),
+               **dict(zip(("header", "rows"), gamma_t)),
                "runs": [{k: a[k] for k in ("run_id", "small_gamma", "dead", "ablation_k", "ablation_smallest",
                                            "ablation_random", "test_accuracy")} | {"trainable": a["config"]["trainable"]}
                         for a in analyses]}}

@@ -102,7 +102,8 @@ class Stack:
 
     # ------------------------------------------------------------------ compute
     def _affine(self, h, i: int, conv: bool, normalize: bool):
-        """layernorm (normalize each example over its features, per model) or affine, then gamma/beta."""
+        """layernorm (normalize each example over its features, per model) or affine, then gamma/beta;
+        normalize=False is the scale and shift alone (also ending BatchNorm's mixed-mode path)."""
         M = self.size
         if normalize:
             h = F.group_norm(h, M, eps=self.specs[i].eps) if conv else F.layer_norm(h, h.shape[-1:], eps=self.specs[i].eps)
@@ -141,9 +142,7 @@ class Stack:
             rv.copy_(torch.where(inf, rv, torch.lerp(rv, var.reshape(M, -1) * (n / max(n - 1, 1)), spec.momentum)))
         mean = torch.where(inf, rm, mean.reshape(M, -1)).reshape(shape)
         var = torch.where(inf, rv, var.reshape(M, -1)).reshape(shape)
-        h = (h - mean) * torch.rsqrt(var + spec.eps) * self.params[f"blocks.{i}.norm.weight"].reshape(shape)
-        beta = self.params.get(f"blocks.{i}.norm.bias")
-        return h if beta is None else h + beta.reshape(shape)
+        return self._affine((h - mean) * torch.rsqrt(var + spec.eps), i, conv, normalize=False)
 
     def _shared_first_layer(self, x: torch.Tensor, shared, spec: LayerSpec) -> torch.Tensor:
         """The first layer when models share input batches: models [a, b) all read x[row], so their
