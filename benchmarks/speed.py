@@ -41,7 +41,7 @@ from bnonly.config import resolve
 from bnonly.data import load
 from bnonly.engine import shared_runs, gather, step
 from bnonly.models import build
-from bnonly.sweep import stack_limit
+from bnonly.groups import stack_limit
 from bnonly.stacked import Stack
 from bnonly.trainable import plan
 

@@ -4,8 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from bnonly import report
-from bnonly.report import NOT_HELD, NOT_MEASURED, HELD, claims, mean_ci, write_report
+from bnonly import stats
+from bnonly.claims import HELD, NOT_HELD, NOT_MEASURED, claims
+from bnonly.report import write_report
+from bnonly.stats import mean_ci
 
 WIDTHS, DEPTHS, SEEDS = (10, 100, 784), (2, 4, 6), (0, 1, 2)
 MLP_SETS = ("all", "all-nobn", "bn", "random", "bn+out", "out", "none")
@@ -72,7 +74,7 @@ def test_mean_ci_known_sample():
     one = mean_ci([0.5, float("nan"), None])
     assert (one.mean, one.half, one.n) == (0.5, 0.0, 1)
     assert mean_ci([]).n == 0
-    assert report.t975(1) == 12.706 and report.t975(100) == 1.96
+    assert stats.t975(1) == 12.706 and stats.t975(100) == 1.96
 
 
 def test_claims_held_on_report_like_data():

@@ -10,7 +10,8 @@ import pytest
 from bnonly.cli import main
 from bnonly.config import ConfigError
 from bnonly.store import Store
-from bnonly.sweep import load_sweep, parse_set, plan_groups
+from bnonly.groups import plan_groups
+from bnonly.sweep import load_sweep, parse_set
 
 TINY = ["--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","random"]',
         "--set", "seeds=[0,1]", "--set", "subset=2000", "--set", "max_epochs=2", "--set", 'models=["mlp"]']

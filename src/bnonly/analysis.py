@@ -13,20 +13,29 @@ import copy
 from collections import defaultdict
 from pathlib import Path
 
-import torch
+import matplotlib
 
-from .config import RunConfig
-from .data import load
-from .engine import evaluate
-from .models import Net, build
-from .stacked import Stack
-from .trainable import plan, rebuild
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .config import RunConfig  # noqa: E402
+from .data import load  # noqa: E402
+from .engine import evaluate  # noqa: E402
+from .figures import save_figure  # noqa: E402
+from .models import Net, arch_name, build  # noqa: E402
+from .render import figure, table as table_block  # noqa: E402
+from .sets import SETS, color  # noqa: E402
+from .stacked import Stack  # noqa: E402
+from .stats import mean_ci  # noqa: E402
+from .store import Store  # noqa: E402
+from .trainable import plan, rebuild  # noqa: E402
 
 THRESHOLDS = (0.01, 0.05, 0.1)
 KS = tuple(range(0, 101, 10))
 RANDOM_DRAWS = 3
 ABLATION_EXAMPLES = 1000  # the ablation curves use the first 1,000 test images (44 variants per run)
-ANALYZED_SETS = ("bn", "bn+out", "all", "gamma", "beta")
+ANALYZED_SETS = tuple(n for n, s in SETS.items() if s.trains_affine)  # the sets whose gamma/beta train
 
 
 @torch.no_grad()
@@ -89,7 +98,6 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
 
 def analyze_store(out_dir, data_dir=None) -> list[dict]:
     """Every finished run of a set that trains gamma/beta, with a normalization layer and a stored model."""
-    from .store import Store
     store = Store(Path(out_dir) / "results.sqlite")
     out = []
     for row in store.runs(status=("finished",)):
@@ -114,23 +122,18 @@ def group(analyses: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------- figures and table
-def _arch_name(key) -> str:
-    model, w, d, _ = key
-    return f"mlp_w{w}_d{d}" if model == "mlp" else model
+def _name(key) -> str:
+    """The architecture name of a group key (model, width, depth, ...)."""
+    return arch_name({"model": key[0], "width": key[1], "depth": key[2]})
 
 
 def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
     """Per architecture: histograms of learned gamma (and beta) per layer, and the ablation curves."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import COLORS, _save
     figs = []
     archs = sorted({k[:3] for k in groups})
     for arch in archs:
         keys = [k for k in groups if k[:3] == arch]
-        name = _arch_name(arch + (None,))
+        name = _name(arch)
         n_layers = len(groups[keys[0]][0]["gamma"])
         has_beta = any(a["beta"][0] is not None for k in keys for a in groups[k])
         rows = 2 if has_beta else 1
@@ -140,32 +143,32 @@ def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
             axes[0][i].hist(init.numpy(), bins=40, histtype="stepfilled", color="#dddddd", label="initial")
             for k in keys:
                 g = [v for a in groups[k] for v in a["gamma"][i]]
-                axes[0][i].hist(g, bins=40, histtype="step", color=COLORS.get(k[3], "black"), label=k[3])
+                axes[0][i].hist(g, bins=40, histtype="step", color=color(k[3]), label=k[3])
                 if has_beta and groups[k][0]["beta"][i] is not None:
                     axes[1][i].hist([v for a in groups[k] for v in a["beta"][i]], bins=40, histtype="step",
-                                    color=COLORS.get(k[3], "black"), label=k[3])
+                                    color=color(k[3]), label=k[3])
             axes[0][i].set_title(f"layer {i + 1}: gamma", fontsize=9)
             if has_beta:
                 axes[1][i].set_title(f"layer {i + 1}: beta", fontsize=9)
         axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         fig.suptitle(f"learned gamma/beta, {name} (all seeds pooled)", fontsize=10)
         fig.tight_layout()
-        _save(fig, out_dir, f"gamma_hist_{name}", written)
+        save_figure(fig, out_dir, f"gamma_hist_{name}", written)
         figs.append((f"gamma_hist_{name}.png", f"Learned gamma (and beta) per layer at {name}, by trainable set; "
                                                 "grey: the initial gamma."))
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
         for k in keys:
             ks = groups[k][0]["ablation_k"]
             mean = lambda field: [sum(a[field][j] for a in groups[k]) / len(groups[k]) for j in range(len(ks))]  # noqa: E731
-            color = COLORS.get(k[3], "black")
-            ax.plot(ks, mean("ablation_smallest"), "o-", color=color, markersize=3, label=f"{k[3]}: smallest |gamma|")
-            ax.plot(ks, mean("ablation_random"), "--", color=color, label=f"{k[3]}: random")
+            c = color(k[3])
+            ax.plot(ks, mean("ablation_smallest"), "o-", color=c, markersize=3, label=f"{k[3]}: smallest |gamma|")
+            ax.plot(ks, mean("ablation_random"), "--", color=c, label=f"{k[3]}: random")
         ax.axhline(0.1, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="% of features switched off per layer (gamma = beta = 0)", ylabel="test accuracy",
                ylim=(0, 1), title=f"ablation, {name}")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.grid(alpha=0.3)
-        _save(fig, out_dir, f"ablation_{name}", written)
+        save_figure(fig, out_dir, f"ablation_{name}", written)
         figs.append((f"ablation_{name}.png", f"Test accuracy (first {ABLATION_EXAMPLES} test images) with the k% "
                                               f"smallest-|gamma| features off (solid) vs k% at random (dashed), {name}."))
     return figs
@@ -173,7 +176,6 @@ def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
 
 def table(groups: dict) -> tuple[list[str], list[list[str]]]:
     """Disabled fractions per architecture x set, mean ± 95% interval over seeds, vs Frankle's 25-33%."""
-    from .report import mean_ci
     header = (["architecture", "set", "n"] + [f"|gamma|<{t} learned (initial) (%)" for t in THRESHOLDS]
               + ["dead units (%)", "acc, 30% smallest off / 30% random off (%)", "Frankle et al."])
     rows = []
@@ -187,7 +189,26 @@ def table(groups: dict) -> tuple[list[str], list[list[str]]]:
         j = KS.index(30)
         sm = mean_ci(a["ablation_smallest"][j] for a in runs)
         rd = mean_ci(a["ablation_random"][j] for a in runs)
-        rows.append([_arch_name(key), key[3], str(len(runs))]
+        rows.append([_name(key), key[3], str(len(runs))]
                     + [f"{f(small(t, 'learned'))} ({100 * small(t, 'initial').mean:.1f})" for t in THRESHOLDS]
                     + [f(dead), f"{f(sm)} / {f(rd)}", "disables 25-33%"])
     return header, rows
+
+
+def section(analyses: list[dict], out_dir: Path, written: dict):
+    """The report's section on what the affine parameters learn, and its table (header, rows)."""
+    groups = group(analyses)
+    figs = plot(groups, out_dir, written)
+    header, rows = table(groups)
+    blocks = [{"kind": "question", "text": "Does training the affine parameters disable random features, as "
+               "Frankle et al. found (a quarter to a third of them in ResNets)? Disabled = |gamma| < 0.1; dead = "
+               "ReLU output 0 for every test image."}]
+    blocks += [figure(png, cap) for png, cap in figs] + [table_block(header, rows)]
+    return {"title": "What the affine parameters learn", "blocks": blocks}, (header, rows)
+
+
+def summaries(analyses: list[dict]) -> list[dict]:
+    """Per analysed run, what report.json keeps."""
+    return [{k: a[k] for k in ("run_id", "small_gamma", "dead", "ablation_k", "ablation_smallest",
+                               "ablation_random", "test_accuracy")} | {"trainable": a["config"]["trainable"]}
+            for a in analyses]

@@ -1,6 +1,8 @@
 """Command line: `bnonly train`, `bnonly sweep`, `bnonly report`, `bnonly reproduce`.
 
 Bad input gives one line on stderr and exit code 2; data problems exit 1; never a traceback.
+Each command imports the modules it needs inside its function, so that `bnonly --help` and the
+argument checks do not wait for matplotlib, the report and the executors to load.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from dataclasses import fields
 
 from .config import CHOICES, DEFAULT_PRESET, PRESETS, ConfigError, RunConfig, parse_value, resolve
 from .data import DataError
+from .models import arch_name
+from .sets import SETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +31,10 @@ def add_run_flags(p: argparse.ArgumentParser):
     """One flag per RunConfig field (strings, parsed and validated by the config itself)."""
     for f in fields(RunConfig):
         names = [_flag(f.name)] + (["--epochs"] if f.name == "max_epochs" else [])
-        choices = f"one of {', '.join(CHOICES[f.name])}; " if f.name in CHOICES else ""
+        if f.name == "trainable":  # each set with its meaning, from the registry
+            choices = " | ".join(f"{n}: {s.help}" for n, s in SETS.items()) + " | "
+        else:
+            choices = f"one of {', '.join(CHOICES[f.name])}; " if f.name in CHOICES else ""
         p.add_argument(*names, dest=f.name, metavar=f.type.upper(), default=None,
                        help=f"{choices}default {f.default!r} (a preset may change it)".replace("%", "%%"))
     p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
@@ -139,7 +146,7 @@ def cmd_analyze(args) -> int:
     from pathlib import Path
 
     from .analysis import analyze_store, group, plot, table
-    from .report import md_table
+    from .render import md_table
     _open_store(args.dir)
     analyses = analyze_store(args.dir)
     if not analyses:
@@ -181,8 +188,7 @@ def cmd_export_model(args) -> int:
     model = rebuild(RunConfig(**rows[0]["config"]), blob)
     torch.save(model.state_dict(), args.path)
     c = rows[0]["config"]
-    arch = f"MLP(width={c['width']}, depth={c['depth']}, norm={c['norm']!r})" if c["model"] == "mlp" else "LeNet5(...)"
-    print(f"wrote {args.path}: the state_dict of {arch}, trained set {c['trainable']!r}, "
+    print(f"wrote {args.path}: the state_dict of {arch_name(c)} (norm {c['norm']!r}), trained set {c['trainable']!r}, "
           f"test accuracy {rows[0]['test_accuracy']:.4f}; load it with torch.load(path, weights_only=True)")
     return 0
 

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from .config import ConfigError
+from .data import DataError
+from .engine import Hooks
+from .groups import failed_rows, train_group
 
 MAX_RETRIES = 3
 
 
 def import_ray():
+    """Ray is an optional extra: imported only when the Ray executor runs."""
     try:
         import ray
     except ImportError:
@@ -31,11 +36,8 @@ def import_ray():
 def bnonly_group(group, device, data_dir, index, tracker, threads):
     """One group, run on a Ray worker: the rows and the id of the node that trained them."""
     import ray
-
-    from .engine import Hooks
-    from .sweep import _train_group
     hooks = Hooks(epoch=lambda epoch, n_active: tracker.put.remote((index, epoch, n_active)))
-    rows = _train_group(group, device, data_dir, hooks, threads)
+    rows = train_group(group, device, data_dir, hooks, threads)
     return rows, f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
 
 
@@ -73,7 +75,6 @@ def check_options(device, workers, threads, cpus_per_task, gpus_per_task, addres
 
 def _reachable(address: str):
     """HOST:PORT must answer within a few seconds (Ray itself keeps retrying for minutes)."""
-    import socket
     host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
@@ -117,9 +118,6 @@ def ray_groups(groups, device, data_dir, progress, address=None, cpus_per_task=1
     """Run every group as a Ray task; yield (index, rows, node id) as each finishes."""
     ray = import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from .data import DataError
-    from .sweep import failed_rows
 
     if not groups:
         return

@@ -10,19 +10,21 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 
-MODELS = ("mlp", "lenet5")
-NORMS = ("batchnorm", "layernorm", "affine", "none")
-GAMMA_INITS = ("ones", "uniform(-1,1)", "uniform(0,1)", "normal(0,1)")
-TRAINABLE_SETS = ("all", "all-nobn", "bn", "bn+out", "random", "out", "none", "gamma", "beta")
+from .data import DATASETS
+from .models import GAMMA_INITS, MODELS
+from .norms import NORMS
+from .sets import SETS
+
 RANDOM_PLACEMENTS = ("scattered", "per-unit", "neuron")
 RANDOM_NORMS = ("batch", "inference")
 RANDOM_ALLOCATIONS = ("even", "proportional", "first", "last")
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-CHOICES = {"model": MODELS, "norm": NORMS, "gamma_init": GAMMA_INITS, "trainable": TRAINABLE_SETS,
+# The allowed values of each string field, most of them read from their registries.
+CHOICES = {"model": tuple(MODELS), "norm": tuple(NORMS), "gamma_init": tuple(GAMMA_INITS), "trainable": tuple(SETS),
            "random_placement": RANDOM_PLACEMENTS, "random_norm": RANDOM_NORMS, "precision": PRECISIONS,
-           "random_allocation": RANDOM_ALLOCATIONS}
+           "random_allocation": RANDOM_ALLOCATIONS, "dataset": tuple(DATASETS)}
 
 
 class ConfigError(ValueError):
@@ -41,7 +43,7 @@ class RunConfig:
     bn_momentum: float = 0.1           # PyTorch convention (Keras 0.99 == 0.01 here)
     bn_eps: float = 1e-5
     # --- what trains ---
-    trainable: str = "bn"              # see TRAINABLE_SETS
+    trainable: str = "bn"              # see sets.SETS
     random_placement: str = "scattered"  # `random` set: scattered | per-unit | neuron
     random_norm: str = "batch"         # `random` set: BN uses batch statistics (batch) or runs in inference mode
     random_allocation: str = "even"    # `random` set: per layer as bn (even) | proportional | first | last
@@ -90,18 +92,17 @@ class RunConfig:
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
         check(self.seed >= 0 and self.data_seed >= 0, "seed", "seeds must be >= 0")
-        from .data import DATASETS  # late import: the registry lives with the data code
-        check(self.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}")
-        if self.trainable == "beta" and not self.hidden_beta and self.norm != "none":
-            raise ConfigError("trainable='beta' needs hidden_beta=true (this preset has no beta in hidden layers)")
-        if self.trainable in ("bn", "bn+out", "gamma", "beta", "random") and self.norm == "none":
+        s = SETS[self.trainable]
+        if s.needs_beta and not self.hidden_beta and self.norm != "none":
+            raise ConfigError(f"trainable={self.trainable!r} needs hidden_beta=true (this preset has no beta in hidden layers)")
+        if s.needs_norm and self.norm == "none":
             raise ConfigError(f"trainable={self.trainable!r} needs normalization layers, but norm='none'")
 
     # ---- identity ----
     @property
     def effective_norm(self) -> str:
         """`all-nobn` builds the model without normalization whatever `norm` says."""
-        return "none" if self.trainable == "all-nobn" else self.norm
+        return "none" if SETS[self.trainable].without_norm else self.norm
 
     def canonical(self) -> str:
         """The canonical string of a run: every field, sorted, as JSON."""

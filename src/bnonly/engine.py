@@ -12,14 +12,17 @@ import platform
 import time
 from dataclasses import dataclass, field
 
+import numpy
 import torch
 import torch.nn.functional as F
 
 from . import data as data_mod
 from .config import ConfigError, RunConfig
 from .models import Net, build
+from .sets import SETS
 from .stacked import Stack
 from .trainable import pack, plan
+from .version import __version__
 
 # Fields that may differ between runs trained together; all others must match.
 PER_MODEL_FIELDS = ("seed", "trainable", "random_placement", "random_norm", "random_allocation")
@@ -35,7 +38,7 @@ def stack_key(cfg: RunConfig) -> tuple[str, bool]:
     """How the sweep batches runs: same group key, and alike in whether hidden weights train
     (a stack computes weight gradients and optimizer steps for every model if any model needs them,
     so `bn`-like runs train apart from `all`/`random` and skip that work entirely)."""
-    return group_key(cfg), cfg.trainable in ("all", "all-nobn", "random")
+    return group_key(cfg), SETS[cfg.trainable].trains_hidden_weights
 
 
 @dataclass
@@ -77,8 +80,6 @@ class Result:
 
 
 def versions() -> dict:
-    import numpy
-    from . import __version__
     return {"bnonly": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}
 
@@ -166,108 +167,126 @@ def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = Non
     """Train runs that share a group key as one stack; returns one Result per config, in order."""
     hooks = hooks or Hooks()
     order = sorted(range(len(cfgs)), key=lambda i: cfgs[i].seed)  # models sharing a batch: contiguous
-    cfgs = [cfgs[i] for i in order]
-    keys = {group_key(c) for c in cfgs}
-    if len(keys) != 1:
+    if len({group_key(c) for c in cfgs}) != 1:
         raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
-    c0 = cfgs[0]
     device = resolve_device(device)
     if device == "cuda":  # TF32 only when asked for (PyTorch's default for matmuls is full fp32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = c0.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfgs[0].precision == "tf32"
     t0 = time.perf_counter()
-    d = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir)
-
-    models = [build(c, d.input_shape) for c in cfgs]
-    plans = [plan(m, c) for m, c in zip(models, cfgs)]
-    stack = Stack.from_models(models, plans, device)
-    M = len(cfgs)
-    results = [Result(c, trainable_params=p.count(m), trainable_by_layer=p.by_layer(m),
-                      total_params=sum(q.numel() for q in m.parameters()), device=device, group_size=M)
-               for c, m, p in zip(cfgs, models, plans)]
-
-    # per-model bookkeeping over the whole group (global index g); the stack holds the active ones
-    active = torch.arange(M, device=device)
-    best = {**{n: p.detach().clone() for n, p in stack.params.items()}, **{n: b.clone() for n, b in stack.buffers.items()}}
-    best_val = [math.inf] * M
-    bad = [0] * M
-    seeds = sorted({c.seed for c in cfgs})
-    gens = {s: torch.Generator().manual_seed(s) for s in seeds}
-    seed_pos = torch.tensor([seeds.index(c.seed) for c in cfgs], device=device)
-
-    N, B = len(d.y_train), c0.batch_size
-    n_batches = batches_per_epoch(N, B)
-    bufs: dict[str, torch.Tensor] = {}  # momentum buffers
-
-    for epoch in range(1, c0.max_epochs + 1):
-        if len(active) == 0:
+    group = Group([cfgs[i] for i in order], device, data_dir)
+    for epoch in range(1, group.cfg.max_epochs + 1):
+        if len(group.active) == 0:
             break
-        lr = c0.lr * (c0.lr_drop_factor if c0.lr_drop_epoch and epoch >= c0.lr_drop_epoch else 1.0)
-        perms = torch.stack([torch.randperm(N, generator=gens[s]) for s in seeds]).to(device)  # [S, N]
-        pos = seed_pos.index_select(0, active)
-        Ma = len(active)
+        group.train_epoch(epoch, hooks)
+        group.validate(epoch, hooks)
+    results = group.finish(time.perf_counter() - t0)
+    out = [None] * len(cfgs)
+    for j, i in enumerate(order):
+        out[i] = results[j]
+    return out
+
+
+class Group:
+    """The state of one group's training: its stack of active models and, per model of the whole
+    group (index g), the best weights, early-stopping counters and Result. The stack holds only the
+    models still training; `active` maps its rows to g."""
+
+    def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None):
+        self.cfgs, self.cfg, self.device = cfgs, cfgs[0], device
+        c0 = self.cfg
+        self.data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir)
+        self.models = [build(c, self.data.input_shape) for c in cfgs]
+        self.plans = [plan(m, c) for m, c in zip(self.models, cfgs)]
+        self.stack = Stack.from_models(self.models, self.plans, device)
+        M = len(cfgs)
+        self.results = [Result(c, trainable_params=p.count(m), trainable_by_layer=p.by_layer(m),
+                               total_params=sum(q.numel() for q in m.parameters()), device=device, group_size=M)
+                        for c, m, p in zip(cfgs, self.models, self.plans)]
+        self.active = torch.arange(M, device=device)
+        self.best = {**{n: p.detach().clone() for n, p in self.stack.params.items()},
+                     **{n: b.clone() for n, b in self.stack.buffers.items()}}
+        self.best_val = [math.inf] * M
+        self.bad = [0] * M
+        self.seeds = sorted({c.seed for c in cfgs})
+        self.gens = {s: torch.Generator().manual_seed(s) for s in self.seeds}
+        self.seed_pos = torch.tensor([self.seeds.index(c.seed) for c in cfgs], device=device)
+        self.n_batches = batches_per_epoch(len(self.data.y_train), c0.batch_size)
+        self.bufs: dict[str, torch.Tensor] = {}  # momentum buffers of the active models
+        self.lr = c0.lr
+        self.train_loss = self.train_acc = None
+
+    def train_epoch(self, epoch: int, hooks: Hooks):
+        """One pass over the training set: every active model on its seed's batches."""
+        c0, d, device = self.cfg, self.data, self.device
+        N, B = len(d.y_train), c0.batch_size
+        self.lr = c0.lr * (c0.lr_drop_factor if c0.lr_drop_epoch and epoch >= c0.lr_drop_epoch else 1.0)
+        perms = torch.stack([torch.randperm(N, generator=self.gens[s]) for s in self.seeds]).to(device)  # [S, N]
+        pos = self.seed_pos.index_select(0, self.active)
+        Ma = len(self.active)
         rows, shared = shared_runs(pos.tolist())
         rows = torch.tensor(rows, device=device)
         loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
         correct = torch.zeros(Ma, device=device, dtype=torch.float64)
-        for b in range(n_batches):
+        for b in range(self.n_batches):
             batch = perms[:, b * B:(b + 1) * B]  # [S, Bb]: each seed's batch
             yb = d.y_train[batch.index_select(0, pos)]  # [Ma, Bb]: each model's labels
-            loss_m, logits = step(stack, gather(d.x_train, batch.index_select(0, rows)), yb, bufs, lr,
+            loss_m, logits = step(self.stack, gather(d.x_train, batch.index_select(0, rows)), yb, self.bufs, self.lr,
                                   c0.momentum, c0.weight_decay, bf16=c0.precision == "bf16", shared=shared)
             with torch.no_grad():
                 loss_sum += loss_m.detach() * yb.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)
             if hooks.batch:
-                hooks.batch(epoch, b + 1, n_batches, Ma)
+                hooks.batch(epoch, b + 1, self.n_batches, Ma)
+        self.train_loss, self.train_acc = (loss_sum / N).tolist(), (correct / N).tolist()
 
-        val_loss, val_acc = evaluate(stack, d.x_val, d.y_val)
-        tl, ta = (loss_sum / N).tolist(), (correct / N).tolist()
-        vl, va = val_loss.tolist(), val_acc.tolist()
+    def validate(self, epoch: int, hooks: Hooks):
+        """Validation loss and accuracy of the active models, the epoch in each history, best weights
+        kept, and models out of patience (or diverged) taken out of the stack."""
+        val_loss, val_acc = evaluate(self.stack, self.data.x_val, self.data.y_val)
+        tl, ta, vl, va = self.train_loss, self.train_acc, val_loss.tolist(), val_acc.tolist()
         keep, improved = [], []
-        for j, g in enumerate(active.tolist()):
-            r = results[g]
+        for j, g in enumerate(self.active.tolist()):
+            r = self.results[g]
             r.history.append({"epoch": epoch, "train_loss": tl[j], "train_accuracy": ta[j],
-                              "val_loss": vl[j], "val_accuracy": va[j], "lr": lr})
+                              "val_loss": vl[j], "val_accuracy": va[j], "lr": self.lr})
             r.epochs_run = epoch
             if not (math.isfinite(tl[j]) and math.isfinite(vl[j])):
                 r.status = "diverged"
                 continue
-            if vl[j] < best_val[g]:
-                best_val[g], bad[g] = vl[j], 0
+            if vl[j] < self.best_val[g]:
+                self.best_val[g], self.bad[g] = vl[j], 0
                 r.best_epoch, r.val_loss, r.val_accuracy = epoch, vl[j], va[j]
                 improved.append(j)
             else:
-                bad[g] += 1
-            if bad[g] < c0.patience:
+                self.bad[g] += 1
+            if self.bad[g] < self.cfg.patience:
                 keep.append(j)
         if improved:
-            jj = torch.tensor(improved, device=device)
-            gg = active.index_select(0, jj)
-            for n, t in {**stack.params, **stack.buffers}.items():
-                best[n].index_copy_(0, gg, t.detach().index_select(0, jj))
+            jj = torch.tensor(improved, device=self.device)
+            gg = self.active.index_select(0, jj)
+            for n, t in {**self.stack.params, **self.stack.buffers}.items():
+                self.best[n].index_copy_(0, gg, t.detach().index_select(0, jj))
         if hooks.epoch:
             hooks.epoch(epoch, len(keep))
-        if len(keep) < Ma:
-            kk = torch.tensor(keep, device=device, dtype=torch.long)
-            stack = stack.select(kk)
-            active = active.index_select(0, kk)
-            bufs = {n: t.index_select(0, kk) for n, t in bufs.items()}
+        if len(keep) < len(self.active):
+            kk = torch.tensor(keep, device=self.device, dtype=torch.long)
+            self.stack = self.stack.select(kk)
+            self.active = self.active.index_select(0, kk)
+            self.bufs = {n: t.index_select(0, kk) for n, t in self.bufs.items()}
 
-    # restore every model's best weights and evaluate on the test set once
-    final = Stack.from_models(models, plans, device)
-    with torch.no_grad():
-        for n, t in {**final.params, **final.buffers}.items():
-            t.copy_(best[n])
-    test_loss, test_acc = evaluate(final, d.x_test, d.y_test)
-    seconds = time.perf_counter() - t0
-    for i, r in enumerate(results):
-        if r.best_epoch:
-            r.test_loss, r.test_accuracy = float(test_loss[i]), float(test_acc[i])
-        r.seconds = seconds / M
-        models[i].load_state_dict(final.state_dict(i))
-        r.model = models[i].eval()
-        r.artefact = pack(r.model, plans[i], d.input_shape)
-    out = [None] * M
-    for j, i in enumerate(order):
-        out[i] = results[j]
-    return out
+    def finish(self, seconds: float) -> list[Result]:
+        """Every model's best weights restored, evaluated on the test set once, and packed."""
+        final = Stack.from_models(self.models, self.plans, self.device)
+        with torch.no_grad():
+            for n, t in {**final.params, **final.buffers}.items():
+                t.copy_(self.best[n])
+        test_loss, test_acc = evaluate(final, self.data.x_test, self.data.y_test)
+        M = len(self.results)
+        for i, r in enumerate(self.results):
+            if r.best_epoch:
+                r.test_loss, r.test_accuracy = float(test_loss[i]), float(test_acc[i])
+            r.seconds = seconds / M
+            self.models[i].load_state_dict(final.state_dict(i))
+            r.model = self.models[i].eval()
+            r.artefact = pack(r.model, self.plans[i], self.data.input_shape)
+        return self.results

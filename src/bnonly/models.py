@@ -1,14 +1,20 @@
-"""The study's models as plain `torch.nn` modules.
+"""The study's models as plain `torch.nn` modules, and the registry that names them.
 
 Both are a sequence of `Block`s (linear or conv -> normalization -> ReLU [-> max-pool]) and a
 `head` (Linear with bias). The batched engine (`stacked.py`) reads this same structure.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
 import torch
 from torch import nn
 
-from .config import RunConfig
+from .norms import norm_layer
+
+if TYPE_CHECKING:  # build() reads a RunConfig's fields; config.py imports this module's registries
+    from .config import RunConfig
 
 
 class Block(nn.Module):
@@ -26,39 +32,6 @@ class Block(nn.Module):
             x = self.norm(x)
         x = torch.relu(x)
         return nn.functional.max_pool2d(x, 2) if self.pool else x
-
-
-class Affine(nn.Module):
-    """A per-feature scale and shift with no normalization (no statistics)."""
-
-    def __init__(self, features: int, conv: bool = False):
-        super().__init__()
-        self.conv = conv
-        self.weight = nn.Parameter(torch.ones(features))
-        self.bias = nn.Parameter(torch.zeros(features))
-
-    def forward(self, x):
-        shape = (1, -1, 1, 1) if self.conv else (1, -1)
-        return x * self.weight.view(shape) + (0 if self.bias is None else self.bias.view(shape))
-
-
-def _norm_layer(norm: str, features: int, conv: bool, hidden_beta: bool, momentum: float, eps: float):
-    """The layer after each hidden linear/conv. Its `weight` is gamma and its `bias` beta, whatever the kind.
-    layernorm normalizes each example over its features (for conv layers: over channels and pixels,
-    i.e. GroupNorm with one group), with per-feature (per-channel) gamma and beta."""
-    if norm == "none":
-        return None
-    if norm == "batchnorm":
-        layer = (nn.BatchNorm2d if conv else nn.BatchNorm1d)(features, eps=eps, momentum=momentum)
-    elif norm == "layernorm":
-        layer = nn.GroupNorm(1, features, eps=eps) if conv else nn.LayerNorm(features, eps=eps)
-    elif norm == "affine":
-        layer = Affine(features, conv)
-    else:
-        raise ValueError(f"unknown norm {norm!r}")
-    if not hidden_beta:  # "beta deactivated": the layer scales but does not shift
-        layer.register_parameter("bias", None)
-    return layer
 
 
 class Net(nn.Module):
@@ -79,7 +52,7 @@ def MLP(width: int, depth: int, in_features: int = 784, num_classes: int = 10, n
         hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> Net:
     """input -> depth x [Linear(no bias) -> BatchNorm -> ReLU] -> Linear(width, classes)."""
     blocks = [Block(nn.Linear(in_features if i == 0 else width, width, bias=norm == "none"),
-                    _norm_layer(norm, width, False, hidden_beta, bn_momentum, bn_eps)) for i in range(depth)]
+                    norm_layer(norm, width, False, hidden_beta, bn_momentum, bn_eps)) for i in range(depth)]
     return Net(blocks, nn.Linear(width, num_classes))
 
 
@@ -90,7 +63,7 @@ def LeNet5(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, no
     pad = 2 if image_size == 28 else 0
     side = ((image_size + 2 * pad - 4) // 2 - 4) // 2
     def nl(f, conv):
-        return _norm_layer(norm, f, conv, hidden_beta, bn_momentum, bn_eps)
+        return norm_layer(norm, f, conv, hidden_beta, bn_momentum, bn_eps)
     bias = norm == "none"
     blocks = [Block(nn.Conv2d(in_channels, 6, 5, padding=pad, bias=bias), nl(6, True), pool=True),
               Block(nn.Conv2d(6, 16, 5, bias=bias), nl(16, True), pool=True),
@@ -99,26 +72,56 @@ def LeNet5(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, no
     return Net(blocks, nn.Linear(84, num_classes))
 
 
+# ---------------------------------------------------------------- the registry of models
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    help: str
+    build: Callable  # build(cfg, input_shape (C, H, W), num_classes, **norm keywords) -> Net
+    sized: bool      # takes width and depth from the config (else they do not apply)
+
+
+MODELS: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("mlp", "input -> depth x [Linear(no bias) -> norm -> ReLU] -> Linear(width, 10)",
+                 lambda cfg, shape, classes, **kw: MLP(cfg.width, cfg.depth, in_features=shape[0] * shape[1] * shape[2],
+                                                       num_classes=classes, **kw), sized=True),
+    Architecture("lenet5", "classic LeNet-5 (6-16 conv, 120-84 linear) with a norm layer after each",
+                 lambda cfg, shape, classes, **kw: LeNet5(in_channels=shape[0], image_size=shape[1],
+                                                          num_classes=classes, **kw), sized=False),
+)}
+
+
+def arch_name(c) -> str:
+    """The one name of an architecture, in labels, tables and file names: 'mlp_w100_d2', 'lenet5'.
+    `c` is a RunConfig, a config dict or a store row (model, width and depth are read from it)."""
+    get = c.get if isinstance(c, dict) else (lambda k: getattr(c, k))
+    model = get("model")
+    if model in MODELS and MODELS[model].sized:
+        return f"{model}_w{get('width')}_d{get('depth')}"
+    return str(model)
+
+
+# ---------------------------------------------------------------- initialisation
+GAMMA_INITS: dict[str, Callable] = {
+    "ones": lambda g, gen: g.fill_(1.0),
+    "uniform(-1,1)": lambda g, gen: nn.init.uniform_(g, -1.0, 1.0, generator=gen),
+    "uniform(0,1)": lambda g, gen: nn.init.uniform_(g, 0.0, 1.0, generator=gen),
+    "normal(0,1)": lambda g, gen: nn.init.normal_(g, 0.0, 1.0, generator=gen),
+}
+
+
 @torch.no_grad()
 def init_weights(model: Net, gamma_init: str, generator: torch.Generator) -> Net:
     """He-normal weights, zero biases and beta, gamma from `gamma_init`; in a fixed order so a seed
     gives the same random features whatever trains (and with or without BatchNorm)."""
+    if gamma_init not in GAMMA_INITS:
+        raise ValueError(f"unknown gamma_init {gamma_init!r}")
     for b in model.blocks:
         nn.init.kaiming_normal_(b.op.weight, nonlinearity="relu", generator=generator)
     nn.init.kaiming_normal_(model.head.weight, nonlinearity="relu", generator=generator)
     for b in model.blocks:
         if b.norm is not None:
-            g = b.norm.weight
-            if gamma_init == "ones":
-                g.fill_(1.0)
-            elif gamma_init == "uniform(-1,1)":
-                nn.init.uniform_(g, -1.0, 1.0, generator=generator)
-            elif gamma_init == "uniform(0,1)":
-                nn.init.uniform_(g, 0.0, 1.0, generator=generator)
-            elif gamma_init == "normal(0,1)":
-                nn.init.normal_(g, 0.0, 1.0, generator=generator)
-            else:
-                raise ValueError(f"unknown gamma_init {gamma_init!r}")
+            GAMMA_INITS[gamma_init](b.norm.weight, generator)
             if b.norm.bias is not None:
                 b.norm.bias.zero_()
         if b.op.bias is not None:
@@ -129,13 +132,8 @@ def init_weights(model: Net, gamma_init: str, generator: torch.Generator) -> Net
 
 def build(cfg: RunConfig, input_shape=(1, 28, 28), num_classes: int = 10) -> Net:
     """The model of a run, initialised from its seed (same seed -> same random network)."""
-    kw = dict(num_classes=num_classes, norm=cfg.effective_norm, hidden_beta=cfg.hidden_beta,
-              bn_momentum=cfg.bn_momentum, bn_eps=cfg.bn_eps)
-    c, h, w = input_shape
-    if cfg.model == "mlp":
-        model = MLP(cfg.width, cfg.depth, in_features=c * h * w, **kw)
-    elif cfg.model == "lenet5":
-        model = LeNet5(in_channels=c, image_size=h, **kw)
-    else:
+    if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}")
+    model = MODELS[cfg.model].build(cfg, tuple(input_shape), num_classes, norm=cfg.effective_norm,
+                                    hidden_beta=cfg.hidden_beta, bn_momentum=cfg.bn_momentum, bn_eps=cfg.bn_eps)
     return init_weights(model, cfg.gamma_init, torch.Generator().manual_seed(cfg.seed))

@@ -14,7 +14,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .report import CHANCE, Stat, _save, finished, mean_ci  # noqa: E402
+from .figures import save_figure  # noqa: E402
+from .models import arch_name  # noqa: E402
+from .render import figure  # noqa: E402
+from .stats import CHANCE, Stat, finished, mean_ci  # noqa: E402
 
 
 def cfg_of(r) -> dict:
@@ -28,16 +31,12 @@ def is_baseline(r) -> bool:
     return norm_ok and c.get("random_allocation", "even") == "even"
 
 
-def arch(r) -> str:
-    return f"w{r['width']} d{r['depth']}" if r.get("model") == "mlp" else str(r.get("model"))
-
-
 def _by(runs, trainable, key):
     """{(arch, dataset, seed): accuracy} of finished runs of `trainable` with setting key(r)."""
     out = defaultdict(dict)
     for r in finished(runs):
         if r.get("trainable") == trainable:
-            out[key(r)][(arch(r), r.get("dataset"), r.get("seed"))] = float(r["test_accuracy"])
+            out[key(r)][(arch_name(r), r.get("dataset"), r.get("seed"))] = float(r["test_accuracy"])
     return out
 
 
@@ -74,12 +73,17 @@ def _bars(groups, conditions, trainable, out_dir: Path, stem: str, written: dict
     ax.set_xticklabels(archs, rotation=20, fontsize=8)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3, axis="y")
-    _save(fig, out_dir, stem, written)
+    save_figure(fig, out_dir, stem, written)
     return f"{stem}.png"
 
 
+def _section(title: str, question: str, fig: str | None, answers: list[str]) -> dict:
+    blocks = [{"kind": "question", "text": question}] + ([figure(fig, title)] if fig else [])
+    return {"title": title, "blocks": blocks + [{"kind": "answer", "text": a} for a in answers]}
+
+
 def sections(runs, out_dir: Path, written: dict) -> list[dict]:
-    """One dict per question that the store can answer: title, question, figure, answers."""
+    """One report section (render.py) per question that the store can answer."""
     out = []
     norms = _by(runs, "bn", lambda r: cfg_of(r).get("norm", "batchnorm"))
     for kind, title, q in (
@@ -91,18 +95,17 @@ def sections(runs, out_dir: Path, written: dict) -> list[dict]:
         if st:
             fig = _bars(norms, ["batchnorm", kind], "bn", out_dir, f"question_{kind}", written,
                         f"bn only: {kind} vs batchnorm")
-            out.append({"title": title, "question": q, "figure": fig,
-                        "answers": [_sentence(f"bn with {kind}", "bn with BatchNorm", st)]})
+            out.append(_section(title, q, fig, [_sentence(f"bn with {kind}", "bn with BatchNorm", st)]))
     allocs = _by([r for r in runs if cfg_of(r).get("norm", "batchnorm") == "batchnorm"], "random",
                  lambda r: cfg_of(r).get("random_allocation", "even"))
     others = [a for a in ("proportional", "first", "last") if _compare(allocs, a, "even")]
     if others:
         fig = _bars(allocs, ["even"] + others, "random", out_dir, "question_allocation", written,
                     "random weights: allocation over layers")
-        out.append({"title": "Uneven allocation of the random parameters",
-                    "question": "Does it matter how the random baseline's trainable weights are spread over the "
-                                "hidden layers (the report spread them evenly)?", "figure": fig,
-                    "answers": [_sentence(f"random, {a}", "random, even", _compare(allocs, a, "even")) for a in others]})
+        out.append(_section("Uneven allocation of the random parameters",
+                            "Does it matter how the random baseline's trainable weights are spread over the "
+                            "hidden layers (the report spread them evenly)?", fig,
+                            [_sentence(f"random, {a}", "random, even", _compare(allocs, a, "even")) for a in others]))
     base = [r for r in runs if is_baseline(r)]
     datasets = sorted({r.get("dataset") for r in finished(base)} - {"mnist", None})
     if datasets:
@@ -113,6 +116,5 @@ def sections(runs, out_dir: Path, written: dict) -> list[dict]:
             bn, rd = mean_ci(sets.get(ds, {}).values()), mean_ci(rnd.get(ds, {}).values())
             answers.append(f"{ds}: bn only {100 * bn.mean:.1f}% ± {100 * bn.half:.1f} (n={bn.n}), random weights "
                            f"{100 * rd.mean:.1f}% ± {100 * rd.half:.1f} (n={rd.n}); the claims table for {ds} is below.")
-        out.append({"title": "Other data sets", "question": "Do the report's findings hold beyond MNIST?",
-                    "figure": None, "answers": answers})
+        out.append(_section("Other data sets", "Do the report's findings hold beyond MNIST?", None, answers))
     return out

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import Net
+from .norms import NormKind, kind_of
 from .trainable import Plan
 
 
@@ -26,27 +27,17 @@ GROUPED_CONV: bool | None = None
 @dataclass
 class LayerSpec:
     conv: bool
-    norm: str          # batchnorm | layernorm | affine | none
+    norm: NormKind     # the registry entry of the block's normalization layer
     pool: bool
     padding: int = 0
     momentum: float = 0.1
     eps: float = 1e-5
 
 
-def _norm_kind(layer) -> str:
-    if layer is None:
-        return "none"
-    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-        return "batchnorm"
-    if isinstance(layer, (nn.LayerNorm, nn.GroupNorm)):
-        return "layernorm"
-    return "affine"
-
-
 class Stack:
     def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                  masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor):
-        self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=_norm_kind(b.norm), pool=b.pool,
+        self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=kind_of(b.norm), pool=b.pool,
                                 padding=b.op.padding[0] if isinstance(b.op, nn.Conv2d) else 0,
                                 momentum=getattr(b.norm, "momentum", 0.1), eps=getattr(b.norm, "eps", 1e-5))
                       for b in template.blocks]
@@ -102,7 +93,7 @@ class Stack:
 
     # ------------------------------------------------------------------ compute
     def _affine(self, h, i: int, conv: bool, normalize: bool):
-        """layernorm (normalize each example over its features, per model) or affine, then gamma/beta;
+        """A per-example norm (layernorm: each example over its features, per model) or none, then gamma/beta;
         normalize=False is the scale and shift alone (also ending BatchNorm's mixed-mode path)."""
         M = self.size
         if normalize:
@@ -116,8 +107,8 @@ class Stack:
         """BatchNorm with per-model statistics: the M*C channels of all models as one F.batch_norm."""
         spec = self.specs[i]
         M = self.size
-        if spec.norm != "batchnorm":
-            return self._affine(h, i, conv, normalize=spec.norm == "layernorm")
+        if not spec.norm.batch_statistics:
+            return self._affine(h, i, conv, normalize=spec.norm.per_example)
         rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
         gamma = self.params[f"blocks.{i}.norm.weight"]
         beta = self.params.get(f"blocks.{i}.norm.bias")
@@ -205,7 +196,7 @@ class Stack:
         for i, spec in enumerate(self.specs):
             if i >= start:
                 h, conv_layout = self._op(h, i, spec, conv_layout, M, B)
-            if spec.norm != "none":
+            if spec.norm.build is not None:
                 h = self._norm(h, i, training, spec.conv)
             if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
                 h = F.max_pool2d(h, 2)

@@ -9,19 +9,40 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing as mp
+import os
 import sys
 import time
 import tomllib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
+from . import cluster
 from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, resolve
+from .data import train_size
+from .engine import Hooks, batches_per_epoch, resolve_device
+from .groups import plan_groups, train_group
+from .models import MODELS, arch_name
+from .sets import SETS
+from .store import Store
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 GRID_KEYS = {"models": ("model", str), "widths": ("width", int), "depths": ("depth", int),
              "trainable": ("trainable", str), "seeds": ("seed", int), "norms": ("norm", str),
              "random_allocations": ("random_allocation", str), "datasets": ("dataset", str)}
-NEEDS_NORM = ("bn", "bn+out", "gamma", "beta", "random")
+
+
+def _skipped_without_norm(t: str, grid_sets: list[str]) -> bool:
+    """With norm 'none': a set that needs a normalization layer has nothing to train, and a set that
+    trains what a without-norm set in the grid trains (`all` next to `all-nobn`) is the same model."""
+    s = SETS.get(t)
+    if s is None:
+        return False  # an unknown name: resolve() names it
+    return s.needs_norm or any(SETS[o].without_norm and SETS[o].parts == s.parts
+                               for o in grid_sets if o != t and o in SETS)
 
 
 @dataclass
@@ -76,19 +97,21 @@ class SweepConfig:
         datasets = self.datasets or [self.settings.get("dataset", "mnist")]
         settings = {k: v for k, v in self.settings.items() if k not in ("norm", "random_allocation", "dataset")}
         for dataset, model in ((ds, m) for ds in datasets for m in self.models):
-            widths, depths = (self.widths, self.depths) if model == "mlp" else ([None], [None])
+            sized = model in MODELS and MODELS[model].sized
+            widths, depths = (self.widths, self.depths) if sized else ([None], [None])
             for norm in norms:
                 for w in widths:
                     for d in depths:
                         for t in self.trainable:
-                            if norm == "none" and (t in NEEDS_NORM or (t == "all" and "all-nobn" in self.trainable)):
-                                continue  # nothing to normalize; `all` without a norm layer is `all-nobn`
-                            for alloc in (allocations if t == "random" else allocations[:1]):
+                            if norm == "none" and _skipped_without_norm(t, self.trainable):
+                                continue
+                            varies_alloc = t in SETS and SETS[t].random_entries
+                            for alloc in (allocations if varies_alloc else allocations[:1]):
                                 for s in self.seeds:
                                     arch = {"model": model} | ({"width": w, "depth": d} if w is not None else {})
                                     cfg = resolve(self.preset, **settings, **arch, trainable=t, seed=s, dataset=dataset,
-                                                  norm="none" if t == "all-nobn" else norm,
-                                                  random_allocation=alloc if t == "random" else "even")
+                                                  norm="none" if t in SETS and SETS[t].without_norm else norm,
+                                                  random_allocation=alloc if varies_alloc else "even")
                                     if cfg.run_id not in seen:
                                         seen.add(cfg.run_id)
                                         out.append(cfg)
@@ -132,67 +155,13 @@ def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
 
 
 # ---------------------------------------------------------------------------- running
-TRAINED_WEIGHTS_PER_STACK = 4_000_000  # ~16 MB of trained weights (plus gradients and momentum)
-
-
-def stack_limit(cfg: RunConfig, max_group: int = 32) -> int:
-    """How many runs like cfg to train as one stack. Stacks that train hidden weights are capped
-    so their weights, gradients and momentum stay cache-sized: past that, a bigger stack only adds
-    memory traffic (measured: 12 stacked 784x2 `all` models train 0.8x as fast as one at a time)."""
-    from .engine import stack_key
-    from .models import build
-    if not stack_key(cfg)[1]:
-        return max_group
-    weights = sum(b.op.weight.numel() for b in build(cfg).blocks)
-    return max(1, min(max_group, TRAINED_WEIGHTS_PER_STACK // weights))
-
-
-def plan_groups(cfgs: list[RunConfig], max_group: int = 32) -> list[list[RunConfig]]:
-    """Runs that can train as one stack, in grid order, at most `stack_limit` models each."""
-    from .engine import stack_key
-    groups: dict[tuple, list[RunConfig]] = {}
-    for c in cfgs:
-        groups.setdefault(stack_key(c), []).append(c)
-    out = []
-    for g in groups.values():
-        n = stack_limit(g[0], max_group)
-        out += [g[i:i + n] for i in range(0, len(g), n)]
-    return out
-
-
-def _train_group(group, device, data_dir, hooks=None, threads=0) -> list[dict]:
-    """Train one group (inline, in a worker process or in a Ray task) into summary rows. A crash,
-    or a run the engine refuses (ConfigError, e.g. an impossible random allocation), is recorded as
-    `failed` rows with the error (tried again on re-launch) instead of ending the sweep; a data
-    error ends it with its one-line message, since every group would hit it."""
-    import torch
-
-    from .data import DataError
-    from .engine import train
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return [{**r.summary(), "artefact": r.artefact} for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
-    except DataError:
-        raise
-    except Exception as e:
-        return failed_rows(group, f"{type(e).__name__}: {e}")
-    finally:
-        torch.set_num_threads(before)
-
-
-def failed_rows(group, error: str) -> list[dict]:
-    return [{"run_id": c.run_id, "status": "failed", "error": error, "config": c.__dict__.copy()} for c in group]
-
-
 def _pool_job(args):
-    return args[0], _train_group(*args[1:])
+    return args[0], train_group(*args[1:])
 
 
 def describe(row: dict) -> str:
     c = row["config"]
-    arch = f"mlp {c['width']}x{c['depth']}" if c["model"] == "mlp" else c["model"]
+    arch = arch_name(c)
     if row["status"] == "failed":
         return f"{arch} {c['trainable']} seed {c['seed']}: FAILED ({row['error']})"
     return (f"{arch} {c['trainable']:8s} seed {c['seed']}: test {row['test_accuracy']:.4f} "
@@ -205,7 +174,6 @@ class Progress:
     report per batch (inline), per epoch (Ray tasks) or per finished group (process pool)."""
 
     def __init__(self, groups, steps_per_epoch, quiet: bool):
-        from tqdm import tqdm
         self.groups = groups
         self.n_batches = [steps_per_epoch(g[0]) for g in groups]
         self.bound = [sum(c.max_epochs for c in g) * n for g, n in zip(groups, self.n_batches)]
@@ -249,17 +217,14 @@ class Progress:
 
 def _inline(groups, device, data_dir, progress, threads):
     """The default executor: one group after another in this process."""
-    from .engine import Hooks
     for i, g in enumerate(groups):
         hooks = Hooks(batch=lambda e, b, n, m, i=i: progress.batch(i, m),
                       epoch=lambda e, n, i=i: progress.epoch(i, e, n, counted_batches=True))
-        yield i, _train_group(g, device, data_dir, hooks, threads), None
+        yield i, train_group(g, device, data_dir, hooks, threads), None
 
 
 def _pool(groups, device, data_dir, workers, threads):
     """--workers N: groups in N spawned processes; only this process writes the store."""
-    import multiprocessing as mp
-    import os
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     with mp.get_context("spawn").Pool(workers) as pool:
         jobs = [(i, g, device, data_dir, None, threads) for i, g in enumerate(groups)]
@@ -268,6 +233,22 @@ def _pool(groups, device, data_dir, workers, threads):
 
 
 EXECUTORS = ("local", "ray")
+
+
+def check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task) -> str:
+    """The executor's flags, checked before anything is written; returns the device to use."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: must be >= 0 (0: all cores)")
+    if executor == "ray":
+        cluster.check_options(device, workers, threads, cpus_per_task, gpus_per_task, address)  # and the extra is installed
+        return device  # 'auto' is resolved on the cluster
+    given = [f for f, v in (("--address", address), ("--cpus-per-task", cpus_per_task != 1),
+                            ("--gpus-per-task", gpus_per_task is not None)) if v]
+    if given:
+        raise ConfigError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the Ray executor: add --executor ray")
+    return resolve_device(device)  # no GPU for --device cuda: one line, not a store of failed runs
 
 
 def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", workers: int = 1,
@@ -279,30 +260,8 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     executor "local" trains groups in this process (or in `workers` processes); "ray" sends each
     group to a Ray cluster as one task (see cluster.py). Either way only this process writes the
     store, one transaction per finished group, so resume and skip-finished work the same."""
-    from collections import Counter
-
-    from tqdm import tqdm
-
-    from .data import train_size
-    from .engine import batches_per_epoch
-    from .store import Store
-
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
-    if threads < 0:
-        raise ConfigError(f"--threads {threads}: must be >= 0 (0: all cores)")
-    if executor == "ray":
-        from .cluster import check_options
-        check_options(device, workers, threads, cpus_per_task, gpus_per_task, address)  # and the extra is installed
-    else:
-        given = [f for f, v in (("--address", address), ("--cpus-per-task", cpus_per_task != 1),
-                                ("--gpus-per-task", gpus_per_task is not None)) if v]
-        if given:
-            raise ConfigError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the Ray executor: add --executor ray")
-        from .engine import resolve_device
-        device = resolve_device(device)  # no GPU for --device cuda: one line, not a store of failed runs
-    out_dir = Path(out_dir)
-    store = Store(out_dir / "results.sqlite")
+    device = check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task)
+    store = Store(Path(out_dir) / "results.sqlite")
     store.set_meta("sweep", sweep.to_dict())
     cfgs = sweep.runs()
     ended = store.ended_ids()
@@ -311,22 +270,29 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
         f"{len(todo)} to train in {len(groups)} groups" + (" on Ray" if executor == "ray" else ""))
-    t0 = time.perf_counter()
-    stats = {"total": len(cfgs), "skipped": len(cfgs) - len(todo), "trained": 0, "failed": 0}
-    nodes = Counter()
 
     def steps_per_epoch(c):
         return batches_per_epoch(train_size(c.dataset, c.val_fraction, c.subset, data_dir), c.batch_size)
 
     progress = Progress(groups, steps_per_epoch, quiet)
     if executor == "ray":
-        from .cluster import ray_groups
-        finished = ray_groups(groups, device, data_dir, progress, address=address,
-                              cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+        finished = cluster.ray_groups(groups, device, data_dir, progress, address=address,
+                                      cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
     elif workers > 1:
         finished = _pool(groups, device, data_dir, workers, threads)
     else:
         finished = _inline(groups, device, data_dir, progress, threads)
+    stats = _write_results(finished, store, progress, log, total=len(cfgs), skipped=len(cfgs) - len(todo))
+    log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
+        f"{stats['skipped']} skipped, {stats['seconds']:.1f} s -> {store.path}")
+    return stats
+
+
+def _write_results(finished, store: Store, progress: Progress, log, total: int, skipped: int) -> dict:
+    """Store each group's rows as the executor yields them (one transaction per group); the stats."""
+    t0 = time.perf_counter()
+    stats = {"total": total, "skipped": skipped, "trained": 0, "failed": 0}
+    nodes = Counter()
     try:
         for i, rows, node in finished:
             progress.done(i)
@@ -336,7 +302,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
             for r in rows:
                 stats["trained"] += 1
                 stats["failed"] += r["status"] == "failed"
-                log(f"[{stats['skipped'] + stats['trained']}/{len(cfgs)}] {describe(r)}")
+                log(f"[{stats['skipped'] + stats['trained']}/{total}] {describe(r)}")
     finally:
         finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)
         progress.close()
@@ -344,6 +310,4 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     if nodes:
         stats["nodes"] = dict(nodes)
         log("groups per node: " + ", ".join(f"{n}: {k}" for n, k in nodes.most_common()))
-    log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
-        f"{stats['skipped']} skipped, {stats['seconds']:.1f} s -> {store.path}")
     return stats

@@ -15,19 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from .config import ConfigError, RunConfig
-from .models import Net
-
-SET_HELP = {
-    "all": "every parameter, with BatchNorm",
-    "all-nobn": "every parameter, model built without BatchNorm (hidden layers get a bias instead)",
-    "bn": "BatchNorm gamma and beta only; output layer frozen at its random init",
-    "bn+out": "BatchNorm gamma, beta and the output layer",
-    "random": "as many random hidden weights as `bn` trains, per layer; BN kept with gamma=1, beta=0 frozen",
-    "out": "only the output layer",
-    "none": "nothing: the random network as initialised (BN statistics still estimated)",
-    "gamma": "BatchNorm gamma only",
-    "beta": "BatchNorm beta only",
-}
+from .models import Net, build
+from .norms import NORMS
+from .sets import SETS
 
 
 @dataclass
@@ -49,8 +39,13 @@ class Plan:
         return out
 
 
-def _is_norm(name: str) -> bool:
-    return ".norm." in name
+def part_of(name: str) -> str:
+    """Which part of a `Net` a parameter belongs to (sets.PARTS): head, gamma, beta or hidden."""
+    if name.startswith("head."):
+        return "head"
+    if ".norm." in name:
+        return "gamma" if name.endswith(".weight") else "beta"
+    return "hidden"
 
 
 def random_mask(weight_shape, k: int, placement: str, generator: torch.Generator) -> torch.Tensor:
@@ -87,29 +82,10 @@ def random_mask(weight_shape, k: int, placement: str, generator: torch.Generator
 @torch.no_grad()
 def plan(model: Net, cfg: RunConfig) -> Plan:
     """The trainable set `cfg.trainable` on `model` (may reset gamma/beta for `random`)."""
-    names = [n for n, _ in model.named_parameters()]
-    head = {n for n in names if n.startswith("head.")}
-    norm = {n for n in names if _is_norm(n)}
-    t = cfg.trainable
-    if t in ("all", "all-nobn"):
-        chosen = set(names)
-    elif t == "bn":
-        chosen = norm
-    elif t == "bn+out":
-        chosen = norm | head
-    elif t == "out":
-        chosen = head
-    elif t == "none":
-        chosen = set()
-    elif t == "gamma":
-        chosen = {n for n in norm if n.endswith(".weight")}
-    elif t == "beta":
-        chosen = {n for n in norm if n.endswith(".bias")}
-    elif t == "random":
+    s = SETS[cfg.trainable]
+    if s.random_entries:
         return _random_plan(model, cfg)
-    else:
-        raise ConfigError(f"unknown trainable set {t!r}")
-    return Plan({n: n in chosen for n in names})
+    return Plan({n: part_of(n) in s.parts for n, _ in model.named_parameters()})
 
 
 def allocate(k_total: int, sizes: list[int], norm_counts: list[int], allocation: str) -> list[int]:
@@ -154,7 +130,7 @@ def _random_plan(model: Net, cfg: RunConfig) -> Plan:
         if b.norm.bias is not None:
             b.norm.bias.zero_()
     # inference mode is a BatchNorm notion (running statistics); other kinds have none
-    return Plan(masks, norm_mode=cfg.random_norm if cfg.effective_norm == "batchnorm" else "batch")
+    return Plan(masks, norm_mode=cfg.random_norm if NORMS[cfg.effective_norm].batch_statistics else "batch")
 
 
 # ---------------------------------------------------------------- what a finished run keeps
@@ -177,7 +153,6 @@ def pack(model: Net, p: Plan, input_shape) -> bytes:
 @torch.no_grad()
 def rebuild(cfg: RunConfig, blob: bytes) -> Net:
     """The trained model of a run, from its config (the frozen random weights) and its packed state."""
-    from .models import build
     state = torch.load(io.BytesIO(zlib.decompress(blob)), weights_only=True)
     shape = tuple(state.pop("input_shape").tolist())
     model = build(cfg, shape)
