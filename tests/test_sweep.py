@@ -159,11 +159,15 @@ def test_questions_study_report_has_every_section(tmp_path):
     for title in ("Affine parameters without normalization", "LayerNorm's affine parameters",
                   "Uneven allocation of the random parameters"):
         assert f"## {title}" in md
-    assert md.count("points (95% paired interval, n=") == 5  # affine, layernorm, 3 allocations
+    # affine, layernorm, 3 allocations (and bn vs random on fashion-mnist)
+    n = 5 + ("fashion" in datasets)
+    assert md.count("paired by seed per architecture: the 95% interval") == n
+    assert md.count("| difference (points) | n |") == n and "| mlp_w8_d1 |" in md
     for f in ("question_affine.png", "question_layernorm.png", "question_allocation.png"):
         assert (out / f).stat().st_size > 0
     if "fashion" in datasets:
         assert "## Other data sets" in md and "## Claims on fashion-mnist" in md
+        assert "| mlp_w8_d1 fashion-mnist |" in md
 
 
 def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):

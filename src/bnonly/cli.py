@@ -12,7 +12,7 @@ import sys
 import tomllib
 from dataclasses import fields
 
-from .config import CHOICES, DEFAULT_PRESET, PRESETS, ConfigError, RunConfig, parse_value, resolve
+from .config import CHOICES, DEFAULT_PRESET, FIELD_TYPES, PRESETS, ConfigError, RunConfig, parse_value, resolve
 from .data import DataError
 from .models import arch_name
 from .sets import SETS
@@ -130,13 +130,28 @@ def _open_store(out_dir):
     return Store(path)
 
 
-def _report(out_dir) -> int:
+def parse_where(items: list[str]) -> dict:
+    """`--where key=value` pairs: a run field and the value its runs must have."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in FIELD_TYPES:
+            raise ConfigError(f"--where {item!r}: expected FIELD=VALUE with a run field "
+                              f"({', '.join(FIELD_TYPES)})")
+        out[key] = parse_value(key, value.strip())
+    return out
+
+
+def _report(out_dir, where: dict | None = None) -> int:
     from pathlib import Path
 
     from .analysis import analyze_store
-    from .report import write_report
+    from .report import select, write_report
     store = _open_store(out_dir)
-    written = write_report(out_dir, analyses=analyze_store(out_dir))
+    if where and not select(store.runs(), where):
+        raise ConfigError(f"no run in {store.path} has " + ", ".join(f"{k}={v}" for k, v in where.items()))
+    written = write_report(out_dir, analyses=analyze_store(out_dir), where=where)
     store.export_csv(Path(out_dir) / "results.csv")
     print(f"report: {Path(out_dir) / 'report.html'} ({len(written)} files)")
     return 0
@@ -161,7 +176,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_report(args) -> int:
-    return _report(args.dir)
+    return _report(args.dir, parse_where(args.where))
 
 
 def cmd_reproduce(args) -> int:
@@ -238,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="figures, tables and the claims report of a results directory")
     rp.add_argument("dir")
+    rp.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                    help="only runs with this configuration value (repeatable), e.g. --where max_epochs=10; "
+                         "a store that holds several studies reports the largest unless --where selects another")
     rp.set_defaults(func=cmd_report)
 
     an = sub.add_parser("analyze", help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")

@@ -47,6 +47,8 @@ class RunConfig:
     random_placement: str = "scattered"  # `random` set: scattered | per-unit | neuron
     random_norm: str = "batch"         # `random` set: BN uses batch statistics (batch) or runs in inference mode
     random_allocation: str = "even"    # `random` set: per layer as bn (even) | proportional | first | last
+    frozen_trunk_norm: bool = True     # sets that train neither hidden weights nor gamma/beta (out, none)
+                                       # keep the normalization layers; false builds them without
     # --- optimisation ---
     lr: float = 0.01
     momentum: float = 0.9
@@ -54,7 +56,7 @@ class RunConfig:
     batch_size: int = 128
     max_epochs: int = 100
     patience: int = 3                  # early stopping on validation loss; best weights restored
-    lr_drop_epoch: int = 0             # multiply lr by lr_drop_factor from this epoch on (0 = never)
+    lr_drop_epoch: int = 0             # multiply lr by lr_drop_factor from this epoch on, counted from 1 (0 = never)
     lr_drop_factor: float = 0.1
     precision: str = "fp32"            # fp32 | tf32 (CUDA matmuls in TF32) | bf16 (autocast forward)
     # --- data ---
@@ -101,12 +103,17 @@ class RunConfig:
     # ---- identity ----
     @property
     def effective_norm(self) -> str:
-        """`all-nobn` builds the model without normalization whatever `norm` says."""
-        return "none" if SETS[self.trainable].without_norm else self.norm
+        """`all-nobn` builds the model without normalization whatever `norm` says; so do `out` and
+        `none` with frozen_trunk_norm=false (the report's published code)."""
+        s = SETS[self.trainable]
+        return "none" if s.without_norm or (s.frozen_trunk and not self.frozen_trunk_norm) else self.norm
 
     def canonical(self) -> str:
-        """The canonical string of a run: every field, sorted, as JSON."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        """The canonical string of a run: every field, sorted, as JSON. Fields added after the first
+        release are left out while they hold their default, so that the runs of older stores keep
+        their run_id."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @property
     def run_id(self) -> str:
@@ -116,19 +123,23 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+# Fields added after the first release, with the default that older run_ids were computed under.
+LATER_FIELDS = {"frozen_trunk_norm": True}
+
 # Presets change only the fields they name; explicit flags/keys override them.
 PRESETS: dict[str, dict] = {
     # The report's text: gamma ~ U(-1, 1), beta = 0 and "deactivated for the hidden layers".
     "report": dict(gamma_init="uniform(-1,1)", hidden_beta=False, bn_momentum=0.1, bn_eps=1e-5,
-                   lr_drop_epoch=0, random_norm="batch"),
+                   lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True),
     # The report's published code: gamma ~ N(0, 1), beta everywhere, Keras BN defaults
-    # (momentum 0.99 -> 0.01 in PyTorch's convention, eps 1e-3), lr x0.1 at epoch 70, and a
-    # frozen BN layer that runs in inference mode in the `random` baseline.
+    # (momentum 0.99 -> 0.01 in PyTorch's convention, eps 1e-3), lr x0.1 from its 0-based epoch 70
+    # (the 71st epoch; lr_drop_epoch counts from 1), a frozen BN layer that runs in inference mode
+    # in the `random` baseline, and `out` / `none` models built without BatchNorm layers.
     "report-code": dict(gamma_init="normal(0,1)", hidden_beta=True, bn_momentum=0.01, bn_eps=1e-3,
-                        lr_drop_epoch=70, random_norm="inference"),
+                        lr_drop_epoch=71, random_norm="inference", frozen_trunk_norm=False),
     # Frankle, Schwab & Morcos' code: gamma ~ U[0, 1), PyTorch BN defaults.
     "frankle": dict(gamma_init="uniform(0,1)", hidden_beta=True, bn_momentum=0.1, bn_eps=1e-5,
-                    lr_drop_epoch=0, random_norm="batch"),
+                    lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True),
 }
 DEFAULT_PRESET = "report"
 FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}

@@ -290,3 +290,23 @@ class Group:
             r.model = self.models[i].eval()
             r.artefact = pack(r.model, self.plans[i], self.data.input_shape)
         return self.results
+
+
+def calibrate(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, batches: int = 3) -> dict:
+    """Seconds this group spends on setup (building its models and stack), per training step (the
+    real epoch loop, `batches` timed steps after one warm-up) and per evaluated example. Nothing
+    is stored; the runs' own training starts from scratch."""
+    t0 = time.perf_counter()
+    group = Group(sorted(cfgs, key=lambda c: c.seed), resolve_device(device), data_dir)
+    setup = time.perf_counter() - t0
+    full = group.n_batches
+    group.n_batches = 1
+    group.train_epoch(1, Hooks())  # warm-up
+    group.n_batches = min(batches, full)
+    t0 = time.perf_counter()
+    group.train_epoch(2, Hooks())
+    per_step = (time.perf_counter() - t0) / group.n_batches
+    n = min(2048, len(group.data.y_val))
+    t0 = time.perf_counter()
+    evaluate(group.stack, group.data.x_val[:n], group.data.y_val[:n])
+    return {"setup": setup, "step": per_step, "example": (time.perf_counter() - t0) / n}

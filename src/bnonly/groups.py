@@ -9,7 +9,8 @@ import torch
 
 from .config import RunConfig
 from .data import DataError
-from .engine import Hooks, stack_key, train
+from .data import train_size
+from .engine import Hooks, batches_per_epoch, calibrate, stack_key, train
 from .models import build
 
 TRAINED_WEIGHTS_PER_STACK = 4_000_000  # ~16 MB of trained weights (plus gradients and momentum)
@@ -57,3 +58,23 @@ def train_group(group: list[RunConfig], device: str, data_dir, hooks: Hooks | No
 
 def failed_rows(group: list[RunConfig], error: str) -> list[dict]:
     return [{"run_id": c.run_id, "status": "failed", "error": error, "config": c.__dict__.copy()} for c in group]
+
+
+def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None) -> tuple[float, int]:
+    """An upper bound on the compute of these groups on this machine (every run to max_epochs), from
+    a short calibration: each distinct group shape (architecture, stacking, size) runs a few steps
+    of its real epoch loop and an evaluation. Returns (seconds, shapes calibrated)."""
+    timed: dict[tuple, dict] = {}
+    total = 0.0
+    for g in groups:
+        c = g[0]
+        shape = (stack_key(c), len(g))
+        if shape not in timed:
+            timed[shape] = calibrate(g, device, data_dir)
+        t = timed[shape]
+        n_train = train_size(c.dataset, c.val_fraction, c.subset, data_dir)
+        n_val = round(n_train / (1 - c.val_fraction) * c.val_fraction)
+        epoch = batches_per_epoch(n_train, c.batch_size) * t["step"] + n_val * t["example"]
+        # setup twice (the stack is built again for the test), and the 10,000-image test set
+        total += c.max_epochs * epoch + 2 * t["setup"] + 10_000 * t["example"]
+    return total, len(timed)

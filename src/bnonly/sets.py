@@ -39,6 +39,12 @@ class TrainableSet:
         return bool(self.parts & {"gamma", "beta"}) and not self.without_norm
 
     @property
+    def frozen_trunk(self) -> bool:
+        """Trains neither hidden weights nor gamma/beta (`out`, `none`): the report's code built
+        these models without normalization (RunConfig.frozen_trunk_norm)."""
+        return not (self.trains_hidden_weights or self.trains_affine or self.without_norm)
+
+    @property
     def needs_norm(self) -> bool:
         """Sets defined by the normalization layer's parameters need one."""
         return self.trains_affine or self.random_entries

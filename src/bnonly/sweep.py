@@ -24,7 +24,7 @@ from . import cluster
 from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, resolve
 from .data import train_size
 from .engine import Hooks, batches_per_epoch, resolve_device
-from .groups import plan_groups, train_group
+from .groups import estimate_seconds, plan_groups, train_group
 from .models import MODELS, arch_name
 from .sets import SETS
 from .store import Store
@@ -155,6 +155,13 @@ def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
 
 
 # ---------------------------------------------------------------------------- running
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def _pool_job(args):
     return args[0], train_group(*args[1:])
 
@@ -254,7 +261,7 @@ def check_options(device, workers, threads, executor, address, cpus_per_task, gp
 def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", workers: int = 1,
               data_dir: str | None = None, quiet: bool = False, group_size: int = 32, threads: int = 0,
               executor: str = "local", address: str | None = None, cpus_per_task: int = 1,
-              gpus_per_task: float | None = None) -> dict:
+              gpus_per_task: float | None = None, estimate: bool = True) -> dict:
     """Train every run of the grid that the store in out_dir does not hold yet.
 
     executor "local" trains groups in this process (or in `workers` processes); "ray" sends each
@@ -270,6 +277,12 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
         f"{len(todo)} to train in {len(groups)} groups" + (" on Ray" if executor == "ray" else ""))
+    if groups and estimate and executor == "local":
+        t0 = time.perf_counter()
+        secs, shapes = estimate_seconds(groups, device, data_dir)
+        log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs (early "
+            f"stopping ends most runs sooner{f'; --workers {workers} share it' if workers > 1 else ''}); "
+            f"calibrated on {shapes} group shapes in {time.perf_counter() - t0:.1f} s")
 
     def steps_per_epoch(c):
         return batches_per_epoch(train_size(c.dataset, c.val_fraction, c.subset, data_dir), c.batch_size)

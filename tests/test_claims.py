@@ -1,0 +1,164 @@
+"""Verdicts on hand-built stores: paired intervals, budget honesty, no pooling, data-set awareness."""
+import json
+
+import pytest
+
+from bnonly.claims import HELD, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE, claims
+from bnonly.cli import main
+from bnonly.config import resolve
+from bnonly.report import write_report
+from bnonly.stats import budget_gaps, cells, studies
+from bnonly.store import Store
+
+SEEDS = (0, 1, 2)
+
+
+def run(trainable, seed, acc, width=784, depth=4, model="mlp", epochs=30, **cfg):
+    c = resolve("report", model=model, width=width, depth=depth, trainable=trainable, seed=seed, **cfg)
+    return {"run_id": c.run_id, "status": "finished", "model": model, "width": width, "depth": depth,
+            "trainable": trainable, "seed": seed, "dataset": c.dataset, "test_accuracy": acc, "epochs_run": epochs,
+            "best_epoch": epochs - 3, "trainable_params": width * depth if trainable in ("bn", "random") else 10_000,
+            "seconds": 1.0, "config": c.__dict__.copy()}
+
+
+def claim(runs, i, dataset="mnist"):
+    return claims(runs, dataset)[i - 1]
+
+
+def test_mean_gap_passes_but_paired_interval_does_not():
+    # bn - random per seed: 20, 2, 14 points: mean 12 > 10, but the paired interval reaches far below 10
+    bn = [run("bn", s, 0.95) for s in SEEDS]
+    rnd = [run("random", s, a) for s, a in zip(SEEDS, (0.75, 0.93, 0.81))]
+    c3 = claim(bn + rnd, 3)
+    assert c3["verdict"] == NOT_HELD and "+12.0" in c3["measured"]
+    # the same mean gap with little seed noise holds
+    rnd = [run("random", s, a) for s, a in zip(SEEDS, (0.829, 0.830, 0.831))]
+    assert claim(bn + rnd, 3)["verdict"] == HELD
+
+
+def test_pairing_uses_the_seed():
+    # random is 12 points below bn in every seed, but seeds differ a lot: unpaired intervals would overlap
+    bn = [run("bn", s, a) for s, a in zip(SEEDS, (0.99, 0.93, 0.96))]
+    rnd = [run("random", s, a - 0.12) for s, a in zip(SEEDS, (0.99, 0.93, 0.96))]
+    c3 = claim(bn + rnd, 3)
+    assert c3["verdict"] == HELD and "+12.0 ± 0.0 points" in c3["measured"]
+
+
+def test_capped_runs_are_not_testable_at_this_budget():
+    bn = [run("bn", s, 0.60, max_epochs=10, subset=8000, epochs=10) for s in SEEDS]
+    rnd = [run("random", s, 0.58, max_epochs=10, subset=8000, epochs=10) for s in SEEDS]
+    c2, c3 = claim(bn + rnd, 2), claim(bn + rnd, 3)
+    for c, n in ((c2, 3), (c3, 6)):
+        assert c["verdict"] == NOT_TESTABLE
+        assert f"{n} of {n} runs stopped by max_epochs = 10" in c["measured"] and "48,000" in c["measured"]
+        assert "the rule gives 'did not hold'" in c["measured"]
+    # the same accuracies under the protocol: did not hold
+    bn = [run("bn", s, 0.60) for s in SEEDS]
+    assert claim(bn, 2)["verdict"] == NOT_HELD
+    assert budget_gaps(bn) is None
+
+
+def test_one_seed_is_not_measured_and_bands_can_fail():
+    assert claim([run("bn", 0, 0.95)], 2)["verdict"] == NOT_MEASURED
+    assert claim([run("bn", s, 0.95 + 0.001 * s) for s in SEEDS], 2)["verdict"] == HELD
+    assert claim([run("bn", s, 0.99 + 0.001 * s) for s in SEEDS], 2)["verdict"] == NOT_HELD  # above "about 95%"
+    noisy = [run("bn", s, a) for s, a in zip(SEEDS, (0.93, 0.97, 0.95))]  # mean 95%, interval far wider than the band
+    assert claim(noisy, 2)["verdict"] == NOT_HELD
+
+
+def test_claim4_small_growth_within_noise_does_not_hold():
+    runs = []
+    noises = {2: (0.0, 0.002, -0.002), 6: (0.002, -0.002, 0.0)}
+    for d, gap in ((2, 0.02), (6, 0.0201)):  # the gap grows by 0.01 points: noise, not "more so at depth"
+        for s, noise in zip(SEEDS, noises[d]):
+            runs += [run("all", s, 0.97, depth=d), run("all-nobn", s, 0.97 - gap - noise, depth=d)]
+    c4 = claim(runs, 4)
+    assert c4["verdict"] == NOT_HELD and "above 0 in 2 of 2 cells" in c4["measured"]
+    assert "above 0 at 0 of 1 widths" in c4["measured"]
+
+
+def test_claim5_flat_curve_does_not_hold():
+    # width helps, but accuracy is flat from depth 2 on: no rise up to depth 4, so no levelling "after 4"
+    runs = [run("bn", s, acc + 0.001 * s, width=w, depth=d)
+            for w, acc in ((10, 0.6), (784, 0.95)) for d in (2, 4, 6) for s in SEEDS]
+    c5 = claim(runs, 5)
+    assert c5["verdict"] == NOT_HELD and "depth 2 → 4 +0.0" in c5["measured"]
+    runs = [run("bn", s, acc + (0.02 if d >= 4 else 0) + 0.001 * s, width=w, depth=d)
+            for w, acc in ((10, 0.6), (784, 0.93)) for d in (2, 4, 6) for s in SEEDS]
+    assert claim(runs, 5)["verdict"] == HELD
+
+
+def test_other_data_sets_do_not_get_mnist_thresholds():
+    runs = [run("bn", s, 0.85, dataset="fashion-mnist") for s in SEEDS]
+    cl = claims(runs, "fashion-mnist")
+    assert [cl[i]["verdict"] for i in (1, 2, 5)] == [NOT_APPLICABLE] * 3
+    assert cl[0]["verdict"] == HELD
+
+
+def two_studies():
+    """One store, two studies: the protocol (seeds 0, 1) and a capped one (seeds 0, 1) of the same cells."""
+    full = [run(t, s, acc + 0.001 * s) for t, acc in (("bn", 0.95), ("random", 0.80)) for s in (0, 1)]
+    capped = [run(t, s, acc + 0.001 * s, max_epochs=10, subset=8000, epochs=10)
+              for t, acc in (("bn", 0.60), ("random", 0.58)) for s in (0, 1)]
+    return full, capped
+
+
+def test_two_study_store_is_never_pooled(tmp_path):
+    full, capped = two_studies()
+    with pytest.raises(ValueError, match="differ in more than the seed"):
+        cells(full + capped)
+    split = studies(full + capped)
+    assert [len(r) for _, r in split] == [4, 4] and set(split[0][0]) == {"max_epochs", "subset"}
+    Store(tmp_path / "results.sqlite").write(full + capped)
+    assert main(["report", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    md = (tmp_path / "report.md").read_text()
+    assert "n=2" in md and "n=4" not in md and "| 2 |" in md  # cells hold 2 seeds, never 4
+    assert "holds 2 studies" in md and "## Other studies in this store" in md
+    assert "--where max_epochs=10 --where subset=8000" in md or "--where max_epochs=100 --where subset=0" in md
+    assert len(doc["studies"]) == 2
+    # --where selects the capped study: its claims are not testable, never "did not hold"
+    assert main(["report", str(tmp_path), "--where", "max_epochs=10"]) == 0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["study"] == {} and [c["verdict"] for c in doc["claims"]][2] == NOT_TESTABLE
+    assert all(c["verdict"] != NOT_HELD for c in doc["claims"])
+    assert set(doc["claims"][0]) == {"id", "claim", "rule", "measured", "verdict"}
+
+
+def test_report_states_the_budget(tmp_path):
+    _, capped = two_studies()
+    write_report(tmp_path, runs=capped)
+    md = (tmp_path / "report.md").read_text()
+    assert "Budget of this study: a subset of 8,000 training images" in md
+    assert "4 of 4 runs ended at the epoch cap" in md and "This is not the report's protocol" in md
+
+
+def test_where_rejects_unknown_fields(tmp_path, capsys):
+    Store(tmp_path / "results.sqlite").write(two_studies()[0])
+    assert main(["report", str(tmp_path), "--where", "colour=red"]) == 2
+    assert main(["report", str(tmp_path), "--where", "max_epochs=7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no run" in err[1] and "max_epochs=7" in err[1]
+
+
+def test_report_code_preset_is_the_published_code():
+    from bnonly.engine import train
+    from bnonly.models import build
+    for t in ("out", "none"):  # built without BatchNorm layers, as the report's code did
+        assert all(b.norm is None for b in build(resolve("report-code", trainable=t, width=8, depth=2)).blocks)
+    assert all(b.norm is not None for b in build(resolve("report-code", trainable="bn", width=8, depth=2)).blocks)
+    assert all(b.norm is not None for b in build(resolve("report", trainable="out", width=8, depth=2)).blocks)
+    # lr x0.1 from the code's 0-based epoch 70: the 71st epoch
+    cfg = resolve("report-code", width=8, depth=1, trainable="bn", subset=200, max_epochs=72, patience=100)
+    (r,) = train([cfg])
+    lrs = [h["lr"] for h in r.history]
+    assert lrs[69] == pytest.approx(0.01) and lrs[70] == pytest.approx(0.001) and len(lrs) == 72
+
+
+def test_sweep_prints_its_estimate_before_training(tmp_path, capsys):
+    args = ["sweep", "quick", "--out", str(tmp_path), "--set", "widths=[8]", "--set", "depths=[1]", "--set", 'models=["mlp"]',
+            "--set", 'trainable=["bn","all"]', "--set", "seeds=[0]", "--set", "subset=1000", "--set", "max_epochs=2"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "estimated compute on this machine: about" in err and "calibrated on 2 group shapes" in err
+    assert err.index("estimated compute") < err.index("[1/2]")
