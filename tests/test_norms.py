@@ -77,7 +77,8 @@ def test_stack_matches_module_for_each_norm(model, norm):
 def test_sweep_grid_keys_norms_and_allocations():
     s = load_sweep("quick", ['norms=["batchnorm","affine","layernorm","none"]',
                              'random_allocations=["even","first","last","proportional"]',
-                             'models=["mlp"]', "widths=[100]", "depths=[4]", "seeds=[0]"])
+                             'models=["mlp"]', "widths=[100]", "depths=[4]", "seeds=[0]",
+                             'trainable=["all","all-nobn","bn","bn+out","random","out","none"]'])
     runs = s.runs()
     # per normalizing kind: all, bn, bn+out, out, none + random x 4 allocations; plus all-nobn;
     # with norm 'none' only out and none (all is all-nobn there)

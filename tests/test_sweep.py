@@ -19,7 +19,11 @@ TINY = ["--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=[
 
 def test_shipped_grids_expand():
     q = load_sweep("quick")
-    assert len(q.runs()) == 3 * 3 * 7 * 3 + 7 * 3
+    assert len(q.runs()) == 2 * 3 * 3 * 3
+    assert all(c.subset == 0 and c.max_epochs == 100 and c.patience == 3 for c in q.runs())  # the protocol
+    c = load_sweep("claims")
+    assert len(c.runs()) == 2 * 3 * 4 * 3 + 4 * 3
+    assert all(c.subset == 0 and c.max_epochs == 100 for c in c.runs())
     r = load_sweep("report")
     assert len(r.runs()) == 7 * 7 * 7 * 3 + 7 * 3
     assert {c.width for c in r.runs() if c.model == "mlp"} == {10, 20, 40, 80, 100, 400, 784}
@@ -39,7 +43,8 @@ def test_overrides_and_grouping():
     assert len(groups) == 8 and all(len({c.seed for c in g}) == 2 for g in groups)
     assert parse_set(["preset=frankle", "widths=[1, 2]"]) == {"preset": "frankle", "widths": [1, 2]}
     # norm 'none': no sets that need a norm layer, and `all` is `all-nobn` (one run, not two)
-    none = load_sweep("quick", ['norms=["batchnorm","none"]', "widths=[8]", "depths=[1]", "seeds=[0]", 'models=["mlp"]'])
+    none = load_sweep("quick", ['norms=["batchnorm","none"]', "widths=[8]", "depths=[1]", "seeds=[0]", 'models=["mlp"]',
+                                'trainable=["all","all-nobn","bn","bn+out","random","out","none"]'])
     sets = sorted((c.norm, c.trainable) for c in none.runs())
     assert sets == sorted([("batchnorm", t) for t in ("all", "bn", "bn+out", "random", "out", "none")] +
                           [("none", "all-nobn"), ("none", "out"), ("none", "none")])
