@@ -3,14 +3,16 @@ import json
 
 import torch
 
-from bnonly.analysis import KS, ablation, dead_fraction
+from torch import nn
+
+from bnonly.analysis import KS, RANDOM_DRAWS, _switched_off, ablation, dead_fraction, fractions, group
 from bnonly.cli import main
 from bnonly.config import resolve
 from bnonly.data import load
 from bnonly.engine import evaluate, train
-from bnonly.models import build
+from bnonly.models import Block, Net, build
 from bnonly.stacked import Stack
-from bnonly.trainable import plan
+from bnonly.trainable import Plan, plan
 
 
 def test_dead_units_on_a_hand_built_model():
@@ -33,13 +35,104 @@ def test_ablation_ends_equal_the_model_and_its_constant_output():
     cfg = resolve(width=32, depth=2, subset=3000, max_epochs=1, trainable="bn+out", lr=0.1)
     (r,) = train([cfg])
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
-    x, y = d.x_test[:500], d.y_test[:500]
-    smallest, rnd = ablation(r.model, cfg, x, y)
-    _, acc = evaluate(Stack.from_models([r.model], [plan(build(cfg), cfg)]), x, y)
-    assert KS[0] == 0 and KS[-1] == 100
-    assert smallest[0] == float(acc[0]) == rnd[0]                     # k = 0: the model itself
+    x, y, xs = d.x_test[:500], d.y_test[:500], d.x_train[:1280]
+    abl = ablation(r.model, cfg, xs, x, y)
+    fresh = Stack.from_models([r.model], [plan(build(cfg), cfg)])
+    fresh.reestimate_statistics(xs.split(128))
+    _, acc = evaluate(fresh, x, y)
+    assert KS[0] == 0 and KS[-1] == 100 and len(abl["random"][0]) == RANDOM_DRAWS
+    # k = 0: the model itself, with statistics re-estimated on the same batches
+    assert abl["smallest"][0] == abl["largest"][0] == float(acc[0]) == abl["random"][0][0]
     constant = int(r.model.head.bias.argmax())                         # k = 100: logits = head bias
-    assert smallest[-1] == rnd[-1] == float((y == constant).double().mean())
+    assert abl["smallest"][-1] == abl["largest"][-1] == float((y == constant).double().mean())
+
+
+def _mlp_without(model, cfg, off: list[int]):
+    """The same network with hidden units `off` of layer 1 removed (weights sliced)."""
+    keep = [i for i in range(cfg.width) if i not in off]
+    small = Net([Block(nn.Linear(784, len(keep), bias=False), nn.BatchNorm1d(len(keep))),
+                 Block(nn.Linear(len(keep), cfg.width, bias=False), nn.BatchNorm1d(cfg.width))],
+                nn.Linear(cfg.width, 10))
+    with torch.no_grad():
+        b0, b1 = model.blocks
+        small.blocks[0].op.weight.copy_(b0.op.weight[keep])
+        small.blocks[0].norm.weight.copy_(b0.norm.weight[keep])
+        small.blocks[0].norm.bias.copy_(b0.norm.bias[keep])
+        small.blocks[1].op.weight.copy_(b1.op.weight[:, keep])
+        small.blocks[1].norm.weight.copy_(b1.norm.weight)
+        small.blocks[1].norm.bias.copy_(b1.norm.bias)
+        small.head.load_state_dict(model.head.state_dict())
+    return small
+
+
+def test_ablation_with_fresh_statistics_equals_the_model_without_those_features():
+    """Switching units off (gamma = beta = 0) and re-estimating BatchNorm statistics is exactly the
+    network built without those units; with the intact network's statistics it is not."""
+    cfg = resolve("frankle", width=16, depth=2, subset=2000, max_epochs=2, trainable="bn", lr=0.1)
+    (r,) = train([cfg])
+    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
+    x, y, xs = d.x_test[:1000], d.y_test[:1000], d.x_train[:640].split(128)
+    off = [1, 4, 5, 9, 12]
+    ablated = _switched_off(r.model, [torch.tensor(off), torch.tensor([], dtype=torch.long)])
+    everything = Plan({n: True for n, _ in ablated.named_parameters()})
+    small = _mlp_without(r.model, cfg, off)
+    a = Stack.from_models([ablated], [everything])
+    b = Stack.from_models([small], [Plan({n: True for n, _ in small.named_parameters()})])
+    stale = a.forward(x.unsqueeze(0), training=False, shared=[(0, 0, 1)])
+    for s in (a, b):
+        s.reestimate_statistics(xs)
+    la = a.forward(x.unsqueeze(0), training=False, shared=[(0, 0, 1)])
+    lb = b.forward(x.unsqueeze(0), training=False, shared=[(0, 0, 1)])
+    assert torch.allclose(la, lb, atol=1e-5) and (la.argmax(-1) == lb.argmax(-1)).all()
+    assert float(evaluate(a, x, y)[1][0]) == float(evaluate(b, x, y)[1][0])
+    assert not torch.allclose(stale, lb, atol=1e-3)  # the intact network's statistics describe another network
+
+
+def test_disabled_fraction_is_scale_free_and_the_function_too():
+    """Scaling a hidden layer that BatchNorm follows by c leaves the training-mode output unchanged
+    (up to eps), and the scale-free disabled fraction with it; the absolute one moves."""
+    cfg = resolve("frankle", width=64, depth=3, trainable="bn")
+    m = build(cfg)
+    x = torch.rand(256, 1, 28, 28)
+    m.train()
+    before_out = m(x)
+    before = fractions([b.norm.weight.detach().clone() for b in m.blocks])
+    with torch.no_grad():  # layer 1 (followed by layer 2's BatchNorm): gamma and beta x 4
+        m.blocks[0].norm.weight.mul_(4.0)
+        m.blocks[0].norm.bias.mul_(4.0)
+    after_out = m(x)
+    after = fractions([b.norm.weight.detach().clone() for b in m.blocks])
+    assert torch.allclose(before_out, after_out, atol=1e-4)
+    assert after["relative"] == before["relative"]
+    assert after["0.1"]["per_layer"][0] < before["0.1"]["per_layer"][0] - 0.03  # not scale-free
+
+
+def test_known_zero_gammas_give_exactly_that_fraction_and_those_dead_units():
+    cfg = resolve("frankle", width=10, depth=2, trainable="bn")
+    m = build(cfg)
+    with torch.no_grad():
+        m.blocks[0].norm.weight.copy_(torch.tensor([0.0, 0.0, 0.0, 1, 1, 1, 1, 1, 1, 1]))
+        m.blocks[0].norm.bias.copy_(torch.tensor([0.0, 0.0, -1.0, 0, 0, 0, 0, 0, 0, 0]))
+        m.blocks[1].norm.weight.fill_(1.0)
+        m.blocks[1].norm.bias.zero_()
+        x = torch.rand(500, 1, 28, 28)
+        for b in m.blocks:  # statistics of these inputs, so every gamma=1 unit is centred
+            b.norm.reset_running_stats()
+            b.norm.momentum = None
+        m.train()(x)
+    f = fractions([b.norm.weight for b in m.blocks])
+    assert f["relative"]["per_layer"] == [0.3, 0.0] and f["relative"]["all"] == 3 / 20
+    # gamma = 0 and beta <= 0: ReLU(beta) = 0 on every input; centred gamma=1 units fire on about half
+    assert dead_fraction(m, x) == [0.3, 0.0]
+
+
+def test_two_conditions_are_not_pooled():
+    a = {"config": resolve(width=8, depth=2, seed=0).__dict__}
+    b = {"config": resolve(width=8, depth=2, seed=1).__dict__}
+    c = {"config": resolve(width=8, depth=2, seed=0, norm="layernorm").__dict__}
+    d = {"config": resolve(width=8, depth=2, seed=0, max_epochs=10).__dict__}
+    g = group([a, b, c, d])
+    assert sorted(len(v) for v in g.values()) == [1, 1, 2]
 
 
 def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
@@ -51,11 +144,26 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
     capsys.readouterr()
     assert main(["analyze", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "12 runs analyzed" in printed and "disables 25-33%" in printed  # random is not analyzed
+    assert "12 runs analyzed" in printed  # random is not analyzed
+    assert printed.count("% of features disabled (|gamma| below 10% of their layer's RMS)") == 4  # bn and all, 2 archs
+    assert "beta_hist_mlp_w16_d2.png" in printed  # the frankle preset has hidden beta
     assert main(["report", str(out)]) == 0
     for f in ("gamma_hist_mlp_w16_d2.png", "gamma_hist_mlp_w16_d2.svg", "ablation_mlp_w16_d1.png", "report.json"):
         assert (out / f).stat().st_size > 0, f
     doc = json.loads((out / "report.json").read_text())
     assert {"claims", "claims_by_dataset", "mlp_table", "lenet_table", "sections", "gamma_analysis"} <= set(doc)
     assert len(doc["gamma_analysis"]["rows"]) == 2 * 3 and len(doc["gamma_analysis"]["runs"]) == 12
-    assert "## What the affine parameters learn" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "## What the affine parameters learn" in md and "Frankle et al. report 25-33% disabled" in md
+    assert "n/a: no hidden beta" not in md and "cannot die" not in md
+
+
+def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):
+    from bnonly.analysis import analyze_run, section
+    cfg = resolve("report", width=16, depth=2, subset=1000, max_epochs=1, trainable="bn")
+    (r,) = train([cfg])
+    a = analyze_run({"run_id": cfg.run_id, "config": cfg.__dict__, "test_accuracy": r.test_accuracy}, r.artefact)
+    assert a["has_beta"] is False and a["dead"] is None and a["rare"] is None
+    sec, (header, rows) = section([a], tmp_path, {})
+    assert rows[0][header.index("dead units (%)")] == "n/a: no hidden beta"
+    assert any("cannot die" in b.get("text", "") for b in sec["blocks"])

@@ -1,15 +1,30 @@
 """What the affine parameters learn: gamma/beta distributions, disabled features, dead units, ablation.
 
-Frankle, Schwab & Morcos report that BatchNorm-only training "learns to disable" about a quarter to a
-third of the random features. Per stored run (rebuilt from its artefact) this measures:
-- the fraction of features with |gamma| below 0.01 / 0.05 / 0.1, at initialisation and learned;
-- the fraction of hidden units that are dead on the test set (ReLU output 0 for every example);
-- test accuracy when the k% smallest-|gamma| features of every normalization layer are switched off
-  (gamma = beta = 0), against switching off k% chosen at random (mean of RANDOM_DRAWS draws).
+Frankle, Schwab & Morcos (ICLR 2021, Section 5, "Examining the values of gamma and beta") report
+that BatchNorm-only training disables between a quarter and a third of the random features: gamma
+close to 0, and ReLUs whose output is 0 for every test example. Per stored run (rebuilt from its
+artefact) this measures:
+
+- **disabled features, scale-free**: |gamma| below RELATIVE (10%) of the root-mean-square |gamma| of
+  its own layer. In these models a hidden layer is followed by ReLU and then by the next layer's
+  BatchNorm, so multiplying one layer's gamma and beta by any c > 0 leaves the network's function
+  unchanged (the next BatchNorm divides c out, up to eps): an absolute threshold such as
+  |gamma| < 0.1 partly measures that free scale. A threshold relative to the layer's own scale does
+  not change when the function does not (tested). The absolute thresholds stay as secondary columns.
+  Fractions are weighted by feature count (all features of all layers together).
+- **dead units** (where the model has beta): the ReLU output is 0 for every test example; and, as a
+  second column, units active on fewer than 1% of them. Without hidden beta (the `report` preset)
+  ReLU(gamma * x_hat) is positive on about half the inputs whenever gamma != 0, so units cannot die:
+  the analysis says so instead of printing zeros.
+- **ablation**: test accuracy with k% of every layer's features switched off (gamma = beta = 0),
+  smallest |gamma| first, largest |gamma| first and at random (RANDOM_DRAWS draws), with BatchNorm
+  running statistics re-estimated on STAT_BATCHES training batches after switching off (the
+  intact network's statistics no longer describe the next layers' inputs).
 """
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,58 +39,91 @@ from .data import load  # noqa: E402
 from .engine import evaluate  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from .models import Net, arch_name, build  # noqa: E402
-from .render import figure, table as table_block  # noqa: E402
+from .render import figure, table as table_block, text  # noqa: E402
 from .sets import SETS, color  # noqa: E402
 from .stacked import Stack  # noqa: E402
-from .stats import mean_ci  # noqa: E402
+from .stats import config_of, mean_ci  # noqa: E402
 from .store import Store  # noqa: E402
 from .trainable import plan, rebuild  # noqa: E402
 
-THRESHOLDS = (0.01, 0.05, 0.1)
+RELATIVE = 0.1                      # disabled: |gamma| < 10% of its layer's RMS |gamma|
+THRESHOLDS = (0.01, 0.05, 0.1)      # absolute |gamma| thresholds (secondary: not scale-free)
+RARE = 0.01                         # "rarely active": on fewer than 1% of test examples
 KS = tuple(range(0, 101, 10))
 RANDOM_DRAWS = 3
-ABLATION_EXAMPLES = 1000  # the ablation curves use the first 1,000 test images (44 variants per run)
+ABLATION_EXAMPLES = 1000            # the ablation curves use the first 1,000 test images
+STAT_BATCHES = 20                   # batches of 128 training images that re-estimate BN statistics
 ANALYZED_SETS = tuple(n for n, s in SETS.items() if s.trains_affine)  # the sets whose gamma/beta train
 
 
+def disabled(gamma: torch.Tensor, relative: float = RELATIVE) -> torch.Tensor:
+    """Which features of one layer are disabled: |gamma| < relative x the layer's RMS |gamma|."""
+    rms = gamma.pow(2).mean().sqrt()
+    return gamma.abs() < relative * rms
+
+
+def fractions(gammas: list[torch.Tensor]) -> dict:
+    """Disabled fractions, weighted by feature count over all layers, and per layer: the scale-free
+    one ('relative') and one per absolute threshold."""
+    n = sum(g.numel() for g in gammas)
+    out = {"relative": {"all": sum(int(disabled(g).sum()) for g in gammas) / n,
+                        "per_layer": [int(disabled(g).sum()) / g.numel() for g in gammas]}}
+    for t in THRESHOLDS:
+        out[str(t)] = {"all": sum(int((g.abs() < t).sum()) for g in gammas) / n,
+                       "per_layer": [int((g.abs() < t).sum()) / g.numel() for g in gammas]}
+    return out
+
+
 @torch.no_grad()
-def dead_fraction(model: Net, x: torch.Tensor) -> list[float]:
-    """Per hidden block, the fraction of units (channels for conv) whose ReLU output is 0 for every example."""
-    alive = []
-    h = x
+def activity(model: Net, x: torch.Tensor) -> list[torch.Tensor]:
+    """Per hidden block, per unit (channel for conv): the fraction of examples on which its ReLU
+    output is positive (anywhere in the feature map, for conv), in inference mode."""
+    out, h = [], x
     model.eval()
     for b in model.blocks:
         h = b(h)
-        alive.append((h > 0).any(dim=0) if h.dim() == 2 else (h > 0).flatten(2).any(dim=2).any(dim=0))
-    return [1.0 - float(a.float().mean()) for a in alive]
+        on = h > 0 if h.dim() == 2 else (h > 0).flatten(2).any(dim=2)
+        out.append(on.float().mean(0))
+    return out
 
 
-def _switched_off(model: Net, fractions_idx: list[torch.Tensor]) -> Net:
+def dead_fraction(model: Net, x: torch.Tensor) -> list[float]:
+    """Per hidden block, the fraction of units whose ReLU output is 0 for every example."""
+    return [int((a == 0).sum()) / a.numel() for a in activity(model, x)]
+
+
+def _switched_off(model: Net, idx: list[torch.Tensor]) -> Net:
     m = copy.deepcopy(model)
     with torch.no_grad():
-        for b, idx in zip(m.blocks, fractions_idx):
-            b.norm.weight[idx] = 0.0
+        for b, i in zip(m.blocks, idx):
+            b.norm.weight[i] = 0.0
             if b.norm.bias is not None:
-                b.norm.bias[idx] = 0.0
+                b.norm.bias[i] = 0.0
     return m
 
 
-def ablation(model: Net, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, seed: int = 0):
-    """Test accuracy with k% of every normalization layer's features off, k in KS: (smallest |gamma| first,
-    mean over RANDOM_DRAWS random choices). All variants are evaluated as one stack."""
+def ablation(model: Net, cfg: RunConfig, x_stats: torch.Tensor, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> dict:
+    """Accuracy on (x, y) with k% of every normalization layer's features off, k in KS: smallest |gamma|
+    first, largest first, and RANDOM_DRAWS random choices. BatchNorm statistics are re-estimated on
+    x_stats (training images, in batches of 128) for every variant, the intact model included; all
+    variants run as one stack."""
     gen = torch.Generator().manual_seed(seed)
     variants = []
     for k in KS:
-        smallest = [b.norm.weight.abs().argsort()[: round(b.norm.weight.numel() * k / 100)] for b in model.blocks]
-        variants.append(_switched_off(model, smallest))
+        n_off = [round(b.norm.weight.numel() * k / 100) for b in model.blocks]
+        order = [b.norm.weight.abs().argsort() for b in model.blocks]
+        variants.append(_switched_off(model, [o[:n] for o, n in zip(order, n_off)]))
+        variants.append(_switched_off(model, [o.flip(0)[:n] for o, n in zip(order, n_off)]))
         for _ in range(RANDOM_DRAWS):
-            rnd = [torch.randperm(b.norm.weight.numel(), generator=gen)[: round(b.norm.weight.numel() * k / 100)]
-                   for b in model.blocks]
-            variants.append(_switched_off(model, rnd))
+            variants.append(_switched_off(model, [torch.randperm(b.norm.weight.numel(), generator=gen)[:n]
+                                                  for b, n in zip(model.blocks, n_off)]))
     p = plan(build(cfg, tuple(x.shape[1:])), cfg)
-    _, acc = evaluate(Stack.from_models(variants, [p] * len(variants)), x, y)
-    acc = acc.view(len(KS), 1 + RANDOM_DRAWS)
-    return acc[:, 0].tolist(), acc[:, 1:].mean(1).tolist()
+    stack = Stack.from_models(variants, [p] * len(variants))
+    stack.reestimate_statistics(x_stats.split(128))
+    _, acc = evaluate(stack, x, y)
+    acc = acc.view(len(KS), 2 + RANDOM_DRAWS)
+    return {"k": list(KS), "smallest": acc[:, 0].tolist(), "largest": acc[:, 1].tolist(),
+            "random": acc[:, 2:].tolist()}
 
 
 def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
@@ -86,14 +134,18 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
     gammas = [b.norm.weight.detach().clone() for b in model.blocks]
     betas = [b.norm.bias.detach().clone() if b.norm.bias is not None else None for b in model.blocks]
     init = [b.norm.weight.detach().clone() for b in initial.blocks]
-    small = {str(t): {"initial": [float((g.abs() < t).float().mean()) for g in init],
-                      "learned": [float((g.abs() < t).float().mean()) for g in gammas]} for t in THRESHOLDS}
-    by_gamma, by_random = ablation(model, cfg, d.x_test[:ABLATION_EXAMPLES], d.y_test[:ABLATION_EXAMPLES], seed=cfg.seed)
+    has_beta = all(b is not None for b in betas)
+    act = activity(model, d.x_test) if has_beta else None
+    x_stats = d.x_train[: 128 * STAT_BATCHES]  # a fixed slice of the training set (its order is fixed)
+    abl = ablation(model, cfg, x_stats, d.x_test[:ABLATION_EXAMPLES], d.y_test[:ABLATION_EXAMPLES], seed=cfg.seed)
+    n_units = [a.numel() for a in act] if act else None
     return {"run_id": row["run_id"], "config": row["config"], "test_accuracy": row["test_accuracy"],
             "gamma": [g.tolist() for g in gammas], "gamma_initial": [g.tolist() for g in init],
-            "beta": [None if b is None else b.tolist() for b in betas], "small_gamma": small,
-            "dead": dead_fraction(model, d.x_test), "ablation_k": list(KS),
-            "ablation_smallest": by_gamma, "ablation_random": by_random}
+            "beta": [None if b is None else b.tolist() for b in betas], "has_beta": has_beta,
+            "disabled": fractions(gammas), "disabled_initial": fractions(init),
+            "dead": None if act is None else sum(int((a == 0).sum()) for a in act) / sum(n_units),
+            "rare": None if act is None else sum(int((a < RARE).sum()) for a in act) / sum(n_units),
+            "ablation": abl}
 
 
 def analyze_store(out_dir, data_dir=None) -> list[dict]:
@@ -101,8 +153,8 @@ def analyze_store(out_dir, data_dir=None) -> list[dict]:
     store = Store(Path(out_dir) / "results.sqlite")
     out = []
     for row in store.runs(status=("finished",)):
-        c = row["config"]
-        if row["trainable"] not in ANALYZED_SETS or c.get("norm", "batchnorm") == "none":
+        c = config_of(row)
+        if c["trainable"] not in ANALYZED_SETS or c["norm"] == "none":
             continue
         blob = store.artefact(row["run_id"])
         if blob is not None:
@@ -111,88 +163,157 @@ def analyze_store(out_dir, data_dir=None) -> list[dict]:
 
 
 def group(analyses: list[dict]) -> dict:
-    """{(model, width, depth, trainable): [analysis per seed]}"""
+    """{condition: [analysis per seed]}: runs grouped by their whole configuration less the seed,
+    so runs of different studies, norms or data sets are never pooled. A condition is
+    (model, width, depth, trainable, the rest of the configuration as sorted items)."""
     g = defaultdict(list)
     for a in analyses:
-        c = a["config"]
-        key = (c["model"], c["width"] if c["model"] == "mlp" else 0, c["depth"] if c["model"] == "mlp" else 0,
-               c["trainable"])
-        g[key].append(a)
+        c = config_of(a)
+        sized = c["model"] == "mlp"
+        rest = tuple(sorted((k, v) for k, v in c.items() if k not in ("seed", "model", "width", "depth", "trainable")))
+        g[(c["model"], c["width"] if sized else 0, c["depth"] if sized else 0, c["trainable"], rest)].append(a)
     return dict(g)
 
 
-# ---------------------------------------------------------------- figures and table
 def _name(key) -> str:
-    """The architecture name of a group key (model, width, depth, ...)."""
-    return arch_name({"model": key[0], "width": key[1], "depth": key[2]})
+    """The label of a condition: the architecture, and the settings that tell it from the report's
+    baseline (norm, allocation, data set) where they differ."""
+    rest = dict(key[4]) if len(key) > 4 else {}
+    extra = [str(rest[k]) for k in ("norm", "dataset") if k in rest and rest[k] not in ("batchnorm", "mnist")]
+    return "_".join([arch_name({"model": key[0], "width": key[1], "depth": key[2]})] + extra)
+
+
+# ---------------------------------------------------------------- figures and table
+def _pct(st) -> str:
+    return f"{100 * st.mean:.1f} ± {100 * st.half:.1f}" if st.n else "–"
+
+
+def _arch_groups(groups: dict) -> dict:
+    """{architecture condition (the group key less the set): [group keys of its sets]}."""
+    out = defaultdict(list)
+    for k in groups:
+        out[(k[0], k[1], k[2], tuple(kv for kv in k[4] if kv[0] != "trainable"))].append(k)
+    return out
+
+
+def _hist_grid(groups, keys, field: str, name: str, out_dir: Path, written: dict) -> str:
+    """One panel per layer, wrapping at 4 per row: learned values by set (seeds together), the initial
+    gamma in grey."""
+    n_layers = len(groups[keys[0]][0][field])
+    cols = min(4, n_layers)
+    rows = math.ceil(n_layers / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n_layers:
+            ax.set_visible(False)
+            continue
+        if field == "gamma":
+            init = [v for a in groups[keys[0]] for v in a["gamma_initial"][i]]
+            ax.hist(init, bins=40, histtype="stepfilled", color="#dddddd", label="initial")
+        for k in keys:
+            vals = [v for a in groups[k] if a[field][i] is not None for v in a[field][i]]
+            if vals:
+                ax.hist(vals, bins=40, histtype="step", color=color(k[3]), label=k[3])
+        ax.set_title(f"layer {i + 1}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(f"learned {field}, {name} (seeds together)", fontsize=10)
+    fig.tight_layout()
+    stem = f"{field}_hist_{name}"
+    save_figure(fig, out_dir, stem, written)
+    return f"{stem}.png"
+
+
+def _curve(groups, k, field: str):
+    """Per k: the Stat over seeds of one ablation curve (random: each seed's mean over its draws)."""
+    runs = groups[k]
+    per_seed = [[sum(v) / len(v) if isinstance(v, list) else v for v in a["ablation"][field]] for a in runs]
+    return [mean_ci(seed[j] for seed in per_seed) for j in range(len(KS))]
 
 
 def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
     """Per architecture: histograms of learned gamma (and beta) per layer, and the ablation curves."""
     figs = []
-    archs = sorted({k[:3] for k in groups})
-    for arch in archs:
-        keys = [k for k in groups if k[:3] == arch]
-        name = _name(arch)
-        n_layers = len(groups[keys[0]][0]["gamma"])
-        has_beta = any(a["beta"][0] is not None for k in keys for a in groups[k])
-        rows = 2 if has_beta else 1
-        fig, axes = plt.subplots(rows, n_layers, figsize=(3.2 * n_layers, 2.6 * rows), squeeze=False)
-        for i in range(n_layers):
-            init = torch.tensor([v for k in keys[:1] for a in groups[k] for v in a["gamma_initial"][i]])
-            axes[0][i].hist(init.numpy(), bins=40, histtype="stepfilled", color="#dddddd", label="initial")
-            for k in keys:
-                g = [v for a in groups[k] for v in a["gamma"][i]]
-                axes[0][i].hist(g, bins=40, histtype="step", color=color(k[3]), label=k[3])
-                if has_beta and groups[k][0]["beta"][i] is not None:
-                    axes[1][i].hist([v for a in groups[k] for v in a["beta"][i]], bins=40, histtype="step",
-                                    color=color(k[3]), label=k[3])
-            axes[0][i].set_title(f"layer {i + 1}: gamma", fontsize=9)
-            if has_beta:
-                axes[1][i].set_title(f"layer {i + 1}: beta", fontsize=9)
-        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-        fig.suptitle(f"learned gamma/beta, {name} (all seeds pooled)", fontsize=10)
-        fig.tight_layout()
-        save_figure(fig, out_dir, f"gamma_hist_{name}", written)
-        figs.append((f"gamma_hist_{name}.png", f"Learned gamma (and beta) per layer at {name}, by trainable set; "
-                                                "grey: the initial gamma."))
-        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for arch_key, keys in sorted(_arch_groups(groups).items(), key=lambda kv: str(kv[0])):
+        keys = sorted(keys, key=lambda k: ANALYZED_SETS.index(k[3]) if k[3] in ANALYZED_SETS else 99)
+        name = _name(keys[0])
+        figs.append((_hist_grid(groups, keys, "gamma", name, out_dir, written),
+                     f"Learned gamma per layer at {name}, by trainable set, all seeds together; grey: the initial gamma."))
+        if any(a["has_beta"] for k in keys for a in groups[k]):
+            figs.append((_hist_grid(groups, keys, "beta", name, out_dir, written),
+                         f"Learned beta per layer at {name}, by trainable set, all seeds together (beta starts at 0)."))
+        fig, ax = plt.subplots(figsize=(6, 3.6))
         for k in keys:
-            ks = groups[k][0]["ablation_k"]
-            mean = lambda field: [sum(a[field][j] for a in groups[k]) / len(groups[k]) for j in range(len(ks))]  # noqa: E731
             c = color(k[3])
-            ax.plot(ks, mean("ablation_smallest"), "o-", color=c, markersize=3, label=f"{k[3]}: smallest |gamma|")
-            ax.plot(ks, mean("ablation_random"), "--", color=c, label=f"{k[3]}: random")
+            for field, style, label in (("smallest", "o-", "smallest |gamma| first"), ("largest", "s:", "largest first"),
+                                        ("random", "--", "random")):
+                st = _curve(groups, k, field)
+                ax.plot(KS, [x.mean for x in st], style, color=c, markersize=3, label=f"{k[3]}: {label}")
+                if field == "random":
+                    ax.fill_between(KS, [x.lo for x in st], [x.hi for x in st], color=c, alpha=0.15, linewidth=0)
         ax.axhline(0.1, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="% of features switched off per layer (gamma = beta = 0)", ylabel="test accuracy",
                ylim=(0, 1), title=f"ablation, {name}")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.grid(alpha=0.3)
         save_figure(fig, out_dir, f"ablation_{name}", written)
-        figs.append((f"ablation_{name}.png", f"Test accuracy (first {ABLATION_EXAMPLES} test images) with the k% "
-                                              f"smallest-|gamma| features off (solid) vs k% at random (dashed), {name}."))
+        figs.append((f"ablation_{name}.png", f"Test accuracy (first {ABLATION_EXAMPLES} test images) with k% of every "
+                     f"layer's features off: smallest |gamma| first (solid), largest first (dotted), at random (dashed, "
+                     f"band: 95% interval over seeds of the mean of {RANDOM_DRAWS} draws); BatchNorm statistics "
+                     f"re-estimated on {STAT_BATCHES} training batches after switching off, {name}."))
     return figs
 
 
+def _ordered(groups):
+    return sorted(groups, key=lambda k: (_name(k), ANALYZED_SETS.index(k[3]) if k[3] in ANALYZED_SETS else 99))
+
+
 def table(groups: dict) -> tuple[list[str], list[list[str]]]:
-    """Disabled fractions per architecture x set, mean ± 95% interval over seeds, vs Frankle's 25-33%."""
-    header = (["architecture", "set", "n"] + [f"|gamma|<{t} learned (initial) (%)" for t in THRESHOLDS]
-              + ["dead units (%)", "acc, 30% smallest off / 30% random off (%)", "Frankle et al."])
+    """Per condition: disabled fractions (scale-free, then absolute), dead units, ablation at 30%."""
+    header = (["architecture", "set", "n", f"disabled: |gamma| < {RELATIVE:g} x layer RMS, learned (initial) (%)"]
+              + [f"|gamma| < {t} learned (initial) (%)" for t in THRESHOLDS]
+              + ["dead units (%)", f"active on < {100 * RARE:g}% (%)",
+                 "acc, 30% off: smallest / largest / random |gamma| (%)"])
     rows = []
-    f = lambda s: f"{100 * s.mean:.1f} ± {100 * s.half:.1f}"  # noqa: E731
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], ANALYZED_SETS.index(k[3]))):
+    j = KS.index(30)
+    for key in _ordered(groups):
         runs = groups[key]
 
-        def small(t, when):  # fraction over all layers' features, per seed
-            return mean_ci(sum(a["small_gamma"][str(t)][when]) / len(a["small_gamma"][str(t)][when]) for a in runs)
-        dead = mean_ci(sum(a["dead"]) / len(a["dead"]) for a in runs)
-        j = KS.index(30)
-        sm = mean_ci(a["ablation_smallest"][j] for a in runs)
-        rd = mean_ci(a["ablation_random"][j] for a in runs)
-        rows.append([_name(key), key[3], str(len(runs))]
-                    + [f"{f(small(t, 'learned'))} ({100 * small(t, 'initial').mean:.1f})" for t in THRESHOLDS]
-                    + [f(dead), f"{f(sm)} / {f(rd)}", "disables 25-33%"])
+        def frac(field, which):
+            return mean_ci(a[field][which]["all"] for a in runs)
+        if all(a["has_beta"] for a in runs):
+            dead, rare = _pct(mean_ci(a["dead"] for a in runs)), _pct(mean_ci(a["rare"] for a in runs))
+        else:
+            dead = rare = "n/a: no hidden beta"
+        abl = " / ".join(_pct(_curve(groups, key, f)[j]) for f in ("smallest", "largest", "random"))
+        rows.append([_name(key), key[3], str(len(runs)),
+                     f"{_pct(frac('disabled', 'relative'))} ({100 * frac('disabled_initial', 'relative').mean:.1f})"]
+                    + [f"{_pct(frac('disabled', str(t)))} ({100 * frac('disabled_initial', str(t)).mean:.1f})"
+                       for t in THRESHOLDS] + [dead, rare, abl])
     return header, rows
+
+
+def answers(groups: dict) -> list[str]:
+    """Per condition of `bn` and `all`: the answer to "does training the affine parameters disable
+    random features?" with its numbers and intervals."""
+    out = []
+    j = KS.index(30)
+    for key in _ordered(groups):
+        if key[3] not in ("bn", "all"):
+            continue
+        runs = groups[key]
+        learned = mean_ci(a["disabled"]["relative"]["all"] for a in runs)
+        init = mean_ci(a["disabled_initial"]["relative"]["all"] for a in runs)
+        sm, rd = _curve(groups, key, "smallest")[j], _curve(groups, key, "random")[j]
+        full = _curve(groups, key, "smallest")[0]
+        sentence = (f"{_name(key)}, {key[3]} (n={learned.n}): {_pct(learned)}% of features disabled (|gamma| below "
+                    f"{100 * RELATIVE:g}% of their layer's RMS), against {100 * init.mean:.1f}% at initialisation. "
+                    f"Switching off the 30% smallest-|gamma| features moves accuracy from {_pct(full)}% to {_pct(sm)}%, "
+                    f"30% at random to {_pct(rd)}%.")
+        if all(a["has_beta"] for a in runs):
+            sentence += f" Dead units: {_pct(mean_ci(a['dead'] for a in runs))}%."
+        out.append(sentence)
+    return out
 
 
 def section(analyses: list[dict], out_dir: Path, written: dict):
@@ -201,14 +322,22 @@ def section(analyses: list[dict], out_dir: Path, written: dict):
     figs = plot(groups, out_dir, written)
     header, rows = table(groups)
     blocks = [{"kind": "question", "text": "Does training the affine parameters disable random features, as "
-               "Frankle et al. found (a quarter to a third of them in ResNets)? Disabled = |gamma| < 0.1; dead = "
-               "ReLU output 0 for every test image."}]
-    blocks += [figure(png, cap) for png, cap in figs] + [table_block(header, rows)]
+               "Frankle et al. found (a quarter to a third of them in ResNets; their Section 5)?"}]
+    blocks += [{"kind": "answer", "text": a} for a in answers(groups)]
+    if not all(a["has_beta"] for a in analyses):
+        blocks.append(text("Some of these runs have no hidden beta (the `report` preset): there ReLU(gamma * x_hat) "
+                           "is positive on about half the inputs whenever gamma != 0, so units cannot die and dead "
+                           "units are not reported. Disabled features are measured on gamma alone."))
+    blocks += [figure(png, cap) for png, cap in figs]
+    blocks.append(table_block(header, rows, caption=(
+        f"Mean ± 95% t interval over seeds (n); fractions weighted by feature count over all layers. Disabled: "
+        f"|gamma| below {100 * RELATIVE:g}% of the root-mean-square |gamma| of its layer (scale-free: a layer "
+        "followed by BatchNorm can scale its gamma freely); the absolute thresholds are not scale-free. Ablation "
+        "with BatchNorm statistics re-estimated after switching off. Frankle et al. report 25-33% disabled.")))
     return {"title": "What the affine parameters learn", "blocks": blocks}, (header, rows)
 
 
 def summaries(analyses: list[dict]) -> list[dict]:
     """Per analysed run, what report.json keeps."""
-    return [{k: a[k] for k in ("run_id", "small_gamma", "dead", "ablation_k", "ablation_smallest",
-                               "ablation_random", "test_accuracy")} | {"trainable": a["config"]["trainable"]}
-            for a in analyses]
+    return [{k: a[k] for k in ("run_id", "disabled", "disabled_initial", "dead", "rare", "has_beta", "ablation",
+                               "test_accuracy")} | {"trainable": a["config"]["trainable"]} for a in analyses]

@@ -160,7 +160,7 @@ def _report(out_dir, where: dict | None = None) -> int:
 def cmd_analyze(args) -> int:
     from pathlib import Path
 
-    from .analysis import analyze_store, group, plot, table
+    from .analysis import analyze_store, answers, group, plot, table
     from .render import md_table
     _open_store(args.dir)
     analyses = analyze_store(args.dir)
@@ -171,6 +171,8 @@ def cmd_analyze(args) -> int:
     written: dict = {}
     plot(groups, Path(args.dir), written)
     print(md_table(*table(groups)))
+    for a in answers(groups):
+        print(a)
     print(f"{len(analyses)} runs analyzed; figures: {', '.join(n for n in written if n.endswith('.png'))}")
     return 0
 

@@ -91,6 +91,27 @@ class Stack:
                 sd[name] = torch.tensor(0)
         return sd
 
+    @torch.no_grad()
+    def reestimate_statistics(self, batches) -> None:
+        """BatchNorm running statistics re-estimated from scratch as the plain average over `batches`
+        (each [B, C, H, W], the same batches for every model), as nn.BatchNorm does with
+        momentum=None; parameters are untouched. Used after changing gamma/beta (an ablation), when
+        the statistics of the intact network no longer describe the next layers' inputs."""
+        for n, b in self.buffers.items():
+            if n.endswith("running_mean"):
+                b.zero_()
+            elif n.endswith("running_var"):
+                b.fill_(1.0)
+        saved = [s.momentum for s in self.specs]
+        try:
+            for k, xb in enumerate(batches, 1):
+                for s in self.specs:  # a cumulative average: batch k weighs 1/k
+                    s.momentum = 1.0 / k
+                self.forward(xb.unsqueeze(0), training=True, shared=[(0, 0, self.size)])
+        finally:
+            for s, m in zip(self.specs, saved):
+                s.momentum = m
+
     # ------------------------------------------------------------------ compute
     def _affine(self, h, i: int, conv: bool, normalize: bool):
         """A per-example norm (layernorm: each example over its features, per model) or none, then gamma/beta;
