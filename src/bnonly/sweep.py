@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from importlib import resources
 import multiprocessing as mp
 import os
 import sys
@@ -29,7 +30,7 @@ from .models import MODELS, arch_name
 from .sets import SETS
 from .store import Store
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = resources.files("bnonly.configs")  # the shipped configs: package data, also in a wheel install
 GRID_KEYS = {"models": ("model", str), "widths": ("width", int), "depths": ("depth", int),
              "trainable": ("trainable", str), "seeds": ("seed", int), "norms": ("norm", str),
              "random_allocations": ("random_allocation", str), "datasets": ("dataset", str)}
@@ -134,22 +135,27 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
+def shipped_configs() -> list[str]:
+    return sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".toml"))
+
+
 def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
     """A sweep from a shipped config name (`quick`, `report`, ...) or a TOML path, then --set overrides."""
     path = Path(spec)
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{spec}.toml"
-        if not path.exists():
-            shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
-            raise ConfigError(f"no sweep config {spec!r} (shipped: {shipped}; or give a .toml path)")
+        if not path.is_file():
+            raise ConfigError(f"no sweep config {spec!r} (shipped: {', '.join(shipped_configs())}; or give a .toml path)")
+    elif path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a sweep config (.toml)")
     try:
-        with open(path, "rb") as fh:
+        with path.open("rb") as fh:
             table = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    table.setdefault("name", path.stem)
+    table.setdefault("name", Path(path.name).stem)
     table.update(parse_set(overrides or []))
     return SweepConfig.from_dict(table, source=str(path))
 

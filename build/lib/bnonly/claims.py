@@ -1,0 +1,247 @@
+"""The report's six claims, each with the rule that decides it and what was measured.
+
+`claims(runs, dataset)` returns dicts {id, claim, rule, measured, verdict}; the rule is printed next
+to the verdict in the report. `runs` must be one study (stats.studies) in the report's setting
+(BatchNorm, random weights spread evenly) on one data set.
+
+How the rules use statistics:
+- Every comparison between sets is paired: per seed, the difference of the two runs that share the
+  seed's weights and data order, with a 95% Student-t interval over seeds (stats.paired).
+- A rule about many cells (architectures) asks each cell's interval separately and counts the cells;
+  it never treats the spread between architectures as seed noise.
+- An interval needs at least 2 seeds: with fewer, a claim is "not measured".
+- Budget: a verdict rests on accuracies, so it stands only for runs that followed the report's
+  protocol (stats.PROTOCOL). Otherwise the verdict is "not testable at this budget", with the reason
+  and what the rule gave at this budget.
+- The thresholds of claims 2, 3 and 6 are the report's MNIST numbers: on other data sets those
+  claims are "not applicable".
+"""
+from __future__ import annotations
+
+import math
+
+from .stats import CHANCE, Stat, accuracies, budget_gaps, cells, differences, mean_ci, paired
+
+HELD, NOT_HELD, NOT_MEASURED = "held", "did not hold", "not measured"
+NOT_TESTABLE, NOT_APPLICABLE = "not testable at this budget", "not applicable"
+VERDICTS = (HELD, NOT_HELD, NOT_TESTABLE, NOT_MEASURED, NOT_APPLICABLE)
+
+BAND2 = (0.925, 0.975)   # "about 95%"
+GAP3 = 0.10              # "more than 10 points worse"
+BAND6 = (0.25, 0.35)     # "about 30%"
+GAP6 = (0.0, 0.05)       # "2-3 points lower": above 0, at most 5 points
+LEVEL5 = 0.02            # "levels off": a change within 2 points
+MNIST_ONLY = (2, 3, 6)   # claims whose thresholds are MNIST numbers
+
+CLAIMS = (
+    "BN-only is consistently above chance at every width and depth.",
+    "BN-only on 784-wide MLPs with 4–14 hidden layers reaches about 95% test accuracy.",
+    "An equal number of random weights is more than 10 points worse there.",
+    "With all parameters training, BatchNorm helps, more so at depth.",
+    "BN-only accuracy grows with width more than with depth and levels off after about 4 hidden layers.",
+    "LeNet-5 BN-only reaches about 30%, random weights 2–3 points lower.",
+)
+RULES = (
+    "For every MLP (width, depth) with bn runs: the 95% interval of bn's test accuracy over seeds lies above "
+    "chance (10%). Held if it does in every cell.",
+    f"For bn at width 784 and each depth 4–14 that was run: the 95% interval over seeds lies inside "
+    f"[{100 * BAND2[0]:.1f}%, {100 * BAND2[1]:.1f}%] ('about 95%'). Held if it does at every such depth.",
+    "For each depth 4–14 at width 784 with bn and random runs: the paired per-seed difference bn − random, "
+    "95% interval over seeds. Held if its lower end exceeds 10 points at every such depth.",
+    "Per (width, depth): the paired per-seed difference all − all-nobn ('gap'). Per width with ≥ 2 depths: the "
+    "paired per-seed growth of the gap from the shallowest to the deepest depth. Held if the gap's interval is "
+    "above 0 in more than half of the cells and below 0 in none, and the growth's interval is above 0 at more "
+    "than half of the widths and below 0 at none.",
+    "For bn, per seed: growth along width = the accuracy change from the narrowest to the widest width per "
+    "doubling of trainable parameters, averaged over the depths both widths have; growth along depth = the "
+    "change from the shallowest to the deepest depth per doubling, averaged over widths. Part 1 holds if the "
+    "interval over seeds of (width growth − depth growth) is above 0. Part 2, at the widest width: the paired "
+    "rise from the shallowest depth below 4 to depth 4 has its interval above 0, and the paired change from "
+    f"depth 4 to the deepest depth has its interval inside ±{100 * LEVEL5:.0f} points. Held if both parts hold; "
+    "a part that cannot be measured makes it 'not measured' unless the other failed.",
+    f"LeNet-5: the 95% interval of bn lies inside [{100 * BAND6[0]:.0f}%, {100 * BAND6[1]:.0f}%] ('about 30%') "
+    f"and the paired bn − random interval lies inside ({100 * GAP6[0]:.0f}, {100 * GAP6[1]:.0f}] points. Held if both.",
+)
+
+
+def fmt(s: Stat, points: bool = False) -> str:
+    """'95.1 ± 0.4%' (or 'points' for differences), n shown."""
+    unit = " points" if points else "%"
+    sign = "+" if points else ""
+    return f"{100 * s.mean:{sign}.1f} ± {100 * s.half:.1f}{unit} (n={s.n})"
+
+
+def _mlp(c, t) -> dict[tuple[int, int], dict]:
+    return {(w, d): cell for (m, w, d, tt), cell in c.items() if m == "mlp" and tt == t}
+
+
+def _used(*cell_dicts) -> list[dict]:
+    return [r for cd in cell_dicts for cell in cd.values() for r in cell.values()]
+
+
+def _few(stats) -> bool:
+    return any(s.n < 2 for s in stats)
+
+
+FEW = "needs ≥ 2 seeds per cell for an interval"
+
+
+def claim1(c):
+    bn = _mlp(c, "bn")
+    if not bn:
+        return "No finished BN-only MLP runs.", NOT_MEASURED, []
+    st = {k: mean_ci(accuracies(v).values()) for k, v in bn.items()}
+    if _few(st.values()):
+        return f"{FEW}; {sum(s.n < 2 for s in st.values())} of {len(st)} cells have one.", NOT_MEASURED, []
+    (w, d), worst = min(st.items(), key=lambda kv: kv[1].lo)
+    above = sum(s.lo > CHANCE for s in st.values())
+    return (f"{above} of {len(st)} cells have their interval above 10%; lowest: {fmt(worst)} at width {w}, depth {d}.",
+            HELD if above == len(st) else NOT_HELD, _used(bn))
+
+
+def claim2(c):
+    bn = {d: v for (w, d), v in _mlp(c, "bn").items() if w == 784 and 4 <= d <= 14}
+    if not bn:
+        return "No BN-only runs at width 784 with depth 4–14.", NOT_MEASURED, []
+    st = {d: mean_ci(accuracies(v).values()) for d, v in sorted(bn.items())}
+    if _few(st.values()):
+        return FEW + ".", NOT_MEASURED, []
+    inside = [d for d, s in st.items() if BAND2[0] <= s.lo and s.hi <= BAND2[1]]
+    text = "; ".join(f"depth {d}: {fmt(s)}" for d, s in st.items()) + f" ({len(inside)} of {len(st)} inside the band)."
+    return text, HELD if len(inside) == len(st) else NOT_HELD, _used(bn)
+
+
+def claim3(c):
+    bn, rnd = _mlp(c, "bn"), _mlp(c, "random")
+    depths = sorted(d for (w, d) in bn if w == 784 and 4 <= d <= 14 and (w, d) in rnd)
+    if not depths:
+        return "No width-784 depth 4–14 with both BN-only and random runs.", NOT_MEASURED, []
+    gaps = {d: paired(accuracies(bn[(784, d)]), accuracies(rnd[(784, d)])) for d in depths}
+    if _few(gaps.values()):
+        return FEW + " (paired by seed).", NOT_MEASURED, []
+    ok = [d for d, g in gaps.items() if g.lo > GAP3]
+    used = _used({d: bn[(784, d)] for d in depths}, {d: rnd[(784, d)] for d in depths})
+    text = "bn − random: " + "; ".join(f"depth {d}: {fmt(g, True)}" for d, g in gaps.items())
+    return text + f" ({len(ok)} of {len(gaps)} above 10 points).", HELD if len(ok) == len(gaps) else NOT_HELD, used
+
+
+def _side(stats) -> tuple[int, int]:
+    """How many intervals lie above 0 and how many below 0."""
+    return sum(s.lo > 0 for s in stats), sum(s.hi < 0 for s in stats)
+
+
+def claim4(c):
+    a, b = _mlp(c, "all"), _mlp(c, "all-nobn")
+    both = sorted(k for k in a if k in b)
+    if not both:
+        return "No (width, depth) with both all and all-nobn runs.", NOT_MEASURED, []
+    gap_seeds = {k: differences(accuracies(a[k]), accuracies(b[k])) for k in both}
+    gaps = {k: mean_ci(v.values()) for k, v in gap_seeds.items()}
+    if _few(gaps.values()):
+        return FEW + " (paired by seed).", NOT_MEASURED, []
+    up, down = _side(gaps.values())
+    helps = up > len(gaps) / 2 and down == 0
+    text = f"all − all-nobn: interval above 0 in {up} of {len(gaps)} cells, below 0 in {down}"
+    used = _used({k: a[k] for k in both}, {k: b[k] for k in both})
+    by_width: dict[int, list[int]] = {}
+    for w, d in both:
+        by_width.setdefault(w, []).append(d)
+    growth = {w: paired(gap_seeds[(w, max(ds))], gap_seeds[(w, min(ds))]) for w, ds in sorted(by_width.items())
+              if len(ds) >= 2}
+    growth = {w: g for w, g in growth.items() if g.n >= 2}
+    if not growth:
+        return (text + "; 'more so at depth' not measured (needs a width with ≥ 2 depths and ≥ 2 seeds).",
+                NOT_HELD if not helps else NOT_MEASURED, used)
+    g_up, g_down = _side(growth.values())
+    text += "; growth of the gap from the shallowest to the deepest depth: " + ", ".join(
+        f"w{w}: {fmt(g, True)}" for w, g in growth.items()) + f" (above 0 at {g_up} of {len(growth)} widths)."
+    return text, HELD if helps and g_up > len(growth) / 2 and g_down == 0 else NOT_HELD, used
+
+
+def _params(cell: dict) -> float | None:
+    ps = [r.get("trainable_params") for r in cell.values() if r.get("trainable_params")]
+    return float(ps[0]) if ps else None
+
+
+def claim5(c):
+    bn = _mlp(c, "bn")
+    if not bn:
+        return "No finished BN-only MLP runs.", NOT_MEASURED, []
+    acc = {k: accuracies(v) for k, v in bn.items()}
+    widths = sorted({w for w, _ in bn})
+    depths_of = {w: sorted(d for ww, d in bn if ww == w) for w in widths}
+    seeds = sorted(set.intersection(*(set(a) for a in acc.values())))
+    parts, results = [], []
+
+    def slope(k1, k2, s):  # accuracy change per doubling of trainable parameters, from cell k1 to k2
+        p1, p2 = _params(bn[k1]), _params(bn[k2])
+        return (acc[k2][s] - acc[k1][s]) / math.log2(p2 / p1) if p1 and p2 and p2 != p1 else math.nan
+
+    narrow, wide = widths[0], widths[-1]
+    common = [d for d in depths_of[wide] if (narrow, d) in bn] if len(widths) >= 2 else []
+    multi = [w for w in widths if len(depths_of[w]) >= 2]
+    if common and multi and len(seeds) >= 2:
+        diff = []
+        for s in seeds:
+            sw = sum(slope((narrow, d), (wide, d), s) for d in common) / len(common)
+            sd = sum(slope((w, depths_of[w][0]), (w, depths_of[w][-1]), s) for w in multi) / len(multi)
+            diff.append(sw - sd)
+        st = mean_ci(diff)
+        if st.n >= 2:
+            results.append(st.lo > 0)
+            parts.append(f"width growth − depth growth per doubling of parameters {fmt(st, True)}")
+    if len(results) == 0:
+        parts.append("width vs depth not measured (needs ≥ 2 widths sharing a depth, a width with ≥ 2 depths, "
+                     "trainable-parameter counts and ≥ 2 seeds)")
+    below = [d for d in depths_of[wide] if d < 4]
+    deeper = [d for d in depths_of[wide] if d > 4]
+    if 4 in depths_of[wide] and below and deeper and len(seeds) >= 2:
+        rise = paired(acc[(wide, 4)], acc[(wide, below[0])])
+        change = paired(acc[(wide, deeper[-1])], acc[(wide, 4)])
+        results.append(rise.lo > 0 and -LEVEL5 <= change.lo and change.hi <= LEVEL5)
+        parts.append(f"at width {wide}: depth {below[0]} → 4 {fmt(rise, True)}, depth 4 → {deeper[-1]} {fmt(change, True)}")
+    else:
+        parts.append(f"levelling not measured (width {wide} needs a depth below 4, depth 4 and a deeper one, "
+                     "and ≥ 2 seeds)")
+    if results and not all(results):
+        verdict = NOT_HELD
+    elif len(results) == 2:
+        verdict = HELD
+    else:
+        verdict = NOT_MEASURED
+    partial = " (partially measured)" if len(results) == 1 else ""
+    return "; ".join(parts) + "." + partial, verdict, _used(bn) if results else []
+
+
+def claim6(c):
+    lenet = {t: cell for (m, _, _, t), cell in c.items() if m == "lenet5"}
+    if "bn" not in lenet or "random" not in lenet:
+        return "Needs finished LeNet-5 runs with both bn and random.", NOT_MEASURED, []
+    bn = mean_ci(accuracies(lenet["bn"]).values())
+    gap = paired(accuracies(lenet["bn"]), accuracies(lenet["random"]))
+    if bn.n < 2 or gap.n < 2:
+        return FEW + ".", NOT_MEASURED, []
+    ok = BAND6[0] <= bn.lo and bn.hi <= BAND6[1] and GAP6[0] < gap.lo and gap.hi <= GAP6[1]
+    return (f"LeNet-5 BN-only {fmt(bn)}; bn − random {fmt(gap, True)}.", HELD if ok else NOT_HELD,
+            _used({"bn": lenet["bn"], "random": lenet["random"]}))
+
+
+CLAIM_RULES = (claim1, claim2, claim3, claim4, claim5, claim6)
+
+
+def claims(runs, dataset: str = "mnist") -> list[dict]:
+    """The six claims on one study's runs of one data set: dicts with id, claim, rule, measured, verdict."""
+    c = cells(runs)
+    out = []
+    for i, rule in enumerate(CLAIM_RULES):
+        cid = i + 1
+        if cid in MNIST_ONLY and dataset not in ("mnist", None):
+            measured, verdict = f"Its thresholds are the report's MNIST numbers; not applied to {dataset}.", NOT_APPLICABLE
+        else:
+            measured, verdict, used = rule(c)
+            gaps = budget_gaps(used) if verdict in (HELD, NOT_HELD) else None
+            if gaps:
+                measured += f" At this budget the rule gives '{verdict}', but {gaps}."
+                verdict = NOT_TESTABLE
+        out.append({"id": cid, "claim": CLAIMS[i], "rule": RULES[i], "measured": measured, "verdict": verdict})
+    return out

@@ -1,0 +1,300 @@
+"""Command line: `bnonly train`, `bnonly sweep`, `bnonly report`, `bnonly reproduce`.
+
+Bad input gives one line on stderr and exit code 2; data problems exit 1; never a traceback.
+Each command imports the modules it needs inside its function, so that `bnonly --help` and the
+argument checks do not wait for matplotlib, the report and the executors to load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from dataclasses import fields
+
+from .config import CHOICES, DEFAULT_PRESET, FIELD_TYPES, PRESETS, ConfigError, RunConfig, parse_value, resolve
+from .data import DataError
+from .models import arch_name
+from .sets import SETS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's default prints the whole usage)
+        raise ConfigError(message)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_run_flags(p: argparse.ArgumentParser):
+    """One flag per RunConfig field (strings, parsed and validated by the config itself)."""
+    for f in fields(RunConfig):
+        names = [_flag(f.name)] + (["--epochs"] if f.name == "max_epochs" else [])
+        if f.name == "trainable":  # each set with its meaning, from the registry
+            choices = " | ".join(f"{n}: {s.help}" for n, s in SETS.items()) + " | "
+        else:
+            choices = f"one of {', '.join(CHOICES[f.name])}; " if f.name in CHOICES else ""
+        p.add_argument(*names, dest=f.name, metavar=f.type.upper(), default=None,
+                       help=f"{choices}default {f.default!r} (a preset may change it)".replace("%", "%%"))
+    p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
+    p.add_argument("--config", default=None, help="TOML file of run settings (flags override it)")
+
+
+def run_config_from_args(args) -> RunConfig:
+    values = {}
+    preset = DEFAULT_PRESET
+    if args.config:
+        table = load_toml(args.config)
+        preset = table.pop("preset", preset)
+        values.update(table)
+    preset = args.preset or preset
+    for f in fields(RunConfig):
+        text = getattr(args, f.name)
+        if text is not None:
+            values[f.name] = parse_value(f.name, text)
+    return resolve(preset, **values)
+
+
+def load_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+# ---------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from .engine import Hooks, train
+
+    cfg = run_config_from_args(args)
+    bar = tqdm(total=0, unit="batch", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+
+    def on_batch(epoch, b, n, m):
+        if b == 1:
+            bar.reset(total=n)
+            bar.set_description(f"epoch {epoch}/{cfg.max_epochs}")
+        bar.update(1)
+
+    try:
+        (r,) = train([cfg], device=args.device, data_dir=args.data_dir, hooks=Hooks(batch=on_batch))
+    finally:
+        bar.close()
+    if args.save:
+        import torch
+        torch.save(r.model.state_dict(), args.save)
+    s = r.summary()
+    if args.json:
+        print(json.dumps(s))
+    else:
+        for h in r.history:
+            print(f"epoch {h['epoch']:3d}  train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f}  "
+                  f"val loss {h['val_loss']:.4f} acc {h['val_accuracy']:.4f}")
+        print(f"{cfg.model} width={cfg.width} depth={cfg.depth} trainable={cfg.trainable} seed={cfg.seed}: "
+              f"test accuracy {r.test_accuracy:.4f} (best epoch {r.best_epoch} of {r.epochs_run}, "
+              f"{r.trainable_params:,} of {r.total_params:,} parameters trained, {r.seconds:.1f} s, {r.status})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- sweep / report
+def _sweep(args):
+    from .sweep import load_sweep, run_sweep
+    sweep = load_sweep(args.config, args.set)
+    out = args.out or f"runs/{sweep.name}"
+    if args.group_size < 1:
+        raise ConfigError(f"--group-size {args.group_size}: must be >= 1")
+    stats = run_sweep(sweep, out, device=args.device, workers=args.workers, data_dir=args.data_dir,
+                      group_size=args.group_size, threads=args.threads, executor=args.executor,
+                      address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task)
+    return out, stats
+
+
+def cmd_sweep(args) -> int:
+    _sweep(args)
+    return 0
+
+
+def _open_store(out_dir):
+    """The results store in out_dir; a one-line error when there is none."""
+    from pathlib import Path
+
+    from .store import Store
+    path = Path(out_dir) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no results store here (run `bnonly sweep` first)")
+    return Store(path)
+
+
+def parse_where(items: list[str]) -> dict:
+    """`--where key=value` pairs: a run field and the value its runs must have."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in FIELD_TYPES:
+            raise ConfigError(f"--where {item!r}: expected FIELD=VALUE with a run field "
+                              f"({', '.join(FIELD_TYPES)})")
+        out[key] = parse_value(key, value.strip())
+    return out
+
+
+def _report(out_dir, where: dict | None = None) -> int:
+    from pathlib import Path
+
+    from .analysis import analyze_store
+    from .report import select, write_report
+    store = _open_store(out_dir)
+    if where and not select(store.runs(), where):
+        raise ConfigError(f"no run in {store.path} has " + ", ".join(f"{k}={v}" for k, v in where.items()))
+    written = write_report(out_dir, analyses=analyze_store(out_dir), where=where)
+    store.export_csv(Path(out_dir) / "results.csv")
+    print(f"report: {Path(out_dir) / 'report.html'} ({len(written)} files)")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from pathlib import Path
+
+    from .analysis import analyze_store, answers, group, plot, table
+    from .render import md_table
+    _open_store(args.dir)
+    analyses = analyze_store(args.dir)
+    if not analyses:
+        print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
+        return 0
+    groups = group(analyses)
+    written: dict = {}
+    plot(groups, Path(args.dir), written)
+    print(md_table(*table(groups)))
+    for a in answers(groups):
+        print(a)
+    print(f"{len(analyses)} runs analyzed; figures: {', '.join(n for n in written if n.endswith('.png'))}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    return _report(args.dir, parse_where(args.where))
+
+
+def cmd_reproduce(args) -> int:
+    out, _ = _sweep(args)
+    return _report(out)
+
+
+def cmd_export(args) -> int:
+    store = _open_store(args.dir)
+    dest = store.export_parquet(args.path) if args.path.endswith(".parquet") else store.export_csv(args.path)
+    print(f"wrote {dest}")
+    return 0
+
+
+def cmd_export_model(args) -> int:
+    import torch
+
+    from .trainable import rebuild
+    store = _open_store(args.dir)
+    rows = store.runs(run_id=args.run_id)
+    blob = store.artefact(args.run_id)
+    if not rows or blob is None:
+        raise ConfigError(f"run {args.run_id!r}: no finished run with a stored model in {store.path}")
+    model = rebuild(RunConfig(**rows[0]["config"]), blob)
+    torch.save(model.state_dict(), args.path)
+    c = rows[0]["config"]
+    print(f"wrote {args.path}: the state_dict of {arch_name(c)} (norm {c['norm']!r}), trained set {c['trainable']!r}, "
+          f"test accuracy {rows[0]['test_accuracy']:.4f}; load it with torch.load(path, weights_only=True)")
+    return 0
+
+
+def _add_sweep_flags(p, default_config=None):
+    if default_config:
+        p.add_argument("--config", default=default_config, help="shipped config name (quick, report, questions) or a TOML path")
+    else:
+        p.add_argument("config", help="shipped config name (quick, report, questions) or a TOML path")
+    p.add_argument("--out", default=None, help="results directory (default runs/NAME)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, value in TOML syntax: --set widths=[10,100] --set max_epochs=5")
+    p.add_argument("--workers", type=int, default=1, help="groups trained in parallel processes (default 1)")
+    p.add_argument("--group-size", type=int, default=32,
+                   help="at most this many runs trained at once as one vectorized model (default 32; 1 = one at a time)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per group (default: all cores, divided among --workers)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where to train (default cpu; auto: cuda when there is a GPU)")
+    p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
+    r = p.add_argument_group("Ray executor (pip install 'bnonly[ray]')")
+    r.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local (default): this machine; ray: each group is a Ray task (the store is still written here)")
+    r.add_argument("--address", default=None,
+                   help="Ray cluster to join: 'auto' (the cluster this node belongs to) or HOST:PORT; "
+                        "default: start a local Ray")
+    r.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (and torch threads) per group (default 1)")
+    r.add_argument("--gpus-per-task", type=float, default=None,
+                   help="GPU share per group with --device cuda (default 0.25: four groups per GPU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bnonly", description="Train BatchNorm and only BatchNorm: MLPs and LeNet-5 on MNIST.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one model and print its result")
+    add_run_flags(t)
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    t.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
+    t.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
+    t.add_argument("--save", default=None, metavar="PATH", help="save the trained state_dict here")
+    t.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="train a grid of runs into a results store (resumable)")
+    _add_sweep_flags(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="figures, tables and the claims report of a results directory")
+    rp.add_argument("dir")
+    rp.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                    help="only runs with this configuration value (repeatable), e.g. --where max_epochs=10; "
+                         "a store that holds several studies reports the largest unless --where selects another")
+    rp.set_defaults(func=cmd_report)
+
+    an = sub.add_parser("analyze", help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")
+    an.add_argument("dir")
+    an.set_defaults(func=cmd_analyze)
+
+    rr = sub.add_parser("reproduce", help="sweep + report in one command")
+    _add_sweep_flags(rr, default_config="quick")
+    rr.set_defaults(func=cmd_reproduce)
+
+    ex = sub.add_parser("export", help="export a results store to CSV (or .parquet with pandas/pyarrow)")
+    ex.add_argument("dir")
+    ex.add_argument("path")
+    ex.set_defaults(func=cmd_export)
+
+    em = sub.add_parser("export-model", help="write a stored run's trained model as a plain PyTorch state_dict")
+    em.add_argument("dir")
+    em.add_argument("run_id")
+    em.add_argument("path")
+    em.set_defaults(func=cmd_export_model)
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except ConfigError as e:
+        print(f"bnonly: error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"bnonly: data error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bnonly: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

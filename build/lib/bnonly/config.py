@@ -1,0 +1,168 @@
+"""Typed run configuration, presets, and the canonical hash that names a run.
+
+A run is a function of one `RunConfig` (its seed included). Every field is a CLI flag
+(`--gamma-init`, `--max-epochs`, ...) and a TOML key of the same name (underscores).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+
+from .data import DATASETS
+from .models import GAMMA_INITS, MODELS
+from .norms import NORMS
+from .sets import SETS
+
+RANDOM_PLACEMENTS = ("scattered", "per-unit", "neuron")
+RANDOM_NORMS = ("batch", "inference")
+RANDOM_ALLOCATIONS = ("even", "proportional", "first", "last")
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+# The allowed values of each string field, most of them read from their registries.
+CHOICES = {"model": tuple(MODELS), "norm": tuple(NORMS), "gamma_init": tuple(GAMMA_INITS), "trainable": tuple(SETS),
+           "random_placement": RANDOM_PLACEMENTS, "random_norm": RANDOM_NORMS, "precision": PRECISIONS,
+           "random_allocation": RANDOM_ALLOCATIONS, "dataset": tuple(DATASETS)}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; its message is shown to the user as one line."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- model ---
+    model: str = "mlp"                 # mlp | lenet5
+    width: int = 784                   # hidden units per layer (MLP)
+    depth: int = 4                     # hidden blocks (MLP)
+    norm: str = "batchnorm"            # after each hidden linear/conv: batchnorm | layernorm | affine | none
+    gamma_init: str = "uniform(-1,1)"  # ones | uniform(-1,1) | uniform(0,1) | normal(0,1)
+    hidden_beta: bool = False          # hidden BN layers have a shift beta
+    bn_momentum: float = 0.1           # PyTorch convention (Keras 0.99 == 0.01 here)
+    bn_eps: float = 1e-5
+    # --- what trains ---
+    trainable: str = "bn"              # see sets.SETS
+    random_placement: str = "scattered"  # `random` set: scattered | per-unit | neuron
+    random_norm: str = "batch"         # `random` set: BN uses batch statistics (batch) or runs in inference mode
+    random_allocation: str = "even"    # `random` set: per layer as bn (even) | proportional | first | last
+    frozen_trunk_norm: bool = True     # sets that train neither hidden weights nor gamma/beta (out, none)
+                                       # keep the normalization layers; false builds them without
+    # --- optimisation ---
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    max_epochs: int = 100
+    patience: int = 3                  # early stopping on validation loss; best weights restored
+    lr_drop_epoch: int = 0             # multiply lr by lr_drop_factor from this epoch on, counted from 1 (0 = never)
+    lr_drop_factor: float = 0.1
+    precision: str = "fp32"            # fp32 | tf32 (CUDA matmuls in TF32) | bf16 (autocast forward)
+    # --- data ---
+    dataset: str = "mnist"
+    val_fraction: float = 0.2          # held out of the training set for early stopping
+    data_seed: int = 0                 # fixes the train/validation split
+    subset: int = 0                    # use only this many training images (0 = all 60,000)
+    # --- replicate ---
+    seed: int = 0                      # initial weights, random-set masks and data order
+
+    def __post_init__(self):
+        def check(ok, name, msg):
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: {msg}")
+        for f in fields(self):  # type check (TOML and CLI both end up here)
+            v = getattr(self, f.name)
+            want = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
+            if not isinstance(v, want) or (f.type in ("int", "float") and isinstance(v, bool)):
+                raise ConfigError(f"{f.name}={v!r}: expected {f.type}")
+            if f.type == "float":
+                object.__setattr__(self, f.name, float(v))
+        for name, allowed in CHOICES.items():
+            check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
+        check(self.width >= 1, "width", "must be >= 1")
+        check(self.depth >= 1, "depth", "must be >= 1")
+        check(0 < self.bn_momentum <= 1, "bn_momentum", "must be in (0, 1]")
+        check(self.bn_eps > 0, "bn_eps", "must be > 0")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(self.batch_size >= 2, "batch_size", "must be >= 2 (BatchNorm needs a batch)")
+        check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
+        check(self.patience >= 1, "patience", "must be >= 1")
+        check(self.lr_drop_epoch >= 0, "lr_drop_epoch", "must be >= 0 (0 = never)")
+        check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
+        check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
+        check(self.seed >= 0 and self.data_seed >= 0, "seed", "seeds must be >= 0")
+        s = SETS[self.trainable]
+        if s.needs_beta and not self.hidden_beta and self.norm != "none":
+            raise ConfigError(f"trainable={self.trainable!r} needs hidden_beta=true (this preset has no beta in hidden layers)")
+        if s.needs_norm and self.norm == "none":
+            raise ConfigError(f"trainable={self.trainable!r} needs normalization layers, but norm='none'")
+
+    # ---- identity ----
+    @property
+    def effective_norm(self) -> str:
+        """`all-nobn` builds the model without normalization whatever `norm` says; so do `out` and
+        `none` with frozen_trunk_norm=false (the report's published code)."""
+        s = SETS[self.trainable]
+        return "none" if s.without_norm or (s.frozen_trunk and not self.frozen_trunk_norm) else self.norm
+
+    def canonical(self) -> str:
+        """The canonical string of a run: every field, sorted, as JSON. Fields added after the first
+        release are left out while they hold their default, so that the runs of older stores keep
+        their run_id."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:16]
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# Fields added after the first release, with the default that older run_ids were computed under.
+LATER_FIELDS = {"frozen_trunk_norm": True}
+
+# Presets change only the fields they name; explicit flags/keys override them.
+PRESETS: dict[str, dict] = {
+    # The report's text: gamma ~ U(-1, 1), beta = 0 and "deactivated for the hidden layers".
+    "report": dict(gamma_init="uniform(-1,1)", hidden_beta=False, bn_momentum=0.1, bn_eps=1e-5,
+                   lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True),
+    # The report's published code: gamma ~ N(0, 1), beta everywhere, Keras BN defaults
+    # (momentum 0.99 -> 0.01 in PyTorch's convention, eps 1e-3), lr x0.1 from its 0-based epoch 70
+    # (the 71st epoch; lr_drop_epoch counts from 1), a frozen BN layer that runs in inference mode
+    # in the `random` baseline, and `out` / `none` models built without BatchNorm layers.
+    "report-code": dict(gamma_init="normal(0,1)", hidden_beta=True, bn_momentum=0.01, bn_eps=1e-3,
+                        lr_drop_epoch=71, random_norm="inference", frozen_trunk_norm=False),
+    # Frankle, Schwab & Morcos' code: gamma ~ U[0, 1), PyTorch BN defaults.
+    "frankle": dict(gamma_init="uniform(0,1)", hidden_beta=True, bn_momentum=0.1, bn_eps=1e-5,
+                    lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True),
+}
+DEFAULT_PRESET = "report"
+FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
+
+
+def resolve(preset: str = DEFAULT_PRESET, **overrides) -> RunConfig:
+    """Defaults, then the preset, then explicit overrides."""
+    if preset not in PRESETS:
+        raise ConfigError(f"preset={preset!r}: must be one of {', '.join(PRESETS)}")
+    unknown = sorted(set(overrides) - set(FIELD_TYPES))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(FIELD_TYPES)})")
+    return RunConfig(**{**PRESETS[preset], **overrides})
+
+
+def parse_value(key: str, text: str):
+    """Parse a command-line string for field `key` into its type."""
+    t = FIELD_TYPES[key]
+    try:
+        if t == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        return {"int": int, "float": float, "str": str}[t](text)
+    except ValueError:
+        raise ConfigError(f"{key}={text!r}: expected {t}") from None

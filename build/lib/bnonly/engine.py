@@ -1,0 +1,316 @@
+"""The training engine: one loop that trains a group of runs (M >= 1) as one vectorized `Stack`.
+
+`bnonly train` calls it with one run; the sweep with every seed x trainable set of one architecture.
+Per model: its own masks, BatchNorm statistics, early stopping (a stopped model keeps its best
+weights and leaves the stack, so it stops costing compute). Data order is a function of the seed
+alone, so runs of one seed see the same mini-batches whatever else is in the group.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy
+import torch
+import torch.nn.functional as F
+
+from . import data as data_mod
+from .config import ConfigError, RunConfig
+from .models import Net, build
+from .sets import SETS
+from .stacked import Stack
+from .trainable import pack, plan
+from .version import __version__
+
+# Fields that may differ between runs trained together; all others must match.
+PER_MODEL_FIELDS = ("seed", "trainable", "random_placement", "random_norm", "random_allocation")
+
+
+def group_key(cfg: RunConfig) -> str:
+    """Runs with the same key can share a Stack (same architecture, data and optimisation)."""
+    return cfg.replace(seed=0, trainable="all" if cfg.effective_norm != "none" else "all-nobn",
+                       random_placement="scattered", random_norm="batch", random_allocation="even").canonical()
+
+
+def stack_key(cfg: RunConfig) -> tuple[str, bool]:
+    """How the sweep batches runs: same group key, and alike in whether hidden weights train
+    (a stack computes weight gradients and optimizer steps for every model if any model needs them,
+    so `bn`-like runs train apart from `all`/`random` and skip that work entirely)."""
+    return group_key(cfg), SETS[cfg.trainable].trains_hidden_weights
+
+
+@dataclass
+class Hooks:
+    """Progress callbacks (all optional)."""
+    batch: object = None   # batch(epoch, b, n_batches, n_models) after every optimisation step
+    epoch: object = None   # epoch(epoch, n_active) after every epoch
+
+
+@dataclass
+class Result:
+    config: RunConfig
+    status: str = "finished"           # finished | diverged
+    history: list = field(default_factory=list)  # per epoch: train_loss, train_acc, val_loss, val_acc, lr
+    best_epoch: int = 0
+    epochs_run: int = 0
+    val_loss: float = math.nan
+    val_accuracy: float = math.nan
+    test_loss: float = math.nan
+    test_accuracy: float = math.nan
+    trainable_params: int = 0
+    trainable_by_layer: dict = field(default_factory=dict)
+    total_params: int = 0
+    seconds: float = 0.0               # this run's share of the group's wall time
+    group_size: int = 1
+    device: str = "cpu"
+    model: Net | None = None           # the trained model (best weights), on the CPU
+    artefact: bytes | None = None      # what trained, packed (trainable.pack); rebuilt by trainable.rebuild
+
+    def summary(self) -> dict:
+        return {"run_id": self.config.run_id, "status": self.status,
+                "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+                "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
+                "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+                "trainable_params": self.trainable_params, "trainable_by_layer": self.trainable_by_layer,
+                "total_params": self.total_params, "seconds": self.seconds, "group_size": self.group_size,
+                "device": self.device, "history": self.history, "config": self.config.__dict__.copy(),
+                "versions": versions()}
+
+
+def versions() -> dict:
+    return {"bnonly": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but this PyTorch sees no CUDA GPU")
+    return device
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    return n // batch_size + (1 if n % batch_size >= 2 else 0)  # a last batch of one would break BatchNorm
+
+
+@torch.no_grad()
+def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0):
+    """Per-model mean cross-entropy and accuracy over (x, y) in inference mode: two [M] tensors."""
+    M = stack.size
+    if not chunk:
+        width = max(p.shape[1] for n, p in stack.params.items() if n.endswith("op.weight"))
+        chunk = max(256, min(len(y), int(2 ** 25 // max(1, M * width))))
+    loss = torch.zeros(M, device=x.device, dtype=torch.float64)
+    correct = torch.zeros(M, device=x.device, dtype=torch.float64)
+    for s in range(0, len(y), chunk):
+        xb, yb = x[s:s + chunk], y[s:s + chunk]
+        logits = stack.forward(xb.unsqueeze(0), training=False, shared=[(0, 0, M)])
+        loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(M), reduction="none").view(M, -1).sum(1)
+        correct += (logits.argmax(-1) == yb).sum(1)
+    return loss / len(y), correct / len(y)
+
+
+def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[idx] for an [M, B] index (index_select on rows is several times faster than x[idx] on CPU)."""
+    return x.view(len(x), -1).index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
+
+
+def shared_runs(pos: list[int]):
+    """Per-model seed positions (sorted) -> the seeds to gather a batch for, and for each of them
+    (its row in that gather, first model, end model): one gather per seed, not per model."""
+    seeds, shared = [], []
+    for m, p in enumerate(pos):
+        if seeds and seeds[-1] == p:
+            shared[-1][2] = m + 1
+        else:
+            seeds.append(p)
+            shared.append([len(seeds) - 1, m, m + 1])
+    return seeds, [tuple(t) for t in shared]
+
+
+def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float, momentum: float,
+         weight_decay: float, bf16: bool = False, shared=None):
+    """One SGD step of every model in the stack on its own batch (xb [M, B, ...], yb [M, B]; or,
+    with `shared`, xb [S, B, ...] holding each seed's batch once, see Stack.forward).
+    Gradients, momentum and weight decay are multiplied by the trainable masks, so frozen entries
+    get an exact zero update. Returns the per-model mean losses [M] and the logits."""
+    trainable = [(n, p) for n, p in stack.params.items() if p.requires_grad]
+    with torch.set_grad_enabled(bool(trainable)), torch.autocast(xb.device.type, torch.bfloat16, enabled=bf16):
+        logits = stack.forward(xb, training=True, shared=shared).float()
+        loss_m = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
+                                 reduction="none").view(yb.shape).mean(1)
+    if not trainable:
+        return loss_m, logits
+    params = [p for _, p in trainable]
+    grads = list(torch.autograd.grad(loss_m.sum(), params))
+    with torch.no_grad():  # SGD as torch.optim.SGD computes it, over all tensors at once
+        if weight_decay:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        if momentum and bufs:
+            moms = [bufs[n] for n, _ in trainable]
+            torch._foreach_mul_(moms, momentum)
+            torch._foreach_add_(moms, grads)
+        else:
+            moms = grads
+            bufs.update((n, g) for (n, _), g in zip(trainable, grads))
+        masked = [(m, stack.masks[n]) for (n, _), m in zip(trainable, moms) if stack.masks[n] is not None]
+        if masked:  # frozen entries: zero step, momentum and decay included
+            torch._foreach_mul_([m for m, _ in masked], [k for _, k in masked])
+        torch._foreach_add_(params, moms, alpha=-lr)
+    return loss_m.detach(), logits
+
+
+def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, hooks: Hooks | None = None) -> list[Result]:
+    """Train runs that share a group key as one stack; returns one Result per config, in order."""
+    hooks = hooks or Hooks()
+    order = sorted(range(len(cfgs)), key=lambda i: cfgs[i].seed)  # models sharing a batch: contiguous
+    if len({group_key(c) for c in cfgs}) != 1:
+        raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
+    device = resolve_device(device)
+    if device == "cuda":  # TF32 only when asked for (PyTorch's default for matmuls is full fp32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfgs[0].precision == "tf32"
+    t0 = time.perf_counter()
+    group = Group([cfgs[i] for i in order], device, data_dir)
+    for epoch in range(1, group.cfg.max_epochs + 1):
+        if len(group.active) == 0:
+            break
+        group.train_epoch(epoch, hooks)
+        group.validate(epoch, hooks)
+    results = group.finish(time.perf_counter() - t0)
+    out = [None] * len(cfgs)
+    for j, i in enumerate(order):
+        out[i] = results[j]
+    return out
+
+
+class Group:
+    """The state of one group's training: its stack of active models and, per model of the whole
+    group (index g), the best weights, early-stopping counters and Result. The stack holds only the
+    models still training; `active` maps its rows to g."""
+
+    def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None):
+        self.cfgs, self.cfg, self.device = cfgs, cfgs[0], device
+        c0 = self.cfg
+        self.data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir)
+        self.models = [build(c, self.data.input_shape) for c in cfgs]
+        self.plans = [plan(m, c) for m, c in zip(self.models, cfgs)]
+        self.stack = Stack.from_models(self.models, self.plans, device)
+        M = len(cfgs)
+        self.results = [Result(c, trainable_params=p.count(m), trainable_by_layer=p.by_layer(m),
+                               total_params=sum(q.numel() for q in m.parameters()), device=device, group_size=M)
+                        for c, m, p in zip(cfgs, self.models, self.plans)]
+        self.active = torch.arange(M, device=device)
+        self.best = {**{n: p.detach().clone() for n, p in self.stack.params.items()},
+                     **{n: b.clone() for n, b in self.stack.buffers.items()}}
+        self.best_val = [math.inf] * M
+        self.bad = [0] * M
+        self.seeds = sorted({c.seed for c in cfgs})
+        self.gens = {s: torch.Generator().manual_seed(s) for s in self.seeds}
+        self.seed_pos = torch.tensor([self.seeds.index(c.seed) for c in cfgs], device=device)
+        self.n_batches = batches_per_epoch(len(self.data.y_train), c0.batch_size)
+        self.bufs: dict[str, torch.Tensor] = {}  # momentum buffers of the active models
+        self.lr = c0.lr
+        self.train_loss = self.train_acc = None
+
+    def train_epoch(self, epoch: int, hooks: Hooks):
+        """One pass over the training set: every active model on its seed's batches."""
+        c0, d, device = self.cfg, self.data, self.device
+        N, B = len(d.y_train), c0.batch_size
+        self.lr = c0.lr * (c0.lr_drop_factor if c0.lr_drop_epoch and epoch >= c0.lr_drop_epoch else 1.0)
+        perms = torch.stack([torch.randperm(N, generator=self.gens[s]) for s in self.seeds]).to(device)  # [S, N]
+        pos = self.seed_pos.index_select(0, self.active)
+        Ma = len(self.active)
+        rows, shared = shared_runs(pos.tolist())
+        rows = torch.tensor(rows, device=device)
+        loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
+        correct = torch.zeros(Ma, device=device, dtype=torch.float64)
+        for b in range(self.n_batches):
+            batch = perms[:, b * B:(b + 1) * B]  # [S, Bb]: each seed's batch
+            yb = d.y_train[batch.index_select(0, pos)]  # [Ma, Bb]: each model's labels
+            loss_m, logits = step(self.stack, gather(d.x_train, batch.index_select(0, rows)), yb, self.bufs, self.lr,
+                                  c0.momentum, c0.weight_decay, bf16=c0.precision == "bf16", shared=shared)
+            with torch.no_grad():
+                loss_sum += loss_m.detach() * yb.shape[1]
+                correct += (logits.argmax(-1) == yb).sum(1)
+            if hooks.batch:
+                hooks.batch(epoch, b + 1, self.n_batches, Ma)
+        self.train_loss, self.train_acc = (loss_sum / N).tolist(), (correct / N).tolist()
+
+    def validate(self, epoch: int, hooks: Hooks):
+        """Validation loss and accuracy of the active models, the epoch in each history, best weights
+        kept, and models out of patience (or diverged) taken out of the stack."""
+        val_loss, val_acc = evaluate(self.stack, self.data.x_val, self.data.y_val)
+        tl, ta, vl, va = self.train_loss, self.train_acc, val_loss.tolist(), val_acc.tolist()
+        keep, improved = [], []
+        for j, g in enumerate(self.active.tolist()):
+            r = self.results[g]
+            r.history.append({"epoch": epoch, "train_loss": tl[j], "train_accuracy": ta[j],
+                              "val_loss": vl[j], "val_accuracy": va[j], "lr": self.lr})
+            r.epochs_run = epoch
+            if not (math.isfinite(tl[j]) and math.isfinite(vl[j])):
+                r.status = "diverged"
+                continue
+            if vl[j] < self.best_val[g]:
+                self.best_val[g], self.bad[g] = vl[j], 0
+                r.best_epoch, r.val_loss, r.val_accuracy = epoch, vl[j], va[j]
+                improved.append(j)
+            else:
+                self.bad[g] += 1
+            if self.bad[g] < self.cfg.patience:
+                keep.append(j)
+        if improved:
+            jj = torch.tensor(improved, device=self.device)
+            gg = self.active.index_select(0, jj)
+            for n, t in {**self.stack.params, **self.stack.buffers}.items():
+                self.best[n].index_copy_(0, gg, t.detach().index_select(0, jj))
+        if hooks.epoch:
+            hooks.epoch(epoch, len(keep))
+        if len(keep) < len(self.active):
+            kk = torch.tensor(keep, device=self.device, dtype=torch.long)
+            self.stack = self.stack.select(kk)
+            self.active = self.active.index_select(0, kk)
+            self.bufs = {n: t.index_select(0, kk) for n, t in self.bufs.items()}
+
+    def finish(self, seconds: float) -> list[Result]:
+        """Every model's best weights restored, evaluated on the test set once, and packed."""
+        final = Stack.from_models(self.models, self.plans, self.device)
+        with torch.no_grad():
+            for n, t in {**final.params, **final.buffers}.items():
+                t.copy_(self.best[n])
+        test_loss, test_acc = evaluate(final, self.data.x_test, self.data.y_test)
+        M = len(self.results)
+        for i, r in enumerate(self.results):
+            if r.best_epoch:
+                r.test_loss, r.test_accuracy = float(test_loss[i]), float(test_acc[i])
+            r.seconds = seconds / M
+            self.models[i].load_state_dict(final.state_dict(i))
+            r.model = self.models[i].eval()
+            r.artefact = pack(r.model, self.plans[i], self.data.input_shape)
+        return self.results
+
+
+def calibrate(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, batches: int = 3) -> dict:
+    """Seconds this group spends on setup (building its models and stack), per training step (the
+    real epoch loop: the faster of two rounds of `batches` steps, after one warm-up step) and per
+    evaluated example. Nothing
+    is stored; the runs' own training starts from scratch."""
+    t0 = time.perf_counter()
+    group = Group(sorted(cfgs, key=lambda c: c.seed), resolve_device(device), data_dir)
+    setup = time.perf_counter() - t0
+    full = group.n_batches
+    group.n_batches = 1
+    group.train_epoch(1, Hooks())  # warm-up
+    group.n_batches = min(batches, full)
+    rounds = []
+    for epoch in (2, 3):  # the faster of two rounds: a passing load on the machine inflates one
+        t0 = time.perf_counter()
+        group.train_epoch(epoch, Hooks())
+        rounds.append((time.perf_counter() - t0) / group.n_batches)
+    per_step = min(rounds)
+    n = min(2048, len(group.data.y_val))
+    t0 = time.perf_counter()
+    evaluate(group.stack, group.data.x_val[:n], group.data.y_val[:n])
+    return {"setup": setup, "step": per_step, "example": (time.perf_counter() - t0) / n}

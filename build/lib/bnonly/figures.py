@@ -1,0 +1,106 @@
+"""Figures: accuracy against depth (the report's Figures 1-3) and against trainable parameters.
+
+Every figure is saved as PNG and SVG through `save_figure`; colours and set order come from the
+trainable-set registry.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from .sets import color, ordered  # noqa: E402
+from .stats import CHANCE, finished  # noqa: E402
+
+DPI = 120
+
+
+def save_figure(fig, out_dir: Path, stem: str, written: dict) -> None:
+    """The figure as PNG and SVG in out_dir; `written` maps file names to paths."""
+    for ext in ("png", "svg"):
+        path = out_dir / f"{stem}.{ext}"
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        written[path.name] = path
+    plt.close(fig)
+
+
+def _depth_panel(ax, mlp, width: int) -> None:
+    cells = {(d, t): s for (w, d, t), s in mlp.items() if w == width}
+    depths = sorted({d for d, _ in cells})
+    for t in ordered(t for _, t in cells):
+        ds = [d for d in depths if (d, t) in cells]
+        st = [cells[(d, t)] for d in ds]
+        c = color(t)
+        ax.plot(ds, [s.mean for s in st], "o-", color=c, label=t, markersize=4)
+        ax.fill_between(ds, [s.lo for s in st], [s.hi for s in st], color=c, alpha=0.2, linewidth=0)
+        if len(ds) == 1:  # a band over one x is invisible: draw the interval as an error bar
+            ax.errorbar(ds, [st[0].mean], yerr=[st[0].half], color=c, capsize=3, linestyle="")
+    ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set(title=f"width {width}", xlabel="depth (hidden layers)", ylim=(0, 1), xticks=depths)
+    if len(depths) == 1:
+        ax.set_xlim(depths[0] - 1, depths[0] + 1)
+    ax.grid(alpha=0.3)
+
+
+def plot_accuracy_vs_depth(mlp, out_dir: Path, written: dict) -> str | None:
+    """Combined figure (one panel per width) plus one file per width; returns a skip reason or None."""
+    widths = sorted({w for w, _, _ in mlp})
+    if not widths:
+        return "No finished MLP runs, so the accuracy-vs-depth figures are not drawn."
+    ncols = min(len(widths), 4)
+    nrows = math.ceil(len(widths) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), sharey=True, squeeze=False)
+    for ax, w in zip(axes.flat, widths):
+        _depth_panel(ax, mlp, w)
+    for ax in list(axes.flat)[len(widths):]:
+        ax.set_visible(False)
+    axes[0][0].set_ylabel("test accuracy")
+    handles, labels = {}, {}
+    for ax in list(axes.flat)[:len(widths)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    order = ordered(k for k in handles if k != "chance") + ["chance"]
+    fig.legend([handles[k] for k in order], order, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    save_figure(fig, out_dir, "accuracy_vs_depth", written)
+    for w in widths:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        _depth_panel(ax, mlp, w)
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        save_figure(fig, out_dir, f"accuracy_vs_depth_w{w}", written)
+    return None
+
+
+def plot_accuracy_vs_params(runs, out_dir: Path, written: dict) -> str | None:
+    """Every finished run as a point; runs with 0 trainable parameters are drawn at x = 1."""
+    done = [r for r in finished(runs) if r.get("trainable_params") is not None]
+    if not done:
+        return "No finished runs with a trainable-parameter count, so the accuracy-vs-parameters figure is not drawn."
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"mlp": "o", "lenet5": "^"}
+    for t in ordered(r["trainable"] for r in done):
+        for model, marker in markers.items():
+            pts = [r for r in done if r["trainable"] == t and r.get("model") == model]
+            if pts:
+                ax.scatter([max(int(r["trainable_params"]), 1) for r in pts], [r["test_accuracy"] for r in pts],
+                           color=color(t), marker=marker, s=22, alpha=0.75)
+    ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1)
+    ax.set(xscale="log", ylim=(0, 1), xlabel="trainable parameters (log scale)", ylabel="test accuracy",
+           title="test accuracy vs trainable parameters (o = MLP, ^ = LeNet-5)")
+    ax.grid(alpha=0.3)
+    sets = ordered(r["trainable"] for r in done)
+    handles = [Line2D([], [], color=color(t), marker="s", linestyle="") for t in sets]
+    models = [m for m in markers if any(r.get("model") == m for r in done)]
+    handles += [Line2D([], [], color="black", marker=markers[m], linestyle="") for m in models]
+    handles.append(Line2D([], [], color="grey", linestyle="--"))
+    labels = [t + (" (0 params, drawn at x=1)" if t == "none" else "") for t in sets]
+    labels += [{"mlp": "MLP", "lenet5": "LeNet-5"}[m] for m in models] + ["chance"]
+    ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    save_figure(fig, out_dir, "accuracy_vs_params", written)
+    return None

@@ -1,0 +1,88 @@
+"""Normalization kinds: the layer after each hidden linear/conv. One entry per kind.
+
+Whatever the kind, the layer's `weight` is gamma and its `bias` beta (None when the preset has no
+hidden beta). The batched engine (stacked.py) asks `kind_of(layer)` how to compute a layer and
+raises for a layer this table does not know, rather than computing something else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class Affine(nn.Module):
+    """A per-feature scale and shift with no normalization (no statistics)."""
+
+    def __init__(self, features: int, conv: bool = False):
+        super().__init__()
+        self.conv = conv
+        self.weight = nn.Parameter(torch.ones(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x):
+        shape = (1, -1, 1, 1) if self.conv else (1, -1)
+        return x * self.weight.view(shape) + (0 if self.bias is None else self.bias.view(shape))
+
+
+@dataclass(frozen=True)
+class NormKind:
+    name: str
+    help: str
+    build: Callable | None        # build(features, conv, momentum, eps) -> nn.Module; None: no layer
+    classes: tuple = ()           # the module classes of this kind (kind_of matches them exactly)
+    batch_statistics: bool = False  # normalizes over the batch, keeps running statistics
+    per_example: bool = False       # normalizes each example over its features
+
+    @property
+    def normalizes(self) -> bool:
+        return self.batch_statistics or self.per_example
+
+
+def _batchnorm(features, conv, momentum, eps):
+    return (nn.BatchNorm2d if conv else nn.BatchNorm1d)(features, eps=eps, momentum=momentum)
+
+
+def _layernorm(features, conv, momentum, eps):
+    return nn.GroupNorm(1, features, eps=eps) if conv else nn.LayerNorm(features, eps=eps)
+
+
+def _affine(features, conv, momentum, eps):
+    return Affine(features, conv)
+
+
+NORMS: dict[str, NormKind] = {k.name: k for k in (
+    NormKind("batchnorm", "BatchNorm: batch statistics in training, running statistics in inference",
+             _batchnorm, (nn.BatchNorm1d, nn.BatchNorm2d), batch_statistics=True),
+    NormKind("layernorm", "each example normalized over its features (on conv layers over channels and "
+             "pixels, i.e. GroupNorm with one group), per-feature gamma/beta", _layernorm,
+             (nn.LayerNorm, nn.GroupNorm), per_example=True),
+    NormKind("affine", "a per-feature scale and shift, no normalization, no statistics", _affine, (Affine,)),
+    NormKind("none", "no layer (hidden linear/conv layers get a bias instead)", None),
+)}
+NAMES = tuple(NORMS)
+
+
+def norm_layer(kind: str, features: int, conv: bool, hidden_beta: bool, momentum: float, eps: float):
+    """The layer of `kind` after a hidden layer of `features` outputs (None for 'none')."""
+    if kind not in NORMS:
+        raise ValueError(f"unknown norm {kind!r} (known: {', '.join(NORMS)})")
+    if NORMS[kind].build is None:
+        return None
+    layer = NORMS[kind].build(features, conv, momentum, eps)
+    if not hidden_beta:  # "beta deactivated": the layer scales but does not shift
+        layer.register_parameter("bias", None)
+    return layer
+
+
+def kind_of(layer) -> NormKind:
+    """The registry entry of a normalization layer (None is 'none'); an unknown layer raises."""
+    if layer is None:
+        return NORMS["none"]
+    for kind in NORMS.values():
+        if type(layer) in kind.classes:
+            return kind
+    raise TypeError(f"{type(layer).__name__} is not a normalization kind bnonly knows "
+                    f"({', '.join(NORMS)}); add it to norms.NORMS")

@@ -1,0 +1,227 @@
+"""The report: what was run, the claims, figures, tables and the open questions, as one list of
+sections that render.py writes as report.md, report.html and report.json.
+
+write_report(out_dir) reads out_dir/results.sqlite (or takes runs, a list of run dicts as
+Store.runs() returns them) and writes figures (PNG + SVG), report.md, report.html and report.json
+into out_dir. Only finished runs with a finite test accuracy enter the statistics; diverged and
+failed runs are counted in the text. Partial data never crashes it: what cannot be drawn is skipped,
+with a sentence saying why.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from . import analysis, questions
+from .claims import claims
+from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params
+from .models import arch_name
+from .render import claims_blocks, figure, json_sections, note, render_html, render_md, table, text
+from .sets import ordered
+from .stats import (PROTOCOL_TEXT, budget_gaps, cell, config_of, describe_study, finished, lenet_stats,
+                    mlp_stats, studies)
+from .store import Store
+
+CONFIG_FIELDS = ("gamma_init", "hidden_beta", "bn_momentum", "bn_eps", "lr", "momentum",
+                 "batch_size", "max_epochs", "patience", "lr_drop_epoch", "subset", "val_fraction",
+                 "random_placement", "random_norm", "frozen_trunk_norm", "precision")
+
+
+# ----------------------------------------------------------------------------- tables
+def mlp_table(mlp) -> tuple[list[str], list[list[str]]]:
+    """One row per (width, depth), one column per trainable set, cells 'mean ± half' in percent."""
+    sets = ordered(t for _, _, t in mlp)
+    rows = []
+    for w, d in sorted({(w, d) for w, d, _ in mlp}):
+        ns = [mlp[(w, d, t)].n for t in sets if (w, d, t) in mlp]
+        n = str(min(ns)) if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}"
+        rows.append([str(w), str(d)] + [cell(mlp.get((w, d, t))) for t in sets] + [n])
+    return ["width", "depth"] + sets + ["n seeds"], rows
+
+
+def lenet_table(runs, lenet) -> tuple[list[str], list[list[str]]]:
+    params = defaultdict(set)
+    for r in finished(runs):
+        if r.get("model") == "lenet5" and r.get("trainable_params") is not None:
+            params[r["trainable"]].add(int(r["trainable_params"]))
+    rows = [[t, cell(s), str(s.n), "/".join(f"{p:,}" for p in sorted(params[t])) or "–"] for t, s in lenet.items()]
+    return ["trainable set", "test accuracy (%)", "n", "trainable params"], rows
+
+
+
+# ----------------------------------------------------------------------------- text
+
+def _values(xs) -> str:
+    xs = sorted({x for x in xs if x is not None}, key=lambda v: (str(type(v)), v))
+    return ", ".join(map(str, xs)) if xs else "–"
+
+
+def summary_text(runs, study: list[dict], sweep: dict | None = None) -> list[str]:
+    """Sentences of the 'what was run' paragraph: the store (runs), then the study this report covers;
+    `sweep` is the last sweep's config (store meta)."""
+    status = Counter(r.get("status") for r in runs)
+    done = finished(study)
+    mlp = [r for r in done if r.get("model") == "mlp"]
+    out = [f"Last sweep: {sweep.get('name', '?')!r} with preset {sweep.get('preset', '?')!r}."] if sweep else []
+    out += [f"{len(runs)} runs in the store: " + (", ".join(f"{n} {s}" for s, n in sorted(status.items(), key=str))
+                                                  or "none") + f"; {len(finished(runs))} count for the statistics."]
+    nan_finished = status.get("finished", 0) - len(finished(runs))
+    if nan_finished:
+        out.append(f"{nan_finished} finished run(s) without a finite test accuracy are ignored.")
+    bad = [r for r in runs if r.get("status") in ("diverged", "failed")]
+    if bad:
+        out.append("Not counted: " + "; ".join(
+            f"{r.get('status')} {arch_name(r)} {r.get('trainable')} seed {r.get('seed')}"
+            for r in bad[:10]) + ("; …" if len(bad) > 10 else "") + ".")
+    out.append(f"Models: {_values(r.get('model') for r in done)}. MLP widths: {_values(r.get('width') for r in mlp)}; "
+               f"depths (hidden layers): {_values(r.get('depth') for r in mlp)}. Trainable sets: "
+               f"{', '.join(ordered(r.get('trainable') for r in done)) or '–'}. "
+               f"Seeds: {_values(r.get('seed') for r in done)}.")
+    cfgs = [config_of(r) for r in study]
+    conf = [f"{k} = {_values(c.get(k) for c in cfgs)}" for k in CONFIG_FIELDS if cfgs]
+    if conf:
+        out.append("Configuration: " + "; ".join(conf) + ".")
+    secs = sum(float(r["seconds"]) for r in runs if r.get("seconds") is not None)
+    out.append(f"Total compute: {secs:,.{0 if secs >= 100 else 1}f} s ({secs / 3600:.2f} h).")
+    return out
+
+
+def budget_text(study: list[dict]) -> str:
+    """The study's budget next to the report's protocol, and what that means for the verdicts."""
+    done = [r for r in study if r.get("status") in ("finished", "diverged")]
+    if not done:
+        return "No finished runs, so no budget to state."
+    c = config_of(done[0])  # the budget fields are part of the study, so every run shares them
+    capped = sum(1 for r in done if (r.get("epochs_run") or 0) >= c["max_epochs"])
+    data = f"a subset of {c['subset']:,} training images" if c["subset"] else "the whole training set"
+    budget = (f"Budget of this study: {data}, {100 * c['val_fraction']:.0f}% of it held out for validation, early "
+              f"stopping with patience {c['patience']} within max_epochs = {c['max_epochs']}, lr {c['lr']}, batch "
+              f"{c['batch_size']}; {capped} of {len(done)} runs ended at the epoch cap.")
+    if budget_gaps(done) is None:
+        return budget + " This is the report's protocol, so its claims can be judged here."
+    return (budget + f" This is not the report's protocol ({PROTOCOL_TEXT}): a claim that rests on accuracies is "
+            "'not testable at this budget' here; `bnonly sweep claims` runs the protocol.")
+
+
+HOW_TO_READ = ("Chance level is 10% (ten classes; dashed grey line). Accuracies are test accuracies; a cell or "
+               "line is the mean over seeds, and ± / the shaded band is the 95% Student-t interval over seeds "
+               "(t quantile for n−1 degrees of freedom). With a single seed there is no interval (marked n=1). "
+               "Comparisons between sets (claims 3-6, the open questions) use paired per-seed differences: runs of "
+               "one seed share initial weights and data order. Runs whose configurations differ in anything but "
+               "the seed, the architecture, the set or the setting a section varies are never pooled. "
+               "Only finished runs with a finite test accuracy are used; diverged and failed runs are listed above. "
+               "In the parameters figure, runs with no trainable parameters (set 'none') are drawn at x = 1.")
+
+def _figure_items(written) -> list[tuple[str, str, str]]:
+    """(png name, svg name, caption) for each drawn figure, in report order."""
+    items = []
+    if "accuracy_vs_depth.png" in written:
+        items.append(("accuracy_vs_depth", "Test accuracy against depth, one panel per width, mean and 95% interval."))
+        items += [(p[:-4], f"Test accuracy against depth at width {p[len('accuracy_vs_depth_w'):-4]}.")
+                  for p in sorted(written, key=lambda s: (len(s), s))
+                  if p.startswith("accuracy_vs_depth_w") and p.endswith(".png")]
+    if "accuracy_vs_params.png" in written:
+        items.append(("accuracy_vs_params", "Test accuracy against trainable parameters, every finished run "
+                                            "(o = MLP, ^ = LeNet-5; set 'none' has 0 parameters and is drawn at x = 1)."))
+    return [(f"{s}.png", f"{s}.svg", c) for s, c in items]
+
+
+
+# ----------------------------------------------------------------------------- entry point
+def select(runs, where: dict | None) -> list[dict]:
+    """The runs whose configuration has every key = value of `where` (values compared as text)."""
+    if not where:
+        return list(runs)
+    return [r for r in runs if all(str(config_of(r).get(k)) == str(v) for k, v in where.items())]
+
+
+def _other_studies(others, where_cmd: str) -> dict:
+    rows = []
+    for fields, rs in others:
+        base = [r for r in rs if questions.is_baseline(r)]
+        verdicts = Counter(c["verdict"] for c in claims(base))
+        rows.append([describe_study(fields), str(len(rs)), ", ".join(f"{n} {v}" for v, n in verdicts.items()),
+                     where_cmd + " " + " ".join(f"--where {k}={v}" for k, v in fields.items())])
+    return {"title": "Other studies in this store", "blocks": [
+        text("These runs differ from the study above in more than the seed, so they are never pooled with it. "
+             "Each is a study of its own; the command in the last column writes its full report."),
+        table(["study", "runs", "claims", "report it with"], rows)]}
+
+
+def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None,
+                 where: dict | None = None) -> dict[str, Path]:
+    """Write figures (PNG+SVG), report.md, report.html and report.json into out_dir; returns {file name: path}.
+    `where` ({field: value}) keeps only the runs with those configuration values. The report covers one
+    study (stats.studies: runs that differ only in seed, architecture, set, norm, allocation, data set),
+    the largest; the others are listed at the end, with the --where that reports each."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep = None
+    if runs is None:
+        store = Store(out_dir / "results.sqlite")
+        runs, sweep = store.runs(), store.meta().get("sweep")
+    all_runs = select(runs, where)
+    split = studies(all_runs)
+    fields, study = split[0] if split else ({}, [])
+    # The figures, tables and claims are the report's setting (BatchNorm, random spread evenly) on
+    # MNIST (or the one data set there is); other settings answer the open questions below them.
+    datasets = sorted({config_of(r)["dataset"] for r in study}, key=lambda d: (d != "mnist", str(d)))
+    main_ds = datasets[0] if datasets else None
+    runs = [r for r in study if questions.is_baseline(r) and config_of(r)["dataset"] == main_ds]
+    mlp, lenet = mlp_stats(runs), lenet_stats(runs)
+    written: dict[str, Path] = {}
+    skipped = [s for s in (plot_accuracy_vs_depth(mlp, out_dir, written),
+                           plot_accuracy_vs_params(runs, out_dir, written)) if s]
+    summary = summary_text(all_runs, study, sweep)
+    if len(split) > 1:
+        summary.append(f"The store holds {len(split)} studies (runs that differ in more than the seed: "
+                       f"{', '.join(fields)}); this report covers the largest, {describe_study(fields)} "
+                       f"({len(study)} runs), and lists the others at the end.")
+    if len(runs) < len(study):
+        summary.append(f"Figures, tables and the first claims table use the {len(runs)} runs of the report's setting "
+                       f"(BatchNorm, random weights spread evenly, {main_ds}); the sections after them use the rest.")
+    cl_main = claims(runs, main_ds)
+    mlp_t, lenet_t = mlp_table(mlp), lenet_table(runs, lenet)
+    n_note = "Cells: mean ± 95% t interval over seeds, in %; n seeds = the number of seeds in the row's cells."
+    sections = [
+        {"title": "What was run", "blocks": [text(" ".join(summary)), text(budget_text(study))]},
+        {"title": "Claims", "blocks": claims_blocks(cl_main)},
+        {"title": "Figures", "blocks": [figure(png, cap, svg) for png, svg, cap in _figure_items(written)]
+                                       + [note(s) for s in skipped]},
+        {"title": "MLP test accuracy (%)",
+         "blocks": [table(*mlp_t, caption=n_note) if mlp_t[1] else note("No finished MLP runs.")]},
+        {"title": "LeNet-5 test accuracy (%)",
+         "blocks": [table(*lenet_t, caption=n_note) if lenet_t[1] else note("No finished LeNet-5 runs.")]},
+    ]
+    sections += questions.sections(study, out_dir, written)
+    gamma_t = None
+    ids = {r["run_id"] for r in study}
+    analyses = [a for a in analyses or [] if a["run_id"] in ids]
+    if analyses:  # what the affine parameters learn (runs with stored models)
+        sec, gamma_t = analysis.section(analyses, out_dir, written)
+        sections.append(sec)
+    claims_by_ds = {main_ds: cl_main}
+    for ds in datasets[1:]:
+        claims_by_ds[ds] = claims([r for r in study if questions.is_baseline(r) and config_of(r)["dataset"] == ds], ds)
+        sections.append({"title": f"Claims on {ds}",
+                         "blocks": [{"kind": "question", "text": f"Do the report's six claims hold on {ds}?"},
+                                    *claims_blocks(claims_by_ds[ds])]})
+    if len(split) > 1:
+        sections.append(_other_studies(split[1:], f"bnonly report {out_dir}"))
+    sections.append({"title": "How to read this", "blocks": [text(HOW_TO_READ)]})
+
+    doc = {"study": fields, "studies": [describe_study(f) for f, _ in split], "claims": cl_main,
+           "claims_by_dataset": claims_by_ds,
+           "mlp_table": dict(zip(("header", "rows"), mlp_t)),
+           "lenet_table": dict(zip(("header", "rows"), lenet_t)),
+           "sections": json_sections(sections),
+           "gamma_analysis": None if not analyses else {**dict(zip(("header", "rows"), gamma_t)),
+                                                        "runs": analysis.summaries(analyses)}}
+    (out_dir / "report.json").write_text(json.dumps(doc, indent=1, default=str))
+    written["report.json"] = out_dir / "report.json"
+    for name, render in (("report.md", render_md), ("report.html", render_html)):
+        path = out_dir / name
+        path.write_text(render(title, sections), encoding="utf-8")
+        written[name] = path
+    return written

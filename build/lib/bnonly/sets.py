@@ -1,0 +1,87 @@
+"""The trainable sets: what trains in a run. One entry per set; every other module reads this table.
+
+A set names the parts of a model that train. Every parameter of a `Net` is one of four parts:
+`hidden` (the weights and biases of the hidden linear/conv layers), `gamma` and `beta` (the
+normalization layers' scale and shift) and `head` (the output layer). The `random` set is the one
+exception: it trains randomly chosen *entries* of the hidden weights, as many as `bn` trains
+(trainable.py builds its masks).
+
+Adding a set is adding one `TrainableSet` to SETS (and its tests): config validation, the trainable
+policy, the engine's stacking, the sweep's grid rules, the report's colours and order, the analysis
+and `--help` all read it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PARTS = ("hidden", "gamma", "beta", "head")
+
+
+@dataclass(frozen=True)
+class TrainableSet:
+    name: str
+    help: str
+    color: str                      # its line colour in every figure
+    parts: frozenset = frozenset()  # which parts of the model train (see PARTS)
+    random_entries: bool = False    # trains random hidden-weight entries matched to `bn`'s count
+    without_norm: bool = False      # the model is built without normalization layers
+
+    @property
+    def trains_hidden_weights(self) -> bool:
+        """Whether hidden weights get gradients: the stacking decision (a stack computes weight
+        gradients for every model if any model needs them)."""
+        return "hidden" in self.parts or self.random_entries
+
+    @property
+    def trains_affine(self) -> bool:
+        """Whether gamma or beta train (the runs the gamma/beta analysis looks at); a set built
+        without normalization has none to train."""
+        return bool(self.parts & {"gamma", "beta"}) and not self.without_norm
+
+    @property
+    def frozen_trunk(self) -> bool:
+        """Trains neither hidden weights nor gamma/beta (`out`, `none`): the report's code built
+        these models without normalization (RunConfig.frozen_trunk_norm)."""
+        return not (self.trains_hidden_weights or self.trains_affine or self.without_norm)
+
+    @property
+    def needs_norm(self) -> bool:
+        """Sets defined by the normalization layer's parameters need one."""
+        return self.trains_affine or self.random_entries
+
+    @property
+    def needs_beta(self) -> bool:
+        """A set that trains beta and nothing else is empty without hidden beta."""
+        return self.parts == frozenset({"beta"})
+
+
+def _set(name, help, color, *parts, **kw) -> TrainableSet:
+    return TrainableSet(name, help, color, frozenset(parts), **kw)
+
+
+# In report order (tables, legends); colours are matplotlib's tab10.
+SETS: dict[str, TrainableSet] = {s.name: s for s in (
+    _set("all", "every parameter, with BatchNorm", "#1f77b4", *PARTS),
+    _set("all-nobn", "every parameter, model built without BatchNorm (hidden layers get a bias instead)",
+         "#ff7f0e", *PARTS, without_norm=True),
+    _set("bn", "BatchNorm gamma and beta only; output layer frozen at its random init", "#2ca02c", "gamma", "beta"),
+    _set("bn+out", "BatchNorm gamma, beta and the output layer", "#d62728", "gamma", "beta", "head"),
+    _set("random", "as many random hidden weights as `bn` trains, per layer; BN kept with gamma=1, beta=0 frozen",
+         "#9467bd", random_entries=True),
+    _set("out", "only the output layer", "#8c564b", "head"),
+    _set("none", "nothing: the random network as initialised (BN statistics still estimated)", "#7f7f7f"),
+    _set("gamma", "BatchNorm gamma only", "#e377c2", "gamma"),
+    _set("beta", "BatchNorm beta only", "#17becf", "beta"),
+)}
+NAMES = tuple(SETS)
+
+
+def color(name: str) -> str:
+    """A set's plot colour (black for a name this version does not know, e.g. from an old store)."""
+    return SETS[name].color if name in SETS else "black"
+
+
+def ordered(names) -> list[str]:
+    """Set names in registry order, unknown names last (sorted)."""
+    names = set(names)
+    return [s for s in SETS if s in names] + sorted(names - set(SETS))

@@ -1,0 +1,228 @@
+"""M models of one architecture as one vectorized model.
+
+Every parameter and buffer of the M `Net`s is stacked along a new leading dimension; linear layers
+run as one batched matmul (`torch.baddbmm`), conv layers as one grouped convolution, BatchNorm
+keeps per-model statistics. A `Stack` of one model computes exactly what its `Net` computes.
+
+Activations are laid out [M, B, F] for linear layers and [B, M*C, H, W] for conv layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import Net
+from .norms import NormKind, kind_of
+from .trainable import Plan
+
+
+# How conv layers run: None picks one grouped convolution on CUDA and a convolution per model on
+# CPU (2-4x faster there); True/False forces one (the tests check on CPU that both agree).
+GROUPED_CONV: bool | None = None
+
+
+@dataclass
+class LayerSpec:
+    conv: bool
+    norm: NormKind     # the registry entry of the block's normalization layer
+    pool: bool
+    padding: int = 0
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+
+class Stack:
+    def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                 masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor):
+        self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=kind_of(b.norm), pool=b.pool,
+                                padding=b.op.padding[0] if isinstance(b.op, nn.Conv2d) else 0,
+                                momentum=getattr(b.norm, "momentum", 0.1), eps=getattr(b.norm, "eps", 1e-5))
+                      for b in template.blocks]
+        self.template = template
+        self.params = params        # name -> [M, *shape]; requires_grad where any model trains it
+        self.buffers = buffers      # BN running statistics, name -> [M, C]
+        self.masks = masks          # name -> None (all train) or float 0/1, broadcastable to params[name]
+        self.inference_norm = inference_norm  # [M] bool: BN runs in inference mode for this model
+        self.any_inference = bool(inference_norm.any())
+
+    @property
+    def size(self) -> int:
+        return self.inference_norm.shape[0]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_models(cls, models: list[Net], plans: list[Plan], device="cpu") -> "Stack":
+        template = models[0]
+        params, masks = {}, {}
+        for name, _ in template.named_parameters():
+            p = torch.stack([dict(m.named_parameters())[name].detach() for m in models]).to(device)
+            ms = [pl.masks[name] for pl in plans]
+            if all(m is True for m in ms):
+                masks[name] = None
+            elif all(not isinstance(m, torch.Tensor) for m in ms):  # whole tensors, per model
+                masks[name] = torch.tensor([float(m) for m in ms], device=device).view(-1, *[1] * (p.dim() - 1))
+            else:
+                masks[name] = torch.stack([m.float() if isinstance(m, torch.Tensor) else torch.full(p.shape[1:], float(m))
+                                           for m in ms]).to(device)
+            trains = masks[name] is None or bool(masks[name].any())
+            params[name] = p.clone().requires_grad_(trains)
+        buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models]).to(device).clone()
+                   for name, _ in template.named_buffers() if not name.endswith("num_batches_tracked")}
+        inference = torch.tensor([pl.norm_mode == "inference" for pl in plans], device=device)
+        return cls(template, params, buffers, masks, inference)
+
+    def select(self, keep: torch.Tensor) -> "Stack":
+        """The sub-stack of models `keep` (indices), sharing nothing with this one."""
+        def sel(t):
+            return None if t is None else (t.index_select(0, keep) if t.shape[0] == self.size else t)
+        params = {n: p.detach().index_select(0, keep).requires_grad_(p.requires_grad) for n, p in self.params.items()}
+        return Stack(self.template, params, {n: b.index_select(0, keep) for n, b in self.buffers.items()},
+                     {n: sel(m) for n, m in self.masks.items()}, self.inference_norm.index_select(0, keep))
+
+    def state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Model i's state, loadable into its `Net` with load_state_dict."""
+        sd = {n: p[i].detach().cpu().clone() for n, p in self.params.items()}
+        sd.update({n: b[i].cpu().clone() for n, b in self.buffers.items()})
+        for name, _ in self.template.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                sd[name] = torch.tensor(0)
+        return sd
+
+    @torch.no_grad()
+    def reestimate_statistics(self, batches) -> None:
+        """BatchNorm running statistics re-estimated from scratch as the plain average over `batches`
+        (each [B, C, H, W], the same batches for every model), as nn.BatchNorm does with
+        momentum=None; parameters are untouched. Used after changing gamma/beta (an ablation), when
+        the statistics of the intact network no longer describe the next layers' inputs."""
+        for n, b in self.buffers.items():
+            if n.endswith("running_mean"):
+                b.zero_()
+            elif n.endswith("running_var"):
+                b.fill_(1.0)
+        saved = [s.momentum for s in self.specs]
+        try:
+            for k, xb in enumerate(batches, 1):
+                for s in self.specs:  # a cumulative average: batch k weighs 1/k
+                    s.momentum = 1.0 / k
+                self.forward(xb.unsqueeze(0), training=True, shared=[(0, 0, self.size)])
+        finally:
+            for s, m in zip(self.specs, saved):
+                s.momentum = m
+
+    # ------------------------------------------------------------------ compute
+    def _affine(self, h, i: int, conv: bool, normalize: bool):
+        """A per-example norm (layernorm: each example over its features, per model) or none, then gamma/beta;
+        normalize=False is the scale and shift alone (also ending BatchNorm's mixed-mode path)."""
+        M = self.size
+        if normalize:
+            h = F.group_norm(h, M, eps=self.specs[i].eps) if conv else F.layer_norm(h, h.shape[-1:], eps=self.specs[i].eps)
+        shape = (1, -1, 1, 1) if conv else (M, 1, -1)
+        h = h * self.params[f"blocks.{i}.norm.weight"].reshape(shape)
+        beta = self.params.get(f"blocks.{i}.norm.bias")
+        return h if beta is None else h + beta.reshape(shape)
+
+    def _norm(self, h, i: int, training: bool, conv: bool):
+        """BatchNorm with per-model statistics: the M*C channels of all models as one F.batch_norm."""
+        spec = self.specs[i]
+        M = self.size
+        if not spec.norm.batch_statistics:
+            return self._affine(h, i, conv, normalize=spec.norm.per_example)
+        rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
+        gamma = self.params[f"blocks.{i}.norm.weight"]
+        beta = self.params.get(f"blocks.{i}.norm.bias")
+        if training and self.any_inference:
+            return self._norm_mixed(h, i, conv)
+        x = h if conv else h.transpose(0, 1).reshape(h.shape[1], -1)  # [M, B, C] -> [B, M*C]
+        y = F.batch_norm(x, rm.view(-1), rv.view(-1), gamma.reshape(-1), None if beta is None else beta.reshape(-1),
+                         training, spec.momentum, spec.eps)
+        return y if conv else y.view(h.shape[1], M, -1).transpose(0, 1)
+
+    def _norm_mixed(self, h, i: int, conv: bool):
+        """Training with some models' BN in inference mode (running statistics, left unchanged)."""
+        spec = self.specs[i]
+        M = self.size
+        shape = (1, -1, 1, 1) if conv else (M, 1, -1)
+        rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
+        var, mean = torch.var_mean(h, dim=(0, 2, 3) if conv else (1,), keepdim=True, correction=0)
+        inf = self.inference_norm.view(M, 1)
+        with torch.no_grad():
+            n = h.numel() // (M * rm.shape[1])
+            rm.copy_(torch.where(inf, rm, torch.lerp(rm, mean.reshape(M, -1), spec.momentum)))
+            rv.copy_(torch.where(inf, rv, torch.lerp(rv, var.reshape(M, -1) * (n / max(n - 1, 1)), spec.momentum)))
+        mean = torch.where(inf, rm, mean.reshape(M, -1)).reshape(shape)
+        var = torch.where(inf, rv, var.reshape(M, -1)).reshape(shape)
+        return self._affine((h - mean) * torch.rsqrt(var + spec.eps), i, conv, normalize=False)
+
+    def _shared_first_layer(self, x: torch.Tensor, shared, spec: LayerSpec) -> torch.Tensor:
+        """The first layer when models share input batches: models [a, b) all read x[row], so their
+        weights, stacked, make one matmul (or one convolution with (b-a)*C filters) per batch."""
+        w, bias = self.params["blocks.0.op.weight"], self.params.get("blocks.0.op.bias")
+        outs = []
+        for row, a, b in shared:
+            wk = w[a:b].reshape(-1, *w.shape[2:])  # [(b-a)*out, ...]: a view, models are contiguous
+            bk = None if bias is None else bias[a:b].reshape(-1)
+            if spec.conv:
+                outs.append(F.conv2d(x[row], wk, bk, padding=spec.padding))  # [B, (b-a)*C, H, W]
+            else:
+                xr = x[row].reshape(x.shape[1], -1)
+                h = xr @ wk.t() if bk is None else torch.addmm(bk, xr, wk.t())  # [B, (b-a)*out]
+                outs.append(h.view(xr.shape[0], b - a, -1).transpose(0, 1))  # [b-a, B, out]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if spec.conv else 0)
+
+    def _op(self, h, i: int, spec: LayerSpec, conv_layout: bool, M: int, B: int):
+        """Block i's conv or linear layer for all M models; returns h and whether it is in conv layout."""
+        w, bias = self.params[f"blocks.{i}.op.weight"], self.params.get(f"blocks.{i}.op.bias")
+        if spec.conv:
+            if h.is_cuda if GROUPED_CONV is None else GROUPED_CONV:  # one grouped convolution: [B, M*C, H, W]
+                if not conv_layout:
+                    h = h.transpose(0, 1).reshape(B, -1, *h.shape[-2:])
+                return F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1),
+                                padding=spec.padding, groups=M), True
+            # on CPU a convolution per model is 2-4x faster than the grouped kernel
+            parts = h.view(B, M, -1, *h.shape[-2:]).unbind(1) if conv_layout else h.unbind(0)
+            return torch.cat([F.conv2d(part, w[m], None if bias is None else bias[m], padding=spec.padding)
+                              for m, part in enumerate(parts)], dim=1), True
+        if conv_layout:  # [B, M*C, H, W] -> [M, B, C*H*W]
+            h = h.reshape(B, M, -1).transpose(0, 1)
+        h = h.reshape(M, B, -1)
+        if w.shape[1] < 64 <= w.shape[2]:  # few outputs of many inputs: W @ h^T is ~3x faster on CPU
+            h = torch.bmm(w, h.transpose(1, 2)).transpose(1, 2)
+            return (h if bias is None else h + bias.unsqueeze(1)), False
+        return (torch.bmm(h, w.transpose(1, 2)) if bias is None
+                else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))), False
+
+    def forward(self, x: torch.Tensor, training: bool, shared=None) -> torch.Tensor:
+        """x: [M, B, C, H, W] (one input batch per model) -> logits [M, B, classes].
+
+        shared: models that see the same batch, as (row, a, b) triples covering 0..M: models a..b-1
+        read x[row], x being [S, B, C, H, W]. Where no model trains the first layer's weights, each
+        batch then goes through that layer once for all its models (one gather per seed, one
+        bigger matmul); otherwise each model gets its own copy of its batch."""
+        P = self.params
+        M, B = self.size, x.shape[1]
+        conv_layout = False
+        start = 0
+        if shared is None:
+            h = x
+        elif not P["blocks.0.op.weight"].requires_grad:
+            h = self._shared_first_layer(x, shared, self.specs[0])
+            conv_layout = self.specs[0].conv
+            start = 1
+        else:
+            h = torch.cat([x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]) if len(shared) > 1 \
+                else x[shared[0][0]].expand(M, *x.shape[1:])
+        for i, spec in enumerate(self.specs):
+            if i >= start:
+                h, conv_layout = self._op(h, i, spec, conv_layout, M, B)
+            if spec.norm.build is not None:
+                h = self._norm(h, i, training, spec.conv)
+            if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
+                h = F.max_pool2d(h, 2)
+            h = torch.relu(h)
+        if conv_layout:
+            h = h.reshape(B, M, -1).transpose(0, 1)
+        h = h.reshape(M, B, -1)
+        return torch.baddbmm(P["head.bias"].unsqueeze(1), h, P["head.weight"].transpose(1, 2))

@@ -1,0 +1,332 @@
+"""Sweeps: a TOML grid of runs, expanded and trained group by group into the results store.
+
+A sweep file names the grid with plural keys (`models`, `widths`, `depths`, `trainable`, `seeds`)
+and may set any run field (`preset`, `max_epochs`, `dataset`, `subset`, `lr`, ...) as a scalar.
+Every key can be overridden on the command line with `--set key=value` (value in TOML syntax).
+Re-launching a sweep skips the runs the store already holds, so an interrupted sweep resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from importlib import resources
+import multiprocessing as mp
+import os
+import sys
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import cluster
+from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, resolve
+from .data import train_size
+from .engine import Hooks, batches_per_epoch, resolve_device
+from .groups import estimate_seconds, plan_groups, train_group
+from .models import MODELS, arch_name
+from .sets import SETS
+from .store import Store
+
+CONFIG_DIR = resources.files("bnonly.configs")  # the shipped configs: package data, also in a wheel install
+GRID_KEYS = {"models": ("model", str), "widths": ("width", int), "depths": ("depth", int),
+             "trainable": ("trainable", str), "seeds": ("seed", int), "norms": ("norm", str),
+             "random_allocations": ("random_allocation", str), "datasets": ("dataset", str)}
+
+
+def _skipped_without_norm(t: str, grid_sets: list[str]) -> bool:
+    """With norm 'none': a set that needs a normalization layer has nothing to train, and a set that
+    trains what a without-norm set in the grid trains (`all` next to `all-nobn`) is the same model."""
+    s = SETS.get(t)
+    if s is None:
+        return False  # an unknown name: resolve() names it
+    return s.needs_norm or any(SETS[o].without_norm and SETS[o].parts == s.parts
+                               for o in grid_sets if o != t and o in SETS)
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    preset: str = DEFAULT_PRESET
+    models: list = field(default_factory=lambda: ["mlp"])
+    widths: list = field(default_factory=lambda: [784])
+    depths: list = field(default_factory=lambda: [4])
+    trainable: list = field(default_factory=lambda: ["bn"])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    norms: list = field(default_factory=list)                # empty: the `norm` setting (batchnorm)
+    random_allocations: list = field(default_factory=list)   # empty: the `random_allocation` setting (even)
+    datasets: list = field(default_factory=list)             # empty: the `dataset` setting (mnist)
+    settings: dict = field(default_factory=dict)  # any other RunConfig field, as a scalar
+
+    @classmethod
+    def from_dict(cls, table: dict, source: str = "config") -> "SweepConfig":
+        kw, settings = {}, {}
+        for key, value in table.items():
+            if key in GRID_KEYS:
+                _, typ = GRID_KEYS[key]
+                if not isinstance(value, list) or not value or not all(isinstance(v, typ) and not isinstance(v, bool) for v in value):
+                    raise ConfigError(f"{source}: {key} must be a non-empty list of {typ.__name__}, got {value!r}")
+                kw[key] = value
+            elif key in ("name", "preset"):
+                if not isinstance(value, str):
+                    raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+                kw[key] = value
+            elif key in FIELD_TYPES and key not in ("model", "width", "depth", "trainable", "seed"):
+                settings[key] = value
+            else:
+                raise ConfigError(f"{source}: unknown key {key!r} (grid keys: {', '.join(GRID_KEYS)}; "
+                                  f"or any run setting such as max_epochs, dataset, subset)")
+        cfg = cls(**kw, settings=settings)
+        cfg.runs()  # validate every value now, naming the key
+        return cfg
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {**{k: v for k, v in d.items() if k != "settings"}, **d["settings"]}
+
+    def runs(self) -> list[RunConfig]:
+        """The grid, in a stable order, without duplicates. LeNet-5 has no width/depth: it appears once
+        per set x seed. Runs that would compute the same thing are one run: `all-nobn` is built
+        without normalization whatever `norms` says, `random_allocations` only varies `random`, and
+        with norm 'none' the sets that need a normalization layer (bn, bn+out, gamma, beta, random)
+        are left out, and so is `all` when `all-nobn` (the same model) is in the grid."""
+        out, seen = [], set()
+        norms = self.norms or [self.settings.get("norm", "batchnorm")]
+        allocations = self.random_allocations or [self.settings.get("random_allocation", "even")]
+        datasets = self.datasets or [self.settings.get("dataset", "mnist")]
+        settings = {k: v for k, v in self.settings.items() if k not in ("norm", "random_allocation", "dataset")}
+        for dataset, model in ((ds, m) for ds in datasets for m in self.models):
+            sized = model in MODELS and MODELS[model].sized
+            widths, depths = (self.widths, self.depths) if sized else ([None], [None])
+            for norm in norms:
+                for w in widths:
+                    for d in depths:
+                        for t in self.trainable:
+                            if norm == "none" and _skipped_without_norm(t, self.trainable):
+                                continue
+                            varies_alloc = t in SETS and SETS[t].random_entries
+                            for alloc in (allocations if varies_alloc else allocations[:1]):
+                                for s in self.seeds:
+                                    arch = {"model": model} | ({"width": w, "depth": d} if w is not None else {})
+                                    cfg = resolve(self.preset, **settings, **arch, trainable=t, seed=s, dataset=dataset,
+                                                  norm="none" if t in SETS and SETS[t].without_norm else norm,
+                                                  random_allocation=alloc if varies_alloc else "even")
+                                    if cfg.run_id not in seen:
+                                        seen.add(cfg.run_id)
+                                        out.append(cfg)
+        return out
+
+
+def parse_set(items: list[str]) -> dict:
+    """`--set key=value` pairs; the value is TOML (`[10, 100]`, `"bn"`, `3`), or a bare word."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word, e.g. --set preset=frankle
+        out[key] = value
+    return out
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".toml"))
+
+
+def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
+    """A sweep from a shipped config name (`quick`, `report`, ...) or a TOML path, then --set overrides."""
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{spec}.toml"
+        if not path.is_file():
+            raise ConfigError(f"no sweep config {spec!r} (shipped: {', '.join(shipped_configs())}; or give a .toml path)")
+    elif path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a sweep config (.toml)")
+    try:
+        with path.open("rb") as fh:
+            table = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    table.setdefault("name", Path(path.name).stem)
+    table.update(parse_set(overrides or []))
+    return SweepConfig.from_dict(table, source=str(path))
+
+
+# ---------------------------------------------------------------------------- running
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _pool_job(args):
+    return args[0], train_group(*args[1:])
+
+
+def describe(row: dict) -> str:
+    c = row["config"]
+    arch = arch_name(c)
+    if row["status"] == "failed":
+        return f"{arch} {c['trainable']} seed {c['seed']}: FAILED ({row['error']})"
+    return (f"{arch} {c['trainable']:8s} seed {c['seed']}: test {row['test_accuracy']:.4f} "
+            f"({row['epochs_run']} epochs, {row['trainable_params']:,} trained, {row['seconds']:.1f} s, {row['status']})")
+
+
+class Progress:
+    """One bar over the whole sweep, in model-steps. Its total is an upper bound (every run going to
+    max_epochs), lowered as models stop early, so the ETA shrinks towards the truth. Executors
+    report per batch (inline), per epoch (Ray tasks) or per finished group (process pool)."""
+
+    def __init__(self, groups, steps_per_epoch, quiet: bool):
+        self.groups = groups
+        self.n_batches = [steps_per_epoch(g[0]) for g in groups]
+        self.bound = [sum(c.max_epochs for c in g) * n for g, n in zip(groups, self.n_batches)]
+        self.shown = [0] * len(groups)     # steps counted for group i
+        self.lowered = [0] * len(groups)   # steps group i will not take (early stops)
+        self.active = [len(g) for g in groups]
+        self.last_epoch = [0] * len(groups)
+        self.bar = tqdm(total=sum(self.bound), unit="step", unit_scale=True, file=sys.stderr,
+                        disable=quiet or None, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} model-steps [{elapsed}<{remaining} (at most)]")
+
+    def _advance(self, i, n):
+        n = max(0, min(n, self.bound[i] - self.lowered[i] - self.shown[i]))
+        self.shown[i] += n
+        self.bar.update(n)
+
+    def batch(self, i, n_models):
+        self._advance(i, n_models)
+
+    def epoch(self, i, epoch, n_active, counted_batches=False):
+        """Group i ended `epoch` with n_active models still training. An epoch seen before (a Ray
+        task re-run after its worker died starts again from epoch 1) is ignored."""
+        if epoch <= self.last_epoch[i]:
+            return
+        self.last_epoch[i] = epoch
+        if not counted_batches:
+            self._advance(i, self.active[i] * self.n_batches[i])
+        saved = (self.active[i] - n_active) * (self.groups[i][0].max_epochs - epoch) * self.n_batches[i]
+        self.lowered[i] += saved
+        self.bar.total -= saved
+        self.active[i] = n_active
+        self.bar.refresh()
+
+    def done(self, i):
+        self._advance(i, self.bound[i])
+        self.last_epoch[i] = math.inf  # late progress events of a finished group change nothing
+
+    def close(self):
+        self.bar.close()
+
+
+def _inline(groups, device, data_dir, progress, threads):
+    """The default executor: one group after another in this process."""
+    for i, g in enumerate(groups):
+        hooks = Hooks(batch=lambda e, b, n, m, i=i: progress.batch(i, m),
+                      epoch=lambda e, n, i=i: progress.epoch(i, e, n, counted_batches=True))
+        yield i, train_group(g, device, data_dir, hooks, threads), None
+
+
+def _pool(groups, device, data_dir, workers, threads):
+    """--workers N: groups in N spawned processes; only this process writes the store."""
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    with mp.get_context("spawn").Pool(workers) as pool:
+        jobs = [(i, g, device, data_dir, None, threads) for i, g in enumerate(groups)]
+        for i, rows in pool.imap_unordered(_pool_job, jobs):
+            yield i, rows, None
+
+
+EXECUTORS = ("local", "ray")
+
+
+def check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task) -> str:
+    """The executor's flags, checked before anything is written; returns the device to use."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: must be >= 0 (0: all cores)")
+    if executor == "ray":
+        cluster.check_options(device, workers, threads, cpus_per_task, gpus_per_task, address)  # and the extra is installed
+        return device  # 'auto' is resolved on the cluster
+    given = [f for f, v in (("--address", address), ("--cpus-per-task", cpus_per_task != 1),
+                            ("--gpus-per-task", gpus_per_task is not None)) if v]
+    if given:
+        raise ConfigError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the Ray executor: add --executor ray")
+    return resolve_device(device)  # no GPU for --device cuda: one line, not a store of failed runs
+
+
+def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", workers: int = 1,
+              data_dir: str | None = None, quiet: bool = False, group_size: int = 32, threads: int = 0,
+              executor: str = "local", address: str | None = None, cpus_per_task: int = 1,
+              gpus_per_task: float | None = None, estimate: bool = True) -> dict:
+    """Train every run of the grid that the store in out_dir does not hold yet.
+
+    executor "local" trains groups in this process (or in `workers` processes); "ray" sends each
+    group to a Ray cluster as one task (see cluster.py). Either way only this process writes the
+    store, one transaction per finished group, so resume and skip-finished work the same."""
+    device = check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task)
+    store = Store(Path(out_dir) / "results.sqlite")
+    store.set_meta("sweep", sweep.to_dict())
+    cfgs = sweep.runs()
+    ended = store.ended_ids()
+    todo = [c for c in cfgs if c.run_id not in ended]
+    groups = plan_groups(todo, group_size)
+    log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
+        f"{len(todo)} to train in {len(groups)} groups" + (" on Ray" if executor == "ray" else ""))
+    if groups and estimate and executor == "local":
+        t0 = time.perf_counter()
+        secs, shapes = estimate_seconds(groups, device, data_dir)
+        log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs (early "
+            f"stopping ends most runs sooner{f'; --workers {workers} share it' if workers > 1 else ''}); "
+            f"calibrated on {shapes} group shapes in {time.perf_counter() - t0:.1f} s")
+
+    def steps_per_epoch(c):
+        return batches_per_epoch(train_size(c.dataset, c.val_fraction, c.subset, data_dir), c.batch_size)
+
+    progress = Progress(groups, steps_per_epoch, quiet)
+    if executor == "ray":
+        finished = cluster.ray_groups(groups, device, data_dir, progress, address=address,
+                                      cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+    elif workers > 1:
+        finished = _pool(groups, device, data_dir, workers, threads)
+    else:
+        finished = _inline(groups, device, data_dir, progress, threads)
+    stats = _write_results(finished, store, progress, log, total=len(cfgs), skipped=len(cfgs) - len(todo))
+    log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
+        f"{stats['skipped']} skipped, {stats['seconds']:.1f} s -> {store.path}")
+    return stats
+
+
+def _write_results(finished, store: Store, progress: Progress, log, total: int, skipped: int) -> dict:
+    """Store each group's rows as the executor yields them (one transaction per group); the stats."""
+    t0 = time.perf_counter()
+    stats = {"total": total, "skipped": skipped, "trained": 0, "failed": 0}
+    nodes = Counter()
+    try:
+        for i, rows, node in finished:
+            progress.done(i)
+            store.write(rows)
+            if node:
+                nodes[node] += 1
+            for r in rows:
+                stats["trained"] += 1
+                stats["failed"] += r["status"] == "failed"
+                log(f"[{stats['skipped'] + stats['trained']}/{total}] {describe(r)}")
+    finally:
+        finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)
+        progress.close()
+    stats["seconds"] = time.perf_counter() - t0
+    if nodes:
+        stats["nodes"] = dict(nodes)
+        log("groups per node: " + ", ".join(f"{n}: {k}" for n, k in nodes.most_common()))
+    return stats

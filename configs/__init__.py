@@ -1,0 +1,2 @@
+"""The shipped sweep configs (quick, claims, report, questions), installed as the package data
+`bnonly.configs` (see pyproject.toml) and found with importlib.resources."""

@@ -1,0 +1,35 @@
+"""A normal (non-editable) install runs the shipped studies: the configs are package data."""
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_install_runs_a_shipped_sweep_outside_the_checkout(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(ROOT)], check=True, capture_output=True)
+    (wheel,) = wheels.glob("bnonly-*.whl")
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    py = env / "bin" / "python"
+    target = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip())
+    # reuse this environment's torch, numpy, ... (a path line in a .pth file): only bnonly is new
+    (target / "reuse.pth").write_text(site.getsitepackages()[0] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run([str(py), "-c", "import bnonly; print(bnonly.__file__)"], cwd=work, check=True,
+                           capture_output=True, text=True).stdout
+    assert str(target) in where  # the wheel's copy, not the checkout
+    r = subprocess.run([str(env / "bin" / "bnonly"), "sweep", "quick", "--out", "out", "--set", "max_epochs=1",
+                        "--set", "subset=1000", "--set", "widths=[8]", "--set", "depths=[1]", "--set", "seeds=[0]"],
+                       cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "sweep quick: 3 trained (0 failed)" in r.stderr and (work / "out" / "results.sqlite").is_file()
+    bad = subprocess.run([str(env / "bin" / "bnonly"), "sweep", "nosuch"], cwd=work, capture_output=True, text=True)
+    assert bad.returncode == 2 and "shipped: claims, questions, quick, report" in bad.stderr
