@@ -3,6 +3,11 @@
 Rows are written only for ended runs (finished, diverged or failed), a whole group in one
 transaction, so an interrupted sweep (Ctrl-C, kill -9, power loss) never leaves a half-written row.
 Several processes may write the same store (SQLite locks; WAL journal).
+
+A store checks itself when opened: a file that is not SQLite, fails SQLite's quick_check, lacks
+the runs table, or carries a schema version this bnonly does not know is a `StoreError` (one line
+naming the file), and nothing is written to it. The schema version lives in the meta table
+(`schema_version`), so a later change can migrate older stores instead of misreading them.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from .config import ConfigError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -39,22 +46,73 @@ COLUMNS = ["run_id", "status", "model", "width", "depth", "trainable", "seed", "
            "config", "trainable_by_layer", "history", "versions", "error", "finished_at"]
 JSON_COLUMNS = ("config", "trainable_by_layer", "history", "versions")
 ENDED = ("finished", "diverged")  # a re-launch skips these; failed runs are tried again
+SCHEMA_VERSION = 1  # stores written before versioning have the same layout: they are version 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class StoreError(RuntimeError):
+    """A results store that cannot be used: corrupt, foreign, from a newer bnonly, or not writable."""
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists()
+        if existed:
+            self.check()
+        elif not create:
+            raise StoreError(f"{self.path}: no results store here (run `bnonly sweep` first)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.path.parent}: cannot create the results directory ({e.strerror or e})") from None
         for attempt in range(200):  # WAL mode is stored in the file; switching waits for no busy timeout
             try:
                 with self._tx() as db:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.executescript(SCHEMA)
+                    if not existed or db.execute("SELECT 1 FROM meta WHERE key='schema_version'").fetchone() is None:
+                        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
                 break
             except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or attempt == 199:
-                    raise
-                time.sleep(0.05)
+                if "locked" in str(e) and attempt < 199:
+                    time.sleep(0.05)
+                    continue
+                raise StoreError(f"{self.path}: cannot write the results store ({e})") from None
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"{self.path}: not a usable results store ({e})") from None
+
+    def check(self) -> None:
+        """The file is a bnonly store of a known schema version and passes SQLite's quick_check."""
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, not a results store")
+        try:
+            with open(self.path, "rb") as fh:
+                header = fh.read(16)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot read the results store ({e.strerror or e})") from None
+        if header != SQLITE_HEADER:
+            raise StoreError(f"{self.path}: not a results store (not an SQLite file); move it away or use another --out")
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=120)
+            try:
+                ok = db.execute("PRAGMA quick_check").fetchall()
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                version = None
+                if "meta" in tables:
+                    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                    version = json.loads(row[0]) if row else None
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: corrupt results store ({e}); nothing was written to it") from None
+        if ok != [("ok",)]:
+            raise StoreError(f"{self.path}: corrupt results store (SQLite quick_check: {ok[0][0]}); nothing was written to it")
+        if tables and "runs" not in tables:
+            raise StoreError(f"{self.path}: an SQLite file, but not a bnonly results store (no runs table)")
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: written by a newer bnonly (schema version {version}, this one reads "
+                             f"{SCHEMA_VERSION}); upgrade bnonly")
 
     @contextmanager
     def _tx(self):
@@ -128,11 +186,13 @@ class Store:
         return path
 
     def export_parquet(self, path: str | Path) -> Path:
+        """Needs the optional 'parquet' extra (pandas and pyarrow), imported here only."""
         try:
             import pandas as pd
-        except ImportError:
-            from .config import ConfigError
-            raise ConfigError("Parquet export needs the 'parquet' extra: pip install 'bnonly[parquet]'") from None
+            import pyarrow  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(f"Parquet export needs the 'parquet' extra ({e.name} is missing): "
+                             "pip install 'bnonly[parquet]'") from None
         rows = self.runs()
         df = pd.DataFrame([{c: (json.dumps(r[c]) if c in JSON_COLUMNS else r[c]) for c in COLUMNS} for r in rows])
         df.to_parquet(path)

@@ -12,6 +12,7 @@ import math
 from importlib import resources
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 import tomllib
@@ -59,6 +60,15 @@ class SweepConfig:
     random_allocations: list = field(default_factory=list)   # empty: the `random_allocation` setting (even)
     datasets: list = field(default_factory=list)             # empty: the `dataset` setting (mnist)
     settings: dict = field(default_factory=dict)  # any other RunConfig field, as a scalar
+
+    @staticmethod
+    def check_keys(table: dict, source: str) -> None:
+        """Every key is a grid key, name, preset or run setting; else one line naming the source."""
+        for key in table:
+            if key not in GRID_KEYS and key not in ("name", "preset") and (
+                    key not in FIELD_TYPES or key in ("model", "width", "depth", "trainable", "seed")):
+                raise ConfigError(f"{source}: unknown key {key!r} (grid keys: {', '.join(GRID_KEYS)}; "
+                                  f"or any run setting such as max_epochs, dataset, subset)")
 
     @classmethod
     def from_dict(cls, table: dict, source: str = "config") -> "SweepConfig":
@@ -156,7 +166,9 @@ def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     table.setdefault("name", Path(path.name).stem)
-    table.update(parse_set(overrides or []))
+    sets = parse_set(overrides or [])
+    SweepConfig.check_keys(sets, "--set")
+    table.update(sets)
     return SweepConfig.from_dict(table, source=str(path))
 
 
@@ -166,6 +178,11 @@ def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _ignore_sigint():
+    """Worker processes leave Ctrl-C to the parent, which stops the pool (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _pool_job(args):
@@ -239,7 +256,7 @@ def _inline(groups, device, data_dir, progress, threads):
 def _pool(groups, device, data_dir, workers, threads):
     """--workers N: groups in N spawned processes; only this process writes the store."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    with mp.get_context("spawn").Pool(workers) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
         jobs = [(i, g, device, data_dir, None, threads) for i, g in enumerate(groups)]
         for i, rows in pool.imap_unordered(_pool_job, jobs):
             yield i, rows, None
@@ -285,10 +302,11 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
         f"{len(todo)} to train in {len(groups)} groups" + (" on Ray" if executor == "ray" else ""))
     if groups and estimate and executor == "local":
         t0 = time.perf_counter()
-        secs, shapes = estimate_seconds(groups, device, data_dir)
+        secs, shapes, left_out = estimate_seconds(groups, device, data_dir)
         log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs (early "
             f"stopping ends most runs sooner{f'; --workers {workers} share it' if workers > 1 else ''}); "
-            f"calibrated on {shapes} group shapes in {time.perf_counter() - t0:.1f} s")
+            f"calibrated on {shapes} group shapes in {time.perf_counter() - t0:.1f} s"
+            + (f"; {left_out} group(s) could not be calibrated (their training will say why)" if left_out else ""))
 
     def steps_per_epoch(c):
         return batches_per_epoch(train_size(c.dataset, c.val_fraction, c.subset, data_dir), c.batch_size)

@@ -1,0 +1,129 @@
+"""Failures are one line and lose nothing: corrupt stores, bad paths, out of memory, failed runs."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bnonly.cli import main
+from bnonly.store import Store
+
+TINY = ["--set", "widths=[8]", "--set", "depths=[1]", "--set", 'trainable=["bn"]', "--set", "seeds=[0,1]",
+        "--set", "subset=1000", "--set", "max_epochs=1"]
+
+
+def one_line(capsys, code_expected, code, needle):
+    err = capsys.readouterr().err
+    assert code == code_expected, err
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+
+
+@pytest.fixture
+def store(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sweep", "quick", "--out", str(out)] + TINY) == 0
+    capsys.readouterr()
+    return out
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "header", "foreign", "newer"])
+def test_damaged_store_is_one_line_and_never_written(store, damage, capsys):
+    db = store / "results.sqlite"
+    Store(db)  # checkpoint the WAL into the file
+    for f in store.glob("results.sqlite-*"):
+        f.unlink()
+    data = db.read_bytes()
+    if damage == "garbage":
+        db.write_bytes(data[:4096] + os.urandom(len(data) - 8192) + data[-4096:])
+    elif damage == "truncated":
+        db.write_bytes(data[: len(data) // 3])
+    elif damage == "header":
+        db.write_bytes(b"not a database!!" + data[16:])
+    elif damage == "foreign":
+        db.unlink()
+        c = sqlite3.connect(db)
+        c.execute("CREATE TABLE things (x)")
+        c.commit()
+        c.close()
+    elif damage == "newer":
+        c = sqlite3.connect(db)
+        c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        c.commit()
+        c.close()
+    before = db.read_bytes()
+    one_line(capsys, 1, main(["report", str(store)]), "results.sqlite")
+    one_line(capsys, 1, main(["sweep", "quick", "--out", str(store)] + TINY), "results.sqlite")
+    assert db.read_bytes() == before  # a sweep never resumes onto it
+
+
+def test_bad_paths_are_one_line_before_any_work(tmp_path, store, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    one_line(capsys, 2, main(["sweep", "quick", "--out", str(f)] + TINY), "is a file")
+    one_line(capsys, 2, main(["sweep", str(tmp_path)] + TINY), "is a directory")
+    t0 = time.perf_counter()
+    one_line(capsys, 2, main(["train", "--width", "8", "--depth", "1", "--subset", "1000", "--save",
+                              str(tmp_path / "no" / "dir" / "m.pt")]), "does not exist")
+    assert time.perf_counter() - t0 < 5  # checked before training
+    one_line(capsys, 2, main(["export", str(store), str(tmp_path / "no" / "x.csv")]), "does not exist")
+    one_line(capsys, 2, main(["export-model", str(store), "0123", str(tmp_path)]), "is a directory")
+    one_line(capsys, 1, main(["report", str(tmp_path / "nothing")]), "no results store")
+
+
+def test_save_failure_after_training_prints_the_result_first(tmp_path, monkeypatch, capsys):
+    import torch
+
+    real = torch.save
+
+    def broken(obj, f, *a, **k):  # the disk fills up when the model file is written (not in-memory buffers)
+        if isinstance(f, (str, os.PathLike)):
+            raise OSError(28, "No space left on device")
+        return real(obj, f, *a, **k)
+    monkeypatch.setattr(torch, "save", broken)
+    code = main(["train", "--width", "8", "--depth", "1", "--subset", "1000", "--epochs", "1", "--json",
+                 "--save", str(tmp_path / "m.pt")])
+    out, err = capsys.readouterr()
+    assert code == 1 and '"test_accuracy"' in out and err.count("\n") == 1 and "No space left" in err
+
+
+def test_out_of_memory_is_one_line(capsys):
+    one_line(capsys, 1, main(["train", "--width", "100000", "--depth", "3", "--subset", "1000"]), "out of memory (")
+
+
+def test_failed_runs_make_the_sweep_exit_3_and_lose_nothing(store, capsys):
+    rows = {r["run_id"]: r["test_accuracy"] for r in Store(store / "results.sqlite").runs()}
+    code = main(["sweep", "quick", "--out", str(store)] + TINY + ["--set", "widths=[8,100000]", "--set", "depths=[3]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and "2 of 4 runs failed" in err[-1] and "run the same command again" in err[-1]
+    after = {r["run_id"]: r for r in Store(store / "results.sqlite").runs()}
+    assert all(after[k]["test_accuracy"] == v for k, v in rows.items())
+    assert sum(r["status"] == "failed" and "out of memory" in r["error"].lower() or "allocate" in (r["error"] or "")
+               for r in after.values()) == 2
+
+
+def test_cli_polish(capsys):
+    assert main([]) == 2 and "train" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and "bnonly 0.1.0" in capsys.readouterr().out
+    one_line(capsys, 2, main(["sweep", "quick", "--set", "foo=3"]), "--set: unknown key 'foo'")
+    one_line(capsys, 2, main(["sweep", "quick", "--set", "lr=inf"]), "must be a finite number")
+
+
+def test_parquet_without_pyarrow_is_one_line(store, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    one_line(capsys, 2, main(["export", str(store), str(store / "r.parquet")]), "bnonly[parquet]")
+
+
+def test_ctrl_c_with_workers_is_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(tmp_path / "w"), "--workers", "2",
+           "--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","all"]', "--set", "seeds=[0]",
+           "--set", "subset=4000", "--set", "max_epochs=20", "--set", "patience=20"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(12)
+    os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
