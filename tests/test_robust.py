@@ -127,3 +127,54 @@ def test_ctrl_c_with_workers_is_one_line(tmp_path):
     os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
+
+
+def _sweep_proc(out, extra_env=None):
+    cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(out), "--threads", "1",
+           "--set", "widths=[8,16,24]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","all"]', "--set", "seeds=[0,1]",
+           "--set", "subset=3000", "--set", "max_epochs=4", "--set", "patience=10"]
+    env = {**os.environ, "BNONLY_LEASE_HEARTBEAT": "0.5", **(extra_env or {})}
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+
+
+def _trained(err):
+    line = [x for x in err.splitlines() if x.startswith("sweep quick:") and "trained" in x][-1]
+    return int(line.split(": ")[1].split(" trained")[0])
+
+
+def test_two_sweeps_on_one_store_train_each_group_once(tmp_path):
+    out = tmp_path / "shared"
+    a, b = _sweep_proc(out), _sweep_proc(out)
+    err_a, err_b = a.communicate(timeout=300)[1], b.communicate(timeout=300)[1]
+    assert a.returncode == 0 and b.returncode == 0, err_a[-1500:] + err_b[-1500:]
+    rows = Store(out / "results.sqlite").runs()
+    assert len(rows) == 24 and all(r["status"] == "finished" for r in rows)
+    assert _trained(err_a) + _trained(err_b) == 24  # every run trained by exactly one of them
+    assert "trained by another sweep on this store" in err_a + err_b
+
+
+def test_a_killed_sweeps_groups_are_taken_over(tmp_path):
+    out = tmp_path / "shared"
+    db = out / "results.sqlite"
+    a = _sweep_proc(out)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # a has written a group and holds the claim of the next one
+        try:
+            c = sqlite3.connect(db, timeout=1)
+            n_rows = c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            n_leases = c.execute("SELECT COUNT(*) FROM leases").fetchone()[0]
+            c.close()
+        except sqlite3.OperationalError:
+            n_rows = n_leases = 0
+        if n_rows and n_leases:
+            break
+        time.sleep(0.05)
+    a.kill()
+    a.wait()
+    assert 0 < n_rows < 24 and n_leases == 1
+    b = _sweep_proc(out)
+    err_b = b.communicate(timeout=300)[1]
+    assert b.returncode == 0, err_b[-1500:]
+    rows = Store(db).runs()
+    assert len(rows) == 24 and all(r["status"] == "finished" for r in rows)
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0

@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 -- what each finished run trained (trainable.pack), written in the same transaction as its row
 CREATE TABLE IF NOT EXISTS artefacts (run_id TEXT PRIMARY KEY, blob BLOB NOT NULL);
+-- groups being trained: a sweep claims a group before it trains it and keeps the claim alive
+CREATE TABLE IF NOT EXISTS leases (group_id TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL);
 """
 COLUMNS = ["run_id", "status", "model", "width", "depth", "trainable", "seed", "dataset",
            "test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_epoch", "epochs_run",
@@ -47,7 +49,6 @@ COLUMNS = ["run_id", "status", "model", "width", "depth", "trainable", "seed", "
 JSON_COLUMNS = ("config", "trainable_by_layer", "history", "versions")
 ENDED = ("finished", "diverged")  # a re-launch skips these; failed runs are tried again
 SCHEMA_VERSION = 1  # stores written before versioning have the same layout: they are version 1
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class StoreError(RuntimeError):
@@ -86,15 +87,11 @@ class Store:
         """The file is a bnonly store of a known schema version and passes SQLite's quick_check."""
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a results store")
+        # The file is read through SQLite only: a plain open()/close() of a database file would drop
+        # the POSIX locks of any SQLite connection this process holds on it (SQLite's documented
+        # "close() clears locks" hazard), and a WAL store can then be checkpointed under a reader.
         try:
-            with open(self.path, "rb") as fh:
-                header = fh.read(16)
-        except OSError as e:
-            raise StoreError(f"{self.path}: cannot read the results store ({e.strerror or e})") from None
-        if header != SQLITE_HEADER:
-            raise StoreError(f"{self.path}: not a results store (not an SQLite file); move it away or use another --out")
-        try:
-            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=120)
+            db = sqlite3.connect(self.path, timeout=120)  # read-write: a killed writer's WAL is recovered
             try:
                 ok = db.execute("PRAGMA quick_check").fetchall()
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -105,6 +102,9 @@ class Store:
             finally:
                 db.close()
         except sqlite3.DatabaseError as e:
+            if "not a database" in str(e):
+                raise StoreError(f"{self.path}: not a results store (not an SQLite file); move it away or use "
+                                 "another --out") from None
             raise StoreError(f"{self.path}: corrupt results store ({e}); nothing was written to it") from None
         if ok != [("ok",)]:
             raise StoreError(f"{self.path}: corrupt results store (SQLite quick_check: {ok[0][0]}); nothing was written to it")
@@ -129,8 +129,43 @@ class Store:
         with self._tx() as db:
             return {r[0] for r in db.execute(f"SELECT run_id FROM runs WHERE status IN {ENDED}")}
 
-    def write(self, rows: list[dict]):
-        """Insert/replace whole rows (summary dicts from `engine.Result.summary()`), atomically."""
+    # ---------------------------------------------------------------- leases (concurrent sweeps)
+    def claim(self, group_id: str, owner: str, stale: float, gone=lambda owner: False) -> bool:
+        """Take the lease of a group unless another owner holds it with a heartbeat newer than
+        `stale` seconds and is not `gone(owner)`; atomic across processes (BEGIN IMMEDIATE)."""
+        now = time.time()
+        db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT owner, heartbeat FROM leases WHERE group_id = ?", (group_id,)).fetchone()
+            if row is not None and row[0] != owner and now - row[1] < stale and not gone(row[0]):
+                db.execute("ROLLBACK")
+                return False
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (group_id, owner, now))
+            db.execute("COMMIT")
+            return True
+        finally:
+            db.close()
+
+    def heartbeat(self, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE leases SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
+
+    def release(self, owner: str, group_id: str | None = None) -> None:
+        with self._tx() as db:
+            if group_id is None:
+                db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+            else:
+                db.execute("DELETE FROM leases WHERE owner = ? AND group_id = ?", (owner, group_id))
+
+    def ids_since(self, since: str) -> set[str]:
+        """Runs written at or after `since` (a finished_at timestamp), whatever their status."""
+        with self._tx() as db:
+            return {r[0] for r in db.execute("SELECT run_id FROM runs WHERE finished_at >= ?", (since,))}
+
+    def write(self, rows: list[dict], release: tuple[str, str] | None = None):
+        """Insert/replace whole rows (summary dicts from `engine.Result.summary()`), atomically, and
+        give up the lease `release` = (owner, group_id) in the same transaction."""
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         values = []
         for r in rows:
@@ -143,6 +178,8 @@ class Store:
             db.executemany(f"INSERT OR REPLACE INTO runs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
                            values)
             db.executemany("INSERT OR REPLACE INTO artefacts VALUES (?, ?)", blobs)
+            if release:
+                db.execute("DELETE FROM leases WHERE owner = ? AND group_id = ?", release)
 
     def artefact(self, run_id: str) -> bytes | None:
         with self._tx() as db:

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import tomllib
 from dataclasses import fields
+from pathlib import Path
 
 from .config import CHOICES, DEFAULT_PRESET, FIELD_TYPES, PRESETS, ConfigError, RunConfig, parse_value, resolve
 from .data import DataError
 from .models import arch_name
 from .sets import SETS
+from .store import Store, StoreError
+from .version import __version__
+
+
+class OutputError(RuntimeError):
+    """A result that was computed but could not be written; exit 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +82,8 @@ def cmd_train(args) -> int:
     from .engine import Hooks, train
 
     cfg = run_config_from_args(args)
+    if args.save:
+        writable(args.save, "--save")
     bar = tqdm(total=0, unit="batch", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
 
     def on_batch(epoch, b, n, m):
@@ -85,9 +96,6 @@ def cmd_train(args) -> int:
         (r,) = train([cfg], device=args.device, data_dir=args.data_dir, hooks=Hooks(batch=on_batch))
     finally:
         bar.close()
-    if args.save:
-        import torch
-        torch.save(r.model.state_dict(), args.save)
     s = r.summary()
     if args.json:
         print(json.dumps(s))
@@ -98,6 +106,12 @@ def cmd_train(args) -> int:
         print(f"{cfg.model} width={cfg.width} depth={cfg.depth} trainable={cfg.trainable} seed={cfg.seed}: "
               f"test accuracy {r.test_accuracy:.4f} (best epoch {r.best_epoch} of {r.epochs_run}, "
               f"{r.trainable_params:,} of {r.total_params:,} parameters trained, {r.seconds:.1f} s, {r.status})")
+    if args.save:  # after the result is printed: a failing disk does not lose it
+        import torch
+        try:
+            torch.save(r.model.state_dict(), args.save)
+        except OSError as e:
+            raise OutputError(f"--save {args.save}: cannot write the model ({e.strerror or e}); the result is above") from None
     return 0
 
 
@@ -106,6 +120,7 @@ def _sweep(args):
     from .sweep import load_sweep, run_sweep
     sweep = load_sweep(args.config, args.set)
     out = args.out or f"runs/{sweep.name}"
+    check_out_dir(out)
     if args.group_size < 1:
         raise ConfigError(f"--group-size {args.group_size}: must be >= 1")
     stats = run_sweep(sweep, out, device=args.device, workers=args.workers, data_dir=args.data_dir,
@@ -114,20 +129,49 @@ def _sweep(args):
     return out, stats
 
 
+FAILED_RUNS = 3  # exit code of a sweep that ended with failed runs
+
+
+def _sweep_status(out, stats) -> int:
+    """0, or FAILED_RUNS with a last line that says how many failed and how to retry them."""
+    if not stats.get("failed"):
+        return 0
+    print(f"bnonly: {stats['failed']} of {stats['trained']} runs failed (their errors are in {out}/results.sqlite: "
+          f"bnonly export {out} failed.csv); run the same command again to retry them", file=sys.stderr)
+    return FAILED_RUNS
+
+
 def cmd_sweep(args) -> int:
-    _sweep(args)
-    return 0
+    out, stats = _sweep(args)
+    return _sweep_status(out, stats)
 
 
 def _open_store(out_dir):
-    """The results store in out_dir; a one-line error when there is none."""
-    from pathlib import Path
+    """The results store in out_dir, checked; a one-line error when there is none."""
+    return Store(Path(out_dir) / "results.sqlite", create=False)
 
-    from .store import Store
-    path = Path(out_dir) / "results.sqlite"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no results store here (run `bnonly sweep` first)")
-    return Store(path)
+
+def writable(path: str, what: str) -> Path:
+    """An output file path that can be written: checked before any work starts."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {path}: is a directory; give a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(f"{what} {path}: not writable")
+    return p
+
+
+def check_out_dir(out: str) -> None:
+    """--out must be (or become) a directory we can write."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
+    existing = next((q for q in [p, *p.parents] if q.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot create or write it ({existing} is not a writable directory)")
 
 
 def parse_where(items: list[str]) -> dict:
@@ -182,11 +226,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    out, _ = _sweep(args)
-    return _report(out)
+    out, stats = _sweep(args)
+    code = _report(out)
+    return _sweep_status(out, stats) or code
 
 
 def cmd_export(args) -> int:
+    writable(args.path, "export")
     store = _open_store(args.dir)
     dest = store.export_parquet(args.path) if args.path.endswith(".parquet") else store.export_csv(args.path)
     print(f"wrote {dest}")
@@ -197,6 +243,7 @@ def cmd_export_model(args) -> int:
     import torch
 
     from .trainable import rebuild
+    writable(args.path, "export-model")
     store = _open_store(args.dir)
     rows = store.runs(run_id=args.run_id)
     blob = store.artefact(args.run_id)
@@ -239,7 +286,8 @@ def _add_sweep_flags(p, default_config=None):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bnonly", description="Train BatchNorm and only BatchNorm: MLPs and LeNet-5 on MNIST.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.add_argument("--version", action="version", version=f"bnonly {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one model and print its result")
     add_run_flags(t)
@@ -281,9 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def out_of_memory(e: BaseException) -> str | None:
+    """A one-line message for an allocation failure, naming the size asked for; None for other errors."""
+    text = str(e)
+    if not (isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return None
+    size = re.search(r"allocate (\d+) bytes", text) or re.search(r"allocate ([\d.]+ [KMGT]i?B)", text)
+    asked = f" ({int(size.group(1)) / 2**30:.1f} GiB asked for)" if size and size.group(1).isdigit() else \
+        (f" ({size.group(1)} asked for)" if size else "")
+    return (f"out of memory{asked}: use a smaller --width/--depth, or --group-size 1 (fewer models "
+            "trained at once)")
+
+
 def main(argv=None) -> int:
+    """Exit codes: 0 done; 1 data, store, memory or output error; 2 usage; 3 a sweep with failed runs; 130 Ctrl-C."""
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
         return args.func(args)
     except ConfigError as e:
         print(f"bnonly: error: {e}", file=sys.stderr)
@@ -291,9 +356,18 @@ def main(argv=None) -> int:
     except DataError as e:
         print(f"bnonly: data error: {e}", file=sys.stderr)
         return 1
+    except (StoreError, OutputError) as e:
+        print(f"bnonly: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bnonly: interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, MemoryError) as e:
+        msg = out_of_memory(e)
+        if msg is None:
+            raise
+        print(f"bnonly: {msg}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

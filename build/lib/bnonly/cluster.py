@@ -114,13 +114,16 @@ def _check_resources(ray, cpus_per_task, gpus_per_task):
                           f"for a task (nodes: {have}); lower --cpus-per-task / --gpus-per-task")
 
 
-def ray_groups(groups, device, data_dir, progress, address=None, cpus_per_task=1, gpus_per_task=None):
-    """Run every group as a Ray task; yield (index, rows, node id) as each finishes."""
+def ray_groups(work, device, data_dir, progress, address=None, cpus_per_task=1, gpus_per_task=None):
+    """Run every group of `work` ((index, group) pairs that this driver has claimed) as a Ray task;
+    yield (index, rows, node id) as each finishes."""
     ray = import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if not groups:
+    work = list(work)
+    if not work:
         return
+    groups = dict(work)
     if data_dir:  # Ray workers do not run in this directory
         data_dir = os.path.abspath(data_dir)
     connected_here = _connect(ray, address)
@@ -137,7 +140,7 @@ def ray_groups(groups, device, data_dir, progress, address=None, cpus_per_task=1
         here = ray.get_runtime_context().get_node_id()  # progress lives and dies with the driver's node
         tracker = ray.remote(BnonlyProgress).options(
             num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
-        for i, g in enumerate(groups):
+        for i, g in work:
             pending[task.remote(g, device, data_dir, i, tracker, cpus_per_task)] = i
         while pending:
             done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=1.0, fetch_local=False)

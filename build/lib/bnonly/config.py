@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 
 from .data import DATASETS
@@ -77,6 +78,8 @@ class RunConfig:
             if not isinstance(v, want) or (f.type in ("int", "float") and isinstance(v, bool)):
                 raise ConfigError(f"{f.name}={v!r}: expected {f.type}")
             if f.type == "float":
+                if not math.isfinite(v):
+                    raise ConfigError(f"{f.name}={v!r}: must be a finite number")
                 object.__setattr__(self, f.name, float(v))
         for name, allowed in CHOICES.items():
             check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")

@@ -60,21 +60,31 @@ def failed_rows(group: list[RunConfig], error: str) -> list[dict]:
     return [{"run_id": c.run_id, "status": "failed", "error": error, "config": c.__dict__.copy()} for c in group]
 
 
-def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None) -> tuple[float, int]:
-    """An upper bound on the compute of these groups on this machine (every run to max_epochs), from
-    a short calibration: each distinct group shape (architecture, stacking, size) runs a few steps
-    of its real epoch loop and an evaluation. Returns (seconds, shapes calibrated)."""
-    timed: dict[tuple, dict] = {}
-    total = 0.0
+def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None) -> tuple[float, int, int]:
+    """The compute of these groups on this machine if every run goes to max_epochs, from a short
+    calibration: each distinct group shape (architecture, stacking, size) runs a few steps of its
+    real epoch loop and an evaluation. Returns (seconds, shapes calibrated, groups left out): a
+    group whose calibration fails (out of memory, say) is left out here and fails in training,
+    where it is stored as failed."""
+    timed: dict[tuple, dict | None] = {}
+    total, left_out = 0.0, 0
     for g in groups:
         c = g[0]
         shape = (stack_key(c), len(g))
         if shape not in timed:
-            timed[shape] = calibrate(g, device, data_dir)
+            try:
+                timed[shape] = calibrate(g, device, data_dir)
+            except DataError:
+                raise
+            except Exception:  # noqa: BLE001 - the group's own training will record the error
+                timed[shape] = None
         t = timed[shape]
+        if t is None:
+            left_out += 1
+            continue
         n_train = train_size(c.dataset, c.val_fraction, c.subset, data_dir)
         n_val = round(n_train / (1 - c.val_fraction) * c.val_fraction)
         epoch = batches_per_epoch(n_train, c.batch_size) * t["step"] + n_val * t["example"]
         # setup twice (the stack is built again for the test), and the 10,000-image test set
         total += c.max_epochs * epoch + 2 * t["setup"] + 10_000 * t["example"]
-    return total, len(timed)
+    return total, len(timed), left_out

@@ -3,6 +3,11 @@
 Rows are written only for ended runs (finished, diverged or failed), a whole group in one
 transaction, so an interrupted sweep (Ctrl-C, kill -9, power loss) never leaves a half-written row.
 Several processes may write the same store (SQLite locks; WAL journal).
+
+A store checks itself when opened: a file that is not SQLite, fails SQLite's quick_check, lacks
+the runs table, or carries a schema version this bnonly does not know is a `StoreError` (one line
+naming the file), and nothing is written to it. The schema version lives in the meta table
+(`schema_version`), so a later change can migrate older stores instead of misreading them.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from .config import ConfigError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,6 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 -- what each finished run trained (trainable.pack), written in the same transaction as its row
 CREATE TABLE IF NOT EXISTS artefacts (run_id TEXT PRIMARY KEY, blob BLOB NOT NULL);
+-- groups being trained: a sweep claims a group before it trains it and keeps the claim alive
+CREATE TABLE IF NOT EXISTS leases (group_id TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL);
 """
 COLUMNS = ["run_id", "status", "model", "width", "depth", "trainable", "seed", "dataset",
            "test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_epoch", "epochs_run",
@@ -39,22 +48,71 @@ COLUMNS = ["run_id", "status", "model", "width", "depth", "trainable", "seed", "
            "config", "trainable_by_layer", "history", "versions", "error", "finished_at"]
 JSON_COLUMNS = ("config", "trainable_by_layer", "history", "versions")
 ENDED = ("finished", "diverged")  # a re-launch skips these; failed runs are tried again
+SCHEMA_VERSION = 1  # stores written before versioning have the same layout: they are version 1
+
+
+class StoreError(RuntimeError):
+    """A results store that cannot be used: corrupt, foreign, from a newer bnonly, or not writable."""
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists()
+        if existed:
+            self.check()
+        elif not create:
+            raise StoreError(f"{self.path}: no results store here (run `bnonly sweep` first)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.path.parent}: cannot create the results directory ({e.strerror or e})") from None
         for attempt in range(200):  # WAL mode is stored in the file; switching waits for no busy timeout
             try:
                 with self._tx() as db:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.executescript(SCHEMA)
+                    if not existed or db.execute("SELECT 1 FROM meta WHERE key='schema_version'").fetchone() is None:
+                        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
                 break
             except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or attempt == 199:
-                    raise
-                time.sleep(0.05)
+                if "locked" in str(e) and attempt < 199:
+                    time.sleep(0.05)
+                    continue
+                raise StoreError(f"{self.path}: cannot write the results store ({e})") from None
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"{self.path}: not a usable results store ({e})") from None
+
+    def check(self) -> None:
+        """The file is a bnonly store of a known schema version and passes SQLite's quick_check."""
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, not a results store")
+        # The file is read through SQLite only: a plain open()/close() of a database file would drop
+        # the POSIX locks of any SQLite connection this process holds on it (SQLite's documented
+        # "close() clears locks" hazard), and a WAL store can then be checkpointed under a reader.
+        try:
+            db = sqlite3.connect(self.path, timeout=120)  # read-write: a killed writer's WAL is recovered
+            try:
+                ok = db.execute("PRAGMA quick_check").fetchall()
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                version = None
+                if "meta" in tables:
+                    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                    version = json.loads(row[0]) if row else None
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            if "not a database" in str(e):
+                raise StoreError(f"{self.path}: not a results store (not an SQLite file); move it away or use "
+                                 "another --out") from None
+            raise StoreError(f"{self.path}: corrupt results store ({e}); nothing was written to it") from None
+        if ok != [("ok",)]:
+            raise StoreError(f"{self.path}: corrupt results store (SQLite quick_check: {ok[0][0]}); nothing was written to it")
+        if tables and "runs" not in tables:
+            raise StoreError(f"{self.path}: an SQLite file, but not a bnonly results store (no runs table)")
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: written by a newer bnonly (schema version {version}, this one reads "
+                             f"{SCHEMA_VERSION}); upgrade bnonly")
 
     @contextmanager
     def _tx(self):
@@ -71,8 +129,43 @@ class Store:
         with self._tx() as db:
             return {r[0] for r in db.execute(f"SELECT run_id FROM runs WHERE status IN {ENDED}")}
 
-    def write(self, rows: list[dict]):
-        """Insert/replace whole rows (summary dicts from `engine.Result.summary()`), atomically."""
+    # ---------------------------------------------------------------- leases (concurrent sweeps)
+    def claim(self, group_id: str, owner: str, stale: float, gone=lambda owner: False) -> bool:
+        """Take the lease of a group unless another owner holds it with a heartbeat newer than
+        `stale` seconds and is not `gone(owner)`; atomic across processes (BEGIN IMMEDIATE)."""
+        now = time.time()
+        db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT owner, heartbeat FROM leases WHERE group_id = ?", (group_id,)).fetchone()
+            if row is not None and row[0] != owner and now - row[1] < stale and not gone(row[0]):
+                db.execute("ROLLBACK")
+                return False
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (group_id, owner, now))
+            db.execute("COMMIT")
+            return True
+        finally:
+            db.close()
+
+    def heartbeat(self, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE leases SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
+
+    def release(self, owner: str, group_id: str | None = None) -> None:
+        with self._tx() as db:
+            if group_id is None:
+                db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+            else:
+                db.execute("DELETE FROM leases WHERE owner = ? AND group_id = ?", (owner, group_id))
+
+    def ids_since(self, since: str) -> set[str]:
+        """Runs written at or after `since` (a finished_at timestamp), whatever their status."""
+        with self._tx() as db:
+            return {r[0] for r in db.execute("SELECT run_id FROM runs WHERE finished_at >= ?", (since,))}
+
+    def write(self, rows: list[dict], release: tuple[str, str] | None = None):
+        """Insert/replace whole rows (summary dicts from `engine.Result.summary()`), atomically, and
+        give up the lease `release` = (owner, group_id) in the same transaction."""
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         values = []
         for r in rows:
@@ -85,6 +178,8 @@ class Store:
             db.executemany(f"INSERT OR REPLACE INTO runs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
                            values)
             db.executemany("INSERT OR REPLACE INTO artefacts VALUES (?, ?)", blobs)
+            if release:
+                db.execute("DELETE FROM leases WHERE owner = ? AND group_id = ?", release)
 
     def artefact(self, run_id: str) -> bytes | None:
         with self._tx() as db:
@@ -128,11 +223,13 @@ class Store:
         return path
 
     def export_parquet(self, path: str | Path) -> Path:
+        """Needs the optional 'parquet' extra (pandas and pyarrow), imported here only."""
         try:
             import pandas as pd
-        except ImportError:
-            from .config import ConfigError
-            raise ConfigError("Parquet export needs the 'parquet' extra: pip install 'bnonly[parquet]'") from None
+            import pyarrow  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(f"Parquet export needs the 'parquet' extra ({e.name} is missing): "
+                             "pip install 'bnonly[parquet]'") from None
         rows = self.runs()
         df = pd.DataFrame([{c: (json.dumps(r[c]) if c in JSON_COLUMNS else r[c]) for c in COLUMNS} for r in rows])
         df.to_parquet(path)

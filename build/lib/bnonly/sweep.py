@@ -8,13 +8,18 @@ Re-launching a sweep skips the runs the store already holds, so an interrupted s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from importlib import resources
 import multiprocessing as mp
 import os
+import signal
+import socket
 import sys
+import threading
 import time
 import tomllib
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +64,15 @@ class SweepConfig:
     random_allocations: list = field(default_factory=list)   # empty: the `random_allocation` setting (even)
     datasets: list = field(default_factory=list)             # empty: the `dataset` setting (mnist)
     settings: dict = field(default_factory=dict)  # any other RunConfig field, as a scalar
+
+    @staticmethod
+    def check_keys(table: dict, source: str) -> None:
+        """Every key is a grid key, name, preset or run setting; else one line naming the source."""
+        for key in table:
+            if key not in GRID_KEYS and key not in ("name", "preset") and (
+                    key not in FIELD_TYPES or key in ("model", "width", "depth", "trainable", "seed")):
+                raise ConfigError(f"{source}: unknown key {key!r} (grid keys: {', '.join(GRID_KEYS)}; "
+                                  f"or any run setting such as max_epochs, dataset, subset)")
 
     @classmethod
     def from_dict(cls, table: dict, source: str = "config") -> "SweepConfig":
@@ -156,7 +170,9 @@ def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     table.setdefault("name", Path(path.name).stem)
-    table.update(parse_set(overrides or []))
+    sets = parse_set(overrides or [])
+    SweepConfig.check_keys(sets, "--set")
+    table.update(sets)
     return SweepConfig.from_dict(table, source=str(path))
 
 
@@ -166,6 +182,11 @@ def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _ignore_sigint():
+    """Worker processes leave Ctrl-C to the parent, which stops the pool (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _pool_job(args):
@@ -228,19 +249,100 @@ class Progress:
         self.bar.close()
 
 
-def _inline(groups, device, data_dir, progress, threads):
+# ---------------------------------------------------------------------------- sharing a store
+# Several sweeps may run on one store (two terminals, two nodes): each claims a group in the store
+# before it trains it, and keeps the claim alive with a heartbeat; a group whose claim is older than
+# LEASE_STALE seconds belongs to a process that died and is taken over.
+LEASE_HEARTBEAT = float(os.environ.get("BNONLY_LEASE_HEARTBEAT", 20))
+LEASE_STALE = float(os.environ.get("BNONLY_LEASE_STALE", 120))
+
+
+def group_id(group: list[RunConfig]) -> str:
+    return hashlib.sha256(",".join(sorted(c.run_id for c in group)).encode()).hexdigest()[:16]
+
+
+def owner_gone(owner: str) -> bool:
+    """A lease owner is gone at once when it ran on this machine and its process no longer exists
+    (a sweep killed here is resumed without waiting for its claims to go stale)."""
+    host, pid, _ = owner.split(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+class Leases:
+    """This process's claims on groups of a store, kept alive by a background heartbeat."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.by_others = 0
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._run, daemon=True)
+        self._beat.start()
+
+    def _run(self):
+        while not self._stop.wait(LEASE_HEARTBEAT):
+            try:
+                self.store.heartbeat(self.owner)
+            except Exception:  # noqa: BLE001 - a missed beat only risks a takeover, never a lost row
+                pass
+
+    def work(self, groups: list[list[RunConfig]], progress: "Progress"):
+        """(index, group) for every group this process claims, lazily; a group another live process
+        holds is looked at again later, and dropped once that process has written its runs."""
+        pending = list(range(len(groups)))
+        while pending:
+            waiting = []
+            for i in pending:
+                if self._done(groups[i]):
+                    self.by_others += len(groups[i])
+                    progress.done(i)
+                elif self.store.claim(group_id(groups[i]), self.owner, LEASE_STALE, gone=owner_gone):
+                    if self._done(groups[i]):  # written (and released) between the look and the claim
+                        self.store.release(self.owner, group_id(groups[i]))
+                        self.by_others += len(groups[i])
+                        progress.done(i)
+                    else:
+                        yield i, groups[i]
+                else:
+                    waiting.append(i)
+            pending = waiting
+            if pending:
+                time.sleep(min(5.0, LEASE_HEARTBEAT))
+
+    def _done(self, group) -> bool:
+        done = self.store.ended_ids() | self.store.ids_since(self.started)
+        return all(c.run_id in done for c in group)
+
+    def close(self):
+        self._stop.set()
+        try:
+            self.store.release(self.owner)
+        except Exception:  # noqa: BLE001 - stale claims are taken over anyway
+            pass
+
+
+def _inline(work, device, data_dir, progress, threads):
     """The default executor: one group after another in this process."""
-    for i, g in enumerate(groups):
+    for i, g in work:
         hooks = Hooks(batch=lambda e, b, n, m, i=i: progress.batch(i, m),
                       epoch=lambda e, n, i=i: progress.epoch(i, e, n, counted_batches=True))
         yield i, train_group(g, device, data_dir, hooks, threads), None
 
 
-def _pool(groups, device, data_dir, workers, threads):
+def _pool(work, device, data_dir, workers, threads):
     """--workers N: groups in N spawned processes; only this process writes the store."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    with mp.get_context("spawn").Pool(workers) as pool:
-        jobs = [(i, g, device, data_dir, None, threads) for i, g in enumerate(groups)]
+    with mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
+        jobs = ((i, g, device, data_dir, None, threads) for i, g in work)
         for i, rows in pool.imap_unordered(_pool_job, jobs):
             yield i, rows, None
 
@@ -285,29 +387,38 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
         f"{len(todo)} to train in {len(groups)} groups" + (" on Ray" if executor == "ray" else ""))
     if groups and estimate and executor == "local":
         t0 = time.perf_counter()
-        secs, shapes = estimate_seconds(groups, device, data_dir)
+        secs, shapes, left_out = estimate_seconds(groups, device, data_dir)
         log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs (early "
             f"stopping ends most runs sooner{f'; --workers {workers} share it' if workers > 1 else ''}); "
-            f"calibrated on {shapes} group shapes in {time.perf_counter() - t0:.1f} s")
+            f"calibrated on {shapes} group shapes in {time.perf_counter() - t0:.1f} s"
+            + (f"; {left_out} group(s) could not be calibrated (their training will say why)" if left_out else ""))
 
     def steps_per_epoch(c):
         return batches_per_epoch(train_size(c.dataset, c.val_fraction, c.subset, data_dir), c.batch_size)
 
     progress = Progress(groups, steps_per_epoch, quiet)
+    leases = Leases(store)
+    work = leases.work(groups, progress)
     if executor == "ray":
-        finished = cluster.ray_groups(groups, device, data_dir, progress, address=address,
+        finished = cluster.ray_groups(work, device, data_dir, progress, address=address,
                                       cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
     elif workers > 1:
-        finished = _pool(groups, device, data_dir, workers, threads)
+        finished = _pool(work, device, data_dir, workers, threads)
     else:
-        finished = _inline(groups, device, data_dir, progress, threads)
-    stats = _write_results(finished, store, progress, log, total=len(cfgs), skipped=len(cfgs) - len(todo))
+        finished = _inline(work, device, data_dir, progress, threads)
+    try:
+        stats = _write_results(finished, store, progress, log, total=len(cfgs), skipped=len(cfgs) - len(todo),
+                               release=lambda i: (leases.owner, group_id(groups[i])))
+    finally:
+        leases.close()
+    stats["by_others"] = leases.by_others
+    others = f", {leases.by_others} trained by another sweep on this store" if leases.by_others else ""
     log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
-        f"{stats['skipped']} skipped, {stats['seconds']:.1f} s -> {store.path}")
+        f"{stats['skipped']} skipped{others}, {stats['seconds']:.1f} s -> {store.path}")
     return stats
 
 
-def _write_results(finished, store: Store, progress: Progress, log, total: int, skipped: int) -> dict:
+def _write_results(finished, store: Store, progress: Progress, log, total: int, skipped: int, release) -> dict:
     """Store each group's rows as the executor yields them (one transaction per group); the stats."""
     t0 = time.perf_counter()
     stats = {"total": total, "skipped": skipped, "trained": 0, "failed": 0}
@@ -315,7 +426,7 @@ def _write_results(finished, store: Store, progress: Progress, log, total: int, 
     try:
         for i, rows, node in finished:
             progress.done(i)
-            store.write(rows)
+            store.write(rows, release=release(i))
             if node:
                 nodes[node] += 1
             for r in rows:
