@@ -165,5 +165,15 @@ def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):
     a = analyze_run({"run_id": cfg.run_id, "config": cfg.__dict__, "test_accuracy": r.test_accuracy}, r.artefact)
     assert a["has_beta"] is False and a["dead"] is None and a["rare"] is None
     sec, (header, rows) = section([a], tmp_path, {})
-    assert rows[0][header.index("dead units (%)")] == "n/a: no hidden beta"
+    assert rows[0][header.index("dead units (%)")] == "n/a: no trained hidden beta"
     assert any("cannot die" in b.get("text", "") for b in sec["blocks"])
+
+
+def test_two_studies_never_share_a_figure_name(tmp_path):
+    from bnonly.analysis import _name
+    a = {"config": resolve(width=8, depth=2, trainable="bn").__dict__}
+    b = {"config": resolve(width=8, depth=2, trainable="bn", max_epochs=10).__dict__}
+    g = group([a, b])
+    names = {_name(k, g) for k in g}
+    assert len(names) == 2 and all(n.startswith("mlp_w8_d2_") for n in names)
+    assert {_name(k, [k]) for k in g} == {"mlp_w8_d2"}

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from bnonly.claims import HELD, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE, claims
+from bnonly.claims import HELD, INCONCLUSIVE, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE, claims
 from bnonly.cli import main
 from bnonly.config import resolve
 from bnonly.report import write_report
@@ -30,7 +30,9 @@ def test_mean_gap_passes_but_paired_interval_does_not():
     bn = [run("bn", s, 0.95) for s in SEEDS]
     rnd = [run("random", s, a) for s, a in zip(SEEDS, (0.75, 0.93, 0.81))]
     c3 = claim(bn + rnd, 3)
-    assert c3["verdict"] == NOT_HELD and "+12.0" in c3["measured"]
+    assert c3["verdict"] == INCONCLUSIVE and "+12.0" in c3["measured"]  # never "held"; not refuted either
+    rnd = [run("random", s, a) for s, a in zip(SEEDS, (0.90, 0.91, 0.92))]  # wholly below 10 points: refuted
+    assert claim(bn + rnd, 3)["verdict"] == NOT_HELD
     # the same mean gap with little seed noise holds
     rnd = [run("random", s, a) for s, a in zip(SEEDS, (0.829, 0.830, 0.831))]
     assert claim(bn + rnd, 3)["verdict"] == HELD
@@ -52,6 +54,8 @@ def test_capped_runs_are_not_testable_at_this_budget():
         assert c["verdict"] == NOT_TESTABLE
         assert f"{n} of {n} runs stopped by max_epochs = 10" in c["measured"] and "48,000" in c["measured"]
         assert "the rule gives 'did not hold'" in c["measured"]
+    # `all` without a normalization layer is allowed (it is `all-nobn`'s model)
+    assert resolve("report", trainable="all", norm="none").effective_norm == "none"
     # the same accuracies under the protocol: did not hold
     bn = [run("bn", s, 0.60) for s in SEEDS]
     assert claim(bn, 2)["verdict"] == NOT_HELD
@@ -63,7 +67,10 @@ def test_one_seed_is_not_measured_and_bands_can_fail():
     assert claim([run("bn", s, 0.95 + 0.001 * s) for s in SEEDS], 2)["verdict"] == HELD
     assert claim([run("bn", s, 0.99 + 0.001 * s) for s in SEEDS], 2)["verdict"] == NOT_HELD  # above "about 95%"
     noisy = [run("bn", s, a) for s, a in zip(SEEDS, (0.93, 0.97, 0.95))]  # mean 95%, interval far wider than the band
-    assert claim(noisy, 2)["verdict"] == NOT_HELD
+    assert claim(noisy, 2)["verdict"] == INCONCLUSIVE
+    # one cell refuted and another with one seed: refuted, not "not measured"
+    mixed = [run("bn", s, 0.80 + 0.001 * s) for s in SEEDS] + [run("bn", 0, 0.95, depth=8)]
+    assert claim(mixed, 2)["verdict"] == NOT_HELD
 
 
 def test_claim4_small_growth_within_noise_does_not_hold():
@@ -73,7 +80,7 @@ def test_claim4_small_growth_within_noise_does_not_hold():
         for s, noise in zip(SEEDS, noises[d]):
             runs += [run("all", s, 0.97, depth=d), run("all-nobn", s, 0.97 - gap - noise, depth=d)]
     c4 = claim(runs, 4)
-    assert c4["verdict"] == NOT_HELD and "above 0 in 2 of 2 cells" in c4["measured"]
+    assert c4["verdict"] == INCONCLUSIVE and "above 0 in 2 of 2 cells" in c4["measured"]
     assert "above 0 at 0 of 1 widths" in c4["measured"]
 
 

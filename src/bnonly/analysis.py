@@ -24,6 +24,7 @@ artefact) this measures:
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .config import RunConfig  # noqa: E402
+from .config import GRID_FIELDS, RunConfig  # noqa: E402
 from .data import load  # noqa: E402
 from .engine import evaluate  # noqa: E402
 from .figures import save_figure  # noqa: E402
@@ -134,7 +135,9 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
     gammas = [b.norm.weight.detach().clone() for b in model.blocks]
     betas = [b.norm.bias.detach().clone() if b.norm.bias is not None else None for b in model.blocks]
     init = [b.norm.weight.detach().clone() for b in initial.blocks]
-    has_beta = all(b is not None for b in betas)
+    # units can die only where beta exists and trains (a frozen beta stays 0: ReLU(gamma x_hat) fires
+    # on about half the inputs whenever gamma != 0)
+    has_beta = all(b is not None for b in betas) and "beta" in SETS[cfg.trainable].parts
     act = activity(model, d.x_test) if has_beta else None
     x_stats = d.x_train[: 128 * STAT_BATCHES]  # a fixed slice of the training set (its order is fixed)
     abl = ablation(model, cfg, x_stats, d.x_test[:ABLATION_EXAMPLES], d.y_test[:ABLATION_EXAMPLES], seed=cfg.seed)
@@ -148,11 +151,14 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
             "ablation": abl}
 
 
-def analyze_store(out_dir, data_dir=None) -> list[dict]:
-    """Every finished run of a set that trains gamma/beta, with a normalization layer and a stored model."""
+def analyze_store(out_dir, data_dir=None, run_ids: set | None = None) -> list[dict]:
+    """Every finished run of a set that trains gamma/beta, with a normalization layer and a stored
+    model (only those of `run_ids` when given)."""
     store = Store(Path(out_dir) / "results.sqlite")
     out = []
     for row in store.runs(status=("finished",)):
+        if run_ids is not None and row["run_id"] not in run_ids:
+            continue
         c = config_of(row)
         if c["trainable"] not in ANALYZED_SETS or c["norm"] == "none":
             continue
@@ -169,18 +175,30 @@ def group(analyses: list[dict]) -> dict:
     g = defaultdict(list)
     for a in analyses:
         c = config_of(a)
-        sized = c["model"] == "mlp"
+        sized = c["width"] is not None
         rest = tuple(sorted((k, v) for k, v in c.items() if k not in ("seed", "model", "width", "depth", "trainable")))
         g[(c["model"], c["width"] if sized else 0, c["depth"] if sized else 0, c["trainable"], rest)].append(a)
     return dict(g)
 
 
-def _name(key) -> str:
-    """The label of a condition: the architecture, and the settings that tell it from the report's
-    baseline (norm, allocation, data set) where they differ."""
+def _base_name(key) -> str:
     rest = dict(key[4]) if len(key) > 4 else {}
     extra = [str(rest[k]) for k in ("norm", "dataset") if k in rest and rest[k] not in ("batchnorm", "mnist")]
     return "_".join([arch_name({"model": key[0], "width": key[1], "depth": key[2]})] + extra)
+
+
+def _study_of(key) -> tuple:
+    return tuple(kv for kv in key[4] if kv[0] not in GRID_FIELDS)
+
+
+def _name(key, keys=()) -> str:
+    """The label of a condition: the architecture and the settings that tell it from the report's
+    baseline (norm, data set) where they differ; when another condition among `keys` of another
+    study has the same label, a short hash of this one's study (so figures never overwrite each other)."""
+    base = _base_name(key)
+    if any(_base_name(k) == base and _study_of(k) != _study_of(key) for k in keys):
+        base += "_" + hashlib.sha256(repr(_study_of(key)).encode()).hexdigest()[:6]
+    return base
 
 
 # ---------------------------------------------------------------- figures and table
@@ -236,7 +254,7 @@ def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
     figs = []
     for arch_key, keys in sorted(_arch_groups(groups).items(), key=lambda kv: str(kv[0])):
         keys = sorted(keys, key=lambda k: ANALYZED_SETS.index(k[3]) if k[3] in ANALYZED_SETS else 99)
-        name = _name(keys[0])
+        name = _name(keys[0], groups)
         figs.append((_hist_grid(groups, keys, "gamma", name, out_dir, written),
                      f"Learned gamma per layer at {name}, by trainable set, all seeds together; grey: the initial gamma."))
         if any(a["has_beta"] for k in keys for a in groups[k]):
@@ -265,7 +283,7 @@ def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
 
 
 def _ordered(groups):
-    return sorted(groups, key=lambda k: (_name(k), ANALYZED_SETS.index(k[3]) if k[3] in ANALYZED_SETS else 99))
+    return sorted(groups, key=lambda k: (_name(k, groups), ANALYZED_SETS.index(k[3]) if k[3] in ANALYZED_SETS else 99))
 
 
 def table(groups: dict) -> tuple[list[str], list[list[str]]]:
@@ -284,9 +302,9 @@ def table(groups: dict) -> tuple[list[str], list[list[str]]]:
         if all(a["has_beta"] for a in runs):
             dead, rare = _pct(mean_ci(a["dead"] for a in runs)), _pct(mean_ci(a["rare"] for a in runs))
         else:
-            dead = rare = "n/a: no hidden beta"
+            dead = rare = "n/a: no trained hidden beta"
         abl = " / ".join(_pct(_curve(groups, key, f)[j]) for f in ("smallest", "largest", "random"))
-        rows.append([_name(key), key[3], str(len(runs)),
+        rows.append([_name(key, groups), key[3], str(len(runs)),
                      f"{_pct(frac('disabled', 'relative'))} ({100 * frac('disabled_initial', 'relative').mean:.1f})"]
                     + [f"{_pct(frac('disabled', str(t)))} ({100 * frac('disabled_initial', str(t)).mean:.1f})"
                        for t in THRESHOLDS] + [dead, rare, abl])
@@ -306,7 +324,7 @@ def answers(groups: dict) -> list[str]:
         init = mean_ci(a["disabled_initial"]["relative"]["all"] for a in runs)
         sm, rd = _curve(groups, key, "smallest")[j], _curve(groups, key, "random")[j]
         full = _curve(groups, key, "smallest")[0]
-        sentence = (f"{_name(key)}, {key[3]} (n={learned.n}): {_pct(learned)}% of features disabled (|gamma| below "
+        sentence = (f"{_name(key, groups)}, {key[3]} (n={learned.n}): {_pct(learned)}% of features disabled (|gamma| below "
                     f"{100 * RELATIVE:g}% of their layer's RMS), against {100 * init.mean:.1f}% at initialisation. "
                     f"Switching off the 30% smallest-|gamma| features moves accuracy from {_pct(full)}% to {_pct(sm)}%, "
                     f"30% at random to {_pct(rd)}%.")
@@ -325,15 +343,17 @@ def section(analyses: list[dict], out_dir: Path, written: dict):
                "Frankle et al. found (a quarter to a third of them in ResNets; their Section 5)?"}]
     blocks += [{"kind": "answer", "text": a} for a in answers(groups)]
     if not all(a["has_beta"] for a in analyses):
-        blocks.append(text("Some of these runs have no hidden beta (the `report` preset): there ReLU(gamma * x_hat) "
-                           "is positive on about half the inputs whenever gamma != 0, so units cannot die and dead "
-                           "units are not reported. Disabled features are measured on gamma alone."))
+        blocks.append(text("Some of these runs have no trained hidden beta (the `report` preset has none; `gamma` "
+                           "keeps it at 0): there ReLU(gamma * x_hat) is positive on about half the inputs whenever "
+                           "gamma != 0, so units cannot die and dead units are not reported. Disabled features are "
+                           "measured on gamma alone."))
     blocks += [figure(png, cap) for png, cap in figs]
     blocks.append(table_block(header, rows, caption=(
         f"Mean ± 95% t interval over seeds (n); fractions weighted by feature count over all layers. Disabled: "
         f"|gamma| below {100 * RELATIVE:g}% of the root-mean-square |gamma| of its layer (scale-free: a layer "
         "followed by BatchNorm can scale its gamma freely); the absolute thresholds are not scale-free. Ablation "
-        "with BatchNorm statistics re-estimated after switching off. Frankle et al. report 25-33% disabled.")))
+        "with BatchNorm statistics re-estimated after switching off. Frankle et al. report 25-33% disabled. With "
+        "norm 'affine' no normalization follows a layer, so its gamma scale is not free there.")))
     return {"title": "What the affine parameters learn", "blocks": blocks}, (header, rows)
 
 

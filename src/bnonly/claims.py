@@ -9,7 +9,11 @@ How the rules use statistics:
   seed's weights and data order, with a 95% Student-t interval over seeds (stats.paired).
 - A rule about many cells (architectures) asks each cell's interval separately and counts the cells;
   it never treats the spread between architectures as seed noise.
-- An interval needs at least 2 seeds: with fewer, a claim is "not measured".
+- An interval needs at least 2 seeds: with fewer, a claim is "not measured" (unless a measured
+  cell already refutes it).
+- A cell holds when its interval lies wholly on the claim's side of the boundary, is refuted when it
+  lies wholly on the other side, and is undecided when it straddles it: the claim is then
+  "inconclusive" (more seeds would decide), never "did not hold".
 - Budget: a verdict rests on accuracies, so it stands only for runs that followed the report's
   protocol (stats.PROTOCOL). Otherwise the verdict is "not testable at this budget", with the reason
   and what the rule gave at this budget.
@@ -24,7 +28,8 @@ from .stats import CHANCE, Stat, accuracies, budget_gaps, cells, differences, me
 
 HELD, NOT_HELD, NOT_MEASURED = "held", "did not hold", "not measured"
 NOT_TESTABLE, NOT_APPLICABLE = "not testable at this budget", "not applicable"
-VERDICTS = (HELD, NOT_HELD, NOT_TESTABLE, NOT_MEASURED, NOT_APPLICABLE)
+INCONCLUSIVE = "inconclusive"  # an interval straddles the rule's boundary: more seeds would decide
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTABLE, NOT_MEASURED, NOT_APPLICABLE)
 
 BAND2 = (0.925, 0.975)   # "about 95%"
 GAP3 = 0.10              # "more than 10 points worse"
@@ -32,6 +37,9 @@ BAND6 = (0.25, 0.35)     # "about 30%"
 GAP6 = (0.0, 0.05)       # "2-3 points lower": above 0, at most 5 points
 LEVEL5 = 0.02            # "levels off": a change within 2 points
 MNIST_ONLY = (2, 3, 6)   # claims whose thresholds are MNIST numbers
+
+DECIDE = (" It did not hold where an interval lies wholly on the wrong side of the rule's boundary, and is "
+          "inconclusive where one straddles it (more seeds would decide).")
 
 CLAIMS = (
     "BN-only is consistently above chance at every width and depth.",
@@ -58,7 +66,7 @@ RULES = (
     "interval over seeds of (width growth − depth growth) is above 0. Part 2, at the widest width: the paired "
     "rise from the shallowest depth below 4 to depth 4 has its interval above 0, and the paired change from "
     f"depth 4 to the deepest depth has its interval inside ±{100 * LEVEL5:.0f} points. Held if both parts hold; "
-    "a part that cannot be measured makes it 'not measured' unless the other failed.",
+    "a part that cannot be measured makes it 'not measured' unless the other was refuted.",
     f"LeNet-5: the 95% interval of bn lies inside [{100 * BAND6[0]:.0f}%, {100 * BAND6[1]:.0f}%] ('about 30%') "
     f"and the paired bn − random interval lies inside ({100 * GAP6[0]:.0f}, {100 * GAP6[1]:.0f}] points. Held if both.",
 )
@@ -86,17 +94,55 @@ def _few(stats) -> bool:
 FEW = "needs ≥ 2 seeds per cell for an interval"
 
 
+# Each cell's interval gives +1 (the claim holds there), -1 (it is refuted there: the interval lies
+# wholly on the wrong side) or 0 (the interval straddles the boundary: more seeds would decide).
+def _above(s: Stat, t: float) -> int:
+    return 1 if s.lo > t else (-1 if s.hi <= t else 0)
+
+
+def _band(s: Stat, lo: float, hi: float) -> int:
+    return 1 if lo <= s.lo and s.hi <= hi else (-1 if s.hi < lo or s.lo > hi else 0)
+
+
+def _every(outcomes: list[int], stats) -> str:
+    """Held if every measured cell holds; did not hold if one is refuted; otherwise not measured
+    (a cell has < 2 seeds) or inconclusive."""
+    measured = [o for o, s in zip(outcomes, stats) if s.n >= 2]
+    if -1 in measured:
+        return NOT_HELD
+    if len(measured) < len(outcomes):
+        return NOT_MEASURED
+    return HELD if all(o == 1 for o in measured) else INCONCLUSIVE
+
+
+def _most(outcomes: list[int]) -> str:
+    """Held if more than half hold and none is refuted; did not hold if one is refuted or a
+    majority is out of reach; else inconclusive."""
+    up, down = outcomes.count(1), outcomes.count(-1)
+    if down or (len(outcomes) - down) <= len(outcomes) / 2:
+        return NOT_HELD
+    return HELD if up > len(outcomes) / 2 else INCONCLUSIVE
+
+
+def _both(*verdicts: str) -> str:
+    for v in (NOT_HELD, NOT_MEASURED, INCONCLUSIVE):
+        if v in verdicts:
+            return v
+    return HELD
+
+
 def claim1(c):
     bn = _mlp(c, "bn")
     if not bn:
         return "No finished BN-only MLP runs.", NOT_MEASURED, []
     st = {k: mean_ci(accuracies(v).values()) for k, v in bn.items()}
-    if _few(st.values()):
-        return f"{FEW}; {sum(s.n < 2 for s in st.values())} of {len(st)} cells have one.", NOT_MEASURED, []
+    outcomes = [_above(s, CHANCE) for s in st.values()]
     (w, d), worst = min(st.items(), key=lambda kv: kv[1].lo)
-    above = sum(s.lo > CHANCE for s in st.values())
-    return (f"{above} of {len(st)} cells have their interval above 10%; lowest: {fmt(worst)} at width {w}, depth {d}.",
-            HELD if above == len(st) else NOT_HELD, _used(bn))
+    text = (f"{outcomes.count(1)} of {len(st)} cells have their interval above 10%, {outcomes.count(-1)} at or below "
+            f"it; lowest: {fmt(worst)} at width {w}, depth {d}.")
+    if _few(st.values()):
+        text += f" {sum(s.n < 2 for s in st.values())} cells have one seed ({FEW})."
+    return text, _every(outcomes, list(st.values())), _used(bn)
 
 
 def claim2(c):
@@ -104,11 +150,10 @@ def claim2(c):
     if not bn:
         return "No BN-only runs at width 784 with depth 4–14.", NOT_MEASURED, []
     st = {d: mean_ci(accuracies(v).values()) for d, v in sorted(bn.items())}
-    if _few(st.values()):
-        return FEW + ".", NOT_MEASURED, []
-    inside = [d for d, s in st.items() if BAND2[0] <= s.lo and s.hi <= BAND2[1]]
-    text = "; ".join(f"depth {d}: {fmt(s)}" for d, s in st.items()) + f" ({len(inside)} of {len(st)} inside the band)."
-    return text, HELD if len(inside) == len(st) else NOT_HELD, _used(bn)
+    outcomes = [_band(s, *BAND2) for s in st.values()]
+    text = "; ".join(f"depth {d}: {fmt(s)}" for d, s in st.items()) + \
+        f" ({outcomes.count(1)} of {len(st)} inside the band, {outcomes.count(-1)} outside it)."
+    return text, _every(outcomes, list(st.values())), _used(bn)
 
 
 def claim3(c):
@@ -117,17 +162,11 @@ def claim3(c):
     if not depths:
         return "No width-784 depth 4–14 with both BN-only and random runs.", NOT_MEASURED, []
     gaps = {d: paired(accuracies(bn[(784, d)]), accuracies(rnd[(784, d)])) for d in depths}
-    if _few(gaps.values()):
-        return FEW + " (paired by seed).", NOT_MEASURED, []
-    ok = [d for d, g in gaps.items() if g.lo > GAP3]
+    outcomes = [_above(g, GAP3) for g in gaps.values()]
     used = _used({d: bn[(784, d)] for d in depths}, {d: rnd[(784, d)] for d in depths})
     text = "bn − random: " + "; ".join(f"depth {d}: {fmt(g, True)}" for d, g in gaps.items())
-    return text + f" ({len(ok)} of {len(gaps)} above 10 points).", HELD if len(ok) == len(gaps) else NOT_HELD, used
-
-
-def _side(stats) -> tuple[int, int]:
-    """How many intervals lie above 0 and how many below 0."""
-    return sum(s.lo > 0 for s in stats), sum(s.hi < 0 for s in stats)
+    text += f" ({outcomes.count(1)} of {len(gaps)} above 10 points, {outcomes.count(-1)} at or below)."
+    return text, _every(outcomes, list(gaps.values())), used
 
 
 def claim4(c):
@@ -137,12 +176,12 @@ def claim4(c):
         return "No (width, depth) with both all and all-nobn runs.", NOT_MEASURED, []
     gap_seeds = {k: differences(accuracies(a[k]), accuracies(b[k])) for k in both}
     gaps = {k: mean_ci(v.values()) for k, v in gap_seeds.items()}
-    if _few(gaps.values()):
-        return FEW + " (paired by seed).", NOT_MEASURED, []
-    up, down = _side(gaps.values())
-    helps = up > len(gaps) / 2 and down == 0
-    text = f"all − all-nobn: interval above 0 in {up} of {len(gaps)} cells, below 0 in {down}"
     used = _used({k: a[k] for k in both}, {k: b[k] for k in both})
+    if _few(gaps.values()):
+        return FEW + " (paired by seed).", NOT_MEASURED, used
+    helps = [_above(g, 0.0) for g in gaps.values()]
+    text = (f"all − all-nobn: interval above 0 in {helps.count(1)} of {len(gaps)} cells, at or below 0 in "
+            f"{helps.count(-1)}")
     by_width: dict[int, list[int]] = {}
     for w, d in both:
         by_width.setdefault(w, []).append(d)
@@ -150,12 +189,13 @@ def claim4(c):
               if len(ds) >= 2}
     growth = {w: g for w, g in growth.items() if g.n >= 2}
     if not growth:
+        v = _most(helps)
         return (text + "; 'more so at depth' not measured (needs a width with ≥ 2 depths and ≥ 2 seeds).",
-                NOT_HELD if not helps else NOT_MEASURED, used)
-    g_up, g_down = _side(growth.values())
+                NOT_HELD if v == NOT_HELD else NOT_MEASURED, used)
+    grows = [_above(g, 0.0) for g in growth.values()]
     text += "; growth of the gap from the shallowest to the deepest depth: " + ", ".join(
-        f"w{w}: {fmt(g, True)}" for w, g in growth.items()) + f" (above 0 at {g_up} of {len(growth)} widths)."
-    return text, HELD if helps and g_up > len(growth) / 2 and g_down == 0 else NOT_HELD, used
+        f"w{w}: {fmt(g, True)}" for w, g in growth.items()) + f" (above 0 at {grows.count(1)} of {len(growth)} widths)."
+    return text, _both(_most(helps), _most(grows)), used
 
 
 def _params(cell: dict) -> float | None:
@@ -170,7 +210,6 @@ def claim5(c):
     acc = {k: accuracies(v) for k, v in bn.items()}
     widths = sorted({w for w, _ in bn})
     depths_of = {w: sorted(d for ww, d in bn if ww == w) for w in widths}
-    seeds = sorted(set.intersection(*(set(a) for a in acc.values())))
     parts, results = [], []
 
     def slope(k1, k2, s):  # accuracy change per doubling of trainable parameters, from cell k1 to k2
@@ -180,7 +219,10 @@ def claim5(c):
     narrow, wide = widths[0], widths[-1]
     common = [d for d in depths_of[wide] if (narrow, d) in bn] if len(widths) >= 2 else []
     multi = [w for w in widths if len(depths_of[w]) >= 2]
-    if common and multi and len(seeds) >= 2:
+    cells_used = [(narrow, d) for d in common] + [(wide, d) for d in common] + \
+        [(w, depths_of[w][i]) for w in multi for i in (0, -1)]
+    seeds = sorted(set.intersection(*(set(acc[k]) for k in cells_used))) if cells_used else []
+    if common and multi and len(seeds) >= 2:  # the seeds every cell of this part has
         diff = []
         for s in seeds:
             sw = sum(slope((narrow, d), (wide, d), s) for d in common) / len(common)
@@ -188,27 +230,29 @@ def claim5(c):
             diff.append(sw - sd)
         st = mean_ci(diff)
         if st.n >= 2:
-            results.append(st.lo > 0)
+            results.append(_above(st, 0.0))
             parts.append(f"width growth − depth growth per doubling of parameters {fmt(st, True)}")
     if len(results) == 0:
         parts.append("width vs depth not measured (needs ≥ 2 widths sharing a depth, a width with ≥ 2 depths, "
                      "trainable-parameter counts and ≥ 2 seeds)")
     below = [d for d in depths_of[wide] if d < 4]
     deeper = [d for d in depths_of[wide] if d > 4]
-    if 4 in depths_of[wide] and below and deeper and len(seeds) >= 2:
+    rise = change = None
+    if 4 in depths_of[wide] and below and deeper:
         rise = paired(acc[(wide, 4)], acc[(wide, below[0])])
         change = paired(acc[(wide, deeper[-1])], acc[(wide, 4)])
-        results.append(rise.lo > 0 and -LEVEL5 <= change.lo and change.hi <= LEVEL5)
+    if rise is not None and rise.n >= 2 and change.n >= 2:
+        results.append(min(_above(rise, 0.0), _band(change, -LEVEL5, LEVEL5)))
         parts.append(f"at width {wide}: depth {below[0]} → 4 {fmt(rise, True)}, depth 4 → {deeper[-1]} {fmt(change, True)}")
     else:
         parts.append(f"levelling not measured (width {wide} needs a depth below 4, depth 4 and a deeper one, "
                      "and ≥ 2 seeds)")
-    if results and not all(results):
+    if -1 in results:
         verdict = NOT_HELD
-    elif len(results) == 2:
-        verdict = HELD
-    else:
+    elif len(results) < 2:
         verdict = NOT_MEASURED
+    else:
+        verdict = HELD if results == [1, 1] else INCONCLUSIVE
     partial = " (partially measured)" if len(results) == 1 else ""
     return "; ".join(parts) + "." + partial, verdict, _used(bn) if results else []
 
@@ -221,11 +265,14 @@ def claim6(c):
     gap = paired(accuracies(lenet["bn"]), accuracies(lenet["random"]))
     if bn.n < 2 or gap.n < 2:
         return FEW + ".", NOT_MEASURED, []
-    ok = BAND6[0] <= bn.lo and bn.hi <= BAND6[1] and GAP6[0] < gap.lo and gap.hi <= GAP6[1]
-    return (f"LeNet-5 BN-only {fmt(bn)}; bn − random {fmt(gap, True)}.", HELD if ok else NOT_HELD,
+    in_gap = 1 if GAP6[0] < gap.lo and gap.hi <= GAP6[1] else (-1 if gap.hi <= GAP6[0] or gap.lo > GAP6[1] else 0)
+    outcome = min(_band(bn, *BAND6), in_gap)
+    verdict = {1: HELD, -1: NOT_HELD, 0: INCONCLUSIVE}[outcome]
+    return (f"LeNet-5 BN-only {fmt(bn)}; bn − random {fmt(gap, True)}.", verdict,
             _used({"bn": lenet["bn"], "random": lenet["random"]}))
 
 
+RULES = tuple(r + DECIDE for r in RULES)
 CLAIM_RULES = (claim1, claim2, claim3, claim4, claim5, claim6)
 
 
@@ -239,7 +286,9 @@ def claims(runs, dataset: str = "mnist") -> list[dict]:
             measured, verdict = f"Its thresholds are the report's MNIST numbers; not applied to {dataset}.", NOT_APPLICABLE
         else:
             measured, verdict, used = rule(c)
-            gaps = budget_gaps(used) if verdict in (HELD, NOT_HELD) else None
+            if verdict in (HELD, NOT_HELD, INCONCLUSIVE) and not used:
+                raise AssertionError(f"claim {cid}: a verdict must name the runs it rests on")
+            gaps = budget_gaps(used) if verdict in (HELD, NOT_HELD, INCONCLUSIVE) else None
             if gaps:
                 measured += f" At this budget the rule gives '{verdict}', but {gaps}."
                 verdict = NOT_TESTABLE

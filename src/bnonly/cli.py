@@ -125,7 +125,8 @@ def _sweep(args):
         raise ConfigError(f"--group-size {args.group_size}: must be >= 1")
     stats = run_sweep(sweep, out, device=args.device, workers=args.workers, data_dir=args.data_dir,
                       group_size=args.group_size, threads=args.threads, executor=args.executor,
-                      address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task)
+                      address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+                      estimate=not args.no_estimate)
     return out, stats
 
 
@@ -187,15 +188,12 @@ def parse_where(items: list[str]) -> dict:
     return out
 
 
-def _report(out_dir, where: dict | None = None) -> int:
-    from pathlib import Path
-
-    from .analysis import analyze_store
+def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
     from .report import select, write_report
     store = _open_store(out_dir)
     if where and not select(store.runs(), where):
         raise ConfigError(f"no run in {store.path} has " + ", ".join(f"{k}={v}" for k, v in where.items()))
-    written = write_report(out_dir, analyses=analyze_store(out_dir), where=where)
+    written = write_report(out_dir, where=where, analyze=True, data_dir=data_dir)
     store.export_csv(Path(out_dir) / "results.csv")
     print(f"report: {Path(out_dir) / 'report.html'} ({len(written)} files)")
     return 0
@@ -207,7 +205,7 @@ def cmd_analyze(args) -> int:
     from .analysis import analyze_store, answers, group, plot, table
     from .render import md_table
     _open_store(args.dir)
-    analyses = analyze_store(args.dir)
+    analyses = analyze_store(args.dir, args.data_dir)
     if not analyses:
         print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
         return 0
@@ -222,12 +220,12 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_report(args) -> int:
-    return _report(args.dir, parse_where(args.where))
+    return _report(args.dir, parse_where(args.where), args.data_dir)
 
 
 def cmd_reproduce(args) -> int:
     out, stats = _sweep(args)
-    code = _report(out)
+    code = _report(out, data_dir=args.data_dir)
     return _sweep_status(out, stats) or code
 
 
@@ -259,9 +257,9 @@ def cmd_export_model(args) -> int:
 
 def _add_sweep_flags(p, default_config=None):
     if default_config:
-        p.add_argument("--config", default=default_config, help="shipped config name (quick, report, questions) or a TOML path")
+        p.add_argument("--config", default=default_config, help="shipped config name (quick, claims, report, questions) or a TOML path")
     else:
-        p.add_argument("config", help="shipped config name (quick, report, questions) or a TOML path")
+        p.add_argument("config", help="shipped config name (quick, claims, report, questions) or a TOML path")
     p.add_argument("--out", default=None, help="results directory (default runs/NAME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, value in TOML syntax: --set widths=[10,100] --set max_epochs=5")
@@ -273,6 +271,8 @@ def _add_sweep_flags(p, default_config=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="where to train (default cpu; auto: cuda when there is a GPU)")
     p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="skip the calibrated compute estimate printed before training (a few seconds per group shape)")
     r = p.add_argument_group("Ray executor (pip install 'bnonly[ray]')")
     r.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local (default): this machine; ray: each group is a Ray task (the store is still written here)")
@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="figures, tables and the claims report of a results directory")
     rp.add_argument("dir")
+    rp.add_argument("--data-dir", default=None, help="the data directory the runs were trained with (for the analysis)")
     rp.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
                     help="only runs with this configuration value (repeatable), e.g. --where max_epochs=10; "
                          "a store that holds several studies reports the largest unless --where selects another")
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")
     an.add_argument("dir")
+    an.add_argument("--data-dir", default=None, help="the data directory the runs were trained with")
     an.set_defaults(func=cmd_analyze)
 
     rr = sub.add_parser("reproduce", help="sweep + report in one command")

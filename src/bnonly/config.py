@@ -126,6 +126,9 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+# The fields a sweep grid varies (sweep.GRID_KEYS); every other field defines a study (stats.studies).
+GRID_FIELDS = ("seed", "model", "width", "depth", "trainable", "norm", "random_allocation", "dataset")
+
 # Fields added after the first release, with the default that older run_ids were computed under.
 LATER_FIELDS = {"frozen_trunk_norm": True}
 

@@ -20,13 +20,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from .models import arch_name  # noqa: E402
 from .render import figure, table  # noqa: E402
+from .sets import SETS  # noqa: E402
 from .stats import CHANCE, config_of, finished, mean_ci, paired  # noqa: E402
 
 
 def is_baseline(r) -> bool:
     """The report's setting: BatchNorm (`all-nobn`: none), the random baseline spread evenly."""
     c = config_of(r)
-    return (c["norm"] == "batchnorm" or c["trainable"] == "all-nobn") and c["random_allocation"] == "even"
+    return c["norm"] in ("batchnorm", "none" if SETS[c["trainable"]].without_norm else "batchnorm") \
+        and c["random_allocation"] == "even"
 
 
 def _by(runs, trainable, key) -> dict:
@@ -52,7 +54,8 @@ def _answer(groups, a, b, label_a: str, label_b: str) -> tuple[str, dict] | None
     archs = sorted(set(groups.get(a, {})) & set(groups.get(b, {})))
     rows, up, down, measured = [], 0, 0, 0
     for k in archs:
-        sa, sb = groups[a][k], groups[b][k]
+        common = sorted(set(groups[a][k]) & set(groups[b][k]))  # both sides over the seeds they share
+        sa, sb = ({s: g[k][s] for s in common} for g in (groups[a], groups[b]))
         d = paired(sa, sb)
         if d.n == 0:
             continue
@@ -130,7 +133,7 @@ def sections(runs, out_dir: Path, written: dict) -> list[dict]:
             sets.update(_by([r for r in base if config_of(r)["dataset"] == ds], "random", lambda r: "random"))
             ans = _answer(sets, "bn", "random", f"bn only on {ds}", f"random weights on {ds}")
             if ans:
-                answers.append((ans[0] + f" The claims table for {ds} is below.", ans[1]))
+                answers.append((ans[0] + f" The claims table for {ds} is in the section 'Claims on {ds}'.", ans[1]))
         if answers:
             out.append(_section("Other data sets", "Do the report's findings hold beyond MNIST? BN-only against "
                                 "an equal number of random weights, per architecture.", None, answers))

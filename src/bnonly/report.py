@@ -10,6 +10,7 @@ with a sentence saying why.
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -57,14 +58,14 @@ def _values(xs) -> str:
     return ", ".join(map(str, xs)) if xs else "–"
 
 
-def summary_text(runs, study: list[dict], sweep: dict | None = None) -> list[str]:
+def summary_text(runs, study: list[dict], sweep: dict | None = None, selected: bool = False) -> list[str]:
     """Sentences of the 'what was run' paragraph: the store (runs), then the study this report covers;
     `sweep` is the last sweep's config (store meta)."""
     status = Counter(r.get("status") for r in runs)
     done = finished(study)
     mlp = [r for r in done if r.get("model") == "mlp"]
     out = [f"Last sweep: {sweep.get('name', '?')!r} with preset {sweep.get('preset', '?')!r}."] if sweep else []
-    out += [f"{len(runs)} runs in the store: " + (", ".join(f"{n} {s}" for s, n in sorted(status.items(), key=str))
+    out += [f"{len(runs)} runs {'selected by --where' if selected else 'in the store'}: " + (", ".join(f"{n} {s}" for s, n in sorted(status.items(), key=str))
                                                   or "none") + f"; {len(finished(runs))} count for the statistics."]
     nan_finished = status.get("finished", 0) - len(finished(runs))
     if nan_finished:
@@ -136,13 +137,22 @@ def select(runs, where: dict | None) -> list[dict]:
     return [r for r in runs if all(str(config_of(r).get(k)) == str(v) for k, v in where.items())]
 
 
-def _other_studies(others, where_cmd: str) -> dict:
+def _main_dataset(study: list[dict]) -> str | None:
+    """The data set a study's figures and first claims table use: MNIST, else the first there is."""
+    datasets = sorted({config_of(r)["dataset"] for r in study}, key=lambda d: (d != "mnist", str(d)))
+    return datasets[0] if datasets else None
+
+
+def _other_studies(others, out_dir, where: dict | None) -> dict:
     rows = []
     for fields, rs in others:
-        base = [r for r in rs if questions.is_baseline(r)]
-        verdicts = Counter(c["verdict"] for c in claims(base))
-        rows.append([describe_study(fields), str(len(rs)), ", ".join(f"{n} {v}" for v, n in verdicts.items()),
-                     where_cmd + " " + " ".join(f"--where {k}={v}" for k, v in fields.items())])
+        ds = _main_dataset(rs)
+        base = [r for r in rs if questions.is_baseline(r) and config_of(r)["dataset"] == ds]
+        verdicts = Counter(c["verdict"] for c in claims(base, ds))
+        wheres = {**(where or {}), **fields}
+        cmd = " ".join(["bnonly report", shlex.quote(str(out_dir))]
+                       + [f"--where {shlex.quote(f'{k}={v}')}" for k, v in wheres.items()])
+        rows.append([describe_study(fields), str(len(rs)), ", ".join(f"{n} {v}" for v, n in verdicts.items()), cmd])
     return {"title": "Other studies in this store", "blocks": [
         text("These runs differ from the study above in more than the seed, so they are never pooled with it. "
              "Each is a study of its own; the command in the last column writes its full report."),
@@ -150,7 +160,7 @@ def _other_studies(others, where_cmd: str) -> dict:
 
 
 def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None,
-                 where: dict | None = None) -> dict[str, Path]:
+                 where: dict | None = None, analyze: bool = False, data_dir=None) -> dict[str, Path]:
     """Write figures (PNG+SVG), report.md, report.html and report.json into out_dir; returns {file name: path}.
     `where` ({field: value}) keeps only the runs with those configuration values. The report covers one
     study (stats.studies: runs that differ only in seed, architecture, set, norm, allocation, data set),
@@ -167,13 +177,13 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     # The figures, tables and claims are the report's setting (BatchNorm, random spread evenly) on
     # MNIST (or the one data set there is); other settings answer the open questions below them.
     datasets = sorted({config_of(r)["dataset"] for r in study}, key=lambda d: (d != "mnist", str(d)))
-    main_ds = datasets[0] if datasets else None
+    main_ds = _main_dataset(study)
     runs = [r for r in study if questions.is_baseline(r) and config_of(r)["dataset"] == main_ds]
     mlp, lenet = mlp_stats(runs), lenet_stats(runs)
     written: dict[str, Path] = {}
     skipped = [s for s in (plot_accuracy_vs_depth(mlp, out_dir, written),
                            plot_accuracy_vs_params(runs, out_dir, written)) if s]
-    summary = summary_text(all_runs, study, sweep)
+    summary = summary_text(all_runs, study, sweep, selected=bool(where))
     if len(split) > 1:
         summary.append(f"The store holds {len(split)} studies (runs that differ in more than the seed: "
                        f"{', '.join(fields)}); this report covers the largest, {describe_study(fields)} "
@@ -197,6 +207,8 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     sections += questions.sections(study, out_dir, written)
     gamma_t = None
     ids = {r["run_id"] for r in study}
+    if analyze and analyses is None:  # only the runs of the study this report covers
+        analyses = analysis.analyze_store(out_dir, data_dir, run_ids=ids)
     analyses = [a for a in analyses or [] if a["run_id"] in ids]
     if analyses:  # what the affine parameters learn (runs with stored models)
         sec, gamma_t = analysis.section(analyses, out_dir, written)
@@ -208,7 +220,7 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
                          "blocks": [{"kind": "question", "text": f"Do the report's six claims hold on {ds}?"},
                                     *claims_blocks(claims_by_ds[ds])]})
     if len(split) > 1:
-        sections.append(_other_studies(split[1:], f"bnonly report {out_dir}"))
+        sections.append(_other_studies(split[1:], out_dir, where))
     sections.append({"title": "How to read this", "blocks": [text(HOW_TO_READ)]})
 
     doc = {"study": fields, "studies": [describe_study(f) for f, _ in split], "claims": cl_main,

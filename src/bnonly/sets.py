@@ -46,8 +46,9 @@ class TrainableSet:
 
     @property
     def needs_norm(self) -> bool:
-        """Sets defined by the normalization layer's parameters need one."""
-        return self.trains_affine or self.random_entries
+        """Sets defined by the normalization layer's parameters need one (bn, bn+out, gamma, beta,
+        random); a set that trains the hidden weights too (`all`) is `all-nobn` without one."""
+        return self.random_entries or (self.trains_affine and "hidden" not in self.parts)
 
     @property
     def needs_beta(self) -> bool:

@@ -13,9 +13,10 @@ import math
 from collections import defaultdict
 from typing import NamedTuple
 
-from .config import RunConfig
+from .config import GRID_FIELDS, RunConfig
 from .data import NUM_CLASSES
-from .sets import ordered
+from .models import MODELS
+from .sets import SETS, ordered
 
 CHANCE = 1 / NUM_CLASSES  # ten balanced classes (MNIST, Fashion-MNIST, CIFAR-10)
 
@@ -130,14 +131,24 @@ def paired(a: dict, b: dict) -> Stat:
 
 # ----------------------------------------------------------------------------- studies and cells
 # The fields a sweep grid varies on purpose; every other field defines the study.
-CELL_FIELDS = ("seed", "model", "width", "depth", "trainable", "norm", "random_allocation", "dataset")
+CELL_FIELDS = GRID_FIELDS
 DEFAULTS = {k: v for k, v in RunConfig().__dict__.items()}
 
 
 def config_of(r) -> dict:
-    """A run's configuration with the defaults of this version filled in (older stores, hand-built rows)."""
-    return {**DEFAULTS, **(r.get("config") or {}), **{k: r[k] for k in ("model", "width", "depth", "trainable",
-                                                                         "seed", "dataset") if r.get(k) is not None}}
+    """A run's configuration with the defaults of this version filled in (older stores, hand-built rows)
+    and the fields that do not apply to it normalised: width/depth of a model without them, the norm
+    of a set built without one, the allocation of a set without random entries."""
+    c = {**DEFAULTS, **(r.get("config") or {}), **{k: r[k] for k in ("model", "width", "depth", "trainable",
+                                                                      "seed", "dataset") if r.get(k) is not None}}
+    if c["model"] in MODELS and not MODELS[c["model"]].sized:
+        c["width"] = c["depth"] = None
+    s = SETS.get(c["trainable"])
+    if s is not None and s.without_norm:
+        c["norm"] = "none"
+    if s is not None and not s.random_entries:
+        c["random_allocation"] = "even"
+    return c
 
 
 def study_key(r) -> tuple:
@@ -162,7 +173,7 @@ def describe_study(fields: dict) -> str:
 def cell_key(r) -> tuple:
     """(model, width, depth, trainable); width and depth are None where the model has none (LeNet-5)."""
     c = config_of(r)
-    sized = c["model"] == "mlp"
+    sized = c["width"] is not None
     return c["model"], int(c["width"]) if sized else None, int(c["depth"]) if sized else None, c["trainable"]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import cluster
-from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, resolve
+from .config import DEFAULT_PRESET, FIELD_TYPES, GRID_FIELDS, ConfigError, RunConfig, resolve
 from .data import train_size
 from .engine import Hooks, batches_per_epoch, resolve_device
 from .groups import estimate_seconds, plan_groups, train_group
@@ -39,6 +39,7 @@ CONFIG_DIR = resources.files("bnonly.configs")  # the shipped configs: package d
 GRID_KEYS = {"models": ("model", str), "widths": ("width", int), "depths": ("depth", int),
              "trainable": ("trainable", str), "seeds": ("seed", int), "norms": ("norm", str),
              "random_allocations": ("random_allocation", str), "datasets": ("dataset", str)}
+assert {f for f, _ in GRID_KEYS.values()} == set(GRID_FIELDS)  # one list of the fields a grid varies
 
 
 def _skipped_without_norm(t: str, grid_sets: list[str]) -> bool:
@@ -385,7 +386,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
         f"{len(todo)} to train in {len(groups)} groups" + (" on Ray" if executor == "ray" else ""))
-    if groups and estimate and executor == "local":
+    if groups and estimate and not quiet and executor == "local":
         t0 = time.perf_counter()
         secs, shapes, left_out = estimate_seconds(groups, device, data_dir)
         log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs (early "
