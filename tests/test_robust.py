@@ -119,13 +119,24 @@ def test_parquet_without_pyarrow_is_one_line(store, monkeypatch, capsys):
 
 
 def test_ctrl_c_with_workers_is_one_line(tmp_path):
-    cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(tmp_path / "w"), "--workers", "2",
+    out = tmp_path / "w"
+    cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(out), "--workers", "2", "--no-estimate",
            "--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","all"]', "--set", "seeds=[0]",
-           "--set", "subset=4000", "--set", "max_epochs=20", "--set", "patience=20"]
+           "--set", "subset=20000", "--set", "max_epochs=40", "--set", "patience=40"]
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(12)
+    deadline = time.time() + 120
+    n = 0
+    while time.time() < deadline and p.poll() is None and not n:  # the workers are training, a group is stored
+        try:
+            c = sqlite3.connect(out / "results.sqlite", timeout=1)
+            n = c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            c.close()
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.1)
     os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = p.communicate(timeout=60)
+    assert 0 < n < 8, n
     assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
 
 
