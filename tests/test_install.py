@@ -1,4 +1,5 @@
 """A normal (non-editable) install runs the shipped studies: the configs are package data."""
+import shutil
 import site
 import subprocess
 import sys
@@ -8,9 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_install_runs_a_shipped_sweep_outside_the_checkout(tmp_path):
-    wheels = tmp_path / "wheels"
+    wheels, src = tmp_path / "wheels", tmp_path / "src"
+    src.mkdir()  # build from a copy: the build leaves a build/ folder behind
+    for name in ("pyproject.toml", "README.md", "src", "configs"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True)
+                    str(src)], check=True, capture_output=True)
     (wheel,) = wheels.glob("bnonly-*.whl")
     env = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
