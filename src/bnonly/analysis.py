@@ -151,10 +151,9 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
             "ablation": abl}
 
 
-def analyze_store(out_dir, data_dir=None, run_ids: set | None = None) -> list[dict]:
+def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> list[dict]:
     """Every finished run of a set that trains gamma/beta, with a normalization layer and a stored
     model (only those of `run_ids` when given)."""
-    store = Store(Path(out_dir) / "results.sqlite")
     out = []
     for row in store.runs(status=("finished",)):
         if run_ids is not None and row["run_id"] not in run_ids:

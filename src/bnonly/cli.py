@@ -189,11 +189,9 @@ def parse_where(items: list[str]) -> dict:
 
 
 def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
-    from .report import select, write_report
+    from .report import write_report
     store = _open_store(out_dir)
-    if where and not select(store.runs(), where):
-        raise ConfigError(f"no run in {store.path} has " + ", ".join(f"{k}={v}" for k, v in where.items()))
-    written = write_report(out_dir, where=where, analyze=True, data_dir=data_dir)
+    written = write_report(out_dir, where=where, analyze=True, data_dir=data_dir, store=store)
     store.export_csv(Path(out_dir) / "results.csv")
     print(f"report: {Path(out_dir) / 'report.html'} ({len(written)} files)")
     return 0
@@ -202,8 +200,7 @@ def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
 def cmd_analyze(args) -> int:
     from .analysis import analyze_store, answers, group, plot, table
     from .render import md_table
-    _open_store(args.dir)
-    analyses = analyze_store(args.dir, args.data_dir)
+    analyses = analyze_store(_open_store(args.dir), args.data_dir)
     if not analyses:
         print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
         return 0

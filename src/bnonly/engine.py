@@ -192,7 +192,7 @@ class Group:
     models still training; `active` maps its rows to g."""
 
     def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None):
-        self.cfgs, self.cfg, self.device = cfgs, cfgs[0], device
+        self.cfg, self.device = cfgs[0], device
         c0 = self.cfg
         self.data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir)
         self.models = [build(c, self.data.input_shape) for c in cfgs]
@@ -293,10 +293,9 @@ class Group:
 
 
 def calibrate(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, batches: int = 3) -> dict:
-    """Seconds this group spends on setup (building its models and stack), per training step (the
-    real epoch loop: the faster of two rounds of `batches` steps, after one warm-up step) and per
-    evaluated example. Nothing
-    is stored; the runs' own training starts from scratch."""
+    """Seconds this group spends per epoch (training steps of the real epoch loop, the faster of two
+    rounds of `batches` steps after one warm-up step, plus validation) and once (building its models
+    and stack, twice, and the test set). Nothing is stored; the runs' own training starts from scratch."""
     t0 = time.perf_counter()
     group = Group(sorted(cfgs, key=lambda c: c.seed), resolve_device(device), data_dir)
     setup = time.perf_counter() - t0
@@ -310,7 +309,10 @@ def calibrate(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None =
         group.train_epoch(epoch, Hooks())
         rounds.append((time.perf_counter() - t0) / group.n_batches)
     per_step = min(rounds)
-    n = min(2048, len(group.data.y_val))
+    d = group.data
+    n = min(2048, len(d.y_val))
     t0 = time.perf_counter()
-    evaluate(group.stack, group.data.x_val[:n], group.data.y_val[:n])
-    return {"setup": setup, "step": per_step, "example": (time.perf_counter() - t0) / n}
+    evaluate(group.stack, d.x_val[:n], d.y_val[:n])
+    per_example = (time.perf_counter() - t0) / n
+    return {"epoch": full * per_step + len(d.y_val) * per_example,
+            "once": 2 * setup + len(d.y_test) * per_example}

@@ -9,8 +9,7 @@ import torch
 
 from .config import RunConfig
 from .data import DataError
-from .data import train_size
-from .engine import Hooks, batches_per_epoch, calibrate, stack_key, train
+from .engine import Hooks, calibrate, stack_key, train
 from .models import build
 
 TRAINED_WEIGHTS_PER_STACK = 4_000_000  # ~16 MB of trained weights (plus gradients and momentum)
@@ -78,13 +77,9 @@ def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None) 
                 raise
             except Exception:  # noqa: BLE001 - the group's own training will record the error
                 timed[shape] = None
-        t = timed[shape]
+        t = timed[shape]  # a shape fixes the data and the budget too (stack_key holds the whole config)
         if t is None:
             left_out += 1
             continue
-        n_train = train_size(c.dataset, c.val_fraction, c.subset, data_dir)
-        n_val = round(n_train / (1 - c.val_fraction) * c.val_fraction)
-        epoch = batches_per_epoch(n_train, c.batch_size) * t["step"] + n_val * t["example"]
-        # setup twice (the stack is built again for the test), and the 10,000-image test set
-        total += c.max_epochs * epoch + 2 * t["setup"] + 10_000 * t["example"]
+        total += c.max_epochs * t["epoch"] + t["once"]
     return total, len(timed), left_out

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import analysis, questions
 from .claims import claims
+from .config import ConfigError
 from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params
 from .models import arch_name
 from .render import claims_blocks, figure, json_sections, note, render_html, render_md, table, text
@@ -160,18 +161,23 @@ def _other_studies(others, out_dir, where: dict | None) -> dict:
 
 
 def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None,
-                 where: dict | None = None, analyze: bool = False, data_dir=None) -> dict[str, Path]:
+                 where: dict | None = None, analyze: bool = False, data_dir=None,
+                 store: Store | None = None) -> dict[str, Path]:
     """Write figures (PNG+SVG), report.md, report.html and report.json into out_dir; returns {file name: path}.
     `where` ({field: value}) keeps only the runs with those configuration values. The report covers one
     study (stats.studies: runs that differ only in seed, architecture, set, norm, allocation, data set),
-    the largest; the others are listed at the end, with the --where that reports each."""
+    the largest; the others are listed at the end, with the --where that reports each. Runs come
+    from `runs`, else from `store` (opened here when not given); `analyze` adds the gamma analysis
+    of the reported study's runs."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep = None
     if runs is None:
-        store = Store(out_dir / "results.sqlite")
+        store = store or Store(out_dir / "results.sqlite")
         runs, sweep = store.runs(), store.meta().get("sweep")
     all_runs = select(runs, where)
+    if where and not all_runs:
+        raise ConfigError(f"no run in {out_dir} has " + ", ".join(f"{k}={v}" for k, v in where.items()))
     split = studies(all_runs)
     fields, study = split[0] if split else ({}, [])
     # The figures, tables and claims are the report's setting (BatchNorm, random spread evenly) on
@@ -208,7 +214,7 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     gamma_t = None
     ids = {r["run_id"] for r in study}
     if analyze and analyses is None:  # only the runs of the study this report covers
-        analyses = analysis.analyze_store(out_dir, data_dir, run_ids=ids)
+        analyses = analysis.analyze_store(store or Store(out_dir / "results.sqlite"), data_dir, run_ids=ids)
     analyses = [a for a in analyses or [] if a["run_id"] in ids]
     if analyses:  # what the affine parameters learn (runs with stored models)
         sec, gamma_t = analysis.section(analyses, out_dir, written)

@@ -2,7 +2,7 @@
 runs that count, studies, cells and the budget they were trained under.
 
 Runs are never pooled across configurations: a *study* is the runs that share every configuration
-field but the ones a sweep varies (CELL_FIELDS), and a *cell* is one configuration of a study less
+field but the ones a sweep varies (config.GRID_FIELDS), and a *cell* is one configuration of a study less
 its seed. Runs of one seed share weights and data order, so comparisons between cells use paired
 per-seed differences. Every table, figure, claim and answer takes its numbers from here (report,
 claims, questions and analysis import this module, never each other's).
@@ -130,9 +130,7 @@ def paired(a: dict, b: dict) -> Stat:
 
 
 # ----------------------------------------------------------------------------- studies and cells
-# The fields a sweep grid varies on purpose; every other field defines the study.
-CELL_FIELDS = GRID_FIELDS
-DEFAULTS = {k: v for k, v in RunConfig().__dict__.items()}
+DEFAULTS = dict(RunConfig().__dict__)
 
 
 def config_of(r) -> dict:
@@ -153,7 +151,7 @@ def config_of(r) -> dict:
 
 def study_key(r) -> tuple:
     c = config_of(r)
-    return tuple(sorted((k, v) for k, v in c.items() if k not in CELL_FIELDS))
+    return tuple(sorted((k, v) for k, v in c.items() if k not in GRID_FIELDS))
 
 
 def studies(runs) -> list[tuple[dict, list[dict]]]:
@@ -162,7 +160,7 @@ def studies(runs) -> list[tuple[dict, list[dict]]]:
     for r in runs:
         groups[study_key(r)].append(r)
     keys = list(groups)
-    differing = [k for k in DEFAULTS if k not in CELL_FIELDS and len({dict(key)[k] for key in keys}) > 1]
+    differing = [k for k in DEFAULTS if k not in GRID_FIELDS and len({dict(key)[k] for key in keys}) > 1]
     return sorted((({k: dict(key)[k] for k in differing}, rs) for key, rs in groups.items()), key=lambda t: -len(t[1]))
 
 
@@ -216,27 +214,26 @@ PROTOCOL_TEXT = ("the report's protocol is early stopping (patience 3) within 10
                  "images, SGD lr 0.01, momentum 0.9, batch 128")
 
 
-def at_protocol(r) -> bool:
-    c = config_of(r)
+def at_protocol(c: dict) -> bool:
+    """Whether a configuration (config_of) follows the report's protocol."""
     return all(c[k] == v for k, v in PROTOCOL.items())
 
 
 def budget_gaps(runs) -> str | None:
     """None when every run followed the report's protocol; else why not, in one clause."""
-    off = [r for r in runs if not at_protocol(r)]
+    off = [(r, c) for r in runs if not at_protocol(c := config_of(r))]
     if not off:
         return None
     parts = []
-    capped = [r for r in off if r.get("epochs_run") is not None and r["epochs_run"] >= config_of(r)["max_epochs"]]
-    caps = sorted({config_of(r)["max_epochs"] for r in off})
-    if any(c < 100 for c in caps):
+    capped = [r for r, c in off if r.get("epochs_run") is not None and r["epochs_run"] >= c["max_epochs"]]
+    caps = sorted({c["max_epochs"] for _, c in off})
+    if any(m < 100 for m in caps):
         parts.append(f"{len(capped)} of {len(runs)} runs stopped by max_epochs = {'/'.join(map(str, caps))}")
-    subsets = sorted({config_of(r)["subset"] for r in off if config_of(r)["subset"]})
+    subsets = sorted({c["subset"] for _, c in off if c["subset"]})
     if subsets:
         parts.append(f"trained on a subset of {'/'.join(f'{n:,}' for n in subsets)} images")
-    other = sorted({k for r in off for k, v in PROTOCOL.items()
-                    if k not in ("max_epochs", "subset") and config_of(r)[k] != v}
-                   | ({"max_epochs"} if any(c > 100 for c in caps) else set()))
+    other = sorted({k for _, c in off for k, v in PROTOCOL.items() if k not in ("max_epochs", "subset") and c[k] != v}
+                   | ({"max_epochs"} if any(m > 100 for m in caps) else set()))
     if other:
         parts.append("other than the protocol in " + ", ".join(other))
     return "; ".join(parts) + f"; {PROTOCOL_TEXT}"

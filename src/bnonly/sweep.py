@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from importlib import resources
 import multiprocessing as mp
 import os
 import signal
@@ -22,6 +21,7 @@ import tomllib
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from tqdm import tqdm
@@ -77,6 +77,7 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, table: dict, source: str = "config") -> "SweepConfig":
+        cls.check_keys(table, source)
         kw, settings = {}, {}
         for key, value in table.items():
             if key in GRID_KEYS:
@@ -88,11 +89,8 @@ class SweepConfig:
                 if not isinstance(value, str):
                     raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
                 kw[key] = value
-            elif key in FIELD_TYPES and key not in ("model", "width", "depth", "trainable", "seed"):
+            else:  # a run setting (check_keys let nothing else through)
                 settings[key] = value
-            else:
-                raise ConfigError(f"{source}: unknown key {key!r} (grid keys: {', '.join(GRID_KEYS)}; "
-                                  f"or any run setting such as max_epochs, dataset, subset)")
         cfg = cls(**kw, settings=settings)
         cfg.runs()  # validate every value now, naming the key
         return cfg
