@@ -169,3 +169,20 @@ def test_sweep_prints_its_estimate_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "estimated compute on this machine: about" in err and "calibrated on 2 group shapes" in err
     assert err.index("estimated compute") < err.index("[1/2]")
+
+
+def test_open_question_answers_are_paired_per_architecture(tmp_path):
+    """layernorm is exactly 2 points below batchnorm in every seed at w100 (a paired interval of 0 width,
+    though the seeds spread by 6 points), and equal at w400: one architecture below 0, one at 0."""
+    from bnonly.questions import sections
+    runs = []
+    for s, base in zip(SEEDS, (0.90, 0.93, 0.96)):
+        runs += [run("bn", s, base, width=100), run("bn", s, base - 0.02, width=100, norm="layernorm"),
+                 run("bn", s, base, width=400), run("bn", s, base, width=400, norm="layernorm")]
+    (sec,) = sections(runs, tmp_path, {})
+    answer = next(b["text"] for b in sec["blocks"] if b["kind"] == "answer")
+    table = next(b for b in sec["blocks"] if b["kind"] == "table")
+    assert "above 0 in 0 and below 0 in 1 of 2 architectures" in answer
+    rows = {r[0]: r for r in table["rows"]}
+    assert rows["mlp_w100_d4"][3] == "-2.0 ± 0.0" and rows["mlp_w100_d4"][4] == "3"
+    assert rows["mlp_w400_d4"][3] == "+0.0 ± 0.0"
