@@ -40,7 +40,7 @@ from .data import load  # noqa: E402
 from .engine import evaluate  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from .models import Net, arch_name, build  # noqa: E402
-from .render import figure, table as table_block, text  # noqa: E402
+from .render import figure, fold, table as table_block, text  # noqa: E402
 from .sets import SETS, color  # noqa: E402
 from .stacked import Stack  # noqa: E402
 from .stats import config_of, mean_ci  # noqa: E402
@@ -248,12 +248,14 @@ def _curve(groups, k, field: str):
     return [mean_ci(seed[j] for seed in per_seed) for j in range(len(KS))]
 
 
-def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
-    """Per architecture: histograms of learned gamma (and beta) per layer, and the ablation curves."""
-    figs = []
+def plot(groups: dict, out_dir: Path, written: dict) -> dict[str, list[tuple[str, str]]]:
+    """Per architecture (by name): histograms of learned gamma (and beta) per layer, and the ablation
+    curves, as (png, caption) pairs."""
+    by_arch = {}
     for arch_key, keys in sorted(_arch_groups(groups).items(), key=lambda kv: str(kv[0])):
         keys = sorted(keys, key=lambda k: ANALYZED_SETS.index(k[3]) if k[3] in ANALYZED_SETS else 99)
         name = _name(keys[0], groups)
+        figs = by_arch.setdefault(name, [])
         figs.append((_hist_grid(groups, keys, "gamma", name, out_dir, written),
                      f"Learned gamma per layer at {name}, by trainable set, all seeds together; grey: the initial gamma."))
         if any(a["has_beta"] for k in keys for a in groups[k]):
@@ -278,7 +280,7 @@ def plot(groups: dict, out_dir: Path, written: dict) -> list[tuple[str, str]]:
                      f"layer's features off: smallest |gamma| first (solid), largest first (dotted), at random (dashed, "
                      f"band: 95% interval over seeds of the mean of {RANDOM_DRAWS} draws); BatchNorm statistics "
                      f"re-estimated on {STAT_BATCHES} training batches after switching off, {name}."))
-    return figs
+    return by_arch
 
 
 def _ordered(groups):
@@ -336,7 +338,7 @@ def answers(groups: dict) -> list[str]:
 def section(analyses: list[dict], out_dir: Path, written: dict):
     """The report's section on what the affine parameters learn, and its table (header, rows)."""
     groups = group(analyses)
-    figs = plot(groups, out_dir, written)
+    figs_by_arch = plot(groups, out_dir, written)
     header, rows = table(groups)
     blocks = [{"kind": "question", "text": "Does training the affine parameters disable random features, as "
                "Frankle et al. found (a quarter to a third of them in ResNets; their Section 5)?"}]
@@ -346,7 +348,8 @@ def section(analyses: list[dict], out_dir: Path, written: dict):
                            "keeps it at 0): there ReLU(gamma * x_hat) is positive on about half the inputs whenever "
                            "gamma != 0, so units cannot die and dead units are not reported. Disabled features are "
                            "measured on gamma alone."))
-    blocks += [figure(png, cap) for png, cap in figs]
+    blocks += [fold(f"Figures of {name}: learned gamma{' and beta' if len(figs) > 2 else ''} per layer, ablation",
+                    [figure(png, cap) for png, cap in figs]) for name, figs in figs_by_arch.items()]
     blocks.append(table_block(header, rows, caption=(
         f"Mean ± 95% t interval over seeds (n); fractions weighted by feature count over all layers. Disabled: "
         f"|gamma| below {100 * RELATIVE:g}% of the root-mean-square |gamma| of its layer (scale-free: a layer "
