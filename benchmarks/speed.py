@@ -20,7 +20,7 @@ both peaks measured in this run. Only the work the trainable set needs is counte
 gradient for frozen layers, no input gradient for the first layer.
 
     python benchmarks/speed.py --quick          # < 5 minutes on 2 CPU cores
-    python benchmarks/speed.py --device cuda    # on a GPU
+    python benchmarks/speed.py --device cpu     # the CPU even where there is a GPU (default: auto)
 
 Each timing runs whole steps for a fixed wall-time budget after warm-up and converts to epochs of
 375 steps (validation is not included: the textbook loop has none). The last line of output is one
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bnonly.config import resolve
 from bnonly.data import load
-from bnonly.engine import shared_runs, gather, step
+from bnonly.engine import DEVICES, gather, resolve_device, shared_runs, step
 from bnonly.models import build
 from bnonly.groups import stack_limit
 from bnonly.stacked import Stack
@@ -210,10 +210,10 @@ def vmap_step(cfg, d, device, m):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short timings (about 3-4 minutes on 2 cores)")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="auto", choices=DEVICES, help="auto (default): the GPU when there is one")
     ap.add_argument("--models", type=int, default=12, help="M, models in the batched stack (default 12)")
     args = ap.parse_args(argv)
-    device = args.device
+    device = resolve_device(args.device)
     budget = 1.0 if args.quick else 3.0
     torch.manual_seed(0)
 
@@ -239,7 +239,7 @@ def main(argv=None):
                 floor_step = max(flops / (peak * 1e9), bytes_ / (bw * 1e9))
                 ta = timed(textbook(cfg, d, device), device, budget)
                 tb = timed(engine_step(cfg, d, device, 1), device, budget)
-                m = min(M, stack_limit(cfg))  # as many as the sweep stacks
+                m = min(M, stack_limit(cfg, device=device))  # as many as the sweep stacks
                 tc = timed(engine_step(cfg, d, device, m), device, budget) / m   # per model-step
                 td = timed(vmap_step(cfg, d, device, m), device, budget) / m
                 eps = [1 / (t * STEPS_PER_EPOCH) for t in (ta, tb, tc)]

@@ -6,7 +6,7 @@ import pytest
 from bnonly.claims import HELD, INCONCLUSIVE, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE, claims
 from bnonly.cli import main
 from bnonly.config import resolve
-from bnonly.report import write_report
+from bnonly.reporting import write_report
 from bnonly.stats import budget_gaps, cells, studies
 from bnonly.store import Store
 

@@ -174,7 +174,7 @@ def test_bad_executor_flags_are_one_line(tmp_path, capsys):
              (["--executor", "ray", "--threads", "2"], "a task's threads are --cpus-per-task"),
              (["--executor", "ray", "--cpus-per-task", "0"], "--cpus-per-task 0: must be >= 1"),
              (["--executor", "ray", "--device", "cuda", "--gpus-per-task", "2"], "--gpus-per-task 2: must be in (0, 1]"),
-             (["--executor", "ray", "--gpus-per-task", "0.5"], "--gpus-per-task is for --device cuda"),
+             (["--executor", "ray", "--device", "cpu", "--gpus-per-task", "0.5"], "--gpus-per-task is for --device cuda"),
              (["--executor", "ray", "--address", f"127.0.0.1:{_free_port()}"], "cannot reach a Ray head at 127.0.0.1:")]
     for extra, needle in cases:
         t0 = time.time()

@@ -6,7 +6,7 @@ import pytest
 
 from bnonly import stats
 from bnonly.claims import HELD, NOT_HELD, NOT_MEASURED, claims
-from bnonly.report import write_report
+from bnonly.reporting import write_report
 from bnonly.stats import mean_ci
 
 WIDTHS, DEPTHS, SEEDS = (10, 100, 784), (2, 4, 6), (0, 1, 2)

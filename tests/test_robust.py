@@ -15,8 +15,13 @@ TINY = ["--set", "widths=[8]", "--set", "depths=[1]", "--set", 'trainable=["bn"]
         "--set", "subset=1000", "--set", "max_epochs=1"]
 
 
+def without_device(err: str) -> str:
+    """stderr less the informational first line that names the device training runs on."""
+    return err.split("\n", 1)[1] if err.startswith("device: ") else err
+
+
 def one_line(capsys, code_expected, code, needle):
-    err = capsys.readouterr().err
+    err = without_device(capsys.readouterr().err)
     assert code == code_expected, err
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
 
@@ -86,6 +91,8 @@ def test_save_failure_after_training_prints_the_result_first(tmp_path, monkeypat
     code = main(["train", "--width", "8", "--depth", "1", "--subset", "1000", "--epochs", "1", "--json",
                  "--save", str(tmp_path / "m.pt")])
     out, err = capsys.readouterr()
+    assert err.startswith("device: cpu (")
+    err = without_device(err)
     assert code == 1 and '"test_accuracy"' in out and err.count("\n") == 1 and "No space left" in err
 
 

@@ -1,5 +1,17 @@
-"""bnonly: train BatchNorm and only BatchNorm, on MLPs and LeNet-5."""
+"""bnonly: train BatchNorm and only BatchNorm, on MLPs and LeNet-5.
+
+The Python API (api.py; the README shows it in use):
+    train(**fields) -> Result          sweep(config, out, **grid) -> DataFrame
+    results(out) -> DataFrame          report(out) -> path of report.html
+    load_model(out, run_id) -> nn.Module
+Every expected failure raises a BnonlyError with a one-line message, as the command line prints it.
+"""
 from .version import __version__  # noqa: F401
 
-from .config import RunConfig, resolve  # noqa: E402,F401
+from .api import OutputError, load_model, report, results, sweep, train  # noqa: E402,F401
+from .config import ConfigError, RunConfig, resolve  # noqa: E402,F401
+from .data import DataError  # noqa: E402,F401
+from .errors import BnonlyError  # noqa: E402,F401
 from .models import MLP, LeNet5, build  # noqa: E402,F401
+from .store import StoreError  # noqa: E402,F401
+from .sweep import SweepConfig, load_sweep  # noqa: E402,F401

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
 
+from . import api
 from .config import CHOICES, DEFAULT_PRESET, FIELD_TYPES, PRESETS, ConfigError, RunConfig, parse_value, resolve
 from .data import DataError
+from .engine import DEVICES
 from .models import arch_name
 from .sets import SETS
-from .store import Store, StoreError
+from .store import StoreError
 from .version import __version__
-
-
-class OutputError(RuntimeError):
-    """A result that was computed but could not be written; exit 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,25 +74,10 @@ def load_toml(path: str) -> dict:
 
 # ---------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from tqdm import tqdm
-
-    from .engine import Hooks, train
-
     cfg = run_config_from_args(args)
     if args.save:
-        writable(args.save, "--save")
-    bar = tqdm(total=0, unit="batch", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
-
-    def on_batch(epoch, b, n, m):
-        if b == 1:
-            bar.reset(total=n)
-            bar.set_description(f"epoch {epoch}/{cfg.max_epochs}")
-        bar.update(1)
-
-    try:
-        (r,) = train([cfg], device=args.device, data_dir=args.data_dir, hooks=Hooks(batch=on_batch))
-    finally:
-        bar.close()
+        api.writable(args.save, "--save")
+    r = api.train(cfg, device=args.device, data_dir=args.data_dir)
     s = r.summary()
     if args.json:
         print(json.dumps(s))
@@ -105,29 +87,24 @@ def cmd_train(args) -> int:
                   f"val loss {h['val_loss']:.4f} acc {h['val_accuracy']:.4f}")
         print(f"{cfg.model} width={cfg.width} depth={cfg.depth} trainable={cfg.trainable} seed={cfg.seed}: "
               f"test accuracy {r.test_accuracy:.4f} (best epoch {r.best_epoch} of {r.epochs_run}, "
-              f"{r.trainable_params:,} of {r.total_params:,} parameters trained, {r.seconds:.1f} s, {r.status})")
+              f"{r.trainable_params:,} of {r.total_params:,} parameters trained, {r.seconds:.1f} s on {r.device}, "
+              f"{r.status})")
     if args.save:  # after the result is printed: a failing disk does not lose it
         import torch
         try:
             torch.save(r.model.state_dict(), args.save)
         except OSError as e:
-            raise OutputError(f"--save {args.save}: cannot write the model ({e.strerror or e}); the result is above") from None
+            raise api.OutputError(f"--save {args.save}: cannot write the model ({e.strerror or e}); the result is above") from None
     return 0
 
 
 # ---------------------------------------------------------------------------- sweep / report
 def _sweep(args):
-    from .sweep import load_sweep, run_sweep
-    sweep = load_sweep(args.config, args.set)
-    out = args.out or f"runs/{sweep.name}"
-    check_out_dir(out)
-    if args.group_size < 1:
-        raise ConfigError(f"--group-size {args.group_size}: must be >= 1")
-    stats = run_sweep(sweep, out, device=args.device, workers=args.workers, data_dir=args.data_dir,
-                      group_size=args.group_size, threads=args.threads, executor=args.executor,
-                      address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
-                      estimate=not args.no_estimate)
-    return out, stats
+    from .sweep import load_sweep
+    return api.run(load_sweep(args.config, args.set), args.out, device=args.device, workers=args.workers,
+                   data_dir=args.data_dir, group_size=args.group_size, threads=args.threads, executor=args.executor,
+                   address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+                   estimate=not args.no_estimate)
 
 
 FAILED_RUNS = 3  # exit code of a sweep that ended with failed runs
@@ -147,34 +124,6 @@ def cmd_sweep(args) -> int:
     return _sweep_status(out, stats)
 
 
-def _open_store(out_dir):
-    """The results store in out_dir, checked; a one-line error when there is none."""
-    return Store(Path(out_dir) / "results.sqlite", create=False)
-
-
-def writable(path: str, what: str) -> Path:
-    """An output file path that can be written: checked before any work starts."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{what} {path}: is a directory; give a file path")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"{what} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise ConfigError(f"{what} {path}: not writable")
-    return p
-
-
-def check_out_dir(out: str) -> None:
-    """--out must be (or become) a directory we can write."""
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a directory")
-    existing = next((q for q in [p, *p.parents] if q.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise ConfigError(f"--out {out}: cannot create or write it ({existing} is not a writable directory)")
-
-
 def parse_where(items: list[str]) -> dict:
     """`--where key=value` pairs: a run field and the value its runs must have."""
     out = {}
@@ -189,18 +138,15 @@ def parse_where(items: list[str]) -> dict:
 
 
 def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
-    from .report import write_report
-    store = _open_store(out_dir)
-    written = write_report(out_dir, where=where, analyze=True, data_dir=data_dir, store=store)
-    store.export_csv(Path(out_dir) / "results.csv")
-    print(f"report: {Path(out_dir) / 'report.html'} ({len(written)} files)")
+    html = api.report(out_dir, where=where, data_dir=data_dir)
+    print(f"report: {html} ({len(list(html.parent.glob('*.png')))} figures; results.csv beside it)")
     return 0
 
 
 def cmd_analyze(args) -> int:
     from .analysis import analyze_store, answers, group, plot, table
     from .render import md_table
-    analyses = analyze_store(_open_store(args.dir), args.data_dir)
+    analyses = analyze_store(api.open_store(args.dir), args.data_dir)
     if not analyses:
         print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
         return 0
@@ -225,8 +171,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_export(args) -> int:
-    writable(args.path, "export")
-    store = _open_store(args.dir)
+    api.writable(args.path, "export")
+    store = api.open_store(args.dir)
     dest = store.export_parquet(args.path) if args.path.endswith(".parquet") else store.export_csv(args.path)
     print(f"wrote {dest}")
     return 0
@@ -234,20 +180,17 @@ def cmd_export(args) -> int:
 
 def cmd_export_model(args) -> int:
     import torch
-
-    from .trainable import rebuild
-    writable(args.path, "export-model")
-    store = _open_store(args.dir)
-    rows = store.runs(run_id=args.run_id)
-    blob = store.artefact(args.run_id)
-    if not rows or blob is None:
-        raise ConfigError(f"run {args.run_id!r}: no finished run with a stored model in {store.path}")
-    model = rebuild(RunConfig(**rows[0]["config"]), blob)
+    api.writable(args.path, "export-model")
+    model = api.load_model(args.dir, args.run_id)
     torch.save(model.state_dict(), args.path)
-    c = rows[0]["config"]
+    (row,) = api.open_store(args.dir).runs(run_id=args.run_id)
+    c = row["config"]
     print(f"wrote {args.path}: the state_dict of {arch_name(c)} (norm {c['norm']!r}), trained set {c['trainable']!r}, "
-          f"test accuracy {rows[0]['test_accuracy']:.4f}; load it with torch.load(path, weights_only=True)")
+          f"test accuracy {row['test_accuracy']:.4f}; load it with torch.load(path, weights_only=True)")
     return 0
+
+
+DEVICE_HELP = "where to train: auto (default: the GPU when PyTorch sees one, else the CPU), cpu or cuda"
 
 
 def _add_sweep_flags(p, default_config=None):
@@ -263,8 +206,7 @@ def _add_sweep_flags(p, default_config=None):
                    help="at most this many runs trained at once as one vectorized model (default 32; 1 = one at a time)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per group (default: all cores, divided among --workers)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
-                   help="where to train (default cpu; auto: cuda when there is a GPU)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
     p.add_argument("--no-estimate", action="store_true",
                    help="skip the calibrated compute estimate printed before training (a few seconds per group shape)")
@@ -286,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one model and print its result")
     add_run_flags(t)
-    t.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    t.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     t.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     t.add_argument("--save", default=None, metavar="PATH", help="save the trained state_dict here")
@@ -353,7 +295,7 @@ def main(argv=None) -> int:
     except DataError as e:
         print(f"bnonly: data error: {e}", file=sys.stderr)
         return 1
-    except (StoreError, OutputError) as e:
+    except (StoreError, api.OutputError) as e:
         print(f"bnonly: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

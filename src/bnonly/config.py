@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, fields
 
 from .data import DATASETS
+from .errors import BnonlyError
 from .models import GAMMA_INITS, MODELS
 from .norms import NORMS
 from .sets import SETS
@@ -28,7 +29,7 @@ CHOICES = {"model": tuple(MODELS), "norm": tuple(NORMS), "gamma_init": tuple(GAM
            "random_allocation": RANDOM_ALLOCATIONS, "dataset": tuple(DATASETS)}
 
 
-class ConfigError(ValueError):
+class ConfigError(BnonlyError, ValueError):
     """A bad configuration value; its message is shown to the user as one line."""
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import BnonlyError
 
-class DataError(RuntimeError):
+
+class DataError(BnonlyError, RuntimeError):
     """Missing, truncated or corrupt data; the message names the file and what was expected."""
 
 

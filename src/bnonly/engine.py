@@ -65,8 +65,8 @@ class Result:
     seconds: float = 0.0               # this run's share of the group's wall time
     group_size: int = 1
     device: str = "cpu"
-    model: Net | None = None           # the trained model (best weights), on the CPU
-    artefact: bytes | None = None      # what trained, packed (trainable.pack); rebuilt by trainable.rebuild
+    model: Net | None = field(default=None, repr=False)      # the trained model (best weights), on the CPU
+    artefact: bytes | None = field(default=None, repr=False)  # what trained, packed (trainable.pack)
 
     def summary(self) -> dict:
         return {"run_id": self.config.run_id, "status": self.status,
@@ -76,15 +76,40 @@ class Result:
                 "trainable_params": self.trainable_params, "trainable_by_layer": self.trainable_by_layer,
                 "total_params": self.total_params, "seconds": self.seconds, "group_size": self.group_size,
                 "device": self.device, "history": self.history, "config": self.config.__dict__.copy(),
-                "versions": versions()}
+                "versions": versions(self.device)}
 
 
-def versions() -> dict:
+def versions(device: str = "cpu") -> dict:
+    """What a run's numbers depend on besides its config: library versions and the processor."""
     return {"bnonly": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "device_name": device_name(device)}
 
 
-def resolve_device(device: str) -> str:
+def device_name(device: str) -> str:
+    """'NVIDIA H100 80GB HBM3' for cuda; the CPU's model name (from /proc/cpuinfo where there is one)."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return name or platform.processor() or platform.machine()
+
+
+def describe_device(device: str) -> str:
+    """The line printed before training: 'device: cuda (NVIDIA H100 80GB HBM3)'."""
+    extra = "" if device == "cuda" else f", {torch.get_num_threads()} threads"
+    return f"device: {device} ({device_name(device)}{extra})"
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' (the default everywhere): cuda when PyTorch sees a GPU, else cpu."""
+    if device not in DEVICES:
+        raise ConfigError(f"device {device!r}: must be one of {', '.join(DEVICES)}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -163,7 +188,7 @@ def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float
     return loss_m.detach(), logits
 
 
-def train(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, hooks: Hooks | None = None) -> list[Result]:
+def train(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None, hooks: Hooks | None = None) -> list[Result]:
     """Train runs that share a group key as one stack; returns one Result per config, in order."""
     hooks = hooks or Hooks()
     order = sorted(range(len(cfgs)), key=lambda i: cfgs[i].seed)  # models sharing a batch: contiguous

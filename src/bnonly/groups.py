@@ -15,24 +15,26 @@ from .models import build
 TRAINED_WEIGHTS_PER_STACK = 4_000_000  # ~16 MB of trained weights (plus gradients and momentum)
 
 
-def stack_limit(cfg: RunConfig, max_group: int = 32) -> int:
-    """How many runs like cfg to train as one stack. Stacks that train hidden weights are capped
-    so their weights, gradients and momentum stay cache-sized: past that, a bigger stack only adds
-    memory traffic (measured: 12 stacked 784x2 `all` models train 0.8x as fast as one at a time)."""
-    if not stack_key(cfg)[1]:
+def stack_limit(cfg: RunConfig, max_group: int = 32, device: str = "cpu") -> int:
+    """How many runs like cfg to train as one stack. On a CPU, stacks that train hidden weights are
+    capped so their weights, gradients and momentum stay cache-sized: past that, a bigger stack only
+    adds memory traffic (measured: 12 stacked 784x2 `all` models train 0.8x as fast as one at a time).
+    A GPU step is launch-bound at these sizes (benchmarks/speed.py --device cuda: 12 stacked 784x2
+    `bn` models train 17x as fast as the textbook loop), so there every group stacks in full."""
+    if not stack_key(cfg)[1] or device == "cuda":
         return max_group
     weights = sum(b.op.weight.numel() for b in build(cfg).blocks)
     return max(1, min(max_group, TRAINED_WEIGHTS_PER_STACK // weights))
 
 
-def plan_groups(cfgs: list[RunConfig], max_group: int = 32) -> list[list[RunConfig]]:
+def plan_groups(cfgs: list[RunConfig], max_group: int = 32, device: str = "cpu") -> list[list[RunConfig]]:
     """Runs that can train as one stack, in grid order, at most `stack_limit` models each."""
     groups: dict[tuple, list[RunConfig]] = {}
     for c in cfgs:
         groups.setdefault(stack_key(c), []).append(c)
     out = []
     for g in groups.values():
-        n = stack_limit(g[0], max_group)
+        n = stack_limit(g[0], max_group, device)
         out += [g[i:i + n] for i in range(0, len(g), n)]
     return out
 

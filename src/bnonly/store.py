@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ConfigError
+from .errors import BnonlyError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -51,7 +52,7 @@ ENDED = ("finished", "diverged")  # a re-launch skips these; failed runs are tri
 SCHEMA_VERSION = 1  # stores written before versioning have the same layout: they are version 1
 
 
-class StoreError(RuntimeError):
+class StoreError(BnonlyError, RuntimeError):
     """A results store that cannot be used: corrupt, foreign, from a newer bnonly, or not writable."""
 
 

@@ -24,18 +24,29 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from tqdm import tqdm
+from tqdm.auto import tqdm  # widgets in a notebook, text in a terminal
 
 from . import cluster
 from .config import DEFAULT_PRESET, FIELD_TYPES, GRID_FIELDS, ConfigError, RunConfig, resolve
 from .data import train_size
-from .engine import Hooks, batches_per_epoch, resolve_device
+from .engine import Hooks, batches_per_epoch, describe_device, resolve_device
 from .groups import estimate_seconds, plan_groups, train_group
 from .models import MODELS, arch_name
 from .sets import SETS
 from .store import Store
 
-CONFIG_DIR = resources.files("bnonly.configs")  # the shipped configs: package data, also in a wheel install
+
+
+def _config_dir():
+    """The shipped configs: the package data `bnonly.configs` of an install (a wheel's too); from a
+    source tree on PYTHONPATH (no install), the repository's configs/ folder."""
+    try:
+        return resources.files("bnonly.configs")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "configs"
+
+
+CONFIG_DIR = _config_dir()
 GRID_KEYS = {"models": ("model", str), "widths": ("width", int), "depths": ("depth", int),
              "trainable": ("trainable", str), "seeds": ("seed", int), "norms": ("norm", str),
              "random_allocations": ("random_allocation", str), "datasets": ("dataset", str)}
@@ -152,8 +163,9 @@ def shipped_configs() -> list[str]:
     return sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".toml"))
 
 
-def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
-    """A sweep from a shipped config name (`quick`, `report`, ...) or a TOML path, then --set overrides."""
+def load_sweep(spec: str, overrides: list[str] | dict | None = None, source: str = "--set") -> SweepConfig:
+    """A sweep from a shipped config name (`quick`, `report`, ...) or a TOML path, then overrides:
+    `--set key=value` strings, or a dict of keys and values (the Python API's keywords)."""
     path = Path(spec)
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{spec}.toml"
@@ -169,8 +181,8 @@ def load_sweep(spec: str, overrides: list[str] | None = None) -> SweepConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     table.setdefault("name", Path(path.name).stem)
-    sets = parse_set(overrides or [])
-    SweepConfig.check_keys(sets, "--set")
+    sets = dict(overrides) if isinstance(overrides, dict) else parse_set(overrides or [])
+    SweepConfig.check_keys(sets, source)
     table.update(sets)
     return SweepConfig.from_dict(table, source=str(path))
 
@@ -349,8 +361,12 @@ def _pool(work, device, data_dir, workers, threads):
 EXECUTORS = ("local", "ray")
 
 
-def check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task) -> str:
+def check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task, group_size=32) -> str:
     """The executor's flags, checked before anything is written; returns the device to use."""
+    if group_size < 1:
+        raise ConfigError(f"--group-size {group_size}: must be >= 1")
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: must be >= 1")
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     if threads < 0:
@@ -365,7 +381,7 @@ def check_options(device, workers, threads, executor, address, cpus_per_task, gp
     return resolve_device(device)  # no GPU for --device cuda: one line, not a store of failed runs
 
 
-def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", workers: int = 1,
+def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "auto", workers: int = 1,
               data_dir: str | None = None, quiet: bool = False, group_size: int = 32, threads: int = 0,
               executor: str = "local", address: str | None = None, cpus_per_task: int = 1,
               gpus_per_task: float | None = None, estimate: bool = True) -> dict:
@@ -374,16 +390,18 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "cpu", work
     executor "local" trains groups in this process (or in `workers` processes); "ray" sends each
     group to a Ray cluster as one task (see cluster.py). Either way only this process writes the
     store, one transaction per finished group, so resume and skip-finished work the same."""
-    device = check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task)
+    device = check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task, group_size)
     store = Store(Path(out_dir) / "results.sqlite")
     store.set_meta("sweep", sweep.to_dict())
     cfgs = sweep.runs()
     ended = store.ended_ids()
     todo = [c for c in cfgs if c.run_id not in ended]
-    groups = plan_groups(todo, group_size)
+    groups = plan_groups(todo, group_size, device)  # a Ray cluster's 'auto' is planned as a CPU
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
-        f"{len(todo)} to train in {len(groups)} groups" + (" on Ray" if executor == "ray" else ""))
+        f"{len(todo)} to train in {len(groups)} groups"
+        + (f" on Ray (device {device}: " + ("resolved on the cluster)" if device == "auto" else "every task)")
+           if executor == "ray" else f"; {describe_device(device)}"))
     if groups and estimate and not quiet and executor == "local":
         t0 = time.perf_counter()
         secs, shapes, left_out = estimate_seconds(groups, device, data_dir)

@@ -157,7 +157,9 @@ def _other_studies(others, out_dir, where: dict | None) -> dict:
     return {"title": "Other studies in this store", "blocks": [
         text("These runs differ from the study above in more than the seed, so they are never pooled with it. "
              "Each is a study of its own; the command in the last column writes its full report."),
-        table(["study", "runs", "claims", "report it with"], rows)]}
+        table(["study", "runs", "claims", "report it with"], rows,
+              caption="runs = every run of the study (all seeds, every status); claims = how many of the study's "
+                      "claims got each verdict, by the rules of the claims table above.")]}
 
 
 def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None,

@@ -1,0 +1,180 @@
+"""The Python API: what the command line does, as functions for notebooks and scripts.
+
+    import bnonly
+    r = bnonly.train(width=100, depth=2, trainable="bn", max_epochs=5)   # one run -> Result
+    df = bnonly.sweep("quick", "runs/q", widths=[10], max_epochs=5)       # a grid -> DataFrame
+    df = bnonly.results("runs/q")                                        # the store -> DataFrame
+    html = bnonly.report("runs/q")                                       # figures, claims -> report.html
+    model = bnonly.load_model("runs/q", df.run_id[0])                    # a trained nn.Module
+
+The command line (cli.py) parses its flags and calls these same functions, so a keyword argument
+is checked exactly as its flag is and fails with the same one-line message, raised as a
+`bnonly.BnonlyError` (ConfigError for bad input, DataError, StoreError, OutputError).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import DEFAULT_PRESET, ConfigError, RunConfig, resolve
+from .data import load
+from .engine import Hooks, Result, describe_device, resolve_device
+from .engine import train as train_group
+from .errors import BnonlyError
+from .store import Store
+from .sweep import SweepConfig, load_sweep, run_sweep
+
+
+class OutputError(BnonlyError, RuntimeError):
+    """A result that was computed but could not be written."""
+
+
+# ---------------------------------------------------------------------------- one run
+def train(config: RunConfig | None = None, *, preset: str | None = None, device: str = "auto",
+          data_dir: str | None = None, progress: bool = True, **fields) -> Result:
+    """Train one run and return its Result: test_accuracy, history (one dict per epoch), best_epoch,
+    trainable_params, trainable_by_layer, status, device and `model`, the trained nn.Module.
+
+    Give the run's fields as keywords (`width=100, trainable="bn"`, any RunConfig field), on top of
+    a preset (default 'report'), or a RunConfig (keywords then change it). device 'auto' (default)
+    takes the GPU when there is one. progress=False trains silently."""
+    if config is not None:
+        if preset is not None:
+            raise ConfigError("give a RunConfig or a preset, not both")
+        if not isinstance(config, RunConfig):
+            raise ConfigError(f"config: expected a RunConfig, got {type(config).__name__}")
+        cfg = resolve(DEFAULT_PRESET, **{**dataclasses.asdict(config), **fields})
+    else:
+        cfg = resolve(preset or DEFAULT_PRESET, **fields)
+    device = resolve_device(device)
+    load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, device, data_dir)  # cached: a data error comes first
+    if progress:
+        tqdm.write(describe_device(device), file=sys.stderr)
+    bar = tqdm(total=0, unit="batch", file=sys.stderr, disable=not progress or None, leave=False, dynamic_ncols=True)
+
+    def on_batch(epoch, b, n, m):
+        if b == 1:
+            bar.reset(total=n)
+            bar.set_description(f"epoch {epoch}/{cfg.max_epochs}")
+        bar.update(1)
+
+    try:
+        (r,) = train_group([cfg], device=device, data_dir=data_dir, hooks=Hooks(batch=on_batch))
+    finally:
+        bar.close()
+    return r
+
+
+# ---------------------------------------------------------------------------- sweeps
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """A results directory that is (or can become) a directory we can write."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
+    existing = next((q for q in [p, *p.parents] if q.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot create or write it ({existing} is not a writable directory)")
+    return p
+
+
+def writable(path: str | os.PathLike, what: str) -> Path:
+    """An output file path that can be written: checked before any work starts."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {path}: is a directory; give a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(f"{what} {path}: not writable")
+    return p
+
+
+def run(sweep: SweepConfig, out: str | os.PathLike | None = None, **options) -> tuple[Path, dict]:
+    """Train the runs of `sweep` that the store in `out` (default runs/NAME) lacks; (out, stats).
+    options: run_sweep's (device, workers, group_size, threads, executor, ..., quiet, estimate)."""
+    out = check_out_dir(out if out is not None else f"runs/{sweep.name}")
+    return out, run_sweep(sweep, out, **options)
+
+
+def sweep(config: str | os.PathLike | SweepConfig = "quick", out: str | os.PathLike | None = None, *,
+          device: str = "auto", data_dir: str | None = None, progress: bool = True, group_size: int = 32,
+          workers: int = 1, threads: int = 0, estimate: bool = True, executor: str = "local",
+          address: str | None = None, cpus_per_task: int = 1, gpus_per_task: float | None = None,
+          **grid):
+    """Run (or resume) a sweep and return its runs as a DataFrame (see `results`).
+
+    config: a shipped study ('quick', 'claims', 'questions', 'report'), a TOML path, or a SweepConfig.
+    Keywords that are not options override the config's keys, as `--set` does on the command line:
+    `widths=[10, 100]`, `seeds=[0, 1]`, `max_epochs=5`, `subset=2000`. The store, the grouping,
+    resuming and the rules are the command line's; runs already in `out` are not trained again."""
+    pandas()  # before any training: the result is a DataFrame
+    if isinstance(config, SweepConfig):
+        spec = SweepConfig.from_dict({**config.to_dict(), **grid}, source="sweep()") if grid else config
+    else:
+        spec = load_sweep(str(config), grid, source="sweep()")
+    out, _ = run(spec, out, device=device, data_dir=data_dir, quiet=not progress, group_size=group_size,
+                 workers=workers, threads=threads, estimate=estimate, executor=executor, address=address,
+                 cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+    return results(out, run_ids={c.run_id for c in spec.runs()})
+
+
+# ---------------------------------------------------------------------------- results
+def open_store(out: str | os.PathLike) -> Store:
+    """The results store in a results directory, checked; one line when there is none."""
+    return Store(Path(out) / "results.sqlite", create=False)
+
+
+def pandas():
+    try:
+        import pandas as pd  # optional: the 'pandas' extra
+    except ImportError:
+        raise ConfigError("bnonly.results and bnonly.sweep return a pandas DataFrame: pip install "
+                          "'bnonly[pandas]'") from None
+    return pd
+
+
+RESULT_COLUMNS = ("status", "test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_epoch", "epochs_run",
+                  "trainable_params", "total_params", "seconds", "group_size", "device", "history",
+                  "trainable_by_layer", "versions", "error", "finished_at")
+
+
+def results(out: str | os.PathLike, run_ids=None):
+    """The runs of a results directory as a pandas DataFrame, one row per run (ordered by run_id):
+    run_id, every configuration field (model, width, depth, trainable, seed, lr, ...), then the
+    metrics and bookkeeping of RESULT_COLUMNS. `history` holds the run's list of per-epoch dicts
+    (pd.DataFrame(df.history[i]) is its curve) and `trainable_by_layer` a dict of counts per layer."""
+    pd = pandas()
+    rows = open_store(out).runs()
+    if run_ids is not None:
+        rows = [r for r in rows if r["run_id"] in run_ids]
+    fields = [f.name for f in dataclasses.fields(RunConfig)]
+    table = [{"run_id": r["run_id"], **{k: (r["config"] or {}).get(k) for k in fields},
+              **{k: r.get(k) for k in RESULT_COLUMNS}} for r in rows]
+    return pd.DataFrame(table, columns=["run_id", *fields, *RESULT_COLUMNS])
+
+
+def report(out: str | os.PathLike, where: dict | None = None, data_dir: str | None = None) -> Path:
+    """Write the report of a results directory (figures, report.md/.html/.json, results.csv,
+    the gamma analysis of the runs with stored models); returns the path of report.html.
+    where={"max_epochs": 10} reports only the runs with those configuration values."""
+    from .reporting import write_report  # matplotlib: loaded when a report is asked for
+    store = open_store(out)
+    written = write_report(out, where=where, analyze=True, data_dir=data_dir, store=store)
+    store.export_csv(Path(out) / "results.csv")
+    return written["report.html"]
+
+
+def load_model(out: str | os.PathLike, run_id: str):
+    """The trained model of a stored run, as a plain nn.Module in eval mode (on the CPU)."""
+    from .trainable import rebuild
+    store = open_store(out)
+    rows = store.runs(run_id=run_id)
+    blob = store.artefact(run_id)
+    if not rows or blob is None:
+        raise ConfigError(f"run {run_id!r}: no finished run with a stored model in {store.path}")
+    return rebuild(RunConfig(**rows[0]["config"]), blob).eval()
