@@ -112,3 +112,53 @@ def test_api_names_are_functions_whatever_is_imported():
         importlib.import_module(mod)
     assert all(callable(getattr(bnonly, f)) and getattr(bnonly, f).__module__ == "bnonly.api"
                for f in ("train", "sweep", "results", "report", "load_model"))
+
+
+def test_review_findings_are_one_line_errors(tmp_path):
+    """What an adversarial pass found: each is a BnonlyError with one line, nothing written."""
+    cases = [
+        (lambda: bnonly.sweep(bnonly.load_sweep("quick"), tmp_path / "a", widths=[0]), "width=0: must be >= 1"),
+        (lambda: bnonly.sweep("quick", tmp_path / "b", group_size="4"), "--group-size '4': expected an integer"),
+        (lambda: bnonly.sweep("quick", 5), "--out 5: expected a path"),
+        (lambda: bnonly.sweep(bnonly.RunConfig()), "expected a shipped study name"),
+        (lambda: bnonly.sweep("quick", tmp_path / "c", widths=10), "sweep(): widths must be a non-empty list"),
+        (lambda: bnonly.train(data_dir=123), "--data-dir 123: expected a path"),
+        (lambda: bnonly.train(data_seed=-1), "data_seed=-1: must be >= 0"),
+        (lambda: bnonly.results(None), "expected a path"),
+        (lambda: bnonly.report(tmp_path, where="max_epochs"), "--where"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(bnonly.BnonlyError) as e:
+            call()
+        assert needle in str(e.value) and "\n" not in str(e.value), (needle, e.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweep_config_with_overrides_and_where_forms(swept):
+    out, df = swept
+    spec = bnonly.load_sweep("quick")
+    again = bnonly.sweep(spec, out, progress=False, **GRID)  # a SweepConfig, keys overridden: all stored
+    assert sorted(again.run_id) == sorted(df.run_id)
+    a = bnonly.report(out, where={"hidden_beta": False}).read_text()
+    b = bnonly.report(out, where=["hidden_beta=false"]).read_text()
+    assert a == b and "6 runs selected by --where" in a
+
+
+def test_out_of_memory_is_one_line(monkeypatch):
+    from bnonly import api
+
+    def huge(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 3136000000000 bytes.")
+    monkeypatch.setattr(api, "train_group", huge)
+    with pytest.raises(bnonly.OutOfMemory, match=r"out of memory \(2920.6 GiB asked for\)"):
+        bnonly.train(width=16, depth=1, subset=1000, progress=False)
+
+
+def test_unguarded_script_with_workers_is_refused(tmp_path):
+    import subprocess
+    script = tmp_path / "s.py"
+    script.write_text(f"import bnonly\nbnonly.sweep('quick', {str(tmp_path / 'o')!r}, workers=2, widths=[8])\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and 'if __name__ == "__main__":' in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "o").exists()

@@ -11,7 +11,11 @@ from .version import __version__  # noqa: F401
 from .api import OutputError, load_model, report, results, sweep, train  # noqa: E402,F401
 from .config import ConfigError, RunConfig, resolve  # noqa: E402,F401
 from .data import DataError  # noqa: E402,F401
-from .errors import BnonlyError  # noqa: E402,F401
+from .errors import BnonlyError, OutOfMemory  # noqa: E402,F401
 from .models import MLP, LeNet5, build  # noqa: E402,F401
 from .store import StoreError  # noqa: E402,F401
 from .sweep import SweepConfig, load_sweep  # noqa: E402,F401
+
+__all__ = ["__version__", "train", "sweep", "results", "report", "load_model", "RunConfig", "resolve", "SweepConfig",
+           "load_sweep", "MLP", "LeNet5", "build", "BnonlyError", "ConfigError", "DataError", "StoreError",
+           "OutputError", "OutOfMemory"]

@@ -14,23 +14,45 @@ is checked exactly as its flag is and fails with the same one-line message, rais
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import multiprocessing as mp
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import DEFAULT_PRESET, ConfigError, RunConfig, resolve
+from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, parse_value, resolve
 from .data import load
 from .engine import Hooks, Result, describe_device, resolve_device
 from .engine import train as train_group
-from .errors import BnonlyError
+from .errors import BnonlyError, out_of_memory
 from .store import Store
 from .sweep import SweepConfig, load_sweep, run_sweep
 
 
 class OutputError(BnonlyError, RuntimeError):
     """A result that was computed but could not be written."""
+
+
+def as_path(value, what: str) -> Path:
+    """A path argument (str or os.PathLike), or a one-line ConfigError naming it."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{what} {value!r}: expected a path")
+    return Path(value)
+
+
+@contextmanager
+def memory_errors():
+    """An allocation failure inside becomes the one-line OutOfMemory (a BnonlyError)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        err = out_of_memory(e)
+        if err is None:
+            raise
+        raise err from None
 
 
 # ---------------------------------------------------------------------------- one run
@@ -51,6 +73,7 @@ def train(config: RunConfig | None = None, *, preset: str | None = None, device:
     else:
         cfg = resolve(preset or DEFAULT_PRESET, **fields)
     device = resolve_device(device)
+    data_dir = None if data_dir is None else str(as_path(data_dir, "--data-dir"))
     load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, device, data_dir)  # cached: a data error comes first
     if progress:
         tqdm.write(describe_device(device), file=sys.stderr)
@@ -63,7 +86,8 @@ def train(config: RunConfig | None = None, *, preset: str | None = None, device:
         bar.update(1)
 
     try:
-        (r,) = train_group([cfg], device=device, data_dir=data_dir, hooks=Hooks(batch=on_batch))
+        with memory_errors():
+            (r,) = train_group([cfg], device=device, data_dir=data_dir, hooks=Hooks(batch=on_batch))
     finally:
         bar.close()
     return r
@@ -97,8 +121,30 @@ def writable(path: str | os.PathLike, what: str) -> Path:
 def run(sweep: SweepConfig, out: str | os.PathLike | None = None, **options) -> tuple[Path, dict]:
     """Train the runs of `sweep` that the store in `out` (default runs/NAME) lacks; (out, stats).
     options: run_sweep's (device, workers, group_size, threads, executor, ..., quiet, estimate)."""
-    out = check_out_dir(out if out is not None else f"runs/{sweep.name}")
-    return out, run_sweep(sweep, out, **options)
+    out = check_out_dir(as_path(out, "--out") if out is not None else f"runs/{sweep.name}")
+    if options.get("data_dir") is not None:
+        options["data_dir"] = str(as_path(options["data_dir"], "--data-dir"))
+    with memory_errors():
+        return out, run_sweep(sweep, out, **options)
+
+
+def check_main_guard(workers: int, caller) -> None:
+    """workers > 1 starts processes that import the calling script again (multiprocessing's spawn):
+    a script that calls sweep() at its top level, unguarded, would sweep again in every one of them
+    and never finish. Refuse that in one line instead."""
+    if workers <= 1 or caller is None or caller.f_code.co_name != "<module>":
+        return
+    name = caller.f_globals.get("__name__")
+    message = ("bnonly.sweep(workers > 1) starts processes that import your script again: put the call "
+               "under `if __name__ == \"__main__\":`")
+    if name == "__mp_main__" or (mp.parent_process() is not None and name != "__main__"):
+        raise ConfigError(message)  # we are such a process: stop before training anything
+    try:
+        source = inspect.getsource(caller)
+    except (OSError, TypeError):
+        return  # a notebook or the interactive prompt: nothing is imported again
+    if name == "__main__" and "__name__" not in source:
+        raise ConfigError(message)
 
 
 def sweep(config: str | os.PathLike | SweepConfig = "quick", out: str | os.PathLike | None = None, *,
@@ -113,10 +159,13 @@ def sweep(config: str | os.PathLike | SweepConfig = "quick", out: str | os.PathL
     `widths=[10, 100]`, `seeds=[0, 1]`, `max_epochs=5`, `subset=2000`. The store, the grouping,
     resuming and the rules are the command line's; runs already in `out` are not trained again."""
     pandas()  # before any training: the result is a DataFrame
+    check_main_guard(workers, inspect.currentframe().f_back)
     if isinstance(config, SweepConfig):
         spec = SweepConfig.from_dict({**config.to_dict(), **grid}, source="sweep()") if grid else config
-    else:
+    elif isinstance(config, (str, os.PathLike)):
         spec = load_sweep(str(config), grid, source="sweep()")
+    else:
+        raise ConfigError(f"config {type(config).__name__}: expected a shipped study name, a TOML path or a SweepConfig")
     out, _ = run(spec, out, device=device, data_dir=data_dir, quiet=not progress, group_size=group_size,
                  workers=workers, threads=threads, estimate=estimate, executor=executor, address=address,
                  cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
@@ -149,7 +198,7 @@ def results(out: str | os.PathLike, run_ids=None):
     metrics and bookkeeping of RESULT_COLUMNS. `history` holds the run's list of per-epoch dicts
     (pd.DataFrame(df.history[i]) is its curve) and `trainable_by_layer` a dict of counts per layer."""
     pd = pandas()
-    rows = open_store(out).runs()
+    rows = open_store(as_path(out, "out")).runs()
     if run_ids is not None:
         rows = [r for r in rows if r["run_id"] in run_ids]
     fields = [f.name for f in dataclasses.fields(RunConfig)]
@@ -158,12 +207,39 @@ def results(out: str | os.PathLike, run_ids=None):
     return pd.DataFrame(table, columns=["run_id", *fields, *RESULT_COLUMNS])
 
 
-def report(out: str | os.PathLike, where: dict | None = None, data_dir: str | None = None) -> Path:
+def check_where(where) -> dict:
+    """`--where` as {field: value}: from "FIELD=VALUE" strings (the command line's) or a dict
+    (values as typed, or as text); each field a run field, each value parsed as that field's type."""
+    if where is None:
+        return {}
+    items = where.items() if isinstance(where, dict) else None
+    if items is None:
+        if isinstance(where, str):
+            where = [where]
+        if not isinstance(where, (list, tuple)) or not all(isinstance(w, str) for w in where):
+            raise ConfigError(f"where {where!r}: expected a dict of field values or FIELD=VALUE strings")
+        items = []
+        for item in where:
+            key, sep, value = item.partition("=")
+            items.append((key.strip() if sep else None, value.strip(), item))
+    else:
+        items = [(k, v, f"{k}={v}") for k, v in items]
+    out = {}
+    for key, value, item in items:
+        if key not in FIELD_TYPES:
+            raise ConfigError(f"--where {item!r}: expected FIELD=VALUE with a run field ({', '.join(FIELD_TYPES)})")
+        out[key] = parse_value(key, value if isinstance(value, str) else str(value))
+    return out
+
+
+def report(out: str | os.PathLike, where=None, data_dir: str | None = None) -> Path:
     """Write the report of a results directory (figures, report.md/.html/.json, results.csv,
     the gamma analysis of the runs with stored models); returns the path of report.html.
-    where={"max_epochs": 10} reports only the runs with those configuration values."""
+    where={"max_epochs": 10} (or ["max_epochs=10"]) reports only the runs with those values."""
     from .reporting import write_report  # matplotlib: loaded when a report is asked for
-    store = open_store(out)
+    where = check_where(where)
+    data_dir = None if data_dir is None else str(as_path(data_dir, "--data-dir"))
+    store = open_store(as_path(out, "out"))
     written = write_report(out, where=where, analyze=True, data_dir=data_dir, store=store)
     store.export_csv(Path(out) / "results.csv")
     return written["report.html"]
@@ -172,7 +248,9 @@ def report(out: str | os.PathLike, where: dict | None = None, data_dir: str | No
 def load_model(out: str | os.PathLike, run_id: str):
     """The trained model of a stored run, as a plain nn.Module in eval mode (on the CPU)."""
     from .trainable import rebuild
-    store = open_store(out)
+    store = open_store(as_path(out, "out"))
+    if not isinstance(run_id, str):
+        raise ConfigError(f"run {run_id!r}: expected a run id (a string)")
     rows = store.runs(run_id=run_id)
     blob = store.artefact(run_id)
     if not rows or blob is None:

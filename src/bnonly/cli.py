@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 
 from . import api
-from .config import CHOICES, DEFAULT_PRESET, FIELD_TYPES, PRESETS, ConfigError, RunConfig, parse_value, resolve
+from .config import CHOICES, DEFAULT_PRESET, PRESETS, ConfigError, RunConfig, load_toml, parse_value, resolve
 from .data import DataError
-from .engine import DEVICES
+from .errors import BnonlyError, OutOfMemory
 from .models import arch_name
 from .sets import SETS
-from .store import StoreError
 from .version import __version__
 
 
@@ -60,16 +57,6 @@ def run_config_from_args(args) -> RunConfig:
         if text is not None:
             values[f.name] = parse_value(f.name, text)
     return resolve(preset, **values)
-
-
-def load_toml(path: str) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
 # ---------------------------------------------------------------------------- train
@@ -124,19 +111,6 @@ def cmd_sweep(args) -> int:
     return _sweep_status(out, stats)
 
 
-def parse_where(items: list[str]) -> dict:
-    """`--where key=value` pairs: a run field and the value its runs must have."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in FIELD_TYPES:
-            raise ConfigError(f"--where {item!r}: expected FIELD=VALUE with a run field "
-                              f"({', '.join(FIELD_TYPES)})")
-        out[key] = parse_value(key, value.strip())
-    return out
-
-
 def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
     html = api.report(out_dir, where=where, data_dir=data_dir)
     print(f"report: {html} ({len(list(html.parent.glob('*.png')))} figures; results.csv beside it)")
@@ -161,7 +135,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_report(args) -> int:
-    return _report(args.dir, parse_where(args.where), args.data_dir)
+    return _report(args.dir, args.where, args.data_dir)
 
 
 def cmd_reproduce(args) -> int:
@@ -190,7 +164,7 @@ def cmd_export_model(args) -> int:
     return 0
 
 
-DEVICE_HELP = "where to train: auto (default: the GPU when PyTorch sees one, else the CPU), cpu or cuda"
+DEVICE_HELP = "where to train: auto (default: the GPU when PyTorch sees one, else the CPU), cpu or cuda"  # checked by engine.resolve_device
 
 
 def _add_sweep_flags(p, default_config=None):
@@ -206,7 +180,7 @@ def _add_sweep_flags(p, default_config=None):
                    help="at most this many runs trained at once as one vectorized model (default 32; 1 = one at a time)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per group (default: all cores, divided among --workers)")
-    p.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
     p.add_argument("--no-estimate", action="store_true",
                    help="skip the calibrated compute estimate printed before training (a few seconds per group shape)")
@@ -228,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one model and print its result")
     add_run_flags(t)
-    t.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
+    t.add_argument("--device", default="auto", help=DEVICE_HELP)
     t.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     t.add_argument("--save", default=None, metavar="PATH", help="save the trained state_dict here")
@@ -268,18 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def out_of_memory(e: BaseException) -> str | None:
-    """A one-line message for an allocation failure, naming the size asked for; None for other errors."""
-    text = str(e)
-    if not (isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
-        return None
-    size = re.search(r"allocate (\d+) bytes", text) or re.search(r"allocate ([\d.]+ [KMGT]i?B)", text)
-    asked = f" ({int(size.group(1)) / 2**30:.1f} GiB asked for)" if size and size.group(1).isdigit() else \
-        (f" ({size.group(1)} asked for)" if size else "")
-    return (f"out of memory{asked}: use a smaller --width/--depth, or --group-size 1 (fewer models "
-            "trained at once)")
-
-
 def main(argv=None) -> int:
     """Exit codes: 0 done; 1 data, store, memory or output error; 2 usage; 3 a sweep with failed runs; 130 Ctrl-C."""
     parser = build_parser()
@@ -295,18 +257,15 @@ def main(argv=None) -> int:
     except DataError as e:
         print(f"bnonly: data error: {e}", file=sys.stderr)
         return 1
-    except (StoreError, api.OutputError) as e:
+    except OutOfMemory as e:
+        print(f"bnonly: {e}", file=sys.stderr)
+        return 1
+    except BnonlyError as e:  # a store, an output
         print(f"bnonly: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bnonly: interrupted", file=sys.stderr)
         return 130
-    except (RuntimeError, MemoryError) as e:
-        msg = out_of_memory(e)
-        if msg is None:
-            raise
-        print(f"bnonly: {msg}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import tomllib
 from dataclasses import dataclass, fields
 
 from .data import DATASETS
@@ -97,7 +98,8 @@ class RunConfig:
         check(self.lr_drop_epoch >= 0, "lr_drop_epoch", "must be >= 0 (0 = never)")
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
-        check(self.seed >= 0 and self.data_seed >= 0, "seed", "seeds must be >= 0")
+        check(self.seed >= 0, "seed", "must be >= 0")
+        check(self.data_seed >= 0, "data_seed", "must be >= 0")
         s = SETS[self.trainable]
         if s.needs_beta and not self.hidden_beta and self.norm != "none":
             raise ConfigError(f"trainable={self.trainable!r} needs hidden_beta=true (this preset has no beta in hidden layers)")
@@ -173,3 +175,16 @@ def parse_value(key: str, text: str):
         return {"int": int, "float": float, "str": str}[t](text)
     except ValueError:
         raise ConfigError(f"{key}={text!r}: expected {t}") from None
+
+
+def load_toml(path) -> dict:
+    """A TOML file as a dict; a missing or malformed file is a one-line ConfigError naming it."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm  # widgets in a notebook, text in a terminal
 
 from . import cluster
-from .config import DEFAULT_PRESET, FIELD_TYPES, GRID_FIELDS, ConfigError, RunConfig, resolve
+from .config import DEFAULT_PRESET, FIELD_TYPES, GRID_FIELDS, ConfigError, RunConfig, load_toml, resolve
 from .data import train_size
 from .engine import Hooks, batches_per_epoch, describe_device, resolve_device
 from .groups import estimate_seconds, plan_groups, train_group
@@ -86,15 +86,19 @@ class SweepConfig:
                 raise ConfigError(f"{source}: unknown key {key!r} (grid keys: {', '.join(GRID_KEYS)}; "
                                   f"or any run setting such as max_epochs, dataset, subset)")
 
+    @staticmethod
+    def check_grid(key: str, value, source: str) -> None:
+        _, typ = GRID_KEYS[key]
+        if not isinstance(value, list) or not value or not all(isinstance(v, typ) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{source}: {key} must be a non-empty list of {typ.__name__}, got {value!r}")
+
     @classmethod
     def from_dict(cls, table: dict, source: str = "config") -> "SweepConfig":
         cls.check_keys(table, source)
         kw, settings = {}, {}
         for key, value in table.items():
             if key in GRID_KEYS:
-                _, typ = GRID_KEYS[key]
-                if not isinstance(value, list) or not value or not all(isinstance(v, typ) and not isinstance(v, bool) for v in value):
-                    raise ConfigError(f"{source}: {key} must be a non-empty list of {typ.__name__}, got {value!r}")
+                cls.check_grid(key, value, source)
                 kw[key] = value
             elif key in ("name", "preset"):
                 if not isinstance(value, str):
@@ -107,8 +111,9 @@ class SweepConfig:
         return cfg
 
     def to_dict(self) -> dict:
+        """The sweep as a TOML-like table (empty grid lists, which mean "the setting", left out)."""
         d = dataclasses.asdict(self)
-        return {**{k: v for k, v in d.items() if k != "settings"}, **d["settings"]}
+        return {**{k: v for k, v in d.items() if k != "settings" and v != []}, **d["settings"]}
 
     def runs(self) -> list[RunConfig]:
         """The grid, in a stable order, without duplicates. LeNet-5 has no width/depth: it appears once
@@ -173,16 +178,12 @@ def load_sweep(spec: str, overrides: list[str] | dict | None = None, source: str
             raise ConfigError(f"no sweep config {spec!r} (shipped: {', '.join(shipped_configs())}; or give a .toml path)")
     elif path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a sweep config (.toml)")
-    try:
-        with path.open("rb") as fh:
-            table = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    table = load_toml(path)
     table.setdefault("name", Path(path.name).stem)
     sets = dict(overrides) if isinstance(overrides, dict) else parse_set(overrides or [])
     SweepConfig.check_keys(sets, source)
+    for key in GRID_KEYS.keys() & sets.keys():
+        SweepConfig.check_grid(key, sets[key], source)
     table.update(sets)
     return SweepConfig.from_dict(table, source=str(path))
 
@@ -363,6 +364,12 @@ EXECUTORS = ("local", "ray")
 
 def check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task, group_size=32) -> str:
     """The executor's flags, checked before anything is written; returns the device to use."""
+    for flag, value in (("--group-size", group_size), ("--workers", workers), ("--threads", threads),
+                        ("--cpus-per-task", cpus_per_task)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{flag} {value!r}: expected an integer")
+    if gpus_per_task is not None and (not isinstance(gpus_per_task, (int, float)) or isinstance(gpus_per_task, bool)):
+        raise ConfigError(f"--gpus-per-task {gpus_per_task!r}: expected a number")
     if group_size < 1:
         raise ConfigError(f"--group-size {group_size}: must be >= 1")
     if workers < 1:
@@ -391,9 +398,9 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "auto", wor
     group to a Ray cluster as one task (see cluster.py). Either way only this process writes the
     store, one transaction per finished group, so resume and skip-finished work the same."""
     device = check_options(device, workers, threads, executor, address, cpus_per_task, gpus_per_task, group_size)
+    cfgs = sweep.runs()  # every value checked before the store is opened or written
     store = Store(Path(out_dir) / "results.sqlite")
     store.set_meta("sweep", sweep.to_dict())
-    cfgs = sweep.runs()
     ended = store.ended_ids()
     todo = [c for c in cfgs if c.run_id not in ended]
     groups = plan_groups(todo, group_size, device)  # a Ray cluster's 'auto' is planned as a CPU
