@@ -1,6 +1,6 @@
 """Training speed, measured side by side in one process run.
 
-For MLPs of width 10/100/784 and depth 2/14, trainable sets `bn` and `all`, on MNIST (48,000
+For MLPs of width 10/100/784 and depth 2/14, trainable sets `bn`, `all` and `random`, on MNIST (48,000
 training images, batch 128, i.e. 375 steps per epoch), it times:
 
   (a) textbook: one nn.Module at a time, DataLoader(TensorDataset, batch_size=128, shuffle=True),
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bnonly.config import resolve
 from bnonly.data import load
-from bnonly.engine import DEVICES, gather, resolve_device, shared_runs, step
+from bnonly.engine import DEVICES, FirstLayerCache, gather, resolve_device, shared_runs, step
 from bnonly.models import build
 from bnonly.groups import stack_limit
 from bnonly.stacked import Stack
@@ -95,14 +95,20 @@ def copy_bandwidth(device, budget) -> float:
 
 def work_per_step(cfg, batch=128, in_features=784, classes=10):
     """FLOPs and bytes one training step of one model needs (matmuls; weights, optimizer state,
-    activations and the input batch moved once each way)."""
+    activations and the input batch moved once each way). Only the work the set needs: a frozen
+    first layer is computed once for the data set, not per step (engine.FirstLayerCache), and
+    `random` needs the gradient of its entries only (a gather, not counted)."""
     dims = [in_features] + [cfg.width] * cfg.depth + [classes]
     layers = list(zip(dims[:-1], dims[1:]))
     trains_w = cfg.trainable == "all"
+    frozen_first = cfg.trainable in ("bn", "bn+out", "out", "none", "gamma", "beta")
     flops = bytes_ = 0
     for i, (fi, fo) in enumerate(layers):
         head = i == len(layers) - 1
         mm = 2 * batch * fi * fo
+        if i == 0 and frozen_first:
+            bytes_ += 4 * batch * fo * 3 * 2 + 4 * batch * fo  # its cached output read, BN and ReLU outputs
+            continue
         flops += mm                                      # forward
         if i > 0:
             flops += mm                                  # input gradient
@@ -113,18 +119,30 @@ def work_per_step(cfg, batch=128, in_features=784, classes=10):
         bytes_ += 4 * fi * fo * 2                        # weight read forward and backward
         if not head:
             bytes_ += 4 * batch * fo * 3 * 2             # linear, BN and ReLU outputs: written, read back
-    bytes_ += 4 * batch * in_features                    # the input batch
+        if i == 0:
+            bytes_ += 4 * batch * in_features            # the input batch
     return flops, bytes_
+
+
+def textbook_model(cfg, device):
+    """A model and its torch.optim.SGD as a textbook loop sets them up: what does not train has
+    requires_grad=False; `random`'s weights train under a gradient hook that masks their entries."""
+    model = build(cfg).to(device).train()
+    p = plan(model, cfg)
+    params = []
+    for n, q in model.named_parameters():
+        m = p.masks[n]
+        q.requires_grad_(m is not False)
+        if isinstance(m, torch.Tensor):
+            q.register_hook(lambda g, mask=m.to(device).float(): g * mask)
+        if m is not False:
+            params.append(q)
+    return model, torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if params else None
 
 
 def textbook(cfg, d, device):
     """(a) The anchor: a plain loop over a DataLoader."""
-    model = build(cfg).to(device).train()
-    p = plan(model, cfg)
-    params = [q for n, q in model.named_parameters() if p.masks[n] is True]
-    for n, q in model.named_parameters():
-        q.requires_grad_(p.masks[n] is True)
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    model, opt = textbook_model(cfg, device)
     loader = DataLoader(TensorDataset(d.x_train, d.y_train), batch_size=128, shuffle=True)
     it = iter(loader)
 
@@ -153,6 +171,8 @@ def engine_step(cfg, d, device, m, seeds=3):
     perms = torch.stack([torch.randperm(len(d.y_train), generator=g) for g in gens]).to(device)
     pos = torch.tensor([c.seed for c in cfgs], device=device)
     _, shared = shared_runs(pos.tolist())
+    rows = torch.arange(S, device=device)
+    first = FirstLayerCache.build(stack, cfgs, list(range(S)), d)  # as engine.Group: a frozen first layer, once
     bufs: dict = {}
     state = {"b": 0}
 
@@ -160,8 +180,9 @@ def engine_step(cfg, d, device, m, seeds=3):
         b = state["b"] % (len(d.y_train) // 128)
         state["b"] += 1
         batch = perms[:, b * 128:(b + 1) * 128]
-        step(stack, gather(d.x_train, batch), d.y_train[batch.index_select(0, pos)], bufs, cfg.lr, cfg.momentum, 0.0,
-             shared=shared)
+        xb = gather(d.x_train, batch) if first is None else first.batch(batch, rows)
+        step(stack, xb, d.y_train[batch.index_select(0, pos)], bufs, cfg.lr, cfg.momentum, 0.0,
+             shared=shared, first_done=first is not None)
     return one
 
 
@@ -177,8 +198,9 @@ def vmap_step(cfg, d, device, m):
     params, buffers = stack_module_state(models)
     params = {n: p.to(device) for n, p in params.items()}
     buffers = {n: b.to(device) for n, b in buffers.items()}
-    train_p = {n: p for n, p in params.items() if masks[n] is True}
-    frozen = {n: p for n, p in params.items() if masks[n] is not True}
+    train_p = {n: p for n, p in params.items() if masks[n] is not False}  # random: dense, masked below
+    frozen = {n: p for n, p in params.items() if masks[n] is False}
+    entry = {n: masks[n].to(device).float() for n in train_p if isinstance(masks[n], torch.Tensor)}
     base = copy.deepcopy(models[0]).to("meta")
 
     def loss(tp, fp, b, x, y):
@@ -196,7 +218,7 @@ def vmap_step(cfg, d, device, m):
         state["b"] += 1
         idx = perms[:, b * 128:(b + 1) * 128]
         grads = g(train_p, frozen, buffers, gather(d.x_train, idx), d.y_train[idx])
-        gl = [grads[n] for n in names]
+        gl = [grads[n] * entry[n] if n in entry else grads[n] for n in names]
         with torch.no_grad():
             if moms:
                 torch._foreach_mul_(moms, cfg.momentum)
@@ -205,6 +227,63 @@ def vmap_step(cfg, d, device, m):
                 moms.extend(gl)
             torch._foreach_add_([train_p[n] for n in names], moms, alpha=-cfg.lr)
     return one
+
+
+REPORT_SETS = ["all", "all-nobn", "bn", "bn+out", "random", "out", "none"]
+
+
+def textbook_run(cfg, device, epochs: int) -> float:
+    """A textbook run, timed from start-up to its test accuracy: build the model, freeze what does
+    not train (a gradient hook masks the random entries), DataLoader + torch.optim.SGD for `epochs`
+    epochs with validation after each (best weights kept), then the test set."""
+    t0 = time.perf_counter()
+    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, device)
+    torch.manual_seed(cfg.seed)
+    model, opt = textbook_model(cfg, device)
+    loader = DataLoader(TensorDataset(d.x_train, d.y_train), batch_size=cfg.batch_size, shuffle=True, drop_last=False)
+    best, best_state = float("inf"), None
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            if len(y) < 2:
+                continue
+            loss = F.cross_entropy(model(x), y)
+            if opt:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        model.eval()
+        with torch.no_grad():
+            val = sum(F.cross_entropy(model(x), y, reduction="sum").item()
+                      for x, y in zip(d.x_val.split(1000), d.y_val.split(1000))) / len(d.y_val)
+        if val < best:
+            best, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    with torch.no_grad():
+        (model(d.x_test).argmax(1) == d.y_test).float().mean().item()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def end_to_end(width: int, depth: int, subset: int, epochs: int, device: str) -> dict:
+    """A quick-sized slice of a real sweep, all seven of the report's sets of one architecture x 3
+    seeds, through run_sweep (grouping, stacking, validation, test, the store) against the textbook
+    loop over the same runs, each for the epochs the sweep ran it."""
+    import tempfile
+
+    from bnonly.store import Store
+    from bnonly.sweep import SweepConfig, run_sweep
+    sweep = SweepConfig(name="e2e", preset="report", models=["mlp"], widths=[width], depths=[depth],
+                        trainable=REPORT_SETS, seeds=[0, 1, 2], settings={"max_epochs": epochs, "subset": subset})
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        run_sweep(sweep, tmp, device=device, quiet=True, estimate=False)
+        t_engine = time.perf_counter() - t0
+        rows = Store(f"{tmp}/results.sqlite").runs()
+    t_text = sum(textbook_run(resolve("report", **r["config"]), device, r["epochs_run"]) for r in rows)
+    return {"width": width, "depth": depth, "runs": len(rows), "subset": subset, "max_epochs": epochs,
+            "model_epochs": sum(r["epochs_run"] for r in rows), "seconds_engine": t_engine,
+            "seconds_textbook": t_text, "ratio": t_text / t_engine}
 
 
 def main(argv=None):
@@ -233,7 +312,7 @@ def main(argv=None):
     rows = []
     for width in (10, 100, 784):
         for depth in (2, 14):
-            for tset in ("bn", "all"):
+            for tset in ("bn", "all", "random"):
                 cfg = resolve("report", model="mlp", width=width, depth=depth, trainable=tset)
                 flops, bytes_ = work_per_step(cfg)
                 floor_step = max(flops / (peak * 1e9), bytes_ / (bw * 1e9))
@@ -256,7 +335,17 @@ def main(argv=None):
                       f"| {ta / tb:>6.1f}x {ta / tc:>6.1f}x | {gflops_c:>11.1f} {gflops_c / peak:>6.0%} "
                       f"| {floor_step / tb:>7.0%} {floor_step / tc:>7.0%} {m:>3} "
                       f"| {1 / (td * STEPS_PER_EPOCH):>8.2f} {td / tc:>6.1f}x", flush=True)
-    print(json.dumps({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "batched_models": M,
+    subset, epochs = (8000, 3) if args.quick else (0, 3)
+    print(f"end to end: all 7 sets x 3 seeds of one MLP, {epochs} epochs at most, "
+          f"{f'{subset:,} images' if subset else 'all of MNIST'}; a sweep (start-up, validation, test, store) "
+          "vs the textbook loop over the same runs", flush=True)
+    e2e = []
+    for width in (100, 784):
+        r = end_to_end(width, 2, subset, epochs, device)
+        e2e.append(r)
+        print(f"  width {width:>4} depth 2: {r['runs']} runs, {r['model_epochs']} model-epochs: sweep "
+              f"{r['seconds_engine']:.1f} s, textbook {r['seconds_textbook']:.1f} s -> {r['ratio']:.1f}x", flush=True)
+    print(json.dumps({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "batched_models": M, "end_to_end": e2e,
                       "configs": rows}))
 
 

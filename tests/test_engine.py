@@ -102,6 +102,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
 
 @pytest.mark.parametrize("model,sets", [("mlp", ("bn", "random", "all")),   # first layer trains: a batch per model
                                         ("mlp", ("bn", "bn+out", "out")),    # frozen: one batch per seed, shared
+                                        ("mlp", ("bn", "random", "none")),   # random's entries: gathered gradients
                                         ("lenet5", ("bn", "gamma"))])
 def test_group_equals_runs_alone(model, sets):
     # seeds interleaved on purpose: the engine orders the stack by seed and returns results in input order
@@ -117,6 +118,16 @@ def test_group_equals_runs_alone(model, sets):
         assert rt.test_accuracy == pytest.approx(alone.test_accuracy, abs=2e-3)
 
 
+def textbook_epoch(model, opt, cfg, d):
+    """One epoch of nn.Module + torch.optim.SGD on the batches the engine uses for cfg's seed."""
+    perm = torch.randperm(len(d.y_train), generator=torch.Generator().manual_seed(cfg.seed))
+    for s in range(0, len(perm), cfg.batch_size):
+        idx = perm[s:s + cfg.batch_size]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(d.x_train[idx]), d.y_train[idx]).backward()
+        opt.step()
+
+
 def test_matches_textbook_pytorch_training():
     """The engine's `all` run equals nn.Module + torch.optim.SGD fed the same batches."""
     cfg = small("frankle", trainable="all", weight_decay=1e-3)
@@ -124,12 +135,7 @@ def test_matches_textbook_pytorch_training():
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
     m = build(cfg).train()
     opt = torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    perm = torch.randperm(len(d.y_train), generator=torch.Generator().manual_seed(cfg.seed))
-    for s in range(0, len(perm), cfg.batch_size):
-        idx = perm[s:s + cfg.batch_size]
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(m(d.x_train[idx]), d.y_train[idx]).backward()
-        opt.step()
+    textbook_epoch(m, opt, cfg, d)
     for (n, a), b in zip(m.named_parameters(), r.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=n)
 
@@ -153,7 +159,8 @@ def test_per_model_early_stopping_in_a_group():
         (alone,) = train([cfg])
         assert rt.config == cfg
         assert rt.epochs_run == alone.epochs_run and rt.best_epoch == alone.best_epoch
-        assert rt.epochs_run in (rt.best_epoch + cfg.patience, cfg.max_epochs)
+        # `none` makes one pass (test_none_is_one_pass...); the others stop by patience or the cap
+        assert rt.epochs_run in ((1,) if cfg.trainable == "none" else (rt.best_epoch + cfg.patience, cfg.max_epochs))
         for (n, a), b in zip(rt.model.state_dict().items(), alone.model.state_dict().values()):
             torch.testing.assert_close(a.float(), b.float(), rtol=1e-3, atol=1e-4, msg=n)
 
@@ -162,3 +169,99 @@ def test_bf16_autocast_trains():
     (r,) = train([small(width=256, subset=10000, trainable="bn", lr=0.1, precision="bf16")])
     (f,) = train([small(width=256, subset=10000, trainable="bn", lr=0.1)])
     assert r.test_accuracy > 0.3 and abs(r.test_accuracy - f.test_accuracy) < 0.05
+
+
+def test_shared_first_layer_runs_once_per_seed_and_equals_per_model():
+    """Models of one seed share their first layer; the stack computes it once per seed (one owner
+    per seed) and each model gets exactly what its own first layer gives."""
+    for model in ("mlp", "lenet5"):
+        cfgs = [small(model=model, trainable=t, seed=s) for s in (0, 1) for t in ("bn", "bn+out", "out")]
+        models = [build(c) for c in cfgs]
+        stack = Stack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+        assert stack.first_layer_owners() == [0, 0, 0, 3, 3, 3]
+        x = torch.rand(2, 16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        shared = stack.forward(x, training=False, shared=[(0, 0, 3), (1, 3, 6)])
+        alone = stack.forward(x.repeat_interleave(3, 0), training=False)  # a batch per model, no sharing
+        torch.testing.assert_close(shared, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+def test_first_layer_cache_equals_streaming(model, monkeypatch):
+    """The frozen first layer computed once for the whole data set gives the runs they give when it
+    runs per batch (FIRST_LAYER_CACHE_MB = 0); frozen weights stay bit-identical either way."""
+    from bnonly import engine
+    cfgs = [small(model=model, trainable=t, seed=s, max_epochs=2, subset=2000) for s in (0, 1) for t in ("bn", "out")]
+    cached = train(cfgs)
+    monkeypatch.setattr(engine, "FIRST_LAYER_CACHE_MB", 0)
+    streamed = train(cfgs)
+    for c, s in zip(cached, streamed):
+        assert c.epochs_run == s.epochs_run
+        for hc, hs in zip(c.history, s.history):
+            assert hc["train_loss"] == pytest.approx(hs["train_loss"], rel=1e-4)
+            assert hc["val_loss"] == pytest.approx(hs["val_loss"], rel=1e-4)
+        assert c.test_accuracy == pytest.approx(s.test_accuracy, abs=2e-3)
+        first = build(c.config).blocks[0].op.weight
+        assert torch.equal(c.model.blocks[0].op.weight, first) and torch.equal(s.model.blocks[0].op.weight, first)
+
+
+def test_first_layer_cache_is_used_only_where_it_applies(monkeypatch):
+    from bnonly import engine
+    d = load("mnist", 0.2, 0, 2000)
+    def group(*sets, **kw):
+        cfgs = [small(trainable=t, seed=s, subset=2000, **kw) for s in (0, 1) for t in sets]
+        return engine.Group(cfgs, "cpu", None)
+    g = group("bn", "out")
+    assert g.first is not None and g.first.train.shape == (2, len(d.y_train), 32)
+    assert g.first.val.shape == (2, len(d.y_val), 32) and g.first.test.shape == (2, 10000, 32)
+    assert group("bn", "all").first is None            # the first layer trains
+    assert group("bn", precision="bf16").first is None  # autocast would compute it differently
+    monkeypatch.setattr(engine, "FIRST_LAYER_CACHE_MB", 1)  # 2 seeds x 14,000 images x 32 floats > 1 MB
+    assert group("bn").first is None
+
+
+def test_none_is_one_pass_of_statistics_then_evaluation():
+    """`none` trains nothing: one epoch gives BatchNorm its running statistics, then it stops; its
+    test accuracy is that of the random network with those statistics."""
+    cfg = small(trainable="none", max_epochs=10, subset=2000)
+    (r,) = train([cfg])
+    assert r.epochs_run == 1 and r.best_epoch == 1 and r.status == "finished"
+    m = build(cfg)
+    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), r.model.parameters()))  # nothing moved
+    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
+    m.train()
+    with torch.no_grad():
+        for b in torch.randperm(len(d.y_train), generator=torch.Generator().manual_seed(cfg.seed)).split(cfg.batch_size):
+            m(d.x_train[b])
+        m.eval()
+        acc = (m(d.x_test).argmax(1) == d.y_test).float().mean().item()
+    assert acc == pytest.approx(r.test_accuracy, abs=1e-3)
+
+
+def test_random_entries_train_as_a_masked_dense_weight_would():
+    """`random` in an MLP: its entries' gradients are gathered (stacked.EntryLinear), never the dense
+    weight gradient; it trains as nn.Module + SGD with the gradient masked does, frozen entries
+    bit-identical."""
+    cfg = small(trainable="random", subset=3000, lr=0.05)
+    m = build(cfg)
+    p = plan(m, cfg)
+    stack = Stack.from_models([m], [p])
+    assert set(stack.entries) == {"blocks.0.op.weight", "blocks.1.op.weight"} and not stack.first_layer_frozen
+    assert not stack.params["blocks.0.op.weight"].requires_grad and stack.params["blocks.0.op.weight:entries"].shape == (1, 32)
+    (r,) = train([cfg])
+    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
+    ref = build(cfg).train()
+    rp = plan(ref, cfg)
+    params = []
+    for n, q in ref.named_parameters():
+        mask = rp.masks[n]
+        q.requires_grad_(mask is not False)
+        if isinstance(mask, torch.Tensor):
+            q.register_hook(lambda g, mask=mask: g * mask)
+            params.append(q)
+    textbook_epoch(ref, torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum), cfg, d)
+    init = build(cfg)
+    for (n, a), b, c in zip(ref.named_parameters(), r.model.parameters(), init.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5, msg=n)
+        mask = rp.masks[n]
+        if isinstance(mask, torch.Tensor):
+            assert torch.equal(b[~mask], c[~mask]) and not torch.equal(b[mask], c[mask]), n

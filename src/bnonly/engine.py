@@ -8,6 +8,7 @@ alone, so runs of one seed see the same mini-batches whatever else is in the gro
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from . import data as data_mod
 from .config import ConfigError, RunConfig
-from .models import Net, build
+from .models import MODELS, Net, build
 from .sets import SETS
 from .stacked import Stack
 from .trainable import pack, plan
@@ -34,11 +35,22 @@ def group_key(cfg: RunConfig) -> str:
                        random_placement="scattered", random_norm="batch", random_allocation="even").canonical()
 
 
-def stack_key(cfg: RunConfig) -> tuple[str, bool]:
-    """How the sweep batches runs: same group key, and alike in whether hidden weights train
-    (a stack computes weight gradients and optimizer steps for every model if any model needs them,
-    so `bn`-like runs train apart from `all`/`random` and skip that work entirely)."""
-    return group_key(cfg), SETS[cfg.trainable].trains_hidden_weights
+def dense_weight_gradients(cfg: RunConfig) -> bool:
+    """Whether a run needs the dense gradient of hidden weights: sets that train whole hidden
+    weights, and `random` in convolutional models. `random` in an MLP trains a few entries per
+    weight matrix, whose gradients the stack gathers (stacked.EntryLinear) without the dense one."""
+    s = SETS[cfg.trainable]
+    return "hidden" in s.parts or (s.random_entries and MODELS[cfg.model].convolutional)
+
+
+def stack_key(cfg: RunConfig) -> tuple[str, str]:
+    """How the sweep batches runs: same group key, and alike in what their hidden weights need:
+    "dense" gradients (`all`; a stack computes them for every model if any model needs them),
+    "entries" (an MLP's `random`: gathered gradients, and a first layer per model), or "frozen"
+    (`bn`-like sets: no weight gradient, and a first layer computed once per seed for the whole
+    data set, engine.FirstLayerCache, which a `random` model in the stack would rule out)."""
+    kind = "dense" if dense_weight_gradients(cfg) else "entries" if SETS[cfg.trainable].random_entries else "frozen"
+    return group_key(cfg), kind
 
 
 @dataclass
@@ -82,7 +94,8 @@ class Result:
 def versions(device: str = "cpu") -> dict:
     """What a run's numbers depend on besides its config: library versions and the processor."""
     return {"bnonly": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version(), "device_name": device_name(device)}
+            "python": platform.python_version(), "device_name": device_name(device),
+            "threads": torch.get_num_threads()}  # a matmul's summation order, hence the last bits, depend on it
 
 
 def device_name(device: str) -> str:
@@ -122,17 +135,21 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0):
-    """Per-model mean cross-entropy and accuracy over (x, y) in inference mode: two [M] tensors."""
+def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0, shared=None, first_done: bool = False):
+    """Per-model mean cross-entropy and accuracy over (x, y) in inference mode: two [M] tensors.
+    x [N, ...] is read by every model; or, with `shared` (Stack.forward), x [S, N, ...] holds one
+    input per row (with first_done, the first layer's output per seed: FirstLayerCache)."""
     M = stack.size
     if not chunk:
         width = max(p.shape[1] for n, p in stack.params.items() if n.endswith("op.weight"))
         chunk = max(256, min(len(y), int(2 ** 25 // max(1, M * width))))
+    if shared is None:
+        x, shared = x.unsqueeze(0), [(0, 0, M)]
     loss = torch.zeros(M, device=x.device, dtype=torch.float64)
     correct = torch.zeros(M, device=x.device, dtype=torch.float64)
     for s in range(0, len(y), chunk):
-        xb, yb = x[s:s + chunk], y[s:s + chunk]
-        logits = stack.forward(xb.unsqueeze(0), training=False, shared=[(0, 0, M)])
+        xb, yb = x[:, s:s + chunk], y[s:s + chunk]
+        logits = stack.forward(xb, training=False, shared=shared, first_done=first_done)
         loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(M), reduction="none").view(M, -1).sum(1)
         correct += (logits.argmax(-1) == yb).sum(1)
     return loss / len(y), correct / len(y)
@@ -156,15 +173,67 @@ def shared_runs(pos: list[int]):
     return seeds, [tuple(t) for t in shared]
 
 
+# The first layer's output for the whole data set is kept (per seed) when it fits this budget:
+# 3 seeds x 70,000 MNIST images x 784 features = 0.66 GB. Above it, the layer runs per batch, still
+# once per seed. Set BNONLY_FIRST_LAYER_CACHE_MB=0 to always stream.
+FIRST_LAYER_CACHE_MB = float(os.environ.get("BNONLY_FIRST_LAYER_CACHE_MB", 1024))
+
+
+class FirstLayerCache:
+    """A frozen first layer computed once per seed for the whole data set (train, validation, test).
+
+    Where no model of a group trains the first layer's weights (bn, bn+out, out, none, gamma,
+    beta), that layer's output for an image never changes during training and is the same for every
+    model of one seed (they share their random weights). So it is computed once, before training,
+    and each step gathers its rows instead of multiplying every batch by every model's weights.
+    `train`, `val`, `test`: [S, N, ...], one slice per seed position of the group."""
+
+    def __init__(self, train, val, test):
+        self.train, self.val, self.test = train, val, test
+
+    @classmethod
+    def build(cls, stack: Stack, cfgs: list[RunConfig], seeds: list[int], data) -> "FirstLayerCache | None":
+        """None where it does not apply: a first layer that trains, bf16 autocast (the cached fp32
+        output would differ from the autocast one), models of one seed with different first layers,
+        or an output larger than FIRST_LAYER_CACHE_MB."""
+        if not stack.first_layer_frozen or cfgs[0].precision == "bf16":
+            return None
+        owners = stack.first_layer_owners()
+        reps = [next(i for i, c in enumerate(cfgs) if c.seed == s) for s in seeds]
+        if any(owners[i] != owners[reps[seeds.index(c.seed)]] for i, c in enumerate(cfgs)):
+            return None
+        n = len(data.y_train) + len(data.y_val) + len(data.y_test)
+        out = stack.first_layer(data.x_train[:2], reps[0])
+        if len(seeds) * n * out[0].numel() * out.element_size() > FIRST_LAYER_CACHE_MB * 2 ** 20:
+            return None
+
+        def run(x):
+            chunk = 4096
+            return torch.stack([torch.cat([stack.first_layer(x[i:i + chunk], r) for i in range(0, len(x), chunk)])
+                                for r in reps])
+        return cls(run(data.x_train), run(data.x_val), run(data.x_test))
+
+    def batch(self, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The training rows idx [S', B] of the seeds at positions rows [S']: [S', B, ...]."""
+        S, N = self.train.shape[:2]
+        return gather(self.train.view(S * N, *self.train.shape[2:]), idx + rows.unsqueeze(1) * N)
+
+
+def seed_rows(pos: list[int]):
+    """shared_runs with each row being the seed's position in the group (an index into a FirstLayerCache)."""
+    seeds, shared = shared_runs(pos)
+    return [(seeds[row], a, b) for row, a, b in shared]
+
+
 def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float, momentum: float,
-         weight_decay: float, bf16: bool = False, shared=None):
+         weight_decay: float, bf16: bool = False, shared=None, first_done: bool = False):
     """One SGD step of every model in the stack on its own batch (xb [M, B, ...], yb [M, B]; or,
     with `shared`, xb [S, B, ...] holding each seed's batch once, see Stack.forward).
     Gradients, momentum and weight decay are multiplied by the trainable masks, so frozen entries
     get an exact zero update. Returns the per-model mean losses [M] and the logits."""
     trainable = [(n, p) for n, p in stack.params.items() if p.requires_grad]
     with torch.set_grad_enabled(bool(trainable)), torch.autocast(xb.device.type, torch.bfloat16, enabled=bf16):
-        logits = stack.forward(xb, training=True, shared=shared).float()
+        logits = stack.forward(xb, training=True, shared=shared, first_done=first_done).float()
         loss_m = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
                                  reduction="none").view(yb.shape).mean(1)
     if not trainable:
@@ -185,6 +254,7 @@ def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float
         if masked:  # frozen entries: zero step, momentum and decay included
             torch._foreach_mul_([m for m, _ in masked], [k for _, k in masked])
         torch._foreach_add_(params, moms, alpha=-lr)
+        stack.sync_entries()
     return loss_m.detach(), logits
 
 
@@ -235,6 +305,9 @@ class Group:
         self.seeds = sorted({c.seed for c in cfgs})
         self.gens = {s: torch.Generator().manual_seed(s) for s in self.seeds}
         self.seed_pos = torch.tensor([self.seeds.index(c.seed) for c in cfgs], device=device)
+        self.first = FirstLayerCache.build(self.stack, cfgs, self.seeds, self.data)
+        # `none` trains nothing: one pass gives BatchNorm its statistics, then it is evaluated and stops
+        self.one_pass = [SETS[c.trainable].trains_nothing for c in cfgs]
         self.n_batches = batches_per_epoch(len(self.data.y_train), c0.batch_size)
         self.bufs: dict[str, torch.Tensor] = {}  # momentum buffers of the active models
         self.lr = c0.lr
@@ -249,14 +322,16 @@ class Group:
         pos = self.seed_pos.index_select(0, self.active)
         Ma = len(self.active)
         rows, shared = shared_runs(pos.tolist())
-        rows = torch.tensor(rows, device=device)
+        rows = seed_rows_t = torch.tensor(rows, device=device)
         loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
         correct = torch.zeros(Ma, device=device, dtype=torch.float64)
         for b in range(self.n_batches):
             batch = perms[:, b * B:(b + 1) * B]  # [S, Bb]: each seed's batch
             yb = d.y_train[batch.index_select(0, pos)]  # [Ma, Bb]: each model's labels
-            loss_m, logits = step(self.stack, gather(d.x_train, batch.index_select(0, rows)), yb, self.bufs, self.lr,
-                                  c0.momentum, c0.weight_decay, bf16=c0.precision == "bf16", shared=shared)
+            idx = batch.index_select(0, rows)
+            xb = gather(d.x_train, idx) if self.first is None else self.first.batch(idx, seed_rows_t)
+            loss_m, logits = step(self.stack, xb, yb, self.bufs, self.lr, c0.momentum, c0.weight_decay,
+                                  bf16=c0.precision == "bf16", shared=shared, first_done=self.first is not None)
             with torch.no_grad():
                 loss_sum += loss_m.detach() * yb.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)
@@ -267,7 +342,7 @@ class Group:
     def validate(self, epoch: int, hooks: Hooks):
         """Validation loss and accuracy of the active models, the epoch in each history, best weights
         kept, and models out of patience (or diverged) taken out of the stack."""
-        val_loss, val_acc = evaluate(self.stack, self.data.x_val, self.data.y_val)
+        val_loss, val_acc = self.evaluate(self.stack, self.active, "val")
         tl, ta, vl, va = self.train_loss, self.train_acc, val_loss.tolist(), val_acc.tolist()
         keep, improved = [], []
         for j, g in enumerate(self.active.tolist()):
@@ -284,7 +359,7 @@ class Group:
                 improved.append(j)
             else:
                 self.bad[g] += 1
-            if self.bad[g] < self.cfg.patience:
+            if self.bad[g] < self.cfg.patience and not self.one_pass[g]:
                 keep.append(j)
         if improved:
             jj = torch.tensor(improved, device=self.device)
@@ -299,13 +374,22 @@ class Group:
             self.active = self.active.index_select(0, kk)
             self.bufs = {n: t.index_select(0, kk) for n, t in self.bufs.items()}
 
+    def evaluate(self, stack: Stack, models: torch.Tensor, split: str, limit: int | None = None):
+        """evaluate() of the stack holding `models` (group indices) on the validation or test set
+        (its first `limit` images), from the first-layer cache where there is one."""
+        y = getattr(self.data, f"y_{split}")[:limit]
+        if self.first is None:
+            return evaluate(stack, getattr(self.data, f"x_{split}")[:limit], y)
+        shared = seed_rows(self.seed_pos.index_select(0, models.to(self.seed_pos.device)).tolist())
+        return evaluate(stack, getattr(self.first, split)[:, :limit], y, shared=shared, first_done=True)
+
     def finish(self, seconds: float) -> list[Result]:
         """Every model's best weights restored, evaluated on the test set once, and packed."""
         final = Stack.from_models(self.models, self.plans, self.device)
         with torch.no_grad():
             for n, t in {**final.params, **final.buffers}.items():
                 t.copy_(self.best[n])
-        test_loss, test_acc = evaluate(final, self.data.x_test, self.data.y_test)
+        test_loss, test_acc = self.evaluate(final, torch.arange(len(self.results)), "test")
         M = len(self.results)
         for i, r in enumerate(self.results):
             if r.best_epoch:
@@ -337,7 +421,7 @@ def calibrate(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None =
     d = group.data
     n = min(2048, len(d.y_val))
     t0 = time.perf_counter()
-    evaluate(group.stack, d.x_val[:n], d.y_val[:n])
+    group.evaluate(group.stack, group.active, "val", limit=n)
     per_example = (time.perf_counter() - t0) / n
     return {"epoch": full * per_step + len(d.y_val) * per_example,
             "once": 2 * setup + len(d.y_test) * per_example}

@@ -21,7 +21,7 @@ def stack_limit(cfg: RunConfig, max_group: int = 32, device: str = "cpu") -> int
     adds memory traffic (measured: 12 stacked 784x2 `all` models train 0.8x as fast as one at a time).
     A GPU step is launch-bound at these sizes (benchmarks/speed.py --device cuda: 12 stacked 784x2
     `bn` models train 17x as fast as the textbook loop), so there every group stacks in full."""
-    if not stack_key(cfg)[1] or device == "cuda":
+    if stack_key(cfg)[1] != "dense" or device == "cuda":
         return max_group
     weights = sum(b.op.weight.numel() for b in build(cfg).blocks)
     return max(1, min(max_group, TRAINED_WEIGHTS_PER_STACK // weights))

@@ -79,6 +79,7 @@ class Architecture:
     help: str
     build: Callable  # build(cfg, input_shape (C, H, W), num_classes, **norm keywords) -> Net
     sized: bool      # takes width and depth from the config (else they do not apply)
+    convolutional: bool = False  # has conv layers (the stack gives `random` gathered gradients in linear layers only)
 
 
 MODELS: dict[str, Architecture] = {a.name: a for a in (
@@ -87,7 +88,7 @@ MODELS: dict[str, Architecture] = {a.name: a for a in (
                                                        num_classes=classes, **kw), sized=True),
     Architecture("lenet5", "classic LeNet-5 (6-16 conv, 120-84 linear) with a norm layer after each",
                  lambda cfg, shape, classes, **kw: LeNet5(in_channels=shape[0], image_size=shape[1],
-                                                          num_classes=classes, **kw), sized=False),
+                                                          num_classes=classes, **kw), sized=False, convolutional=True),
 )}
 
 

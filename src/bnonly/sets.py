@@ -39,6 +39,11 @@ class TrainableSet:
         return bool(self.parts & {"gamma", "beta"}) and not self.without_norm
 
     @property
+    def trains_nothing(self) -> bool:
+        """`none`: its results are those of the random network once BatchNorm has its statistics."""
+        return not self.parts and not self.random_entries
+
+    @property
     def frozen_trunk(self) -> bool:
         """Trains neither hidden weights nor gamma/beta (`out`, `none`): the report's code built
         these models without normalization (RunConfig.frozen_trunk_norm)."""

@@ -24,6 +24,33 @@ from .trainable import Plan
 GROUPED_CONV: bool | None = None
 
 
+ENTRIES = ":entries"  # suffix of the parameter that holds a weight's trainable entries (see EntryLinear)
+
+
+class EntryLinear(torch.autograd.Function):
+    """h [M, B, in] @ W^T for weights W [M, out, in] of which only the entries idx [M, K] (flat
+    indices into out*in) train; `v` [M, K] is those entries, kept equal to W's (Stack.sync_entries).
+    The gradient of v is gathered: dL/dW[i, j] = sum over the batch of delta[b, i] * h[b, j], for the
+    K chosen (i, j) only, never the dense [out, in] weight gradient (the `random` baseline trains
+    784 of 614,656 weights of a 784x784 layer)."""
+
+    @staticmethod
+    def forward(ctx, h, v, w, rows, cols):
+        h = h.float()  # in fp32 also under bf16 autocast (the gathered gradient needs h and delta alike)
+        ctx.save_for_backward(h, w, rows, cols)
+        with torch.autocast(h.device.type, enabled=False):
+            return torch.bmm(h, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w, rows, cols = ctx.saved_tensors
+        grad_h = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
+        B = g.shape[1]
+        gi = g.gather(2, rows.unsqueeze(1).expand(-1, B, -1))   # [M, B, K]: delta at each entry's output
+        hj = h.gather(2, cols.unsqueeze(1).expand(-1, B, -1))   # [M, B, K]: input at each entry's input
+        return grad_h, torch.einsum("mbk,mbk->mk", gi, hj), None, None, None
+
+
 @dataclass
 class LayerSpec:
     conv: bool
@@ -36,7 +63,8 @@ class LayerSpec:
 
 class Stack:
     def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                 masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor):
+                 masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor,
+                 entries: dict[str, torch.Tensor] | None = None):
         self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=kind_of(b.norm), pool=b.pool,
                                 padding=b.op.padding[0] if isinstance(b.op, nn.Conv2d) else 0,
                                 momentum=getattr(b.norm, "momentum", 0.1), eps=getattr(b.norm, "eps", 1e-5))
@@ -47,6 +75,23 @@ class Stack:
         self.masks = masks          # name -> None (all train) or float 0/1, broadcastable to params[name]
         self.inference_norm = inference_norm  # [M] bool: BN runs in inference mode for this model
         self.any_inference = bool(inference_norm.any())
+        self._owners: list[int] | None = None  # see first_layer_owners
+        # weight name -> [M, K] flat indices of its trainable entries (EntryLinear); the values are
+        # params[name + ENTRIES], trained, and mirrored into params[name], frozen
+        self.entries = entries or {}
+        self._rows_cols = {n: (i // params[n].shape[2], i % params[n].shape[2]) for n, i in self.entries.items()}
+
+    @property
+    def first_layer_frozen(self) -> bool:
+        """No model trains the first layer, wholly or in entries: its output depends on the input alone."""
+        return not self.params["blocks.0.op.weight"].requires_grad and "blocks.0.op.weight" not in self.entries
+
+    @torch.no_grad()
+    def sync_entries(self) -> None:
+        """Write the trained entries back into their weights (after each optimizer step)."""
+        for n, idx in self.entries.items():
+            w = self.params[n]
+            w.view(w.shape[0], -1).scatter_(1, idx, self.params[n + ENTRIES].detach())
 
     @property
     def size(self) -> int:
@@ -56,10 +101,20 @@ class Stack:
     @classmethod
     def from_models(cls, models: list[Net], plans: list[Plan], device="cpu") -> "Stack":
         template = models[0]
-        params, masks = {}, {}
+        params, masks, entries = {}, {}, {}
+        linear = {f"blocks.{i}.op.weight" for i, b in enumerate(template.blocks) if isinstance(b.op, nn.Linear)}
         for name, _ in template.named_parameters():
             p = torch.stack([dict(m.named_parameters())[name].detach() for m in models]).to(device)
             ms = [pl.masks[name] for pl in plans]
+            if name in linear and any(isinstance(m, torch.Tensor) for m in ms) and not any(m is True for m in ms):
+                # entries of a linear weight train (random), nothing trains it whole: gathered gradients
+                idx, emask = cls._entry_index(ms, p.shape[1:])
+                entries[name] = idx.to(device)
+                params[name + ENTRIES] = p.view(len(ms), -1).gather(1, entries[name]).clone().requires_grad_(True)
+                masks[name + ENTRIES] = emask.to(device)
+                masks[name] = torch.zeros(len(ms), 1, 1, device=device)
+                params[name] = p.clone()
+                continue
             if all(m is True for m in ms):
                 masks[name] = None
             elif all(not isinstance(m, torch.Tensor) for m in ms):  # whole tensors, per model
@@ -72,7 +127,22 @@ class Stack:
         buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models]).to(device).clone()
                    for name, _ in template.named_buffers() if not name.endswith("num_batches_tracked")}
         inference = torch.tensor([pl.norm_mode == "inference" for pl in plans], device=device)
-        return cls(template, params, buffers, masks, inference)
+        return cls(template, params, buffers, masks, inference, entries)
+
+    @staticmethod
+    def _entry_index(masks: list, shape) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per model, the flat indices of its trainable entries, padded to a common K with distinct
+        entries it does not train (their mask 0: they are written back unchanged); and that mask."""
+        total = shape.numel()
+        flat = [m.reshape(-1) if isinstance(m, torch.Tensor) else torch.full((total,), bool(m)) for m in masks]
+        K = max(int(f.sum()) for f in flat)
+        idx, emask = [], []
+        for f in flat:
+            chosen = f.nonzero().view(-1)
+            pad = (~f).nonzero().view(-1)[: K - len(chosen)]
+            idx.append(torch.cat([chosen, pad]))
+            emask.append(torch.cat([torch.ones(len(chosen)), torch.zeros(len(pad))]))
+        return torch.stack(idx), torch.stack(emask)
 
     def select(self, keep: torch.Tensor) -> "Stack":
         """The sub-stack of models `keep` (indices), sharing nothing with this one."""
@@ -80,11 +150,12 @@ class Stack:
             return None if t is None else (t.index_select(0, keep) if t.shape[0] == self.size else t)
         params = {n: p.detach().index_select(0, keep).requires_grad_(p.requires_grad) for n, p in self.params.items()}
         return Stack(self.template, params, {n: b.index_select(0, keep) for n, b in self.buffers.items()},
-                     {n: sel(m) for n, m in self.masks.items()}, self.inference_norm.index_select(0, keep))
+                     {n: sel(m) for n, m in self.masks.items()}, self.inference_norm.index_select(0, keep),
+                     {n: i.index_select(0, keep) for n, i in self.entries.items()})
 
     def state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Model i's state, loadable into its `Net` with load_state_dict."""
-        sd = {n: p[i].detach().cpu().clone() for n, p in self.params.items()}
+        sd = {n: p[i].detach().cpu().clone() for n, p in self.params.items() if not n.endswith(ENTRIES)}
         sd.update({n: b[i].cpu().clone() for n, b in self.buffers.items()})
         for name, _ in self.template.named_buffers():
             if name.endswith("num_batches_tracked"):
@@ -156,21 +227,67 @@ class Stack:
         var = torch.where(inf, rv, var.reshape(M, -1)).reshape(shape)
         return self._affine((h - mean) * torch.rsqrt(var + spec.eps), i, conv, normalize=False)
 
+    def first_layer_owners(self) -> list[int]:
+        """Per model, the first model of the stack whose first-layer weights and bias are identical
+        to its own. Runs of one seed share their random weights, so a frozen first layer has one
+        owner per seed: its output is computed once per seed and shared (only valid while no model
+        trains that layer; the stack's first layer is then never updated)."""
+        if self._owners is None:
+            w, bias = self.params["blocks.0.op.weight"], self.params.get("blocks.0.op.bias")
+            reps, owners = [], []
+            for m in range(self.size):
+                same = (r for r in reps if torch.equal(w[r], w[m]) and (bias is None or torch.equal(bias[r], bias[m])))
+                o = next(same, None)
+                if o is None:
+                    reps.append(m)
+                owners.append(m if o is None else o)
+            self._owners = owners
+        return self._owners
+
+    @torch.no_grad()
+    def first_layer(self, x: torch.Tensor, model: int) -> torch.Tensor:
+        """Model `model`'s first layer (before its normalization) on x [N, C, H, W]: [N, out] or [N, C', H', W']."""
+        spec = self.specs[0]
+        w, bias = self.params["blocks.0.op.weight"][model], self.params.get("blocks.0.op.bias")
+        b = None if bias is None else bias[model]
+        if spec.conv:
+            return F.conv2d(x, w, b, padding=spec.padding)
+        x = x.reshape(len(x), -1)
+        return x @ w.t() if b is None else torch.addmm(b, x, w.t())
+
     def _shared_first_layer(self, x: torch.Tensor, shared, spec: LayerSpec) -> torch.Tensor:
-        """The first layer when models share input batches: models [a, b) all read x[row], so their
-        weights, stacked, make one matmul (or one convolution with (b-a)*C filters) per batch."""
+        """The frozen first layer when models share input batches: models [a, b) all read x[row].
+        Each distinct first layer among them (one per seed, see first_layer_owners) runs once, all of
+        them stacked as one matmul (or one convolution), and models that share one share its output."""
         w, bias = self.params["blocks.0.op.weight"], self.params.get("blocks.0.op.bias")
+        owners = self.first_layer_owners()
         outs = []
         for row, a, b in shared:
-            wk = w[a:b].reshape(-1, *w.shape[2:])  # [(b-a)*out, ...]: a view, models are contiguous
-            bk = None if bias is None else bias[a:b].reshape(-1)
+            reps = sorted(set(owners[a:b]))
+            idx = [reps.index(owners[m]) for m in range(a, b)]
+            if reps == list(range(a, b)):  # all distinct: a view of the stacked weights
+                wk, bk = w[a:b], None if bias is None else bias[a:b]
+            else:
+                sel = torch.tensor(reps, device=w.device)
+                wk, bk = w.index_select(0, sel), None if bias is None else bias.index_select(0, sel)
+            wk, bk = wk.reshape(-1, *w.shape[2:]), None if bk is None else bk.reshape(-1)  # [R*out, ...]
             if spec.conv:
-                outs.append(F.conv2d(x[row], wk, bk, padding=spec.padding))  # [B, (b-a)*C, H, W]
+                h = F.conv2d(x[row], wk, bk, padding=spec.padding)  # [B, R*C, H, W]
             else:
                 xr = x[row].reshape(x.shape[1], -1)
-                h = xr @ wk.t() if bk is None else torch.addmm(bk, xr, wk.t())  # [B, (b-a)*out]
-                outs.append(h.view(xr.shape[0], b - a, -1).transpose(0, 1))  # [b-a, B, out]
+                h = xr @ wk.t() if bk is None else torch.addmm(bk, xr, wk.t())  # [B, R*out]
+            h = h.view(h.shape[0], len(reps), -1, *h.shape[2:])  # [B, R, out] or [B, R, C, H, W]
+            if len(reps) < b - a:
+                h = h.index_select(1, torch.tensor(idx, device=h.device))
+            outs.append(h.flatten(1, 2) if spec.conv else h.transpose(0, 1))  # [B, (b-a)*C, H, W] / [b-a, B, out]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if spec.conv else 0)
+
+    def _from_first(self, x: torch.Tensor, shared) -> torch.Tensor:
+        """x [S, B, ...]: the first layer's output for each row (seed) of `shared`, computed before
+        (engine.FirstLayerCache); each model takes its row's."""
+        rows = [row for row, a, b in shared for _ in range(a, b)]
+        h = x if rows == list(range(len(x))) else x.index_select(0, torch.tensor(rows, device=x.device))
+        return h.transpose(0, 1).flatten(1, 2) if self.specs[0].conv else h  # [B, M*C, H, W] / [M, B, out]
 
     def _op(self, h, i: int, spec: LayerSpec, conv_layout: bool, M: int, B: int):
         """Block i's conv or linear layer for all M models; returns h and whether it is in conv layout."""
@@ -188,26 +305,35 @@ class Stack:
         if conv_layout:  # [B, M*C, H, W] -> [M, B, C*H*W]
             h = h.reshape(B, M, -1).transpose(0, 1)
         h = h.reshape(M, B, -1)
+        name = f"blocks.{i}.op.weight"
+        if name in self.entries:  # trainable entries only: their gradients gathered, no dense weight gradient
+            rows, cols = self._rows_cols[name]
+            h = EntryLinear.apply(h, self.params[name + ENTRIES], w, rows, cols)
+            return (h if bias is None else h + bias.unsqueeze(1)), False
         if w.shape[1] < 64 <= w.shape[2]:  # few outputs of many inputs: W @ h^T is ~3x faster on CPU
             h = torch.bmm(w, h.transpose(1, 2)).transpose(1, 2)
             return (h if bias is None else h + bias.unsqueeze(1)), False
         return (torch.bmm(h, w.transpose(1, 2)) if bias is None
                 else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))), False
 
-    def forward(self, x: torch.Tensor, training: bool, shared=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, training: bool, shared=None, first_done: bool = False) -> torch.Tensor:
         """x: [M, B, C, H, W] (one input batch per model) -> logits [M, B, classes].
 
         shared: models that see the same batch, as (row, a, b) triples covering 0..M: models a..b-1
         read x[row], x being [S, B, C, H, W]. Where no model trains the first layer's weights, each
-        batch then goes through that layer once for all its models (one gather per seed, one
-        bigger matmul); otherwise each model gets its own copy of its batch."""
+        batch then goes through each distinct first layer once (one per seed) for all its models;
+        otherwise each model gets its own copy of its batch. first_done: x [S, B, ...] is already
+        the first layer's output of each row (a frozen first layer computed ahead)."""
         P = self.params
         M, B = self.size, x.shape[1]
         conv_layout = False
         start = 0
-        if shared is None:
+        if first_done:
+            h = self._from_first(x, shared)
+            conv_layout, start = self.specs[0].conv, 1
+        elif shared is None:
             h = x
-        elif not P["blocks.0.op.weight"].requires_grad:
+        elif self.first_layer_frozen:
             h = self._shared_first_layer(x, shared, self.specs[0])
             conv_layout = self.specs[0].conv
             start = 1
