@@ -101,7 +101,7 @@ def work_per_step(cfg, batch=128, in_features=784, classes=10):
     dims = [in_features] + [cfg.width] * cfg.depth + [classes]
     layers = list(zip(dims[:-1], dims[1:]))
     trains_w = cfg.trainable == "all"
-    frozen_first = cfg.trainable in ("bn", "bn+out", "out", "none", "gamma", "beta")
+    frozen_first = cfg.trainable in ("bn", "bn+out", "out", "none", "gamma", "beta", "random")  # random: + a sparse correction
     flops = bytes_ = 0
     for i, (fi, fo) in enumerate(layers):
         head = i == len(layers) - 1
@@ -181,8 +181,9 @@ def engine_step(cfg, d, device, m, seeds=3):
         state["b"] += 1
         batch = perms[:, b * 128:(b + 1) * 128]
         xb = gather(d.x_train, batch) if first is None else first.batch(batch, rows)
+        raw = gather(d.x_train, batch) if first is not None and stack.first_has_entries else None
         step(stack, xb, d.y_train[batch.index_select(0, pos)], bufs, cfg.lr, cfg.momentum, 0.0,
-             shared=shared, first_done=first is not None)
+             shared=shared, first_done=first is not None, raw=raw)
     return one
 
 

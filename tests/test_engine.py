@@ -214,6 +214,7 @@ def test_first_layer_cache_is_used_only_where_it_applies(monkeypatch):
     assert g.first is not None and g.first.train.shape == (2, len(d.y_train), 32)
     assert g.first.val.shape == (2, len(d.y_val), 32) and g.first.test.shape == (2, 10000, 32)
     assert group("bn", "all").first is None            # the first layer trains
+    assert group("bn", "random").first is not None     # random's entries are a correction to the shared layer
     assert group("bn", precision="bf16").first is None  # autocast would compute it differently
     monkeypatch.setattr(engine, "FIRST_LAYER_CACHE_MB", 1)  # 2 seeds x 14,000 images x 32 floats > 1 MB
     assert group("bn").first is None
@@ -245,7 +246,9 @@ def test_random_entries_train_as_a_masked_dense_weight_would():
     m = build(cfg)
     p = plan(m, cfg)
     stack = Stack.from_models([m], [p])
-    assert set(stack.entries) == {"blocks.0.op.weight", "blocks.1.op.weight"} and not stack.first_layer_frozen
+    # the first layer keeps its initial (the seed's) weight, so its dense part can be shared; its entries correct it
+    assert set(stack.entries) == {"blocks.0.op.weight", "blocks.1.op.weight"}
+    assert stack.first_layer_frozen and stack.first_has_entries
     assert not stack.params["blocks.0.op.weight"].requires_grad and stack.params["blocks.0.op.weight:entries"].shape == (1, 32)
     (r,) = train([cfg])
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)

@@ -39,8 +39,9 @@ def test_overrides_and_grouping():
     assert len(runs) == 2 * 2 * 2 * 2
     assert all(c.max_epochs == 2 and c.subset == 2000 for c in runs)
     groups = plan_groups(runs)
-    # one stack per architecture and kind (bn-like apart from random): 4 architectures x 2
-    assert len(groups) == 8 and all(len({c.seed for c in g}) == 2 for g in groups)
+    # one stack per MLP architecture: bn and random together (random's entries get gathered gradients
+    # and share the first layer's cache; in LeNet-5 they sit in convolutions and stack apart)
+    assert len(groups) == 4 and all(len(g) == 4 and {c.trainable for c in g} == {"bn", "random"} for g in groups)
     assert parse_set(["preset=frankle", "widths=[1, 2]"]) == {"preset": "frankle", "widths": [1, 2]}
     # norm 'none': no sets that need a norm layer, and `all` is `all-nobn` (one run, not two)
     none = load_sweep("quick", ['norms=["batchnorm","none"]', "widths=[8]", "depths=[1]", "seeds=[0]", 'models=["mlp"]',

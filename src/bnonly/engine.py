@@ -45,12 +45,10 @@ def dense_weight_gradients(cfg: RunConfig) -> bool:
 
 def stack_key(cfg: RunConfig) -> tuple[str, str]:
     """How the sweep batches runs: same group key, and alike in what their hidden weights need:
-    "dense" gradients (`all`; a stack computes them for every model if any model needs them),
-    "entries" (an MLP's `random`: gathered gradients, and a first layer per model), or "frozen"
-    (`bn`-like sets: no weight gradient, and a first layer computed once per seed for the whole
-    data set, engine.FirstLayerCache, which a `random` model in the stack would rule out)."""
-    kind = "dense" if dense_weight_gradients(cfg) else "entries" if SETS[cfg.trainable].random_entries else "frozen"
-    return group_key(cfg), kind
+    "dense" gradients (`all`, LeNet-5's `random`; a stack computes them for every model if any model
+    needs them), or none (`bn`-like sets, and an MLP's `random`, whose entries get gathered
+    gradients): these share a first layer computed once per seed (FirstLayerCache)."""
+    return group_key(cfg), "dense" if dense_weight_gradients(cfg) else "frozen"
 
 
 @dataclass
@@ -110,9 +108,10 @@ def device_name(device: str) -> str:
     return name or platform.processor() or platform.machine()
 
 
-def describe_device(device: str) -> str:
-    """The line printed before training: 'device: cuda (NVIDIA H100 80GB HBM3)'."""
-    extra = "" if device == "cuda" else f", {torch.get_num_threads()} threads"
+def describe_device(device: str, threads: int = 0) -> str:
+    """The line printed before training: 'device: cuda (NVIDIA H100 80GB HBM3)', 'device: cpu (AMD
+    EPYC, 2 threads)' (threads: per group, default torch's)."""
+    extra = "" if device == "cuda" else f", {threads or torch.get_num_threads()} threads"
     return f"device: {device} ({device_name(device)}{extra})"
 
 
@@ -135,10 +134,12 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0, shared=None, first_done: bool = False):
+def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0, shared=None, first_done: bool = False,
+             raw: torch.Tensor | None = None):
     """Per-model mean cross-entropy and accuracy over (x, y) in inference mode: two [M] tensors.
     x [N, ...] is read by every model; or, with `shared` (Stack.forward), x [S, N, ...] holds one
-    input per row (with first_done, the first layer's output per seed: FirstLayerCache)."""
+    input per row (with first_done, the first layer's output per seed: FirstLayerCache, and raw
+    [N, ...] the images, for a first layer with trained entries)."""
     M = stack.size
     if not chunk:
         width = max(p.shape[1] for n, p in stack.params.items() if n.endswith("op.weight"))
@@ -149,7 +150,8 @@ def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0, sha
     correct = torch.zeros(M, device=x.device, dtype=torch.float64)
     for s in range(0, len(y), chunk):
         xb, yb = x[:, s:s + chunk], y[s:s + chunk]
-        logits = stack.forward(xb, training=False, shared=shared, first_done=first_done)
+        rb = None if raw is None else raw[s:s + chunk].unsqueeze(0).expand(len(x), *raw[s:s + chunk].shape)
+        logits = stack.forward(xb, training=False, shared=shared, first_done=first_done, raw=rb)
         loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(M), reduction="none").view(M, -1).sum(1)
         correct += (logits.argmax(-1) == yb).sum(1)
     return loss / len(y), correct / len(y)
@@ -226,14 +228,14 @@ def seed_rows(pos: list[int]):
 
 
 def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float, momentum: float,
-         weight_decay: float, bf16: bool = False, shared=None, first_done: bool = False):
+         weight_decay: float, bf16: bool = False, shared=None, first_done: bool = False, raw=None):
     """One SGD step of every model in the stack on its own batch (xb [M, B, ...], yb [M, B]; or,
     with `shared`, xb [S, B, ...] holding each seed's batch once, see Stack.forward).
     Gradients, momentum and weight decay are multiplied by the trainable masks, so frozen entries
     get an exact zero update. Returns the per-model mean losses [M] and the logits."""
     trainable = [(n, p) for n, p in stack.params.items() if p.requires_grad]
     with torch.set_grad_enabled(bool(trainable)), torch.autocast(xb.device.type, torch.bfloat16, enabled=bf16):
-        logits = stack.forward(xb, training=True, shared=shared, first_done=first_done).float()
+        logits = stack.forward(xb, training=True, shared=shared, first_done=first_done, raw=raw).float()
         loss_m = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
                                  reduction="none").view(yb.shape).mean(1)
     if not trainable:
@@ -329,9 +331,13 @@ class Group:
             batch = perms[:, b * B:(b + 1) * B]  # [S, Bb]: each seed's batch
             yb = d.y_train[batch.index_select(0, pos)]  # [Ma, Bb]: each model's labels
             idx = batch.index_select(0, rows)
-            xb = gather(d.x_train, idx) if self.first is None else self.first.batch(idx, seed_rows_t)
+            if self.first is None:
+                xb, raw = gather(d.x_train, idx), None
+            else:
+                xb = self.first.batch(idx, seed_rows_t)
+                raw = gather(d.x_train, idx) if self.stack.first_has_entries else None
             loss_m, logits = step(self.stack, xb, yb, self.bufs, self.lr, c0.momentum, c0.weight_decay,
-                                  bf16=c0.precision == "bf16", shared=shared, first_done=self.first is not None)
+                                  bf16=c0.precision == "bf16", shared=shared, first_done=self.first is not None, raw=raw)
             with torch.no_grad():
                 loss_sum += loss_m.detach() * yb.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)
@@ -381,7 +387,8 @@ class Group:
         if self.first is None:
             return evaluate(stack, getattr(self.data, f"x_{split}")[:limit], y)
         shared = seed_rows(self.seed_pos.index_select(0, models.to(self.seed_pos.device)).tolist())
-        return evaluate(stack, getattr(self.first, split)[:, :limit], y, shared=shared, first_done=True)
+        raw = getattr(self.data, f"x_{split}")[:limit] if stack.first_has_entries else None
+        return evaluate(stack, getattr(self.first, split)[:, :limit], y, shared=shared, first_done=True, raw=raw)
 
     def finish(self, seconds: float) -> list[Result]:
         """Every model's best weights restored, evaluated on the test set once, and packed."""

@@ -25,6 +25,7 @@ GROUPED_CONV: bool | None = None
 
 
 ENTRIES = ":entries"  # suffix of the parameter that holds a weight's trainable entries (see EntryLinear)
+FIRST = "blocks.0.op.weight"
 
 
 class EntryLinear(torch.autograd.Function):
@@ -77,21 +78,44 @@ class Stack:
         self.any_inference = bool(inference_norm.any())
         self._owners: list[int] | None = None  # see first_layer_owners
         # weight name -> [M, K] flat indices of its trainable entries (EntryLinear); the values are
-        # params[name + ENTRIES], trained, and mirrored into params[name], frozen
+        # params[name + ENTRIES], trained, and mirrored into params[name], frozen. The first layer
+        # is the exception: its weight stays as initialised (the seed's, shared with the seed's other
+        # models) and its entries act as a sparse correction (first_entries), so that its dense part
+        # can still be computed once per seed (engine.FirstLayerCache).
         self.entries = entries or {}
         self._rows_cols = {n: (i // params[n].shape[2], i % params[n].shape[2]) for n, i in self.entries.items()}
+        self.first_base = (params[FIRST].reshape(self.size, -1).gather(1, self.entries[FIRST])
+                           if FIRST in self.entries else None)  # the initial values of those entries
 
     @property
     def first_layer_frozen(self) -> bool:
-        """No model trains the first layer, wholly or in entries: its output depends on the input alone."""
-        return not self.params["blocks.0.op.weight"].requires_grad and "blocks.0.op.weight" not in self.entries
+        """No model trains the first layer's weight whole: its dense part depends on the input alone
+        (entries, where some model trains them, are added by first_entries)."""
+        return not self.params[FIRST].requires_grad
+
+    @property
+    def first_has_entries(self) -> bool:
+        return FIRST in self.entries
 
     @torch.no_grad()
     def sync_entries(self) -> None:
-        """Write the trained entries back into their weights (after each optimizer step)."""
+        """Write the trained entries back into their weights (after each optimizer step), except
+        the first layer's (see __init__)."""
         for n, idx in self.entries.items():
-            w = self.params[n]
-            w.view(w.shape[0], -1).scatter_(1, idx, self.params[n + ENTRIES].detach())
+            if n != FIRST:
+                w = self.params[n]
+                w.view(w.shape[0], -1).scatter_(1, idx, self.params[n + ENTRIES].detach())
+
+    def first_entries(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """h [M, B, out], the first layer's output with its initial weights, corrected for the
+        trained entries: out[b, i] += (v - v0) * x[b, j] for each entry (i, j); x [M, B, in] is each
+        model's input. A gather and a scatter-add of B x K values, not a dense product; autograd
+        gives v its gradient (sum over b of delta[b, i] * x[b, j])."""
+        rows, cols = self._rows_cols[FIRST]
+        B = x.shape[1]
+        xg = x.reshape(x.shape[0], B, -1).gather(2, cols.unsqueeze(1).expand(-1, B, -1))  # [M, B, K]
+        delta = (self.params[FIRST + ENTRIES] - self.first_base).unsqueeze(1)           # [M, 1, K]
+        return h.scatter_add(2, rows.unsqueeze(1).expand(-1, B, -1), xg * delta)
 
     @property
     def size(self) -> int:
@@ -156,6 +180,8 @@ class Stack:
     def state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Model i's state, loadable into its `Net` with load_state_dict."""
         sd = {n: p[i].detach().cpu().clone() for n, p in self.params.items() if not n.endswith(ENTRIES)}
+        if FIRST in self.entries:  # the first layer keeps its initial weight: its trained entries go in here
+            sd[FIRST].view(-1)[self.entries[FIRST][i].cpu()] = self.params[FIRST + ENTRIES][i].detach().cpu()
         sd.update({n: b[i].cpu().clone() for n, b in self.buffers.items()})
         for name, _ in self.template.named_buffers():
             if name.endswith("num_batches_tracked"):
@@ -282,11 +308,16 @@ class Stack:
             outs.append(h.flatten(1, 2) if spec.conv else h.transpose(0, 1))  # [B, (b-a)*C, H, W] / [b-a, B, out]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if spec.conv else 0)
 
+    @staticmethod
+    def _per_model(x: torch.Tensor, shared) -> torch.Tensor:
+        """x [S, B, ...] -> [M, B, ...]: each model's row (a copy only where a row serves several)."""
+        rows = [row for row, a, b in shared for _ in range(a, b)]
+        return x if rows == list(range(len(x))) else x.index_select(0, torch.tensor(rows, device=x.device))
+
     def _from_first(self, x: torch.Tensor, shared) -> torch.Tensor:
         """x [S, B, ...]: the first layer's output for each row (seed) of `shared`, computed before
         (engine.FirstLayerCache); each model takes its row's."""
-        rows = [row for row, a, b in shared for _ in range(a, b)]
-        h = x if rows == list(range(len(x))) else x.index_select(0, torch.tensor(rows, device=x.device))
+        h = self._per_model(x, shared)
         return h.transpose(0, 1).flatten(1, 2) if self.specs[0].conv else h  # [B, M*C, H, W] / [M, B, out]
 
     def _op(self, h, i: int, spec: LayerSpec, conv_layout: bool, M: int, B: int):
@@ -306,6 +337,8 @@ class Stack:
             h = h.reshape(B, M, -1).transpose(0, 1)
         h = h.reshape(M, B, -1)
         name = f"blocks.{i}.op.weight"
+        if name == FIRST and name in self.entries:  # initial weights, then the trained entries' correction
+            return self.first_entries(torch.bmm(h, w.transpose(1, 2)), h), False
         if name in self.entries:  # trainable entries only: their gradients gathered, no dense weight gradient
             rows, cols = self._rows_cols[name]
             h = EntryLinear.apply(h, self.params[name + ENTRIES], w, rows, cols)
@@ -316,14 +349,16 @@ class Stack:
         return (torch.bmm(h, w.transpose(1, 2)) if bias is None
                 else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))), False
 
-    def forward(self, x: torch.Tensor, training: bool, shared=None, first_done: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, training: bool, shared=None, first_done: bool = False,
+                raw: torch.Tensor | None = None) -> torch.Tensor:
         """x: [M, B, C, H, W] (one input batch per model) -> logits [M, B, classes].
 
         shared: models that see the same batch, as (row, a, b) triples covering 0..M: models a..b-1
         read x[row], x being [S, B, C, H, W]. Where no model trains the first layer's weights, each
         batch then goes through each distinct first layer once (one per seed) for all its models;
         otherwise each model gets its own copy of its batch. first_done: x [S, B, ...] is already
-        the first layer's output of each row (a frozen first layer computed ahead)."""
+        the first layer's output of each row (a frozen first layer computed ahead), and raw, where
+        the first layer has trained entries, the input batches it was computed from."""
         P = self.params
         M, B = self.size, x.shape[1]
         conv_layout = False
@@ -331,12 +366,16 @@ class Stack:
         if first_done:
             h = self._from_first(x, shared)
             conv_layout, start = self.specs[0].conv, 1
+            if self.first_has_entries:
+                h = self.first_entries(h, self._per_model(raw, shared))
         elif shared is None:
             h = x
         elif self.first_layer_frozen:
             h = self._shared_first_layer(x, shared, self.specs[0])
             conv_layout = self.specs[0].conv
             start = 1
+            if self.first_has_entries:
+                h = self.first_entries(h, self._per_model(x, shared))
         else:
             h = torch.cat([x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]) if len(shared) > 1 \
                 else x[shared[0][0]].expand(M, *x.shape[1:])

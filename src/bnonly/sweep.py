@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm  # widgets in a notebook, text in a terminal
 
 from . import cluster
@@ -350,9 +351,14 @@ def _inline(work, device, data_dir, progress, threads):
         yield i, train_group(g, device, data_dir, hooks, threads), None
 
 
+def group_threads(workers: int) -> int:
+    """Torch threads per group when --threads is not given: the cores, divided among the workers."""
+    return torch.get_num_threads() if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
+
+
 def _pool(work, device, data_dir, workers, threads):
     """--workers N: groups in N spawned processes; only this process writes the store."""
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or group_threads(workers)
     with mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
         jobs = ((i, g, device, data_dir, None, threads) for i, g in work)
         for i, rows in pool.imap_unordered(_pool_job, jobs):
@@ -408,7 +414,8 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "auto", wor
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
         f"{len(todo)} to train in {len(groups)} groups"
         + (f" on Ray (device {device}: " + ("resolved on the cluster)" if device == "auto" else "every task)")
-           if executor == "ray" else f"; {describe_device(device)}"))
+           if executor == "ray" else f"; {describe_device(device, threads or group_threads(workers))}"
+           + (f" per group, {workers} groups at a time" if workers > 1 else "")))
     if groups and estimate and not quiet and executor == "local":
         t0 = time.perf_counter()
         secs, shapes, left_out = estimate_seconds(groups, device, data_dir)
