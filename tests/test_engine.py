@@ -268,3 +268,14 @@ def test_random_entries_train_as_a_masked_dense_weight_would():
         mask = rp.masks[n]
         if isinstance(mask, torch.Tensor):
             assert torch.equal(b[~mask], c[~mask]) and not torch.equal(b[mask], c[mask]), n
+
+
+def test_random_group_whose_models_all_stop_at_once_and_random_in_bf16():
+    """Regressions found in review: a stack emptied in one epoch (every model out of patience or
+    diverged) and `random` under bf16 autocast both finish instead of raising."""
+    cfgs = [small(trainable=t, seed=s, max_epochs=8, patience=1, lr=1e30) for s in (0, 1) for t in ("bn", "random")]
+    rs = train(cfgs)
+    assert all(r.status == "finished" for r in rs)
+    assert max(r.epochs_run for r in rs) < 8  # the last models left by patience: the stack ended empty
+    (r,) = train([small(trainable="random", precision="bf16", subset=1500)])
+    assert r.status == "finished" and r.epochs_run == 1

@@ -84,7 +84,7 @@ class Stack:
         # can still be computed once per seed (engine.FirstLayerCache).
         self.entries = entries or {}
         self._rows_cols = {n: (i // params[n].shape[2], i % params[n].shape[2]) for n, i in self.entries.items()}
-        self.first_base = (params[FIRST].reshape(self.size, -1).gather(1, self.entries[FIRST])
+        self.first_base = (params[FIRST].flatten(1).gather(1, self.entries[FIRST])  # (a stack may be empty)
                            if FIRST in self.entries else None)  # the initial values of those entries
 
     @property
@@ -104,7 +104,7 @@ class Stack:
         for n, idx in self.entries.items():
             if n != FIRST:
                 w = self.params[n]
-                w.view(w.shape[0], -1).scatter_(1, idx, self.params[n + ENTRIES].detach())
+                w.flatten(1).scatter_(1, idx, self.params[n + ENTRIES].detach())  # a view: w is contiguous
 
     def first_entries(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """h [M, B, out], the first layer's output with its initial weights, corrected for the
@@ -115,7 +115,7 @@ class Stack:
         B = x.shape[1]
         xg = x.reshape(x.shape[0], B, -1).gather(2, cols.unsqueeze(1).expand(-1, B, -1))  # [M, B, K]
         delta = (self.params[FIRST + ENTRIES] - self.first_base).unsqueeze(1)           # [M, 1, K]
-        return h.scatter_add(2, rows.unsqueeze(1).expand(-1, B, -1), xg * delta)
+        return h.scatter_add(2, rows.unsqueeze(1).expand(-1, B, -1), (xg * delta).to(h.dtype))  # bf16 under autocast
 
     @property
     def size(self) -> int:
