@@ -7,6 +7,7 @@ alone, so runs of one seed see the same mini-batches whatever else is in the gro
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -96,6 +97,7 @@ def versions(device: str = "cpu") -> dict:
             "threads": torch.get_num_threads()}  # a matmul's summation order, hence the last bits, depend on it
 
 
+@functools.lru_cache(maxsize=None)  # read once per process, not once per stored run
 def device_name(device: str) -> str:
     """'NVIDIA H100 80GB HBM3' for cuda; the CPU's model name (from /proc/cpuinfo where there is one)."""
     if device == "cuda":
@@ -184,8 +186,8 @@ FIRST_LAYER_CACHE_MB = float(os.environ.get("BNONLY_FIRST_LAYER_CACHE_MB", 1024)
 class FirstLayerCache:
     """A frozen first layer computed once per seed for the whole data set (train, validation, test).
 
-    Where no model of a group trains the first layer's weights (bn, bn+out, out, none, gamma,
-    beta), that layer's output for an image never changes during training and is the same for every
+    Where no model of a group trains the first layer's dense weight (bn, bn+out, out, none, gamma,
+    beta, and an MLP's random, whose trained entries Stack.first_entries adds), that layer's output for an image never changes during training and is the same for every
     model of one seed (they share their random weights). So it is computed once, before training,
     and each step gathers its rows instead of multiplying every batch by every model's weights.
     `train`, `val`, `test`: [S, N, ...], one slice per seed position of the group."""
@@ -324,7 +326,7 @@ class Group:
         pos = self.seed_pos.index_select(0, self.active)
         Ma = len(self.active)
         rows, shared = shared_runs(pos.tolist())
-        rows = seed_rows_t = torch.tensor(rows, device=device)
+        rows = torch.tensor(rows, device=device)
         loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
         correct = torch.zeros(Ma, device=device, dtype=torch.float64)
         for b in range(self.n_batches):
@@ -334,7 +336,7 @@ class Group:
             if self.first is None:
                 xb, raw = gather(d.x_train, idx), None
             else:
-                xb = self.first.batch(idx, seed_rows_t)
+                xb = self.first.batch(idx, rows)
                 raw = gather(d.x_train, idx) if self.stack.first_has_entries else None
             loss_m, logits = step(self.stack, xb, yb, self.bufs, self.lr, c0.momentum, c0.weight_decay,
                                   bf16=c0.precision == "bf16", shared=shared, first_done=self.first is not None, raw=raw)

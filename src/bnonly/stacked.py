@@ -259,7 +259,7 @@ class Stack:
         owner per seed: its output is computed once per seed and shared (only valid while no model
         trains that layer; the stack's first layer is then never updated)."""
         if self._owners is None:
-            w, bias = self.params["blocks.0.op.weight"], self.params.get("blocks.0.op.bias")
+            w, bias = self.params[FIRST], self.params.get("blocks.0.op.bias")
             reps, owners = [], []
             for m in range(self.size):
                 same = (r for r in reps if torch.equal(w[r], w[m]) and (bias is None or torch.equal(bias[r], bias[m])))
@@ -274,7 +274,7 @@ class Stack:
     def first_layer(self, x: torch.Tensor, model: int) -> torch.Tensor:
         """Model `model`'s first layer (before its normalization) on x [N, C, H, W]: [N, out] or [N, C', H', W']."""
         spec = self.specs[0]
-        w, bias = self.params["blocks.0.op.weight"][model], self.params.get("blocks.0.op.bias")
+        w, bias = self.params[FIRST][model], self.params.get("blocks.0.op.bias")
         b = None if bias is None else bias[model]
         if spec.conv:
             return F.conv2d(x, w, b, padding=spec.padding)
@@ -290,7 +290,6 @@ class Stack:
         outs = []
         for row, a, b in shared:
             reps = sorted(set(owners[a:b]))
-            idx = [reps.index(owners[m]) for m in range(a, b)]
             if reps == list(range(a, b)):  # all distinct: a view of the stacked weights
                 wk, bk = w[a:b], None if bias is None else bias[a:b]
             else:
@@ -303,7 +302,8 @@ class Stack:
                 xr = x[row].reshape(x.shape[1], -1)
                 h = xr @ wk.t() if bk is None else torch.addmm(bk, xr, wk.t())  # [B, R*out]
             h = h.view(h.shape[0], len(reps), -1, *h.shape[2:])  # [B, R, out] or [B, R, C, H, W]
-            if len(reps) < b - a:
+            if len(reps) < b - a:  # models that share a first layer share its output
+                idx = [reps.index(owners[m]) for m in range(a, b)]
                 h = h.index_select(1, torch.tensor(idx, device=h.device))
             outs.append(h.flatten(1, 2) if spec.conv else h.transpose(0, 1))  # [B, (b-a)*C, H, W] / [b-a, B, out]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if spec.conv else 0)
