@@ -36,4 +36,4 @@ def test_wheel_install_runs_a_shipped_sweep_outside_the_checkout(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "sweep quick: 3 trained (0 failed)" in r.stderr and (work / "out" / "results.sqlite").is_file()
     bad = subprocess.run([str(env / "bin" / "bnonly"), "sweep", "nosuch"], cwd=work, capture_output=True, text=True)
-    assert bad.returncode == 2 and "shipped: claims, questions, quick, report" in bad.stderr
+    assert bad.returncode == 2 and "shipped: claims, frankle, questions, quick, report" in bad.stderr

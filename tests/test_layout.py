@@ -11,7 +11,7 @@ from bnonly import norms, sets
 from bnonly.config import ConfigError, resolve
 from bnonly.models import MODELS, arch_name, build
 from bnonly.stacked import Stack
-from bnonly.trainable import part_of, plan
+from bnonly.trainable import parts, plan
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "bnonly"
 
@@ -72,17 +72,19 @@ def test_every_set_is_one_registry_entry(name):
     """Each set: help, colour, and a plan whose trained parameters are exactly its parts."""
     s = sets.SETS[name]
     assert s.help and s.color.startswith("#")
-    cfg = resolve("frankle", width=8, depth=2, trainable=name)
-    model = build(cfg)
-    p = plan(model, cfg)
-    for n, _ in model.named_parameters():
-        m = p.masks[n]
-        if s.random_entries:
-            assert (isinstance(m, torch.Tensor) and part_of(n) == "hidden") or m is False
-        else:
-            assert m == (part_of(n) in s.parts), n
-    assert s.trains_hidden_weights == any(part_of(n) == "hidden" and (m is True or isinstance(m, torch.Tensor))
-                                          for n, m in p.masks.items())
+    for model_name in ("mlp", "resnet14"):  # a chain of blocks, and a residual network
+        cfg = resolve("frankle", model=model_name, width=8, depth=2, trainable=name)
+        model = build(cfg, (3, 8, 8))
+        p, part = plan(model, cfg), parts(model)
+        assert sum(v == "gamma" for v in part.values()) == (0 if s.without_norm else 2 if model_name == "mlp" else 15)
+        for n, _ in model.named_parameters():
+            m = p.masks[n]
+            if s.random_entries:
+                assert (isinstance(m, torch.Tensor) and part[n] == "hidden") or m is False
+            else:
+                assert m == (part[n] in s.parts), n
+        assert s.trains_hidden_weights == any(part[n] == "hidden" and (m is True or isinstance(m, torch.Tensor))
+                                              for n, m in p.masks.items())
     if s.needs_norm:
         with pytest.raises(ConfigError, match="needs normalization"):
             resolve("frankle", trainable=name, norm="none")
@@ -114,4 +116,5 @@ def test_one_name_per_architecture():
     cfg = resolve(width=100, depth=2)
     assert arch_name(cfg) == arch_name(cfg.__dict__) == "mlp_w100_d2"
     assert arch_name({"model": "lenet5", "width": 784, "depth": 4}) == "lenet5"
-    assert set(MODELS) == {"mlp", "lenet5"} and MODELS["mlp"].sized and not MODELS["lenet5"].sized
+    assert {"mlp", "lenet5", "resnet14", "vgg16"} <= set(MODELS) and MODELS["mlp"].sized and not MODELS["lenet5"].sized
+    assert arch_name({"model": "resnet56x2", "width": 784, "depth": 4}) == "resnet56x2"

@@ -12,7 +12,8 @@ artefact) this measures:
   |gamma| < 0.1 partly measures that free scale. A threshold relative to the layer's own scale does
   not change when the function does not (tested). The absolute thresholds stay as secondary columns.
   Fractions are weighted by feature count (all features of all layers together).
-- **dead units** (where the model has beta): the ReLU output is 0 for every test example; and, as a
+- **dead units** (where the model has beta, in a chain of blocks: not in residual networks, where a
+  unit's output is added to the shortcut before its ReLU): the ReLU output is 0 for every test example; and, as a
   second column, units active on fewer than 1% of them. Without hidden beta (the `report` preset)
   ReLU(gamma * x_hat) is positive on about half the inputs whenever gamma != 0, so units cannot die:
   the analysis says so instead of printing zeros.
@@ -42,7 +43,7 @@ from .figures import save_figure  # noqa: E402
 from .models import Net, arch_name, build  # noqa: E402
 from .render import figure, fold, table as table_block, text  # noqa: E402
 from .sets import SETS, color  # noqa: E402
-from .stacked import Stack  # noqa: E402
+from .stacked import stack_of  # noqa: E402
 from .stats import config_of, mean_ci  # noqa: E402
 from .store import Store  # noqa: E402
 from .trainable import plan, rebuild  # noqa: E402
@@ -93,13 +94,18 @@ def dead_fraction(model: Net, x: torch.Tensor) -> list[float]:
     return [int((a == 0).sum()) / a.numel() for a in activity(model, x)]
 
 
-def _switched_off(model: Net, idx: list[torch.Tensor]) -> Net:
+def norms(model) -> list:
+    """The normalization layer of every hidden unit, in units() order (None where there is none)."""
+    return [norm for _, _, norm in model.units()]
+
+
+def _switched_off(model, idx: list[torch.Tensor]):
     m = copy.deepcopy(model)
     with torch.no_grad():
-        for b, i in zip(m.blocks, idx):
-            b.norm.weight[i] = 0.0
-            if b.norm.bias is not None:
-                b.norm.bias[i] = 0.0
+        for norm, i in zip(norms(m), idx):
+            norm.weight[i] = 0.0
+            if norm.bias is not None:
+                norm.bias[i] = 0.0
     return m
 
 
@@ -111,15 +117,15 @@ def ablation(model: Net, cfg: RunConfig, x_stats: torch.Tensor, x: torch.Tensor,
     gen = torch.Generator().manual_seed(seed)
     variants = []
     for k in KS:
-        n_off = [round(b.norm.weight.numel() * k / 100) for b in model.blocks]
-        order = [b.norm.weight.abs().argsort() for b in model.blocks]
+        n_off = [round(n.weight.numel() * k / 100) for n in norms(model)]
+        order = [n.weight.abs().argsort() for n in norms(model)]
         variants.append(_switched_off(model, [o[:n] for o, n in zip(order, n_off)]))
         variants.append(_switched_off(model, [o.flip(0)[:n] for o, n in zip(order, n_off)]))
         for _ in range(RANDOM_DRAWS):
-            variants.append(_switched_off(model, [torch.randperm(b.norm.weight.numel(), generator=gen)[:n]
-                                                  for b, n in zip(model.blocks, n_off)]))
+            variants.append(_switched_off(model, [torch.randperm(norm.weight.numel(), generator=gen)[:n]
+                                                  for norm, n in zip(norms(model), n_off)]))
     p = plan(build(cfg, tuple(x.shape[1:])), cfg)
-    stack = Stack.from_models(variants, [p] * len(variants))
+    stack = stack_of(variants, [p] * len(variants))
     stack.reestimate_statistics(x_stats.split(128))
     _, acc = evaluate(stack, x, y)
     acc = acc.view(len(KS), 2 + RANDOM_DRAWS)
@@ -132,13 +138,14 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
     model = rebuild(cfg, blob)
     initial = build(cfg, model.input_shape)
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, "cpu", data_dir)
-    gammas = [b.norm.weight.detach().clone() for b in model.blocks]
-    betas = [b.norm.bias.detach().clone() if b.norm.bias is not None else None for b in model.blocks]
-    init = [b.norm.weight.detach().clone() for b in initial.blocks]
+    gammas = [n.weight.detach().clone() for n in norms(model)]
+    betas = [n.bias.detach().clone() if n.bias is not None else None for n in norms(model)]
+    init = [n.weight.detach().clone() for n in norms(initial)]
     # units can die only where beta exists and trains (a frozen beta stays 0: ReLU(gamma x_hat) fires
-    # on about half the inputs whenever gamma != 0)
+    # on about half the inputs whenever gamma != 0); a unit's own ReLU output exists in a chain of
+    # blocks (in a residual block the norm's output is added to the shortcut first)
     has_beta = all(b is not None for b in betas) and "beta" in SETS[cfg.trainable].parts
-    act = activity(model, d.x_test) if has_beta else None
+    act = activity(model, d.x_test) if has_beta and isinstance(model, Net) else None
     x_stats = d.x_train[: 128 * STAT_BATCHES]  # a fixed slice of the training set (its order is fixed)
     abl = ablation(model, cfg, x_stats, d.x_test[:ABLATION_EXAMPLES], d.y_test[:ABLATION_EXAMPLES], seed=cfg.seed)
     n_units = [a.numel() for a in act] if act else None
@@ -300,10 +307,11 @@ def table(groups: dict) -> tuple[list[str], list[list[str]]]:
 
         def frac(field, which):
             return mean_ci(a[field][which]["all"] for a in runs)
-        if all(a["has_beta"] for a in runs):
+        if all(a["dead"] is not None for a in runs):
             dead, rare = _pct(mean_ci(a["dead"] for a in runs)), _pct(mean_ci(a["rare"] for a in runs))
         else:
-            dead = rare = "n/a: no trained hidden beta"
+            dead = rare = "n/a: no trained hidden beta" if not all(a["has_beta"] for a in runs) else \
+                "n/a: residual network (a unit's output is added to the shortcut before its ReLU)"
         abl = " / ".join(_pct(_curve(groups, key, f)[j]) for f in ("smallest", "largest", "random"))
         rows.append([_name(key, groups), key[3], str(len(runs)),
                      f"{_pct(frac('disabled', 'relative'))} ({100 * frac('disabled_initial', 'relative').mean:.1f})"]
@@ -329,7 +337,7 @@ def answers(groups: dict) -> list[str]:
                     f"{100 * RELATIVE:g}% of their layer's RMS), against {100 * init.mean:.1f}% at initialisation. "
                     f"Switching off the 30% smallest-|gamma| features moves accuracy from {_pct(full)}% to {_pct(sm)}%, "
                     f"30% at random to {_pct(rd)}%.")
-        if all(a["has_beta"] for a in runs):
+        if all(a["dead"] is not None for a in runs):
             sentence += f" Dead units: {_pct(mean_ci(a['dead'] for a in runs))}%."
         out.append(sentence)
     return out

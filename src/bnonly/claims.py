@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+from .models import MODELS
 from .stats import CHANCE, Stat, accuracies, budget_gaps, cells, differences, mean_ci, paired
 
 HELD, NOT_HELD, NOT_MEASURED = "held", "did not hold", "not measured"
@@ -293,4 +294,87 @@ def claims(runs, dataset: str = "mnist") -> list[dict]:
                 measured += f" At this budget the rule gives '{verdict}', but {gaps}."
                 verdict = NOT_TESTABLE
         out.append({"id": cid, "claim": CLAIMS[i], "rule": RULES[i], "measured": measured, "verdict": verdict})
+    return out
+
+
+# ----------------------------------------------------------------------------- Frankle et al.'s CIFAR-10 claims
+# Their protocol (OpenLTH's cifar_resnet defaults, config.FAMILY_PRESETS): verdicts rest only on runs
+# that followed it; on another data set or budget the claims are "not testable at this budget".
+FRANKLE_PROTOCOL = {"dataset": "cifar10", "subset": 0, "max_epochs": 160, "patience": 0, "lr": 0.1, "momentum": 0.9,
+                    "batch_size": 128, "weight_decay": 1e-4, "lr_drop_epochs": "80,120", "augment": True}
+FRANKLE_PROTOCOL_TEXT = ("Frankle et al.'s protocol is CIFAR-10, 160 epochs without early stopping, SGD lr 0.1 "
+                         "(x0.1 at epochs 80 and 120), momentum 0.9, weight decay 1e-4, batch 128, augmentation")
+FAR = 0.10  # "far higher": more than 10 points, the threshold of the report's claim 3
+
+# BN-only test accuracies published for these models, with their source. The paper's per-depth table
+# was not in the text available to us (the search tool holds its abstract and introduction); its
+# abstract gives 82% for "sufficiently deep ResNets" (ResNet-866 is the deepest it trains). The
+# unofficial TensorFlow reproduction (tensorflow/models pull request 9174, README) trains another
+# layout (gamma ~ N(0, 1), no stem BatchNorm, no mean/std normalisation).
+PUBLISHED = {
+    "paper": ("Frankle et al., abstract", {"resnet866": 0.82}),
+    "reproduction": ("TF reproduction (tensorflow/models#9174)",
+                     {"resnet14": 0.4667, "resnet32": 0.5129, "resnet56": 0.5521, "resnet110": 0.6519,
+                      "resnet218": 0.7009, "resnet434": 0.7367, "resnet866": 0.7783}),
+}
+
+FRANKLE_CLAIMS = (
+    "In CIFAR-10 ResNets, BN-only is far above an equal number of random weights (two per output channel).",
+    "The gap between BN-only and random weights grows with depth.",
+)
+FRANKLE_RULES = tuple(r + DECIDE for r in (
+    f"For every ResNet (of one width) with bn and random runs: the paired per-seed difference bn − random, 95% "
+    f"interval over seeds. Held if its lower end exceeds {100 * FAR:.0f} points at every depth.",
+    "Per seed, the difference bn − random at the deepest ResNet minus that at the shallowest (same width): the "
+    "paired growth of the gap, 95% interval over seeds. Held if the interval lies above 0.",
+))
+
+
+def resnets(c) -> dict[str, dict[str, dict]]:
+    """{trainable: {model: cell}} of the study's standard-width CIFAR ResNets, shallowest first."""
+    models = sorted({m for (m, _, _, _) in c if m in MODELS and MODELS[m].layers and MODELS[m].widen == 1
+                     and m.startswith("resnet")}, key=lambda m: MODELS[m].layers)
+    return {t: {m: c[(m, None, None, t)] for m in models if (m, None, None, t) in c} for t in ("all", "bn", "random")}
+
+
+def frankle1(c):
+    r = resnets(c)
+    depths = [m for m in r["bn"] if m in r["random"]]
+    if not depths:
+        return "No ResNet with both bn and random runs.", NOT_MEASURED, []
+    gaps = {m: paired(accuracies(r["bn"][m]), accuracies(r["random"][m])) for m in depths}
+    outcomes = [_above(g, FAR) for g in gaps.values()]
+    text = "bn − random: " + "; ".join(f"{m}: {fmt(g, True)}" for m, g in gaps.items())
+    text += f" ({outcomes.count(1)} of {len(gaps)} above {100 * FAR:.0f} points, {outcomes.count(-1)} at or below)."
+    return text, _every(outcomes, list(gaps.values())), _used({m: r["bn"][m] for m in depths},
+                                                              {m: r["random"][m] for m in depths})
+
+
+def frankle2(c):
+    r = resnets(c)
+    depths = [m for m in r["bn"] if m in r["random"]]
+    if len(depths) < 2:
+        return "Needs bn and random runs at two or more ResNet depths.", NOT_MEASURED, []
+    lo, hi = depths[0], depths[-1]
+    growth = paired(differences(accuracies(r["bn"][hi]), accuracies(r["random"][hi])),
+                    differences(accuracies(r["bn"][lo]), accuracies(r["random"][lo])))
+    used = _used({m: r["bn"][m] for m in (lo, hi)}, {m: r["random"][m] for m in (lo, hi)})
+    if growth.n < 2:
+        return FEW + " (paired by seed).", NOT_MEASURED, used
+    verdict = {1: HELD, -1: NOT_HELD, 0: INCONCLUSIVE}[_above(growth, 0.0)]
+    return f"growth of bn − random from {lo} to {hi}: {fmt(growth, True)}.", verdict, used
+
+
+def frankle_claims(runs) -> list[dict]:
+    """Frankle et al.'s two CIFAR-10 claims on one study's runs, judged as `claims` judges the report's."""
+    c = cells(runs)
+    out = []
+    for i, rule in enumerate((frankle1, frankle2)):
+        measured, verdict, used = rule(c)
+        gaps = budget_gaps(used, FRANKLE_PROTOCOL, FRANKLE_PROTOCOL_TEXT) if verdict in (HELD, NOT_HELD, INCONCLUSIVE) else None
+        if gaps:
+            measured += f" At this budget the rule gives '{verdict}', but {gaps}."
+            verdict = NOT_TESTABLE
+        out.append({"id": f"F{i + 1}", "claim": FRANKLE_CLAIMS[i], "rule": FRANKLE_RULES[i], "measured": measured,
+                    "verdict": verdict})
     return out

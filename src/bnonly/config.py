@@ -58,8 +58,10 @@ class RunConfig:
     weight_decay: float = 0.0
     batch_size: int = 128
     max_epochs: int = 100
-    patience: int = 3                  # early stopping on validation loss; best weights restored
+    patience: int = 3                  # early stopping on validation loss, best weights restored (0 = none:
+                                       # every run trains max_epochs and keeps its last weights)
     lr_drop_epoch: int = 0             # multiply lr by lr_drop_factor from this epoch on, counted from 1 (0 = never)
+    lr_drop_epochs: str = ""           # more such epochs, comma-separated ("80,120": Frankle et al.'s schedule)
     lr_drop_factor: float = 0.1
     precision: str = "fp32"            # fp32 | tf32 (CUDA matmuls in TF32) | bf16 (autocast forward)
     # --- data ---
@@ -67,6 +69,8 @@ class RunConfig:
     val_fraction: float = 0.2          # held out of the training set for early stopping
     data_seed: int = 0                 # fixes the train/validation split
     subset: int = 0                    # use only this many training images (0 = all 60,000)
+    augment: bool = False              # random crop (4-pixel zero padding) and horizontal flip of every
+                                       # training batch, on the device, drawn from the seed (CIFAR's standard)
     # --- replicate ---
     seed: int = 0                      # initial weights, random-set masks and data order
 
@@ -94,8 +98,10 @@ class RunConfig:
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         check(self.batch_size >= 2, "batch_size", "must be >= 2 (BatchNorm needs a batch)")
         check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
-        check(self.patience >= 1, "patience", "must be >= 1")
+        check(self.patience >= 0, "patience", "must be >= 0 (0 = no early stopping)")
         check(self.lr_drop_epoch >= 0, "lr_drop_epoch", "must be >= 0 (0 = never)")
+        check(all(e.strip().isdigit() and int(e) >= 1 for e in self.lr_drop_epochs.split(",")) if self.lr_drop_epochs
+              else True, "lr_drop_epochs", "must be epochs >= 1, comma-separated (e.g. \"80,120\")")
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
         check(self.seed >= 0, "seed", "must be >= 0")
@@ -105,6 +111,12 @@ class RunConfig:
             raise ConfigError(f"trainable={self.trainable!r} needs hidden_beta=true (this preset has no beta in hidden layers)")
         if s.needs_norm and self.norm == "none":
             raise ConfigError(f"trainable={self.trainable!r} needs normalization layers, but norm='none'")
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of an epoch (counted from 1): lr times lr_drop_factor once for each drop
+        epoch (lr_drop_epoch and lr_drop_epochs) it has reached."""
+        drops = [int(e) for e in self.lr_drop_epochs.split(",") if e.strip()] + [self.lr_drop_epoch] * bool(self.lr_drop_epoch)
+        return self.lr * self.lr_drop_factor ** sum(epoch >= e for e in drops)
 
     # ---- identity ----
     @property
@@ -133,7 +145,7 @@ class RunConfig:
 GRID_FIELDS = ("seed", "model", "width", "depth", "trainable", "norm", "random_allocation", "dataset")
 
 # Fields added after the first release, with the default that older run_ids were computed under.
-LATER_FIELDS = {"frozen_trunk_norm": True}
+LATER_FIELDS = {"frozen_trunk_norm": True, "lr_drop_epochs": "", "augment": False}
 
 # Presets change only the fields they name; explicit flags/keys override them.
 PRESETS: dict[str, dict] = {
@@ -150,6 +162,21 @@ PRESETS: dict[str, dict] = {
     "frankle": dict(gamma_init="uniform(0,1)", hidden_beta=True, bn_momentum=0.1, bn_eps=1e-5,
                     lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True),
 }
+# A preset's additions for a family of models (models.Architecture.family), applied after the
+# preset and before explicit values. Frankle et al.'s CIFAR-10 setup is OpenLTH's default for
+# cifar_resnet_N and cifar_vgg_N (open_lth models/cifar_resnet.py default_hparams: SGD lr 0.1,
+# momentum 0.9, weight decay 1e-4, batch 128, 160 epochs, lr x0.1 at epochs 80 and 120, kaiming
+# normal weights, gamma ~ U[0, 1), beta = 0; datasets/cifar10.py: random crop with 4-pixel padding
+# and horizontal flip), with their random baseline of two weights per output channel (per-unit
+# placement of as many entries as the BatchNorm layer has parameters). Where bnonly differs: 10% of
+# the training set is held out for validation (OpenLTH trains on all 50,000 images), and images are
+# normalised with CIFAR-10's own per-channel statistics (OpenLTH uses ImageNet's) (README, "Frankle's
+# CIFAR-10 setting").
+FAMILY_PRESETS: dict[tuple[str, str], dict] = {
+    ("frankle", "cifar"): dict(dataset="cifar10", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128,
+                               max_epochs=160, patience=0, lr_drop_epoch=0, lr_drop_epochs="80,120",
+                               lr_drop_factor=0.1, augment=True, val_fraction=0.1, random_placement="per-unit"),
+}
 DEFAULT_PRESET = "report"
 FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
 
@@ -161,7 +188,9 @@ def resolve(preset: str = DEFAULT_PRESET, **overrides) -> RunConfig:
     unknown = sorted(set(overrides) - set(FIELD_TYPES))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(FIELD_TYPES)})")
-    return RunConfig(**{**PRESETS[preset], **overrides})
+    model = overrides.get("model", PRESETS[preset].get("model", RunConfig.model))
+    family = MODELS[model].family if model in MODELS else None
+    return RunConfig(**{**PRESETS[preset], **FAMILY_PRESETS.get((preset, family), {}), **overrides})
 
 
 def parse_value(key: str, text: str):

@@ -225,6 +225,9 @@ def load_cifar10(data_dir=None) -> Raw:
 
 DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "idx": load_idx}
 NUM_CLASSES = 10
+# Per-channel (mean, std) that inputs are normalised with, after scaling to [0, 1]; other data sets
+# stay in [0, 1]. CIFAR-10's own training-set statistics (OpenLTH normalises with ImageNet's).
+NORMALIZE = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
 
 
 # ---------------------------------------------------------------- split and device tensors
@@ -255,6 +258,7 @@ class Tensors:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    fill: torch.Tensor   # [C]: a black pixel (0) as the model sees it, the padding of `augment`
 
     @property
     def input_shape(self):
@@ -271,10 +275,29 @@ def load(dataset: str, val_fraction: float, data_seed: int, subset: int, device:
          data_dir: str | None = None) -> Tensors:
     raw = _raw(dataset, data_dir)
     tr, va = split_indices(len(raw.y_train), val_fraction, data_seed, subset)
+    channels = raw.x_train.shape[1]
+    mean, std = (torch.tensor(v, device=device).view(-1, 1, 1) for v in NORMALIZE.get(dataset, ((0.0,), (1.0,))))
     def t(x):
-        return torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=torch.float32).div_(255.0)
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=torch.float32).div_(255.0)
+        return x.sub_(mean).div_(std)
     def lab(y):
         return torch.from_numpy(np.ascontiguousarray(y)).to(device)
     return Tensors(t(raw.x_train[tr]), lab(raw.y_train[tr]), t(raw.x_train[va]), lab(raw.y_train[va]),
-                   t(raw.x_test), lab(raw.y_test))
+                   t(raw.x_test), lab(raw.y_test), (-mean / std).view(-1).expand(channels).clone())
+
+
+def augment(x: torch.Tensor, fill: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """CIFAR's standard augmentation of a batch x [B, C, H, W] on its device: a random crop of the
+    image padded by `pad` pixels of `fill` [C] (torchvision's RandomCrop(32, padding=4)), then a
+    horizontal flip with probability 1/2 (RandomHorizontalFlip). The draws come from `generator`
+    (on the CPU), so a seed's runs see the same augmented batches wherever they train."""
+    B, C, H, W = x.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, B), generator=generator).to(x.device)
+    flips = (torch.rand(B, generator=generator) < 0.5).to(x.device)
+    f = fill.view(1, C, 1, 1)
+    xp = torch.nn.functional.pad(x - f, (pad, pad, pad, pad)) + f   # padded with `fill`
+    rows = (offsets[0].view(B, 1) + torch.arange(H, device=x.device)).view(B, 1, H, 1).expand(B, C, H, W + 2 * pad)
+    cols = (offsets[1].view(B, 1) + torch.arange(W, device=x.device)).view(B, 1, 1, W).expand(B, C, H, W)
+    out = xp.gather(2, rows).gather(3, cols)
+    return torch.where(flips.view(B, 1, 1, 1), out.flip(3), out)
 

@@ -22,7 +22,7 @@ from . import data as data_mod
 from .config import ConfigError, RunConfig
 from .models import MODELS, Net, build
 from .sets import SETS
-from .stacked import Stack
+from .stacked import StackBase, stack_of
 from .trainable import pack, plan
 from .version import __version__
 
@@ -136,16 +136,14 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, chunk: int = 0, shared=None, first_done: bool = False,
+def evaluate(stack: StackBase, x: torch.Tensor, y: torch.Tensor, chunk: int = 0, shared=None, first_done: bool = False,
              raw: torch.Tensor | None = None):
     """Per-model mean cross-entropy and accuracy over (x, y) in inference mode: two [M] tensors.
     x [N, ...] is read by every model; or, with `shared` (Stack.forward), x [S, N, ...] holds one
     input per row (with first_done, the first layer's output per seed: FirstLayerCache, and raw
     [N, ...] the images, for a first layer with trained entries)."""
     M = stack.size
-    if not chunk:
-        width = max(p.shape[1] for n, p in stack.params.items() if n.endswith("op.weight"))
-        chunk = max(256, min(len(y), int(2 ** 25 // max(1, M * width))))
+    chunk = chunk or stack.eval_chunk(len(y))
     if shared is None:
         x, shared = x.unsqueeze(0), [(0, 0, M)]
     loss = torch.zeros(M, device=x.device, dtype=torch.float64)
@@ -196,11 +194,11 @@ class FirstLayerCache:
         self.train, self.val, self.test = train, val, test
 
     @classmethod
-    def build(cls, stack: Stack, cfgs: list[RunConfig], seeds: list[int], data) -> "FirstLayerCache | None":
-        """None where it does not apply: a first layer that trains, bf16 autocast (the cached fp32
-        output would differ from the autocast one), models of one seed with different first layers,
-        or an output larger than FIRST_LAYER_CACHE_MB."""
-        if not stack.first_layer_frozen or cfgs[0].precision == "bf16":
+    def build(cls, stack: StackBase, cfgs: list[RunConfig], seeds: list[int], data) -> "FirstLayerCache | None":
+        """None where it does not apply: a first layer that trains, augmented inputs, bf16 autocast
+        (the cached fp32 output would differ from the autocast one), models of one seed with
+        different first layers, or an output larger than FIRST_LAYER_CACHE_MB."""
+        if not stack.first_layer_frozen or cfgs[0].precision == "bf16" or cfgs[0].augment:
             return None
         owners = stack.first_layer_owners()
         reps = [next(i for i, c in enumerate(cfgs) if c.seed == s) for s in seeds]
@@ -229,7 +227,7 @@ def seed_rows(pos: list[int]):
     return [(seeds[row], a, b) for row, a, b in shared]
 
 
-def step(stack: Stack, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float, momentum: float,
+def step(stack: StackBase, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: float, momentum: float,
          weight_decay: float, bf16: bool = False, shared=None, first_done: bool = False, raw=None):
     """One SGD step of every model in the stack on its own batch (xb [M, B, ...], yb [M, B]; or,
     with `shared`, xb [S, B, ...] holding each seed's batch once, see Stack.forward).
@@ -296,7 +294,7 @@ class Group:
         self.data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir)
         self.models = [build(c, self.data.input_shape) for c in cfgs]
         self.plans = [plan(m, c) for m, c in zip(self.models, cfgs)]
-        self.stack = Stack.from_models(self.models, self.plans, device)
+        self.stack = stack_of(self.models, self.plans, device)
         M = len(cfgs)
         self.results = [Result(c, trainable_params=p.count(m), trainable_by_layer=p.by_layer(m),
                                total_params=sum(q.numel() for q in m.parameters()), device=device, group_size=M)
@@ -321,12 +319,12 @@ class Group:
         """One pass over the training set: every active model on its seed's batches."""
         c0, d, device = self.cfg, self.data, self.device
         N, B = len(d.y_train), c0.batch_size
-        self.lr = c0.lr * (c0.lr_drop_factor if c0.lr_drop_epoch and epoch >= c0.lr_drop_epoch else 1.0)
+        self.lr = c0.lr_at(epoch)
         perms = torch.stack([torch.randperm(N, generator=self.gens[s]) for s in self.seeds]).to(device)  # [S, N]
         pos = self.seed_pos.index_select(0, self.active)
         Ma = len(self.active)
-        rows, shared = shared_runs(pos.tolist())
-        rows = torch.tensor(rows, device=device)
+        seed_list, shared = shared_runs(pos.tolist())
+        rows = torch.tensor(seed_list, device=device)
         loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
         correct = torch.zeros(Ma, device=device, dtype=torch.float64)
         for b in range(self.n_batches):
@@ -335,6 +333,9 @@ class Group:
             idx = batch.index_select(0, rows)
             if self.first is None:
                 xb, raw = gather(d.x_train, idx), None
+                if c0.augment:  # each seed's batch from its own generator (data order and augmentation)
+                    xb = torch.stack([data_mod.augment(xb[r], d.fill, self.gens[self.seeds[p]])
+                                      for r, p in enumerate(seed_list)])
             else:
                 xb = self.first.batch(idx, rows)
                 raw = gather(d.x_train, idx) if self.stack.first_has_entries else None
@@ -361,13 +362,13 @@ class Group:
             if not (math.isfinite(tl[j]) and math.isfinite(vl[j])):
                 r.status = "diverged"
                 continue
-            if vl[j] < self.best_val[g]:
+            if vl[j] < self.best_val[g] or not self.cfg.patience:  # patience 0: the last epoch's weights
                 self.best_val[g], self.bad[g] = vl[j], 0
                 r.best_epoch, r.val_loss, r.val_accuracy = epoch, vl[j], va[j]
                 improved.append(j)
             else:
                 self.bad[g] += 1
-            if self.bad[g] < self.cfg.patience and not self.one_pass[g]:
+            if (self.bad[g] < self.cfg.patience or not self.cfg.patience) and not self.one_pass[g]:
                 keep.append(j)
         if improved:
             jj = torch.tensor(improved, device=self.device)
@@ -382,7 +383,7 @@ class Group:
             self.active = self.active.index_select(0, kk)
             self.bufs = {n: t.index_select(0, kk) for n, t in self.bufs.items()}
 
-    def evaluate(self, stack: Stack, models: torch.Tensor, split: str, limit: int | None = None):
+    def evaluate(self, stack: StackBase, models: torch.Tensor, split: str, limit: int | None = None):
         """evaluate() of the stack holding `models` (group indices) on the validation or test set
         (its first `limit` images), from the first-layer cache where there is one."""
         y = getattr(self.data, f"y_{split}")[:limit]
@@ -394,7 +395,7 @@ class Group:
 
     def finish(self, seconds: float) -> list[Result]:
         """Every model's best weights restored, evaluated on the test set once, and packed."""
-        final = Stack.from_models(self.models, self.plans, self.device)
+        final = stack_of(self.models, self.plans, self.device)
         with torch.no_grad():
             for n, t in {**final.params, **final.buffers}.items():
                 t.copy_(self.best[n])

@@ -23,7 +23,7 @@ def stack_limit(cfg: RunConfig, max_group: int = 32, device: str = "cpu") -> int
     `bn` models train 17x as fast as the textbook loop), so there every group stacks in full."""
     if stack_key(cfg)[1] != "dense" or device == "cuda":
         return max_group
-    weights = sum(b.op.weight.numel() for b in build(cfg).blocks)
+    weights = sum(op.weight.numel() for _, op, _ in build(cfg).units())
     return max(1, min(max_group, TRAINED_WEIGHTS_PER_STACK // weights))
 
 

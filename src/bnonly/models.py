@@ -1,7 +1,12 @@
 """The study's models as plain `torch.nn` modules, and the registry that names them.
 
-Both are a sequence of `Block`s (linear or conv -> normalization -> ReLU [-> max-pool]) and a
-`head` (Linear with bias). The batched engine (`stacked.py`) reads this same structure.
+The MLP and LeNet-5 are a chain of `Block`s (linear or conv -> normalization -> ReLU [-> max-pool])
+and a `head` (Linear with bias); the batched engine (`stacked.Stack`) computes that chain directly.
+The CIFAR residual networks and VGGs (Frankle et al.'s own models, laid out as OpenLTH's
+`cifar_resnet` and `cifar_vgg`) are not chains; `stacked.ModuleStack` trains them.
+
+Every model lists its `units()`: each hidden linear/conv layer with the normalization layer after it
+(the pairs the trainable sets, the random baseline and the gamma analysis read), and has a `head`.
 """
 from __future__ import annotations
 
@@ -47,6 +52,10 @@ class Net(nn.Module):
             x = b(x)
         return self.head(x.flatten(1))
 
+    def units(self) -> list[tuple[str, nn.Module, nn.Module | None]]:
+        """(name, linear/conv layer, its normalization layer or None) for every hidden layer."""
+        return [(f"blocks.{i}.op", b.op, b.norm) for i, b in enumerate(self.blocks)]
+
 
 def MLP(width: int, depth: int, in_features: int = 784, num_classes: int = 10, norm: str = "batchnorm",
         hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> Net:
@@ -72,6 +81,118 @@ def LeNet5(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, no
     return Net(blocks, nn.Linear(84, num_classes))
 
 
+# ---------------------------------------------------------------- CIFAR residual networks and VGG
+def conv3x3(c_in: int, c_out: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 -> norm -> ReLU -> conv3x3 -> norm, plus the shortcut (identity, or a strided 1x1
+    conv -> norm where the shape changes), then ReLU (OpenLTH's cifar_resnet.Model.Block)."""
+
+    def __init__(self, c_in: int, c_out: int, downsample: bool, nl: Callable):
+        super().__init__()
+        bias = nl(c_out) is None
+        self.conv1, self.norm1 = conv3x3(c_in, c_out, 2 if downsample else 1, bias), nl(c_out)
+        self.conv2, self.norm2 = conv3x3(c_out, c_out, 1, bias), nl(c_out)
+        self.shortcut = None
+        if downsample or c_in != c_out:
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=2 if downsample else 1, bias=bias)
+            self.shortcut_norm = nl(c_out)
+
+    @staticmethod
+    def _norm(norm, x):
+        return x if norm is None else norm(x)
+
+    def forward(self, x):
+        h = torch.relu(self._norm(self.norm1, self.conv1(x)))
+        h = self._norm(self.norm2, self.conv2(h))
+        s = x if self.shortcut is None else self._norm(self.shortcut_norm, self.shortcut(x))
+        return torch.relu(h + s)
+
+    def units(self, prefix: str):
+        out = [(f"{prefix}.conv1", self.conv1, self.norm1), (f"{prefix}.conv2", self.conv2, self.norm2)]
+        if self.shortcut is not None:
+            out.append((f"{prefix}.shortcut", self.shortcut, self.shortcut_norm))
+        return out
+
+
+class ResNet(nn.Module):
+    """The CIFAR ResNet-N, N = 6k + 2 (He et al. 2016, section 4.2; OpenLTH's cifar_resnet_N[_W]):
+    conv3x3 (W channels) -> norm -> ReLU, three stages of k residual blocks with W, 2W and 4W
+    channels (the first block of stages 2 and 3 halves the resolution, its shortcut a 1x1 conv ->
+    norm), global average pooling, a linear head. W = 16 is the standard width; Frankle et al. also
+    train W = 32 and 64 (`resnetNx2`, `resnetNx4`)."""
+
+    def __init__(self, depth: int, width: int = 16, in_channels: int = 3, num_classes: int = 10,
+                 norm: str = "batchnorm", hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5):
+        super().__init__()
+        if (depth - 2) % 6 or depth < 8:
+            raise ValueError(f"a CIFAR ResNet has depth 6k + 2 (k >= 1), not {depth}")
+        k = (depth - 2) // 6
+        def nl(c):
+            return norm_layer(norm, c, True, hidden_beta, bn_momentum, bn_eps)
+        self.stem = conv3x3(in_channels, width, bias=nl(width) is None)
+        self.stem_norm = nl(width)
+        blocks, c_in = [], width
+        for stage in range(3):
+            c_out = width * 2 ** stage
+            for i in range(k):
+                blocks.append(ResidualBlock(c_in, c_out, downsample=stage > 0 and i == 0, nl=nl))
+                c_in = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = torch.relu(h if self.stem_norm is None else self.stem_norm(h))
+        for b in self.blocks:
+            h = b(h)
+        return self.head(h.mean((2, 3)))
+
+    def units(self):
+        return [("stem", self.stem, self.stem_norm)] + [u for i, b in enumerate(self.blocks) for u in b.units(f"blocks.{i}")]
+
+
+VGG_PLANS = {  # OpenLTH's cifar_vgg plans: channels of each conv3x3, "M" a 2x2 max-pool
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+}
+
+
+class VGG(nn.Module):
+    """VGG-11/16 for CIFAR with a norm layer after every conv (OpenLTH's cifar_vgg_N): conv3x3 ->
+    norm -> ReLU, max-pools as in VGG_PLANS, a final 2x2 average pool, a linear head."""
+
+    def __init__(self, depth: int, in_channels: int = 3, image_size: int = 32, num_classes: int = 10,
+                 norm: str = "batchnorm", hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5):
+        super().__init__()
+        blocks, c_in, side = [], in_channels, image_size
+        for i, c in enumerate(VGG_PLANS[depth]):
+            if c == "M":
+                continue
+            nl = norm_layer(norm, c, True, hidden_beta, bn_momentum, bn_eps)
+            pool = i + 1 < len(VGG_PLANS[depth]) and VGG_PLANS[depth][i + 1] == "M"
+            blocks.append(Block(conv3x3(c_in, c, bias=nl is None), nl, pool=pool))
+            side //= 2 if pool else 1
+            c_in = c
+        self.blocks = nn.ModuleList(blocks)
+        self.side = side
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return self.head(nn.functional.avg_pool2d(x, 2).flatten(1) if self.side == 2 else x.mean((2, 3)))
+
+    def units(self):
+        return [(f"blocks.{i}.op", b.op, b.norm) for i, b in enumerate(self.blocks)]
+
+
+RESNET_DEPTHS = (14, 20, 32, 56, 110, 218, 434, 866)
+RESNET_WIDTHS = {1: "", 2: "x2", 4: "x4"}  # multiples of 16 channels -> the name's suffix
+
+
 # ---------------------------------------------------------------- the registry of models
 @dataclass(frozen=True)
 class Architecture:
@@ -80,6 +201,9 @@ class Architecture:
     build: Callable  # build(cfg, input_shape (C, H, W), num_classes, **norm keywords) -> Net
     sized: bool      # takes width and depth from the config (else they do not apply)
     convolutional: bool = False  # has conv layers (the stack gives `random` gathered gradients in linear layers only)
+    family: str = "mnist"        # "cifar": Frankle et al.'s models; `--preset frankle` adds their training setup
+    layers: int = 0              # the N of ResNet-N and VGG-N (the depth the paper's figures order by)
+    widen: int = 1               # channels as a multiple of the standard width (ResNet-Nx2: 2)
 
 
 MODELS: dict[str, Architecture] = {a.name: a for a in (
@@ -89,6 +213,15 @@ MODELS: dict[str, Architecture] = {a.name: a for a in (
     Architecture("lenet5", "classic LeNet-5 (6-16 conv, 120-84 linear) with a norm layer after each",
                  lambda cfg, shape, classes, **kw: LeNet5(in_channels=shape[0], image_size=shape[1],
                                                           num_classes=classes, **kw), sized=False, convolutional=True),
+    *(Architecture(f"resnet{n}{suffix}", f"CIFAR ResNet-{n}, {16 * w}/{32 * w}/{64 * w} channels, a norm layer after "
+                   "every conv, 1x1 conv shortcuts where the shape changes (Frankle et al.)",
+                   lambda cfg, shape, classes, n=n, w=w, **kw: ResNet(n, 16 * w, shape[0], classes, **kw),
+                   sized=False, convolutional=True, family="cifar", layers=n, widen=w)
+      for n in RESNET_DEPTHS for w, suffix in RESNET_WIDTHS.items()),
+    *(Architecture(f"vgg{n}", f"VGG-{n} for CIFAR with a norm layer after every conv (OpenLTH's cifar_vgg_{n})",
+                   lambda cfg, shape, classes, n=n, **kw: VGG(n, shape[0], shape[1], classes, **kw),
+                   sized=False, convolutional=True, family="cifar", layers=n)
+      for n in VGG_PLANS),
 )}
 
 
@@ -112,26 +245,27 @@ GAMMA_INITS: dict[str, Callable] = {
 
 
 @torch.no_grad()
-def init_weights(model: Net, gamma_init: str, generator: torch.Generator) -> Net:
+def init_weights(model: nn.Module, gamma_init: str, generator: torch.Generator) -> Net:
     """He-normal weights, zero biases and beta, gamma from `gamma_init`; in a fixed order so a seed
     gives the same random features whatever trains (and with or without BatchNorm)."""
     if gamma_init not in GAMMA_INITS:
         raise ValueError(f"unknown gamma_init {gamma_init!r}")
-    for b in model.blocks:
-        nn.init.kaiming_normal_(b.op.weight, nonlinearity="relu", generator=generator)
+    units = model.units()
+    for _, op, _ in units:
+        nn.init.kaiming_normal_(op.weight, nonlinearity="relu", generator=generator)
     nn.init.kaiming_normal_(model.head.weight, nonlinearity="relu", generator=generator)
-    for b in model.blocks:
-        if b.norm is not None:
-            GAMMA_INITS[gamma_init](b.norm.weight, generator)
-            if b.norm.bias is not None:
-                b.norm.bias.zero_()
-        if b.op.bias is not None:
-            b.op.bias.zero_()
+    for _, op, norm in units:
+        if norm is not None:
+            GAMMA_INITS[gamma_init](norm.weight, generator)
+            if norm.bias is not None:
+                norm.bias.zero_()
+        if op.bias is not None:
+            op.bias.zero_()
     model.head.bias.zero_()
     return model
 
 
-def build(cfg: RunConfig, input_shape=(1, 28, 28), num_classes: int = 10) -> Net:
+def build(cfg: RunConfig, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Module:
     """The model of a run, initialised from its seed (same seed -> same random network)."""
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}")

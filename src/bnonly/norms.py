@@ -86,3 +86,9 @@ def kind_of(layer) -> NormKind:
             return kind
     raise TypeError(f"{type(layer).__name__} is not a normalization kind bnonly knows "
                     f"({', '.join(NORMS)}); add it to norms.NORMS")
+
+
+def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers of a model that normalize over the batch (their kind has batch_statistics)."""
+    classes = tuple(c for k in NORMS.values() if k.batch_statistics for c in k.classes)
+    return [m for m in model.modules() if type(m) in classes]

@@ -15,18 +15,19 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from . import analysis, questions
-from .claims import claims
+from .claims import FRANKLE_PROTOCOL_TEXT, PUBLISHED, claims, frankle_claims
 from .config import ConfigError
 from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params
-from .models import arch_name
+from .models import MODELS, arch_name
 from .render import claims_blocks, figure, json_sections, note, render_html, render_md, table, text
 from .sets import ordered
-from .stats import (PROTOCOL_TEXT, budget_gaps, cell, config_of, describe_study, finished, lenet_stats,
-                    mlp_stats, studies)
+from .stats import (PROTOCOL_TEXT, accuracies, budget_gaps, cell, cells, config_of, describe_study, finished,
+                    lenet_stats, mean_ci, mlp_stats, paired, studies)
 from .store import Store
 
 CONFIG_FIELDS = ("gamma_init", "hidden_beta", "bn_momentum", "bn_eps", "lr", "momentum",
-                 "batch_size", "max_epochs", "patience", "lr_drop_epoch", "subset", "val_fraction",
+                 "batch_size", "max_epochs", "patience", "lr_drop_epoch", "lr_drop_epochs", "weight_decay",
+                 "augment", "subset", "val_fraction",
                  "random_placement", "random_norm", "frozen_trunk_norm", "precision")
 
 
@@ -50,6 +51,41 @@ def lenet_table(runs, lenet) -> tuple[list[str], list[list[str]]]:
     rows = [[t, cell(s), str(s.n), "/".join(f"{p:,}" for p in sorted(params[t])) or "–"] for t, s in lenet.items()]
     return ["trainable set", "test accuracy (%)", "n", "trainable params"], rows
 
+
+
+def cifar_models(runs) -> list[str]:
+    """The study's models of Frankle et al.'s CIFAR family, ResNets by depth and width, then VGG."""
+    ms = {r.get("model") for r in runs if r.get("model") in MODELS and MODELS[r.get("model")].family == "cifar"}
+    return sorted(ms, key=lambda m: (not m.startswith("resnet"), MODELS[m].widen, MODELS[m].layers))
+
+
+def frankle_table(runs) -> tuple[list[str], list[list[str]]]:
+    """Per CIFAR model: the measured accuracy of all / bn / random, the paired bn − random gap, the BN
+    parameter count, and the published BN-only numbers (paper, reproduction) beside them."""
+    c = cells(runs)
+    rows = []
+    for m in cifar_models(finished(runs)):
+        acc = {t: accuracies(c[(m, None, None, t)]) for t in ("all", "bn", "random") if (m, None, None, t) in c}
+        gap = paired(acc["bn"], acc["random"]) if "bn" in acc and "random" in acc else None
+        n_bn = {int(r["trainable_params"]) for r in c.get((m, None, None, "bn"), {}).values() if r.get("trainable_params")}
+        rows.append([m, "/".join(f"{n:,}" for n in sorted(n_bn)) or "–"]
+                    + [cell(mean_ci(acc[t].values())) if t in acc else "–" for t in ("all", "bn", "random")]
+                    + ["–" if gap is None or gap.n == 0 else f"{100 * gap.mean:+.1f} ± {100 * gap.half:.1f}"]
+                    + [f"{100 * PUBLISHED[k][1][m]:.1f}" if m in PUBLISHED[k][1] else "–" for k in ("paper", "reproduction")])
+    return (["model", "BN params", "all (%)", "bn (%)", "random (%)", "bn − random (points, paired)",
+             f"published bn: {PUBLISHED['paper'][0]}", f"published bn: {PUBLISHED['reproduction'][0]}"], rows)
+
+
+def frankle_section(runs) -> dict:
+    header, rows = frankle_table(runs)
+    return {"title": "Frankle et al.'s CIFAR setting", "blocks": [
+        {"kind": "question", "text": "Do Frankle et al.'s CIFAR-10 findings hold: BN-only far above an equal number of "
+                                     "random weights, and more so with depth?"},
+        table(header, rows, caption="Measured columns: mean ± 95% t interval over seeds (this store). Published "
+              "columns are not measured here: the paper's abstract gives 82% for 'sufficiently deep ResNets' (its "
+              "per-depth table was not available to us); the TF reproduction trains a different layout. "
+              + FRANKLE_PROTOCOL_TEXT + "."),
+        *claims_blocks(frankle_claims(runs))]}
 
 
 # ----------------------------------------------------------------------------- text
@@ -212,6 +248,8 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         {"title": "LeNet-5 test accuracy (%)",
          "blocks": [table(*lenet_t, caption=n_note) if lenet_t[1] else note("No finished LeNet-5 runs.")]},
     ]
+    if cifar_models(study):
+        sections.append(frankle_section(study))
     sections += questions.sections(study, out_dir, written)
     gamma_t = None
     ids = {r["run_id"] for r in study}

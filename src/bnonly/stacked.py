@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import Net
-from .norms import NormKind, kind_of
+from .norms import NormKind, batch_norm_layers, kind_of
 from .trainable import Plan
 
 
@@ -62,71 +62,48 @@ class LayerSpec:
     eps: float = 1e-5
 
 
-class Stack:
-    def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+class StackBase:
+    """What every stack holds: the M models' parameters and buffers stacked along a new leading
+    dimension, the trainable masks, and which models run BatchNorm in inference mode."""
+
+    def __init__(self, template: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                  masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor,
                  entries: dict[str, torch.Tensor] | None = None):
-        self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=kind_of(b.norm), pool=b.pool,
-                                padding=b.op.padding[0] if isinstance(b.op, nn.Conv2d) else 0,
-                                momentum=getattr(b.norm, "momentum", 0.1), eps=getattr(b.norm, "eps", 1e-5))
-                      for b in template.blocks]
         self.template = template
         self.params = params        # name -> [M, *shape]; requires_grad where any model trains it
         self.buffers = buffers      # BN running statistics, name -> [M, C]
         self.masks = masks          # name -> None (all train) or float 0/1, broadcastable to params[name]
         self.inference_norm = inference_norm  # [M] bool: BN runs in inference mode for this model
         self.any_inference = bool(inference_norm.any())
-        self._owners: list[int] | None = None  # see first_layer_owners
-        # weight name -> [M, K] flat indices of its trainable entries (EntryLinear); the values are
-        # params[name + ENTRIES], trained, and mirrored into params[name], frozen. The first layer
-        # is the exception: its weight stays as initialised (the seed's, shared with the seed's other
-        # models) and its entries act as a sparse correction (first_entries), so that its dense part
-        # can still be computed once per seed (engine.FirstLayerCache).
+        # weight name -> [M, K] flat indices of its trainable entries (EntryLinear; Stack only)
         self.entries = entries or {}
-        self._rows_cols = {n: (i // params[n].shape[2], i % params[n].shape[2]) for n, i in self.entries.items()}
-        self.first_base = (params[FIRST].flatten(1).gather(1, self.entries[FIRST])  # (a stack may be empty)
-                           if FIRST in self.entries else None)  # the initial values of those entries
-
-    @property
-    def first_layer_frozen(self) -> bool:
-        """No model trains the first layer's weight whole: its dense part depends on the input alone
-        (entries, where some model trains them, are added by first_entries)."""
-        return not self.params[FIRST].requires_grad
-
-    @property
-    def first_has_entries(self) -> bool:
-        return FIRST in self.entries
-
-    @torch.no_grad()
-    def sync_entries(self) -> None:
-        """Write the trained entries back into their weights (after each optimizer step), except
-        the first layer's (see __init__)."""
-        for n, idx in self.entries.items():
-            if n != FIRST:
-                w = self.params[n]
-                w.flatten(1).scatter_(1, idx, self.params[n + ENTRIES].detach())  # a view: w is contiguous
-
-    def first_entries(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """h [M, B, out], the first layer's output with its initial weights, corrected for the
-        trained entries: out[b, i] += (v - v0) * x[b, j] for each entry (i, j); x [M, B, in] is each
-        model's input. A gather and a scatter-add of B x K values, not a dense product; autograd
-        gives v its gradient (sum over b of delta[b, i] * x[b, j])."""
-        rows, cols = self._rows_cols[FIRST]
-        B = x.shape[1]
-        xg = x.reshape(x.shape[0], B, -1).gather(2, cols.unsqueeze(1).expand(-1, B, -1))  # [M, B, K]
-        delta = (self.params[FIRST + ENTRIES] - self.first_base).unsqueeze(1)           # [M, 1, K]
-        return h.scatter_add(2, rows.unsqueeze(1).expand(-1, B, -1), (xg * delta).to(h.dtype))  # bf16 under autocast
 
     @property
     def size(self) -> int:
         return self.inference_norm.shape[0]
 
-    # ------------------------------------------------------------------ construction
+    @property
+    def first_has_entries(self) -> bool:
+        return FIRST in self.entries
+
+    @property
+    def first_layer_frozen(self) -> bool:
+        """Whether the first layer's output can be computed ahead (engine.FirstLayerCache)."""
+        return False
+
+    def sync_entries(self) -> None:
+        """Write trained entries back into their weights after an optimizer step (Stack only)."""
+
+    @staticmethod
+    def gathered(template: nn.Module) -> set[str]:
+        """Weights whose trainable entries get gathered gradients (EntryLinear) rather than masks."""
+        return set()
+
     @classmethod
-    def from_models(cls, models: list[Net], plans: list[Plan], device="cpu") -> "Stack":
+    def from_models(cls, models: list[nn.Module], plans: list[Plan], device="cpu"):
         template = models[0]
         params, masks, entries = {}, {}, {}
-        linear = {f"blocks.{i}.op.weight" for i, b in enumerate(template.blocks) if isinstance(b.op, nn.Linear)}
+        linear = cls.gathered(template)
         for name, _ in template.named_parameters():
             p = torch.stack([dict(m.named_parameters())[name].detach() for m in models]).to(device)
             ms = [pl.masks[name] for pl in plans]
@@ -168,17 +145,17 @@ class Stack:
             emask.append(torch.cat([torch.ones(len(chosen)), torch.zeros(len(pad))]))
         return torch.stack(idx), torch.stack(emask)
 
-    def select(self, keep: torch.Tensor) -> "Stack":
+    def select(self, keep: torch.Tensor):
         """The sub-stack of models `keep` (indices), sharing nothing with this one."""
         def sel(t):
             return None if t is None else (t.index_select(0, keep) if t.shape[0] == self.size else t)
         params = {n: p.detach().index_select(0, keep).requires_grad_(p.requires_grad) for n, p in self.params.items()}
-        return Stack(self.template, params, {n: b.index_select(0, keep) for n, b in self.buffers.items()},
-                     {n: sel(m) for n, m in self.masks.items()}, self.inference_norm.index_select(0, keep),
-                     {n: i.index_select(0, keep) for n, i in self.entries.items()})
+        return type(self)(self.template, params, {n: b.index_select(0, keep) for n, b in self.buffers.items()},
+                          {n: sel(m) for n, m in self.masks.items()}, self.inference_norm.index_select(0, keep),
+                          {n: i.index_select(0, keep) for n, i in self.entries.items()})
 
     def state_dict(self, i: int) -> dict[str, torch.Tensor]:
-        """Model i's state, loadable into its `Net` with load_state_dict."""
+        """Model i's state, loadable into its module with load_state_dict."""
         sd = {n: p[i].detach().cpu().clone() for n, p in self.params.items() if not n.endswith(ENTRIES)}
         if FIRST in self.entries:  # the first layer keeps its initial weight: its trained entries go in here
             sd[FIRST].view(-1)[self.entries[FIRST][i].cpu()] = self.params[FIRST + ENTRIES][i].detach().cpu()
@@ -187,6 +164,71 @@ class Stack:
             if name.endswith("num_batches_tracked"):
                 sd[name] = torch.tensor(0)
         return sd
+
+    @staticmethod
+    def _per_model(x: torch.Tensor, shared) -> torch.Tensor:
+        """x [S, B, ...] -> [M, B, ...]: each model's row (a copy only where a row serves several)."""
+        rows = [row for row, a, b in shared for _ in range(a, b)]
+        return x if rows == list(range(len(x))) else x.index_select(0, torch.tensor(rows, device=x.device))
+
+    def eval_chunk(self, n: int) -> int:
+        """How many examples evaluate() passes at once: activations of about 2**25 floats."""
+        width = max(p.shape[1] for p in self.params.values() if p.dim() >= 3)
+        return max(256, min(n, int(2 ** 25 // max(1, self.size * width))))
+
+
+class Stack(StackBase):
+    """A chain of blocks (`Net`: the MLP, LeNet-5) computed directly: linear layers as one batched
+    matmul, conv layers as one grouped convolution, a frozen first layer once per seed, `random`'s
+    entries with gathered gradients."""
+
+    def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                 masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor,
+                 entries: dict[str, torch.Tensor] | None = None):
+        super().__init__(template, params, buffers, masks, inference_norm, entries)
+        self.specs = [LayerSpec(conv=isinstance(b.op, nn.Conv2d), norm=kind_of(b.norm), pool=b.pool,
+                                padding=b.op.padding[0] if isinstance(b.op, nn.Conv2d) else 0,
+                                momentum=getattr(b.norm, "momentum", 0.1), eps=getattr(b.norm, "eps", 1e-5))
+                      for b in template.blocks]
+        self._owners: list[int] | None = None  # see first_layer_owners
+        # The values of entries[name] are params[name + ENTRIES], trained, and mirrored into
+        # params[name], frozen. The first layer is the exception: its weight stays as initialised
+        # (the seed's, shared with the seed's other models) and its entries act as a sparse
+        # correction (first_entries), so that its dense part can still be computed once per seed
+        # (engine.FirstLayerCache).
+        self._rows_cols = {n: (i // params[n].shape[2], i % params[n].shape[2]) for n, i in self.entries.items()}
+        self.first_base = (params[FIRST].flatten(1).gather(1, self.entries[FIRST])  # (a stack may be empty)
+                           if FIRST in self.entries else None)  # the initial values of those entries
+
+    @staticmethod
+    def gathered(template: Net) -> set[str]:
+        return {f"blocks.{i}.op.weight" for i, b in enumerate(template.blocks) if isinstance(b.op, nn.Linear)}
+
+    @property
+    def first_layer_frozen(self) -> bool:
+        """No model trains the first layer's weight whole: its dense part depends on the input alone
+        (entries, where some model trains them, are added by first_entries)."""
+        return not self.params[FIRST].requires_grad
+
+    @torch.no_grad()
+    def sync_entries(self) -> None:
+        """Write the trained entries back into their weights (after each optimizer step), except
+        the first layer's (see __init__)."""
+        for n, idx in self.entries.items():
+            if n != FIRST:
+                w = self.params[n]
+                w.flatten(1).scatter_(1, idx, self.params[n + ENTRIES].detach())  # a view: w is contiguous
+
+    def first_entries(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """h [M, B, out], the first layer's output with its initial weights, corrected for the
+        trained entries: out[b, i] += (v - v0) * x[b, j] for each entry (i, j); x [M, B, in] is each
+        model's input. A gather and a scatter-add of B x K values, not a dense product; autograd
+        gives v its gradient (sum over b of delta[b, i] * x[b, j])."""
+        rows, cols = self._rows_cols[FIRST]
+        B = x.shape[1]
+        xg = x.reshape(x.shape[0], B, -1).gather(2, cols.unsqueeze(1).expand(-1, B, -1))  # [M, B, K]
+        delta = (self.params[FIRST + ENTRIES] - self.first_base).unsqueeze(1)           # [M, 1, K]
+        return h.scatter_add(2, rows.unsqueeze(1).expand(-1, B, -1), (xg * delta).to(h.dtype))  # bf16 under autocast
 
     @torch.no_grad()
     def reestimate_statistics(self, batches) -> None:
@@ -308,12 +350,6 @@ class Stack:
             outs.append(h.flatten(1, 2) if spec.conv else h.transpose(0, 1))  # [B, (b-a)*C, H, W] / [b-a, B, out]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if spec.conv else 0)
 
-    @staticmethod
-    def _per_model(x: torch.Tensor, shared) -> torch.Tensor:
-        """x [S, B, ...] -> [M, B, ...]: each model's row (a copy only where a row serves several)."""
-        rows = [row for row, a, b in shared for _ in range(a, b)]
-        return x if rows == list(range(len(x))) else x.index_select(0, torch.tensor(rows, device=x.device))
-
     def _from_first(self, x: torch.Tensor, shared) -> torch.Tensor:
         """x [S, B, ...]: the first layer's output for each row (seed) of `shared`, computed before
         (engine.FirstLayerCache); each model takes its row's."""
@@ -391,3 +427,66 @@ class Stack:
             h = h.reshape(B, M, -1).transpose(0, 1)
         h = h.reshape(M, B, -1)
         return torch.baddbmm(P["head.bias"].unsqueeze(1), h, P["head.weight"].transpose(1, 2))
+
+
+class ModuleStack(StackBase):
+    """M models of an architecture that is not a chain of blocks (the CIFAR ResNets and VGGs): each
+    model runs the template's own forward with its slice of the stacked parameters and buffers
+    (torch.func.functional_call), so residual additions and pooling are the module's, not a copy.
+    On CUDA the M models run as one call under torch.func.vmap, where every convolution becomes one
+    grouped convolution; on the CPU (and where some models run BatchNorm in inference mode) one call
+    per model, which measured faster there (as for LeNet-5's convolutions, see GROUPED_CONV).
+    The stacked SGD step, masks and per-model early stopping are the engine's, as for `Stack`."""
+
+    VMAP: bool | None = None  # None: vmap on CUDA, a call per model on CPU; True/False force one (tests)
+
+    def _call(self, params, buffers, x):
+        return torch.func.functional_call(self.template, (params, buffers), (x,))  # num_batches_tracked: the template's (unused: momentum is set)
+
+    def forward(self, x: torch.Tensor, training: bool, shared=None, first_done: bool = False,
+                raw: torch.Tensor | None = None) -> torch.Tensor:
+        """x [M, B, C, H, W], one batch per model; or [S, B, C, H, W] read by models as `shared`
+        says (Stack.forward) -> logits [M, B, classes]."""
+        M = self.size
+        xs = x if shared is None else self._per_model(x, shared)
+        self.template.train(training)
+        vmap = xs.is_cuda if self.VMAP is None else self.VMAP
+        if vmap and not (training and self.any_inference):
+            return torch.func.vmap(self._call, randomness="error")(self.params, self.buffers, xs)
+        out = []
+        for m in range(M):
+            if training and self.any_inference:  # this model's BatchNorm layers in inference mode
+                for mod in batch_norm_layers(self.template):
+                    mod.train(not bool(self.inference_norm[m]))
+            out.append(self._call({n: p[m] for n, p in self.params.items()},
+                                  {n: b[m] for n, b in self.buffers.items()}, xs[m]))
+        self.template.train(training)
+        return torch.stack(out)
+
+    def eval_chunk(self, n: int) -> int:
+        """Convolutional activations are [C, H, W] per example: about 2**25 floats of 16 x 32 x 32 maps."""
+        return max(64, min(n, 2 ** 25 // (self.size * 16 * 1024)))
+
+    @torch.no_grad()
+    def reestimate_statistics(self, batches) -> None:
+        """As Stack.reestimate_statistics: running statistics from scratch, the plain average over batches."""
+        norms = batch_norm_layers(self.template)
+        for n, b in self.buffers.items():
+            if n.endswith("running_mean"):
+                b.zero_()
+            elif n.endswith("running_var"):
+                b.fill_(1.0)
+        saved = [m.momentum for m in norms]
+        try:
+            for k, xb in enumerate(batches, 1):
+                for m in norms:
+                    m.momentum = 1.0 / k
+                self.forward(xb.unsqueeze(0), training=True, shared=[(0, 0, self.size)])
+        finally:
+            for m, mom in zip(norms, saved):
+                m.momentum = mom
+
+
+def stack_of(models: list[nn.Module], plans: list[Plan], device="cpu") -> StackBase:
+    """The stack that trains these models: `Stack` for a chain of blocks (`Net`), else `ModuleStack`."""
+    return (Stack if isinstance(models[0], Net) else ModuleStack).from_models(models, plans, device)

@@ -219,24 +219,24 @@ def at_protocol(c: dict) -> bool:
     return all(c[k] == v for k, v in PROTOCOL.items())
 
 
-def budget_gaps(runs) -> str | None:
-    """None when every run followed the report's protocol; else why not, in one clause."""
-    off = [(r, c) for r in runs if not at_protocol(c := config_of(r))]
+def budget_gaps(runs, protocol: dict = PROTOCOL, protocol_text: str = PROTOCOL_TEXT) -> str | None:
+    """None when every run followed the protocol (the report's unless given); else why not, in one clause."""
+    off = [(r, c) for r in runs if not all((c := config_of(r))[k] == v for k, v in protocol.items())]
     if not off:
         return None
     parts = []
     capped = [r for r, c in off if r.get("epochs_run") is not None and r["epochs_run"] >= c["max_epochs"]]
     caps = sorted({c["max_epochs"] for _, c in off})
-    if any(m < 100 for m in caps):
+    if any(m < protocol["max_epochs"] for m in caps):
         parts.append(f"{len(capped)} of {len(runs)} runs stopped by max_epochs = {'/'.join(map(str, caps))}")
     subsets = sorted({c["subset"] for _, c in off if c["subset"]})
     if subsets:
         parts.append(f"trained on a subset of {'/'.join(f'{n:,}' for n in subsets)} images")
-    other = sorted({k for _, c in off for k, v in PROTOCOL.items() if k not in ("max_epochs", "subset") and c[k] != v}
-                   | ({"max_epochs"} if any(m > 100 for m in caps) else set()))
+    other = sorted({k for _, c in off for k, v in protocol.items() if k not in ("max_epochs", "subset") and c[k] != v}
+                   | ({"max_epochs"} if any(m > protocol["max_epochs"] for m in caps) else set()))
     if other:
         parts.append("other than the protocol in " + ", ".join(other))
-    return "; ".join(parts) + f"; {PROTOCOL_TEXT}"
+    return "; ".join(parts) + f"; {protocol_text}"
 
 
 def pct(x: float) -> str:

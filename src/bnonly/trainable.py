@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .config import ConfigError, RunConfig
 from .models import Net, build
@@ -39,13 +40,16 @@ class Plan:
         return out
 
 
-def part_of(name: str) -> str:
-    """Which part of a `Net` a parameter belongs to (sets.PARTS): head, gamma, beta or hidden."""
-    if name.startswith("head."):
-        return "head"
-    if ".norm." in name:
-        return "gamma" if name.endswith(".weight") else "beta"
-    return "hidden"
+def parts(model: nn.Module) -> dict[str, str]:
+    """Which part (sets.PARTS) each parameter of a model belongs to: `head` (the output layer),
+    `gamma` / `beta` (weight / bias of the normalization layers its units() name), `hidden` (the rest)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    norm_params = {}
+    for _, _, norm in model.units():
+        if norm is not None:
+            norm_params[f"{names[id(norm)]}.weight"] = "gamma"
+            norm_params[f"{names[id(norm)]}.bias"] = "beta"
+    return {n: "head" if n.startswith("head.") else norm_params.get(n, "hidden") for n, _ in model.named_parameters()}
 
 
 def random_mask(weight_shape, k: int, placement: str, generator: torch.Generator) -> torch.Tensor:
@@ -85,7 +89,7 @@ def plan(model: Net, cfg: RunConfig) -> Plan:
     s = SETS[cfg.trainable]
     if s.random_entries:
         return _random_plan(model, cfg)
-    return Plan({n: part_of(n) in s.parts for n, _ in model.named_parameters()})
+    return Plan({n: part in s.parts for n, part in parts(model).items()})
 
 
 def allocate(k_total: int, sizes: list[int], norm_counts: list[int], allocation: str) -> list[int]:
@@ -119,16 +123,17 @@ def _random_plan(model: Net, cfg: RunConfig) -> Plan:
     beta = 0 frozen."""
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * 1_000_003)  # its own stream, fixed by the seed
     masks: dict[str, bool | torch.Tensor] = {n: False for n, _ in model.named_parameters()}
-    if any(b.norm is None for b in model.blocks):
+    units = model.units()
+    if any(norm is None for _, _, norm in units):
         raise ConfigError("trainable='random' matches the normalization layers' count, but the model has none")
-    norm_counts = [sum(p.numel() for p in b.norm.parameters()) for b in model.blocks]
-    counts = allocate(sum(norm_counts), [b.op.weight.numel() for b in model.blocks], norm_counts,
+    norm_counts = [sum(p.numel() for p in norm.parameters()) for _, _, norm in units]
+    counts = allocate(sum(norm_counts), [op.weight.numel() for _, op, _ in units], norm_counts,
                       cfg.random_allocation)
-    for i, (b, k) in enumerate(zip(model.blocks, counts)):
-        masks[f"blocks.{i}.op.weight"] = random_mask(b.op.weight.shape, k, cfg.random_placement, gen)
-        b.norm.weight.fill_(1.0)
-        if b.norm.bias is not None:
-            b.norm.bias.zero_()
+    for (name, op, norm), k in zip(units, counts):
+        masks[f"{name}.weight"] = random_mask(op.weight.shape, k, cfg.random_placement, gen)
+        norm.weight.fill_(1.0)
+        if norm.bias is not None:
+            norm.bias.zero_()
     # inference mode is a BatchNorm notion (running statistics); other kinds have none
     return Plan(masks, norm_mode=cfg.random_norm if NORMS[cfg.effective_norm].batch_statistics else "batch")
 
