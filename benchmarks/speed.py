@@ -19,8 +19,13 @@ where floor = max(FLOPs the step needs / torch.mm peak, bytes it must move / cop
 both peaks measured in this run. Only the work the trainable set needs is counted: no weight
 gradient for frozen layers, no input gradient for the first layer.
 
-    python benchmarks/speed.py --quick          # < 5 minutes on 2 CPU cores
+    python benchmarks/speed.py --quick          # < 8 minutes on 2 CPU cores
     python benchmarks/speed.py --device cpu     # the CPU even where there is a GPU (default: auto)
+    python benchmarks/speed.py --only cifar     # just the CIFAR ResNet rows (ResNet-20/56: bn, all, random)
+
+CIFAR ResNets (ResNet-20 and -56 with Frankle's preset, on generated 32x32x3 batches) get rows of
+their own: the textbook loop against the stacked engine (stacked.ModuleStack; 3 models on a CPU,
+the sweep's stack on a GPU), model-epochs per second and the FLOP efficiency.
 
 Each timing runs whole steps for a fixed wall-time budget after warm-up and converts to epochs of
 375 steps (validation is not included: the textbook loop has none). The last line of output is one
@@ -38,11 +43,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from bnonly.config import resolve
-from bnonly.data import load
+from bnonly.data import Tensors, load
 from bnonly.engine import DEVICES, FirstLayerCache, gather, resolve_device, shared_runs, step
 from bnonly.models import build
 from bnonly.groups import stack_limit
-from bnonly.stacked import Stack
+from bnonly.stacked import stack_of
 from bnonly.trainable import plan
 
 STEPS_PER_EPOCH = 375  # 48,000 / 128
@@ -124,10 +129,10 @@ def work_per_step(cfg, batch=128, in_features=784, classes=10):
     return flops, bytes_
 
 
-def textbook_model(cfg, device):
+def textbook_model(cfg, device, input_shape=(1, 28, 28)):
     """A model and its torch.optim.SGD as a textbook loop sets them up: what does not train has
     requires_grad=False; `random`'s weights train under a gradient hook that masks their entries."""
-    model = build(cfg).to(device).train()
+    model = build(cfg, input_shape).to(device).train()
     p = plan(model, cfg)
     params = []
     for n, q in model.named_parameters():
@@ -142,7 +147,7 @@ def textbook_model(cfg, device):
 
 def textbook(cfg, d, device):
     """(a) The anchor: a plain loop over a DataLoader."""
-    model, opt = textbook_model(cfg, device)
+    model, opt = textbook_model(cfg, device, d.input_shape)
     loader = DataLoader(TensorDataset(d.x_train, d.y_train), batch_size=128, shuffle=True)
     it = iter(loader)
 
@@ -165,8 +170,8 @@ def engine_step(cfg, d, device, m, seeds=3):
     one seed (in a sweep, its trainable sets) sharing that seed's batches, models sorted by seed."""
     S = min(seeds, m)
     cfgs = sorted((cfg.replace(seed=i % S) for i in range(m)), key=lambda c: c.seed)
-    models = [build(c) for c in cfgs]
-    stack = Stack.from_models(models, [plan(mm, c) for mm, c in zip(models, cfgs)], device)
+    models = [build(c, d.input_shape) for c in cfgs]
+    stack = stack_of(models, [plan(mm, c) for mm, c in zip(models, cfgs)], device)
     gens = [torch.Generator().manual_seed(s) for s in range(S)]
     perms = torch.stack([torch.randperm(len(d.y_train), generator=g) for g in gens]).to(device)
     pos = torch.tensor([c.seed for c in cfgs], device=device)
@@ -228,6 +233,69 @@ def vmap_step(cfg, d, device, m):
                 moms.extend(gl)
             torch._foreach_add_([train_p[n] for n in names], moms, alpha=-cfg.lr)
     return one
+
+
+def cifar_like(n: int, device: str) -> Tensors:
+    """n generated images in CIFAR-10's shape (3 x 32 x 32), normalised: timings do not depend on the
+    pixels, and CIFAR-10 itself is not needed to measure them."""
+    g = torch.Generator().manual_seed(0)
+    def x(k):
+        return torch.randn(k, 3, 32, 32, generator=g).to(device)
+    def y(k):
+        return torch.randint(0, 10, (k,), generator=g).to(device)
+    return Tensors(x(n), y(n), x(256), y(256), x(256), y(256), torch.zeros(3, device=device))
+
+
+def conv_flops(cfg, shape=(3, 32, 32)) -> tuple[int, int]:
+    """Forward FLOPs of one image through a model's conv and linear layers, in all and in its first layer."""
+    model = build(cfg, shape)
+    counts = []
+
+    def hook(mod, inp, out):
+        w = mod.weight
+        counts.append(2 * out[0].numel() * (w[0].numel() if isinstance(mod, torch.nn.Conv2d) else w.shape[1]))
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    model.eval()(torch.zeros(1, *shape))
+    for h in hs:
+        h.remove()
+    return sum(counts), counts[0]
+
+
+CIFAR_STEPS_PER_EPOCH = 352  # 45,000 / 128: CIFAR-10's training set less the frankle preset's 10% validation
+
+
+def cifar_rows(device: str, peak: float, budget: float, M: int) -> list[dict]:
+    """ResNet-20 and ResNet-56 (Frankle's preset) on generated CIFAR-shaped batches: (a) the textbook
+    loop, (c) the stacked engine (stacked.ModuleStack), model-epochs per second and efficiency =
+    the step's FLOPs (forward; input gradients except into the image; weight gradients where
+    weights train) / torch.mm peak / measured time."""
+    d = cifar_like(128 * 4, device)
+    rows = []
+    print(f"CIFAR ResNets (Frankle's preset, batch 128, an epoch = {CIFAR_STEPS_PER_EPOCH} steps; generated "
+          "32x32x3 batches, no augmentation in either loop)")
+    head = (f"{'model':>9} {'set':>6} | {'(a) textbook':>12} {'(c) stacked':>11} | {'(c)/(a)':>7} | "
+            f"{'s/model-epoch (c)':>17} {'eff (a)':>7} {'eff (c)':>7} {'M':>3}")
+    print(head)
+    print("-" * len(head))
+    for name in ("resnet20", "resnet56"):
+        for tset in ("bn", "all", "random"):
+            cfg = resolve("frankle", model=name, trainable=tset)
+            fwd, first = conv_flops(cfg)
+            flops = 128 * (2 * fwd - first + (fwd if tset != "bn" else 0))  # random: dense weight gradients
+            ta = timed(textbook(cfg, d, device), device, budget, min_steps=2)
+            m = min(M, stack_limit(cfg, device=device)) if device == "cuda" else min(3, M)
+            tc = timed(engine_step(cfg, d, device, m), device, budget, min_steps=2) / m
+            floor = flops / (peak * 1e9)
+            row = {"model": name, "set": tset, "batched_models": m,
+                   "model_epochs_per_s": {"textbook": 1 / (ta * CIFAR_STEPS_PER_EPOCH),
+                                          "batched": 1 / (tc * CIFAR_STEPS_PER_EPOCH)},
+                   "ratio_batched_vs_textbook": ta / tc, "seconds_per_model_epoch": tc * CIFAR_STEPS_PER_EPOCH,
+                   "efficiency_textbook": floor / ta, "efficiency_batched": floor / tc}
+            rows.append(row)
+            print(f"{name:>9} {tset:>6} | {row['model_epochs_per_s']['textbook']:>12.4f} "
+                  f"{row['model_epochs_per_s']['batched']:>11.4f} | {ta / tc:>6.2f}x | "
+                  f"{tc * CIFAR_STEPS_PER_EPOCH:>17.1f} {floor / ta:>7.0%} {floor / tc:>7.0%} {m:>3}", flush=True)
+    return rows
 
 
 REPORT_SETS = ["all", "all-nobn", "bn", "bn+out", "random", "out", "none"]
@@ -292,6 +360,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="short timings (about 3-4 minutes on 2 cores)")
     ap.add_argument("--device", default="auto", choices=DEVICES, help="auto (default): the GPU when there is one")
     ap.add_argument("--models", type=int, default=12, help="M, models in the batched stack (default 12)")
+    ap.add_argument("--only", choices=("mlp", "cifar"), default=None, help="only the MLP rows (and end to end) "
+                    "or only the CIFAR ResNet rows")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     budget = 1.0 if args.quick else 3.0
@@ -301,8 +371,12 @@ def main(argv=None):
     bw = copy_bandwidth(device, budget)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads: "
           f"torch.mm peak {peak:.1f} GFLOP/s, copy bandwidth {bw:.1f} GB/s", flush=True)
-    d = load("mnist", 0.2, 0, 0, device)
     M = args.models
+    cifar = cifar_rows(device, peak, budget, M) if args.only != "mlp" else []
+    if args.only == "cifar":
+        print(json.dumps({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "cifar": cifar}))
+        return 0
+    d = load("mnist", 0.2, 0, 0, device)
 
     head = (f"{'width':>5} {'depth':>5} {'set':>4} | {'(a) textbook':>12} {'(b) single':>10} {'(c) batched':>11} "
             f"| {'(b)/(a)':>7} {'(c)/(a)':>7} | {'GFLOP/s (c)':>11} {'of mm':>6} | {'eff (b)':>7} {'eff (c)':>7} {'M':>3} | {'(d) vmap':>8} {'(c)/(d)':>7}")
@@ -347,7 +421,7 @@ def main(argv=None):
         print(f"  width {width:>4} depth 2: {r['runs']} runs, {r['model_epochs']} model-epochs: sweep "
               f"{r['seconds_engine']:.1f} s, textbook {r['seconds_textbook']:.1f} s -> {r['ratio']:.1f}x", flush=True)
     print(json.dumps({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "batched_models": M, "end_to_end": e2e,
-                      "configs": rows}))
+                      "configs": rows, "cifar": cifar}))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""bnonly: train BatchNorm and only BatchNorm, on MLPs and LeNet-5.
+"""bnonly: train BatchNorm and only BatchNorm, on MLPs, LeNet-5 and CIFAR ResNets / VGG.
 
 The Python API (api.py; the README shows it in use):
     train(**fields) -> Result          sweep(config, out, **grid) -> DataFrame
@@ -12,10 +12,10 @@ from .api import OutputError, load_model, report, results, sweep, train  # noqa:
 from .config import ConfigError, RunConfig, resolve  # noqa: E402,F401
 from .data import DataError  # noqa: E402,F401
 from .errors import BnonlyError, OutOfMemory  # noqa: E402,F401
-from .models import MLP, LeNet5, build  # noqa: E402,F401
+from .models import MLP, VGG, LeNet5, ResNet, build  # noqa: E402,F401
 from .store import StoreError  # noqa: E402,F401
 from .sweep import SweepConfig, load_sweep  # noqa: E402,F401
 
 __all__ = ["__version__", "train", "sweep", "results", "report", "load_model", "RunConfig", "resolve", "SweepConfig",
-           "load_sweep", "MLP", "LeNet5", "build", "BnonlyError", "ConfigError", "DataError", "StoreError",
+           "load_sweep", "MLP", "LeNet5", "ResNet", "VGG", "build", "BnonlyError", "ConfigError", "DataError", "StoreError",
            "OutputError", "OutOfMemory"]

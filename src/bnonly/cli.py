@@ -72,7 +72,7 @@ def cmd_train(args) -> int:
         for h in r.history:
             print(f"epoch {h['epoch']:3d}  train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f}  "
                   f"val loss {h['val_loss']:.4f} acc {h['val_accuracy']:.4f}")
-        print(f"{cfg.model} width={cfg.width} depth={cfg.depth} trainable={cfg.trainable} seed={cfg.seed}: "
+        print(f"{arch_name(cfg)} trainable={cfg.trainable} seed={cfg.seed}: "
               f"test accuracy {r.test_accuracy:.4f} (best epoch {r.best_epoch} of {r.epochs_run}, "
               f"{r.trainable_params:,} of {r.total_params:,} parameters trained, {r.seconds:.1f} s on {r.device}, "
               f"{r.status})")
