@@ -58,10 +58,14 @@ def test_frankle_preset_for_cifar_models():
     assert (c.lr, c.momentum, c.weight_decay, c.batch_size, c.max_epochs, c.patience) == (0.1, 0.9, 1e-4, 128, 160, 0)
     assert (c.gamma_init, c.hidden_beta, c.augment, c.dataset, c.random_placement) == \
         ("uniform(0,1)", True, True, "cifar10", "per-unit")
-    assert [c.lr_at(e) for e in (1, 79, 80, 119, 120, 160)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    # OpenLTH's milestones 80ep, 120ep: 80 epochs at 0.1, 40 at 0.01, 40 at 0.001 (epochs counted from 1 here)
+    assert [c.lr_at(e) for e in (1, 80, 81, 120, 121, 160)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert c.normalize and sum(c.lr_at(e) == pytest.approx(0.1) for e in range(1, 161)) == 80
     # the MLP keeps the frankle preset it had (initialisation only), and explicit values win
     m = resolve("frankle", model="mlp")
-    assert (m.lr, m.patience, m.augment, m.dataset) == (0.01, 3, False, "mnist")
+    assert (m.lr, m.patience, m.augment, m.dataset, m.normalize) == (0.01, 3, False, "mnist", False)
+    # runs from before these fields keep their run_id (LATER_FIELDS), CIFAR-10 ones included
+    assert resolve("report", dataset="cifar10", model="lenet5").run_id == "15f5fa6a93271a7c"
     assert resolve("frankle", model="resnet14", lr=0.05, dataset="fashion-mnist").lr == 0.05
 
 
@@ -70,6 +74,13 @@ def _stack_data(cfgs, shape=(3, 16, 16), batch=8):
     x = torch.rand(2, batch, *shape, generator=torch.Generator().manual_seed(0))
     shared = [(c.seed, m, m + 1) for m, c in enumerate(cfgs)]
     return models, x, shared
+
+
+def test_chains_and_residual_networks():
+    from bnonly.models import VGG, ResNet, is_chain
+    assert is_chain(VGG(11)) and is_chain(build(resolve())) and not is_chain(ResNet(14))
+    with pytest.raises(ValueError, match="one of 11, 16"):
+        VGG(13)
 
 
 def test_module_stack_of_one_computes_what_the_module_computes():
@@ -143,7 +154,9 @@ def write_cifar(tmp_path, n=200):
 
 def test_cifar_format_normalised_and_trained_with_the_preset(tmp_path):
     root = write_cifar(tmp_path)
-    d = data.load("cifar10", 0.1, 0, 0, "cpu", str(root))
+    plain = data.load("cifar10", 0.1, 0, 0, "cpu", str(root))
+    assert 0 <= float(plain.x_train.min()) and float(plain.x_train.max()) <= 1 and plain.fill.abs().max() == 0
+    d = data.load("cifar10", 0.1, 0, 0, "cpu", str(root), normalize=True)
     assert d.input_shape == (3, 32, 32) and len(d.y_train) == 900
     mean, std = data.NORMALIZE["cifar10"]
     torch.testing.assert_close(d.fill, -torch.tensor(mean) / torch.tensor(std))
@@ -201,11 +214,14 @@ def test_resnet14_bn_only_trains_above_chance_on_fashion_mnist():
     bn, none = train(cfgs)
     assert bn.trainable_params == 1120 and none.trainable_params == 0
     assert none.test_accuracy < 0.25            # the random network, BatchNorm statistics estimated
-    assert bn.test_accuracy > 0.25               # chance is 10% (measured: 34%)
+    assert bn.test_accuracy > 0.25               # chance is 10% (measured: 33.7%; none 8.0%)
     assert bn.test_accuracy > none.test_accuracy + 0.1
 
 
 def test_frankle_study_config():
+    from bnonly.sweep import SweepConfig
+    # a sweep that names no data set takes the preset's: CIFAR-10 for Frankle's models
+    assert {c.dataset for c in SweepConfig(preset="frankle", models=["resnet20", "mlp"]).runs()} == {"cifar10", "mnist"}
     s = load_sweep("frankle")
     runs = s.runs()
     assert len(runs) == 4 * 3 * 3
@@ -244,12 +260,16 @@ def test_frankle_claims_verdicts_for_chosen_accuracies():
     assert "stopped by max_epochs = 10" in capped[0]["measured"] and "rule gives 'held'" in capped[0]["measured"]
     other = frankle_claims(frankle_runs({"resnet14": 0.2, "resnet56": 0.3}, dataset="fashion-mnist"))
     assert other[0]["verdict"] == "not testable at this budget" and "dataset" in other[0]["measured"]
+    for off in ({"lr_drop_factor": 0.5}, {"val_fraction": 0.5}, {"random_placement": "scattered"}, {"normalize": False}):
+        assert frankle_claims(frankle_runs({"resnet14": 0.2}, **off))[0]["verdict"] == "not testable at this budget", off
     assert verdicts(frankle_runs({"resnet14": 0.2})) == ["held", "not measured"]
 
 
 def test_report_puts_measured_next_to_published(tmp_path):
     from bnonly.reporting import write_report
-    write_report(tmp_path, runs=frankle_runs({"resnet14": 0.2, "resnet110": 0.3}))
+    # a second norm in the same study is another setting: reported apart, never pooled into the cells
+    write_report(tmp_path, runs=frankle_runs({"resnet14": 0.2, "resnet110": 0.3})
+                 + frankle_runs({"resnet14": 0.0}, norm="layernorm"))
     md = (tmp_path / "report.md").read_text()
     assert "## Frankle et al.'s CIFAR setting" in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| resnet110 "))

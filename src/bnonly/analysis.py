@@ -40,7 +40,7 @@ from .config import GRID_FIELDS, RunConfig  # noqa: E402
 from .data import load  # noqa: E402
 from .engine import evaluate  # noqa: E402
 from .figures import save_figure  # noqa: E402
-from .models import Net, arch_name, build  # noqa: E402
+from .models import Net, arch_name, build, is_chain  # noqa: E402
 from .render import figure, fold, table as table_block, text  # noqa: E402
 from .sets import SETS, color  # noqa: E402
 from .stacked import stack_of  # noqa: E402
@@ -137,7 +137,7 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
     cfg = RunConfig(**row["config"])
     model = rebuild(cfg, blob)
     initial = build(cfg, model.input_shape)
-    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, "cpu", data_dir)
+    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, "cpu", data_dir, cfg.normalize)
     gammas = [n.weight.detach().clone() for n in norms(model)]
     betas = [n.bias.detach().clone() if n.bias is not None else None for n in norms(model)]
     init = [n.weight.detach().clone() for n in norms(initial)]
@@ -145,7 +145,7 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
     # on about half the inputs whenever gamma != 0); a unit's own ReLU output exists in a chain of
     # blocks (in a residual block the norm's output is added to the shortcut first)
     has_beta = all(b is not None for b in betas) and "beta" in SETS[cfg.trainable].parts
-    act = activity(model, d.x_test) if has_beta and isinstance(model, Net) else None
+    act = activity(model, d.x_test) if has_beta and is_chain(model) else None
     x_stats = d.x_train[: 128 * STAT_BATCHES]  # a fixed slice of the training set (its order is fixed)
     abl = ablation(model, cfg, x_stats, d.x_test[:ABLATION_EXAMPLES], d.y_test[:ABLATION_EXAMPLES], seed=cfg.seed)
     n_units = [a.numel() for a in act] if act else None

@@ -74,7 +74,7 @@ def train(config: RunConfig | None = None, *, preset: str | None = None, device:
         cfg = resolve(preset or DEFAULT_PRESET, **fields)
     device = resolve_device(device)
     data_dir = None if data_dir is None else str(as_path(data_dir, "--data-dir"))
-    load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, device, data_dir)  # cached: a data error comes first
+    load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, device, data_dir, cfg.normalize)  # cached: a data error comes first
     if progress:
         tqdm.write(describe_device(device), file=sys.stderr)
     bar = tqdm(total=0, unit="batch", file=sys.stderr, disable=not progress or None, leave=False, dynamic_ncols=True)

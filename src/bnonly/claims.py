@@ -300,10 +300,13 @@ def claims(runs, dataset: str = "mnist") -> list[dict]:
 # ----------------------------------------------------------------------------- Frankle et al.'s CIFAR-10 claims
 # Their protocol (OpenLTH's cifar_resnet defaults, config.FAMILY_PRESETS): verdicts rest only on runs
 # that followed it; on another data set or budget the claims are "not testable at this budget".
-FRANKLE_PROTOCOL = {"dataset": "cifar10", "subset": 0, "max_epochs": 160, "patience": 0, "lr": 0.1, "momentum": 0.9,
-                    "batch_size": 128, "weight_decay": 1e-4, "lr_drop_epochs": "80,120", "augment": True}
-FRANKLE_PROTOCOL_TEXT = ("Frankle et al.'s protocol is CIFAR-10, 160 epochs without early stopping, SGD lr 0.1 "
-                         "(x0.1 at epochs 80 and 120), momentum 0.9, weight decay 1e-4, batch 128, augmentation")
+FRANKLE_PROTOCOL = {"dataset": "cifar10", "subset": 0, "val_fraction": 0.1, "max_epochs": 160, "patience": 0,
+                    "lr": 0.1, "momentum": 0.9, "batch_size": 128, "weight_decay": 1e-4, "lr_drop_epoch": 0,
+                    "lr_drop_epochs": "81,121", "lr_drop_factor": 0.1, "augment": True, "normalize": True,
+                    "gamma_init": "uniform(0,1)", "hidden_beta": True, "random_placement": "per-unit"}
+FRANKLE_PROTOCOL_TEXT = ("Frankle et al.'s protocol is CIFAR-10 (45,000 training images here), 160 epochs without "
+                         "early stopping, SGD lr 0.1 (x0.1 after epochs 80 and 120), momentum 0.9, weight decay "
+                         "1e-4, batch 128, augmentation, gamma ~ U[0, 1), beta, two random weights per channel")
 FAR = 0.10  # "far higher": more than 10 points, the threshold of the report's claim 3
 
 # BN-only test accuracies published for these models, with their source. The paper's per-depth table
@@ -341,7 +344,7 @@ def frankle1(c):
     r = resnets(c)
     depths = [m for m in r["bn"] if m in r["random"]]
     if not depths:
-        return "No ResNet with both bn and random runs.", NOT_MEASURED, []
+        return "No standard-width ResNet with both bn and random runs.", NOT_MEASURED, []
     gaps = {m: paired(accuracies(r["bn"][m]), accuracies(r["random"][m])) for m in depths}
     outcomes = [_above(g, FAR) for g in gaps.values()]
     text = "bn − random: " + "; ".join(f"{m}: {fmt(g, True)}" for m, g in gaps.items())
@@ -354,7 +357,7 @@ def frankle2(c):
     r = resnets(c)
     depths = [m for m in r["bn"] if m in r["random"]]
     if len(depths) < 2:
-        return "Needs bn and random runs at two or more ResNet depths.", NOT_MEASURED, []
+        return "Needs bn and random runs at two or more standard-width ResNet depths.", NOT_MEASURED, []
     lo, hi = depths[0], depths[-1]
     growth = paired(differences(accuracies(r["bn"][hi]), accuracies(r["random"][hi])),
                     differences(accuracies(r["bn"][lo]), accuracies(r["random"][lo])))

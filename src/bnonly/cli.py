@@ -196,7 +196,7 @@ def _add_sweep_flags(p, default_config=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bnonly", description="Train BatchNorm and only BatchNorm: MLPs and LeNet-5 on MNIST.")
+    p = _Parser(prog="bnonly", description="Train BatchNorm and only BatchNorm: MLPs and LeNet-5 on MNIST, CIFAR ResNets and VGG.")
     p.add_argument("--version", action="version", version=f"bnonly {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 

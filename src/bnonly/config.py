@@ -61,7 +61,7 @@ class RunConfig:
     patience: int = 3                  # early stopping on validation loss, best weights restored (0 = none:
                                        # every run trains max_epochs and keeps its last weights)
     lr_drop_epoch: int = 0             # multiply lr by lr_drop_factor from this epoch on, counted from 1 (0 = never)
-    lr_drop_epochs: str = ""           # more such epochs, comma-separated ("80,120": Frankle et al.'s schedule)
+    lr_drop_epochs: str = ""           # more such epochs, comma-separated ("81,121": Frankle et al.'s schedule)
     lr_drop_factor: float = 0.1
     precision: str = "fp32"            # fp32 | tf32 (CUDA matmuls in TF32) | bf16 (autocast forward)
     # --- data ---
@@ -71,6 +71,8 @@ class RunConfig:
     subset: int = 0                    # use only this many training images (0 = all 60,000)
     augment: bool = False              # random crop (4-pixel zero padding) and horizontal flip of every
                                        # training batch, on the device, drawn from the seed (CIFAR's standard)
+    normalize: bool = False            # inputs normalised per channel with the data set's mean and std
+                                       # (data.NORMALIZE: CIFAR-10); otherwise pixels in [0, 1]
     # --- replicate ---
     seed: int = 0                      # initial weights, random-set masks and data order
 
@@ -100,8 +102,8 @@ class RunConfig:
         check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
         check(self.patience >= 0, "patience", "must be >= 0 (0 = no early stopping)")
         check(self.lr_drop_epoch >= 0, "lr_drop_epoch", "must be >= 0 (0 = never)")
-        check(all(e.strip().isdigit() and int(e) >= 1 for e in self.lr_drop_epochs.split(",")) if self.lr_drop_epochs
-              else True, "lr_drop_epochs", "must be epochs >= 1, comma-separated (e.g. \"80,120\")")
+        check(all(e.strip().isdecimal() and int(e) >= 1 for e in self.lr_drop_epochs.split(",")) if self.lr_drop_epochs
+              else True, "lr_drop_epochs", "must be epochs >= 1, comma-separated (e.g. \"81,121\")")
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
         check(self.seed >= 0, "seed", "must be >= 0")
@@ -145,7 +147,7 @@ class RunConfig:
 GRID_FIELDS = ("seed", "model", "width", "depth", "trainable", "norm", "random_allocation", "dataset")
 
 # Fields added after the first release, with the default that older run_ids were computed under.
-LATER_FIELDS = {"frozen_trunk_norm": True, "lr_drop_epochs": "", "augment": False}
+LATER_FIELDS = {"frozen_trunk_norm": True, "lr_drop_epochs": "", "augment": False, "normalize": False}
 
 # Presets change only the fields they name; explicit flags/keys override them.
 PRESETS: dict[str, dict] = {
@@ -165,7 +167,9 @@ PRESETS: dict[str, dict] = {
 # A preset's additions for a family of models (models.Architecture.family), applied after the
 # preset and before explicit values. Frankle et al.'s CIFAR-10 setup is OpenLTH's default for
 # cifar_resnet_N and cifar_vgg_N (open_lth models/cifar_resnet.py default_hparams: SGD lr 0.1,
-# momentum 0.9, weight decay 1e-4, batch 128, 160 epochs, lr x0.1 at epochs 80 and 120, kaiming
+# momentum 0.9, weight decay 1e-4, batch 128, 160 epochs, lr x0.1 after epochs 80 and 120 (its
+# milestones '80ep,120ep' count iterations from 0: epochs 81 and 121 counted from 1 run at the lower
+# rate), kaiming
 # normal weights, gamma ~ U[0, 1), beta = 0; datasets/cifar10.py: random crop with 4-pixel padding
 # and horizontal flip), with their random baseline of two weights per output channel (per-unit
 # placement of as many entries as the BatchNorm layer has parameters). Where bnonly differs: 10% of
@@ -174,8 +178,9 @@ PRESETS: dict[str, dict] = {
 # CIFAR-10 setting").
 FAMILY_PRESETS: dict[tuple[str, str], dict] = {
     ("frankle", "cifar"): dict(dataset="cifar10", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128,
-                               max_epochs=160, patience=0, lr_drop_epoch=0, lr_drop_epochs="80,120",
-                               lr_drop_factor=0.1, augment=True, val_fraction=0.1, random_placement="per-unit"),
+                               max_epochs=160, patience=0, lr_drop_epoch=0, lr_drop_epochs="81,121",
+                               lr_drop_factor=0.1, augment=True, normalize=True, val_fraction=0.1,
+                               random_placement="per-unit"),
 }
 DEFAULT_PRESET = "report"
 FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}

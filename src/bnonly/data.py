@@ -225,9 +225,10 @@ def load_cifar10(data_dir=None) -> Raw:
 
 DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "idx": load_idx}
 NUM_CLASSES = 10
-# Per-channel (mean, std) that inputs are normalised with, after scaling to [0, 1]; other data sets
-# stay in [0, 1]. CIFAR-10's own training-set statistics (OpenLTH normalises with ImageNet's).
-NORMALIZE = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
+# Per-channel (mean, std) that inputs are normalised with (RunConfig.normalize), after scaling to
+# [0, 1]: each data set's own training-set statistics (for CIFAR-10 OpenLTH normalises with ImageNet's).
+NORMALIZE = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+             "mnist": ((0.1307,), (0.3081,)), "fashion-mnist": ((0.2860,), (0.3530,))}
 
 
 # ---------------------------------------------------------------- split and device tensors
@@ -272,11 +273,15 @@ def _raw(dataset: str, data_dir) -> Raw:
 
 @lru_cache(maxsize=4)
 def load(dataset: str, val_fraction: float, data_seed: int, subset: int, device: str = "cpu",
-         data_dir: str | None = None) -> Tensors:
+         data_dir: str | None = None, normalize: bool = False) -> Tensors:
+    """The data set on `device`, pixels in [0, 1], or normalised per channel (NORMALIZE) with `normalize`."""
     raw = _raw(dataset, data_dir)
     tr, va = split_indices(len(raw.y_train), val_fraction, data_seed, subset)
     channels = raw.x_train.shape[1]
-    mean, std = (torch.tensor(v, device=device).view(-1, 1, 1) for v in NORMALIZE.get(dataset, ((0.0,), (1.0,))))
+    stats = NORMALIZE.get(dataset) if normalize else None
+    if normalize and stats is None:
+        raise DataError(f"normalize=true: no per-channel statistics for {dataset!r} (known: {', '.join(NORMALIZE)})")
+    mean, std = (torch.tensor(v, device=device).view(-1, 1, 1) for v in (stats or ((0.0,), (1.0,))))
     def t(x):
         x = torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=torch.float32).div_(255.0)
         return x.sub_(mean).div_(std)

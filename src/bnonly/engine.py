@@ -249,9 +249,10 @@ def step(stack: StackBase, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: f
             moms = [bufs[n] for n, _ in trainable]
             torch._foreach_mul_(moms, momentum)
             torch._foreach_add_(moms, grads)
-        else:
-            moms = grads
-            bufs.update((n, g) for (n, _), g in zip(trainable, grads))
+        else:  # contiguous: a batched matmul's weight gradient comes out transposed (strided), and
+            # every later step's foreach ops on a strided buffer run several times slower on CPU
+            moms = [g.contiguous() for g in grads]
+            bufs.update((n, g) for (n, _), g in zip(trainable, moms))
         masked = [(m, stack.masks[n]) for (n, _), m in zip(trainable, moms) if stack.masks[n] is not None]
         if masked:  # frozen entries: zero step, momentum and decay included
             torch._foreach_mul_([m for m, _ in masked], [k for _, k in masked])
@@ -291,7 +292,7 @@ class Group:
     def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None):
         self.cfg, self.device = cfgs[0], device
         c0 = self.cfg
-        self.data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir)
+        self.data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir, c0.normalize)
         self.models = [build(c, self.data.input_shape) for c in cfgs]
         self.plans = [plan(m, c) for m, c in zip(self.models, cfgs)]
         self.stack = stack_of(self.models, self.plans, device)

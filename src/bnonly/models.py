@@ -167,6 +167,8 @@ class VGG(nn.Module):
     def __init__(self, depth: int, in_channels: int = 3, image_size: int = 32, num_classes: int = 10,
                  norm: str = "batchnorm", hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5):
         super().__init__()
+        if depth not in VGG_PLANS:
+            raise ValueError(f"VGG depth {depth}: one of {', '.join(map(str, VGG_PLANS))}")
         blocks, c_in, side = [], in_channels, image_size
         for i, c in enumerate(VGG_PLANS[depth]):
             if c == "M":
@@ -187,6 +189,12 @@ class VGG(nn.Module):
 
     def units(self):
         return [(f"blocks.{i}.op", b.op, b.norm) for i, b in enumerate(self.blocks)]
+
+
+def is_chain(model: nn.Module) -> bool:
+    """Whether a model is a chain of `Block`s (MLP, LeNet-5, VGG): each unit's own ReLU output exists
+    (in a residual block a unit's output is added to the shortcut before its ReLU)."""
+    return all(isinstance(b, Block) for b in getattr(model, "blocks", [None]))
 
 
 RESNET_DEPTHS = (14, 20, 32, 56, 110, 218, 434, 866)

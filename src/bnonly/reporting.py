@@ -133,9 +133,13 @@ def budget_text(study: list[dict]) -> str:
     c = config_of(done[0])  # the budget fields are part of the study, so every run shares them
     capped = sum(1 for r in done if (r.get("epochs_run") or 0) >= c["max_epochs"])
     data = f"a subset of {c['subset']:,} training images" if c["subset"] else "the whole training set"
-    budget = (f"Budget of this study: {data}, {100 * c['val_fraction']:.0f}% of it held out for validation, early "
-              f"stopping with patience {c['patience']} within max_epochs = {c['max_epochs']}, lr {c['lr']}, batch "
+    stopping = (f"early stopping with patience {c['patience']} within" if c["patience"] else "no early stopping,")
+    budget = (f"Budget of this study: {data}, {100 * c['val_fraction']:.0f}% of it held out for validation, "
+              f"{stopping} max_epochs = {c['max_epochs']}, lr {c['lr']}, batch "
               f"{c['batch_size']}; {capped} of {len(done)} runs ended at the epoch cap.")
+    if len(cifar_models(done)) == len({r.get("model") for r in done}):
+        return budget + (" Its models are Frankle et al.'s CIFAR models: the section 'Frankle et al.'s CIFAR setting' "
+                         "judges its claims against their protocol.")
     if budget_gaps(done) is None:
         return budget + " This is the report's protocol, so its claims can be judged here."
     return (budget + f" This is not the report's protocol ({PROTOCOL_TEXT}): a claim that rests on accuracies is "
@@ -248,8 +252,10 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         {"title": "LeNet-5 test accuracy (%)",
          "blocks": [table(*lenet_t, caption=n_note) if lenet_t[1] else note("No finished LeNet-5 runs.")]},
     ]
-    if cifar_models(study):
-        sections.append(frankle_section(study))
+    if cifar_models(study):  # judged on CIFAR-10 where the study has it (Frankle's data), else the main data set
+        base = [r for r in study if questions.is_baseline(r)]
+        ds = "cifar10" if any(config_of(r)["dataset"] == "cifar10" for r in base) else main_ds
+        sections.append(frankle_section([r for r in base if config_of(r)["dataset"] == ds]))
     sections += questions.sections(study, out_dir, written)
     gamma_t = None
     ids = {r["run_id"] for r in study}

@@ -464,8 +464,10 @@ class ModuleStack(StackBase):
         return torch.stack(out)
 
     def eval_chunk(self, n: int) -> int:
-        """Convolutional activations are [C, H, W] per example: about 2**25 floats of 16 x 32 x 32 maps."""
-        return max(64, min(n, 2 ** 25 // (self.size * 16 * 1024)))
+        """Convolutional activations are [C, H, W] per example: about 2**25 floats of maps of the widest
+        first-layer channel count at 32 x 32."""
+        width = max(p.shape[1] for p in self.params.values() if p.dim() == 5)
+        return max(64, min(n, 2 ** 25 // (max(1, self.size) * width * 1024)))
 
     @torch.no_grad()
     def reestimate_statistics(self, batches) -> None:

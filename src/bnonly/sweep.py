@@ -125,7 +125,8 @@ class SweepConfig:
         out, seen = [], set()
         norms = self.norms or [self.settings.get("norm", "batchnorm")]
         allocations = self.random_allocations or [self.settings.get("random_allocation", "even")]
-        datasets = self.datasets or [self.settings.get("dataset", "mnist")]
+        datasets = self.datasets or [self.settings.get("dataset")]  # None: the preset's (mnist, or cifar10 for
+        # Frankle's CIFAR models under preset "frankle")
         settings = {k: v for k, v in self.settings.items() if k not in ("norm", "random_allocation", "dataset")}
         for dataset, model in ((ds, m) for ds in datasets for m in self.models):
             sized = model in MODELS and MODELS[model].sized
@@ -140,7 +141,8 @@ class SweepConfig:
                             for alloc in (allocations if varies_alloc else allocations[:1]):
                                 for s in self.seeds:
                                     arch = {"model": model} | ({"width": w, "depth": d} if w is not None else {})
-                                    cfg = resolve(self.preset, **settings, **arch, trainable=t, seed=s, dataset=dataset,
+                                    cfg = resolve(self.preset, **settings, **arch, trainable=t, seed=s,
+                                                  **({"dataset": dataset} if dataset else {}),
                                                   norm="none" if t in SETS and SETS[t].without_norm else norm,
                                                   random_allocation=alloc if varies_alloc else "even")
                                     if cfg.run_id not in seen:
@@ -419,8 +421,10 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "auto", wor
     if groups and estimate and not quiet and executor == "local":
         t0 = time.perf_counter()
         secs, shapes, left_out = estimate_seconds(groups, device, data_dir)
-        log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs (early "
-            f"stopping ends most runs sooner{f'; --workers {workers} share it' if workers > 1 else ''}); "
+        stops = any(c.patience for g in groups for c in g)
+        log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs ("
+            + ("early stopping ends most runs sooner" if stops else "no early stopping here: every run does")
+            + f"{f'; --workers {workers} share it' if workers > 1 else ''}); "
             f"calibrated on {shapes} group shapes in {time.perf_counter() - t0:.1f} s"
             + (f"; {left_out} group(s) could not be calibrated (their training will say why)" if left_out else ""))
 
