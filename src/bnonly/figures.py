@@ -83,24 +83,29 @@ def plot_accuracy_vs_params(runs, out_dir: Path, written: dict) -> str | None:
     if not done:
         return "No finished runs with a trainable-parameter count, so the accuracy-vs-parameters figure is not drawn."
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    markers = {"mlp": "o", "lenet5": "^"}
+    # one marker per kind of model (the CIFAR ResNets of every depth and width share one)
+    kinds = {"mlp": ("o", "MLP"), "lenet5": ("^", "LeNet-5"), "resnet": ("D", "ResNet"), "vgg": ("v", "VGG")}
+
+    def kind(r) -> str:
+        m = str(r.get("model"))
+        return next((k for k in kinds if m == k or (k in ("resnet", "vgg") and m.startswith(k))), "mlp")
     for t in ordered(r["trainable"] for r in done):
-        for model, marker in markers.items():
-            pts = [r for r in done if r["trainable"] == t and r.get("model") == model]
+        for k, (marker, _) in kinds.items():
+            pts = [r for r in done if r["trainable"] == t and kind(r) == k]
             if pts:
                 ax.scatter([max(int(r["trainable_params"]), 1) for r in pts], [r["test_accuracy"] for r in pts],
                            color=color(t), marker=marker, s=22, alpha=0.75)
     ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1)
+    present = [k for k in kinds if any(kind(r) == k for r in done)]
     ax.set(xscale="log", ylim=(0, 1), xlabel="trainable parameters (log scale)", ylabel="test accuracy",
-           title="test accuracy vs trainable parameters (o = MLP, ^ = LeNet-5)")
+           title="test accuracy vs trainable parameters (" + ", ".join(f"{kinds[k][0]} = {kinds[k][1]}" for k in present) + ")")
     ax.grid(alpha=0.3)
     sets = ordered(r["trainable"] for r in done)
     handles = [Line2D([], [], color=color(t), marker="s", linestyle="") for t in sets]
-    models = [m for m in markers if any(r.get("model") == m for r in done)]
-    handles += [Line2D([], [], color="black", marker=markers[m], linestyle="") for m in models]
+    handles += [Line2D([], [], color="black", marker=kinds[k][0], linestyle="") for k in present]
     handles.append(Line2D([], [], color="grey", linestyle="--"))
     labels = [t + (" (0 params, drawn at x=1)" if t == "none" else "") for t in sets]
-    labels += [{"mlp": "MLP", "lenet5": "LeNet-5"}[m] for m in models] + ["chance"]
+    labels += [kinds[k][1] for k in present] + ["chance"]
     ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     save_figure(fig, out_dir, "accuracy_vs_params", written)
     return None

@@ -165,7 +165,8 @@ def _figure_items(written) -> list[tuple[str, str, str]]:
                   if p.startswith("accuracy_vs_depth_w") and p.endswith(".png")]
     if "accuracy_vs_params.png" in written:
         items.append(("accuracy_vs_params", "Test accuracy against trainable parameters, every finished run "
-                                            "(o = MLP, ^ = LeNet-5; set 'none' has 0 parameters and is drawn at x = 1)."))
+                                            "(o = MLP, ^ = LeNet-5, D = ResNet, v = VGG; set 'none' has 0 parameters "
+                                            "and is drawn at x = 1)."))
     return [(f"{s}.png", f"{s}.svg", c) for s, c in items]
 
 
@@ -252,6 +253,8 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         {"title": "LeNet-5 test accuracy (%)",
          "blocks": [table(*lenet_t, caption=n_note) if lenet_t[1] else note("No finished LeNet-5 runs.")]},
     ]
+    if cifar_models(study) and not mlp_t[1] and not lenet_t[1]:  # a study of Frankle's CIFAR models alone
+        sections = [s for s in sections if s["title"] not in ("MLP test accuracy (%)", "LeNet-5 test accuracy (%)")]
     if cifar_models(study):  # judged on CIFAR-10 where the study has it (Frankle's data), else the main data set
         base = [r for r in study if questions.is_baseline(r)]
         ds = "cifar10" if any(config_of(r)["dataset"] == "cifar10" for r in base) else main_ds
