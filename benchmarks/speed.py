@@ -357,7 +357,7 @@ def end_to_end(width: int, depth: int, subset: int, epochs: int, device: str) ->
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short timings (about 3-4 minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="short timings (under 8 minutes on 2 cores)")
     ap.add_argument("--device", default="auto", choices=DEVICES, help="auto (default): the GPU when there is one")
     ap.add_argument("--models", type=int, default=12, help="M, models in the batched stack (default 12)")
     ap.add_argument("--only", choices=("mlp", "cifar"), default=None, help="only the MLP rows (and end to end) "

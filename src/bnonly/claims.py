@@ -306,7 +306,8 @@ FRANKLE_PROTOCOL = {"dataset": "cifar10", "subset": 0, "val_fraction": 0.1, "max
                     "gamma_init": "uniform(0,1)", "hidden_beta": True, "random_placement": "per-unit"}
 FRANKLE_PROTOCOL_TEXT = ("Frankle et al.'s protocol is CIFAR-10 (45,000 training images here), 160 epochs without "
                          "early stopping, SGD lr 0.1 (x0.1 after epochs 80 and 120), momentum 0.9, weight decay "
-                         "1e-4, batch 128, augmentation, gamma ~ U[0, 1), beta, two random weights per channel")
+                         "1e-4, batch 128, augmentation, normalised inputs, gamma ~ U[0, 1), beta, two random weights per "
+                         "channel")
 FAR = 0.10  # "far higher": more than 10 points, the threshold of the report's claim 3
 
 # BN-only test accuracies published for these models, with their source. The paper's per-depth table
@@ -326,9 +327,9 @@ FRANKLE_CLAIMS = (
     "The gap between BN-only and random weights grows with depth.",
 )
 FRANKLE_RULES = tuple(r + DECIDE for r in (
-    f"For every ResNet (of one width) with bn and random runs: the paired per-seed difference bn − random, 95% "
+    f"For every standard-width ResNet (16/32/64 channels) with bn and random runs: the paired per-seed difference bn − random, 95% "
     f"interval over seeds. Held if its lower end exceeds {100 * FAR:.0f} points at every depth.",
-    "Per seed, the difference bn − random at the deepest ResNet minus that at the shallowest (same width): the "
+    "Per seed, the difference bn − random at the deepest standard-width ResNet minus that at the shallowest: the "
     "paired growth of the gap, 95% interval over seeds. Held if the interval lies above 0.",
 ))
 

@@ -169,9 +169,9 @@ DEVICE_HELP = "where to train: auto (default: the GPU when PyTorch sees one, els
 
 def _add_sweep_flags(p, default_config=None):
     if default_config:
-        p.add_argument("--config", default=default_config, help="shipped config name (quick, claims, report, questions) or a TOML path")
+        p.add_argument("--config", default=default_config, help="shipped config name (quick, claims, report, questions, frankle) or a TOML path")
     else:
-        p.add_argument("config", help="shipped config name (quick, claims, report, questions) or a TOML path")
+        p.add_argument("config", help="shipped config name (quick, claims, report, questions, frankle) or a TOML path")
     p.add_argument("--out", default=None, help="results directory (default runs/NAME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, value in TOML syntax: --set widths=[10,100] --set max_epochs=5")
@@ -181,7 +181,7 @@ def _add_sweep_flags(p, default_config=None):
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per group (default: all cores, divided among --workers)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
+    p.add_argument("--data-dir", default=None, help="your data: a directory of IDX files (MNIST, Fashion-MNIST, idx) or cifar-10-batches-py (or its parent) for cifar10")
     p.add_argument("--no-estimate", action="store_true",
                    help="skip the calibrated compute estimate printed before training (a few seconds per group shape)")
     r = p.add_argument_group("Ray executor (pip install 'bnonly[ray]')")
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one model and print its result")
     add_run_flags(t)
     t.add_argument("--device", default="auto", help=DEVICE_HELP)
-    t.add_argument("--data-dir", default=None, help="directory of IDX files instead of the packaged data")
+    t.add_argument("--data-dir", default=None, help="your data: a directory of IDX files (MNIST, Fashion-MNIST, idx) or cifar-10-batches-py (or its parent) for cifar10")
     t.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     t.add_argument("--save", default=None, metavar="PATH", help="save the trained state_dict here")
     t.set_defaults(func=cmd_train)

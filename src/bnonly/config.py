@@ -69,7 +69,7 @@ class RunConfig:
     val_fraction: float = 0.2          # held out of the training set for early stopping
     data_seed: int = 0                 # fixes the train/validation split
     subset: int = 0                    # use only this many training images (0 = all 60,000)
-    augment: bool = False              # random crop (4-pixel zero padding) and horizontal flip of every
+    augment: bool = False              # random crop (4 pixels of black padding) and horizontal flip of every
                                        # training batch, on the device, drawn from the seed (CIFAR's standard)
     normalize: bool = False            # inputs normalised per channel with the data set's mean and std
                                        # (data.NORMALIZE: CIFAR-10); otherwise pixels in [0, 1]

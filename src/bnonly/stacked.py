@@ -441,7 +441,8 @@ class ModuleStack(StackBase):
     VMAP: bool | None = None  # None: vmap on CUDA, a call per model on CPU; True/False force one (tests)
 
     def _call(self, params, buffers, x):
-        return torch.func.functional_call(self.template, (params, buffers), (x,))  # num_batches_tracked: the template's (unused: momentum is set)
+        # num_batches_tracked is not stacked: the template's own counts (unused: BN momentum is set)
+        return torch.func.functional_call(self.template, (params, buffers), (x,))
 
     def forward(self, x: torch.Tensor, training: bool, shared=None, first_done: bool = False,
                 raw: torch.Tensor | None = None) -> torch.Tensor:
@@ -464,8 +465,8 @@ class ModuleStack(StackBase):
         return torch.stack(out)
 
     def eval_chunk(self, n: int) -> int:
-        """Convolutional activations are [C, H, W] per example: about 2**25 floats of maps of the widest
-        first-layer channel count at 32 x 32."""
+        """Convolutional activations are [C, H, W] per example: about 2**25 floats, counting every
+        example as a 32 x 32 map of the widest convolution's channels (an upper bound)."""
         width = max(p.shape[1] for p in self.params.values() if p.dim() == 5)
         return max(64, min(n, 2 ** 25 // (max(1, self.size) * width * 1024)))
 
