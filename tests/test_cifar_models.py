@@ -275,3 +275,25 @@ def test_report_puts_measured_next_to_published(tmp_path):
     row = next(ln for ln in md.splitlines() if ln.startswith("| resnet110 "))
     assert "1,120" in row and "50.0 ± " in row and "+28.0 ± 5.0" in row and "65.2" in row   # reproduction: 65.19%
     assert "82.0" not in row and "tensorflow/models#9174" in md
+
+
+def test_module_stack_reestimates_statistics_as_the_plain_average():
+    """Known answer: BatchNorm with momentum=None keeps the plain average of the batches' statistics."""
+    import copy
+    cfg = resolve("frankle", model="resnet14", trainable="bn")
+    m = build(cfg, (3, 16, 16))
+    batches = torch.rand(3, 16, 3, 16, 16, generator=torch.Generator().manual_seed(1)).unbind(0)
+    ref = copy.deepcopy(m).train()
+    for mod in ref.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = None
+            mod.reset_running_stats()
+    with torch.no_grad():
+        for xb in batches:
+            ref(xb)
+    stack = stack_of([m], [plan(m, cfg)])
+    stack.reestimate_statistics(batches)
+    for n, b in ref.named_buffers():
+        if not n.endswith("num_batches_tracked"):
+            torch.testing.assert_close(stack.buffers[n][0], b, rtol=1e-5, atol=1e-6)
+    assert all(mod.momentum == 0.1 for mod in stack.momentum_holders())  # restored

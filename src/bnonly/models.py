@@ -90,9 +90,8 @@ class ResidualBlock(nn.Module):
     """conv3x3 -> norm -> ReLU -> conv3x3 -> norm, plus the shortcut (identity, or a strided 1x1
     conv -> norm where the shape changes), then ReLU (OpenLTH's cifar_resnet.Model.Block)."""
 
-    def __init__(self, c_in: int, c_out: int, downsample: bool, nl: Callable):
+    def __init__(self, c_in: int, c_out: int, downsample: bool, nl: Callable, bias: bool):
         super().__init__()
-        bias = nl(c_out) is None
         self.conv1, self.norm1 = conv3x3(c_in, c_out, 2 if downsample else 1, bias), nl(c_out)
         self.conv2, self.norm2 = conv3x3(c_out, c_out, 1, bias), nl(c_out)
         self.shortcut = None
@@ -132,13 +131,14 @@ class ResNet(nn.Module):
         k = (depth - 2) // 6
         def nl(c):
             return norm_layer(norm, c, True, hidden_beta, bn_momentum, bn_eps)
-        self.stem = conv3x3(in_channels, width, bias=nl(width) is None)
+        bias = norm == "none"  # convolutions get a bias only without normalization, as in MLP and LeNet5
+        self.stem = conv3x3(in_channels, width, bias=bias)
         self.stem_norm = nl(width)
         blocks, c_in = [], width
         for stage in range(3):
             c_out = width * 2 ** stage
             for i in range(k):
-                blocks.append(ResidualBlock(c_in, c_out, downsample=stage > 0 and i == 0, nl=nl))
+                blocks.append(ResidualBlock(c_in, c_out, downsample=stage > 0 and i == 0, nl=nl, bias=bias))
                 c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(c_in, num_classes)

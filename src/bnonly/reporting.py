@@ -27,7 +27,7 @@ from .store import Store
 
 CONFIG_FIELDS = ("gamma_init", "hidden_beta", "bn_momentum", "bn_eps", "lr", "momentum",
                  "batch_size", "max_epochs", "patience", "lr_drop_epoch", "lr_drop_epochs", "weight_decay",
-                 "augment", "subset", "val_fraction",
+                 "augment", "normalize", "subset", "val_fraction",
                  "random_placement", "random_norm", "frozen_trunk_norm", "precision")
 
 

@@ -176,6 +176,28 @@ class StackBase:
         width = max(p.shape[1] for p in self.params.values() if p.dim() >= 3)
         return max(256, min(n, int(2 ** 25 // max(1, self.size * width))))
 
+    @torch.no_grad()
+    def reestimate_statistics(self, batches) -> None:
+        """BatchNorm running statistics re-estimated from scratch as the plain average over `batches`
+        (each [B, C, H, W], the same batches for every model), as nn.BatchNorm does with
+        momentum=None; parameters are untouched. Used after changing gamma/beta (an ablation), when
+        the statistics of the intact network no longer describe the next layers' inputs."""
+        for n, b in self.buffers.items():
+            if n.endswith("running_mean"):
+                b.zero_()
+            elif n.endswith("running_var"):
+                b.fill_(1.0)
+        holders = self.momentum_holders()
+        saved = [h.momentum for h in holders]
+        try:
+            for k, xb in enumerate(batches, 1):
+                for h in holders:  # a cumulative average: batch k weighs 1/k
+                    h.momentum = 1.0 / k
+                self.forward(xb.unsqueeze(0), training=True, shared=[(0, 0, self.size)])
+        finally:
+            for h, m in zip(holders, saved):
+                h.momentum = m
+
 
 class Stack(StackBase):
     """A chain of blocks (`Net`: the MLP, LeNet-5) computed directly: linear layers as one batched
@@ -230,26 +252,9 @@ class Stack(StackBase):
         delta = (self.params[FIRST + ENTRIES] - self.first_base).unsqueeze(1)           # [M, 1, K]
         return h.scatter_add(2, rows.unsqueeze(1).expand(-1, B, -1), (xg * delta).to(h.dtype))  # bf16 under autocast
 
-    @torch.no_grad()
-    def reestimate_statistics(self, batches) -> None:
-        """BatchNorm running statistics re-estimated from scratch as the plain average over `batches`
-        (each [B, C, H, W], the same batches for every model), as nn.BatchNorm does with
-        momentum=None; parameters are untouched. Used after changing gamma/beta (an ablation), when
-        the statistics of the intact network no longer describe the next layers' inputs."""
-        for n, b in self.buffers.items():
-            if n.endswith("running_mean"):
-                b.zero_()
-            elif n.endswith("running_var"):
-                b.fill_(1.0)
-        saved = [s.momentum for s in self.specs]
-        try:
-            for k, xb in enumerate(batches, 1):
-                for s in self.specs:  # a cumulative average: batch k weighs 1/k
-                    s.momentum = 1.0 / k
-                self.forward(xb.unsqueeze(0), training=True, shared=[(0, 0, self.size)])
-        finally:
-            for s, m in zip(self.specs, saved):
-                s.momentum = m
+    def momentum_holders(self) -> list:
+        """What holds each BatchNorm layer's momentum (reestimate_statistics): the layer specs."""
+        return self.specs
 
     # ------------------------------------------------------------------ compute
     def _affine(self, h, i: int, conv: bool, normalize: bool):
@@ -455,10 +460,10 @@ class ModuleStack(StackBase):
         if vmap and not (training and self.any_inference):
             return torch.func.vmap(self._call, randomness="error")(self.params, self.buffers, xs)
         out = []
+        mixed = batch_norm_layers(self.template) if training and self.any_inference else []
         for m in range(M):
-            if training and self.any_inference:  # this model's BatchNorm layers in inference mode
-                for mod in batch_norm_layers(self.template):
-                    mod.train(not bool(self.inference_norm[m]))
+            for mod in mixed:  # this model's BatchNorm layers in inference mode where its plan says so
+                mod.train(not bool(self.inference_norm[m]))
             out.append(self._call({n: p[m] for n, p in self.params.items()},
                                   {n: b[m] for n, b in self.buffers.items()}, xs[m]))
         self.template.train(training)
@@ -470,25 +475,9 @@ class ModuleStack(StackBase):
         width = max(p.shape[1] for p in self.params.values() if p.dim() == 5)
         return max(64, min(n, 2 ** 25 // (max(1, self.size) * width * 1024)))
 
-    @torch.no_grad()
-    def reestimate_statistics(self, batches) -> None:
-        """As Stack.reestimate_statistics: running statistics from scratch, the plain average over batches."""
-        norms = batch_norm_layers(self.template)
-        for n, b in self.buffers.items():
-            if n.endswith("running_mean"):
-                b.zero_()
-            elif n.endswith("running_var"):
-                b.fill_(1.0)
-        saved = [m.momentum for m in norms]
-        try:
-            for k, xb in enumerate(batches, 1):
-                for m in norms:
-                    m.momentum = 1.0 / k
-                self.forward(xb.unsqueeze(0), training=True, shared=[(0, 0, self.size)])
-        finally:
-            for m, mom in zip(norms, saved):
-                m.momentum = mom
-
+    def momentum_holders(self) -> list:
+        """What holds each BatchNorm layer's momentum (reestimate_statistics): the template's layers."""
+        return batch_norm_layers(self.template)
 
 def stack_of(models: list[nn.Module], plans: list[Plan], device="cpu") -> StackBase:
     """The stack that trains these models: `Stack` for a chain of blocks (`Net`), else `ModuleStack`."""
