@@ -239,9 +239,9 @@ def test_none_is_one_pass_of_statistics_then_evaluation():
 
 
 def test_random_entries_train_as_a_masked_dense_weight_would():
-    """`random` in an MLP: its entries' gradients are gathered (stacked.EntryLinear), never the dense
-    weight gradient; it trains as nn.Module + SGD with the gradient masked does, frozen entries
-    bit-identical."""
+    """`random` in an MLP: its entries are a sparse correction to the initial weights whose gradients
+    are gathered (stacked.SparseEntries), never the dense weight gradient; it trains as nn.Module +
+    SGD with the gradient masked does, frozen entries bit-identical."""
     cfg = small(trainable="random", subset=3000, lr=0.05)
     m = build(cfg)
     p = plan(m, cfg)
@@ -279,3 +279,57 @@ def test_random_group_whose_models_all_stop_at_once_and_random_in_bf16():
     assert max(r.epochs_run for r in rs) < 8  # the last models left by patience: the stack ended empty
     (r,) = train([small(trainable="random", precision="bf16", subset=1500)])
     assert r.status == "finished" and r.epochs_run == 1
+
+
+@pytest.mark.parametrize("model,norm,sets", [("mlp", "batchnorm", ("bn", "bn+out", "random", "out", "none")),
+                                             ("mlp", "layernorm", ("bn", "random")),
+                                             ("mlp", "affine", ("bn", "random")),
+                                             ("lenet5", "batchnorm", ("bn", "gamma"))])
+def test_seed_blocks_equal_one_block_of_per_model_weights(model, norm, sets, monkeypatch):
+    """Where no model trains a layer's weights, each seed's models can run as a block of their own,
+    every layer one product with the seed's shared weight (stacked.SEED_BLOCKS; on by default on a
+    CPU for wide layers only). Forced on, a group trains as it does with one block of per-model
+    weights; frozen weights stay bit-identical and random's entries move."""
+    from bnonly import stacked
+    cfgs = [small(model=model, norm=norm, trainable=t, seed=s, max_epochs=2, subset=2000) for s in (0, 1) for t in sets]
+    runs = {}
+    for forced in (True, False):
+        monkeypatch.setattr(stacked, "SEED_BLOCKS", forced)
+        runs[forced] = train(cfgs)
+    models = [build(c) for c in cfgs]
+    stack = Stack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+    k = len(sets)
+    monkeypatch.setattr(stacked, "SEED_BLOCKS", True)
+    assert stack.seed_runs([(0, 0, k), (1, k, 2 * k)]) == [(0, 0, k), (1, k, 2 * k)]
+    assert stack.seed_runs([(0, 0, 2 * k)]) == [(0, 0, k), (0, k, 2 * k)]  # one input row, two seeds' weights
+    monkeypatch.setattr(stacked, "SEED_BLOCKS", False)
+    assert stack.seed_runs([(0, 0, k), (1, k, 2 * k)]) is None
+    for blocks, one, cfg in zip(runs[True], runs[False], cfgs):
+        assert blocks.epochs_run == one.epochs_run
+        for hb, ho in zip(blocks.history, one.history):
+            assert hb["train_loss"] == pytest.approx(ho["train_loss"], rel=1e-4)
+            assert hb["val_loss"] == pytest.approx(ho["val_loss"], rel=1e-4)
+        assert blocks.test_accuracy == pytest.approx(one.test_accuracy, abs=2e-3)
+        init = build(cfg)
+        p = plan(init, cfg)  # (random's plan sets its BN layers' gamma to 1)
+        for (n, w1), w0 in zip(blocks.model.named_parameters(), init.parameters()):
+            mask = p.masks[n]
+            if mask is False:
+                assert torch.equal(w1, w0), (cfg.trainable, n)
+            elif isinstance(mask, torch.Tensor):
+                assert torch.equal(w1[~mask], w0[~mask]) and not torch.equal(w1[mask], w0[mask]), n
+
+
+def test_seed_blocks_are_not_used_where_they_do_not_pay(monkeypatch):
+    """By default seed blocks serve wide layers on a CPU only, and never a stack that trains weights."""
+    from bnonly import stacked
+    def stack(width, sets=("bn", "random")):
+        cfgs = [small(width=width, trainable=t, seed=s) for s in (0, 1) for t in sets]
+        models = [build(c) for c in cfgs]
+        return Stack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+    shared = [(0, 0, 2), (1, 2, 4)]
+    assert stack(784).seed_runs(shared) == shared
+    assert stack(400).seed_runs(shared) is None               # narrower: one block of per-model weights
+    assert stack(784, ("bn", "all")).seed_runs(shared) is None  # `all` trains the weights
+    monkeypatch.setattr(stacked, "SEED_BLOCK_MIN_WEIGHTS", 100)
+    assert stack(32).seed_runs(shared) == shared

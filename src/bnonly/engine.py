@@ -39,7 +39,7 @@ def group_key(cfg: RunConfig) -> str:
 def dense_weight_gradients(cfg: RunConfig) -> bool:
     """Whether a run needs the dense gradient of hidden weights: sets that train whole hidden
     weights, and `random` in convolutional models. `random` in an MLP trains a few entries per
-    weight matrix, whose gradients the stack gathers (stacked.EntryLinear) without the dense one."""
+    weight matrix, whose gradients the stack gathers (stacked.SparseEntries) without the dense one."""
     s = SETS[cfg.trainable]
     return "hidden" in s.parts or (s.random_entries and MODELS[cfg.model].convolutional)
 
@@ -185,7 +185,7 @@ class FirstLayerCache:
     """A frozen first layer computed once per seed for the whole data set (train, validation, test).
 
     Where no model of a group trains the first layer's dense weight (bn, bn+out, out, none, gamma,
-    beta, and an MLP's random, whose trained entries Stack.first_entries adds), that layer's output for an image never changes during training and is the same for every
+    beta, and an MLP's random, whose trained entries Stack._first_entries adds), that layer's output for an image never changes during training and is the same for every
     model of one seed (they share their random weights). So it is computed once, before training,
     and each step gathers its rows instead of multiplying every batch by every model's weights.
     `train`, `val`, `test`: [S, N, ...], one slice per seed position of the group."""
@@ -257,7 +257,6 @@ def step(stack: StackBase, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: f
         if masked:  # frozen entries: zero step, momentum and decay included
             torch._foreach_mul_([m for m, _ in masked], [k for _, k in masked])
         torch._foreach_add_(params, moms, alpha=-lr)
-        stack.sync_entries()
     return loss_m.detach(), logits
 
 

@@ -2,9 +2,10 @@
 
 Every parameter and buffer of the M `Net`s is stacked along a new leading dimension; linear layers
 run as one batched matmul (`torch.baddbmm`), conv layers as one grouped convolution, BatchNorm
-keeps per-model statistics. A `Stack` of one model computes exactly what its `Net` computes.
+keeps per-model statistics; where the models of one seed share a frozen weight, one product with
+that weight serves them all. A `Stack` of one model computes exactly what its `Net` computes.
 
-Activations are laid out [M, B, F] for linear layers and [B, M*C, H, W] for conv layers.
+Activations are laid out [B, k, ...]: batch, then the k models of a block, then features.
 """
 from __future__ import annotations
 
@@ -24,32 +25,66 @@ from .trainable import Plan
 GROUPED_CONV: bool | None = None
 
 
-ENTRIES = ":entries"  # suffix of the parameter that holds a weight's trainable entries (see EntryLinear)
+# Where no model trains a layer's weights, the models of one seed share them: whether each seed's
+# models then run as a block of their own, every layer one matmul of their k*B rows with the seed's
+# weight (Stack.seed_runs). None: on a CPU, where a later layer has at least SEED_BLOCK_MIN_WEIGHTS
+# weights (a 784x784 layer has 614,656; measured on 2 CPU cores, old and new step side by side: 1.1-1.3x
+# faster at width 784, 0.9-1.1x at width 400, 0.5-0.7x at widths 10 and 100, where a block per seed
+# multiplies the small ops that bound the step); never on CUDA, where a step is bound by kernel
+# launches. True/False force one (the tests check that both give the same numbers).
+SEED_BLOCKS: bool | None = None
+SEED_BLOCK_MIN_WEIGHTS = 2 ** 19
+
+ENTRIES = ":entries"  # suffix of the parameter that holds a weight's trainable entries (see SparseEntries)
 FIRST = "blocks.0.op.weight"
 
 
-class EntryLinear(torch.autograd.Function):
-    """h [M, B, in] @ W^T for weights W [M, out, in] of which only the entries idx [M, K] (flat
-    indices into out*in) train; `v` [M, K] is those entries, kept equal to W's (Stack.sync_entries).
-    The gradient of v is gathered: dL/dW[i, j] = sum over the batch of delta[b, i] * h[b, j], for the
-    K chosen (i, j) only, never the dense [out, in] weight gradient (the `random` baseline trains
-    784 of 614,656 weights of a 784x784 layer)."""
+def _models(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """t[a:b], models a..b of a stacked tensor; t itself where that is all of them (a slice of a
+    parameter would add a backward step that copies its whole gradient)."""
+    return t if a == 0 and b == len(t) else t[a:b]
+
+
+def _product(h: torch.Tensor, w: torch.Tensor, transpose: bool = True) -> torch.Tensor:
+    """h [B, k, n] times w^T (transpose) or w: one matmul for a weight w [out, in] that the k models
+    share, a batched one for w [k, out, in], one each -> [B, k, ...]."""
+    B, k = h.shape[:2]
+    if w.dim() == 2:
+        return (h.reshape(B * k, -1) @ (w.t() if transpose else w)).view(B, k, -1)
+    return torch.bmm(h.transpose(0, 1), w.transpose(1, 2) if transpose else w).transpose(0, 1)
+
+
+class SparseEntries(torch.autograd.Function):
+    """A frozen linear layer whose trained entries (the `random` baseline) act as a sparse
+    correction: out[:, m] = h[:, m] @ w_m^T + sum over model m's entries e = (i, j) of
+    (v - v0)[m, e] * h[:, m, j] at output i. h [B, k, in]; w [out, in] shared by the k models (one
+    matmul) or [k, out, in], one each; v, v0 [k, K] the entries' trained and initial values; rows,
+    cols [1, k, K] their (i, j). The entries' gradient is gathered, sum over the batch of
+    delta[b, m, i] * h[b, m, j] for the chosen (i, j) only, never the dense [out, in] weight gradient
+    (784 of 614,656 weights of a 784x784 layer train); the corrections are added in place."""
 
     @staticmethod
-    def forward(ctx, h, v, w, rows, cols):
+    def forward(ctx, h, v, w, v0, rows, cols):
         h = h.float()  # in fp32 also under bf16 autocast (the gathered gradient needs h and delta alike)
-        ctx.save_for_backward(h, w, rows, cols)
         with torch.autocast(h.device.type, enabled=False):
-            return torch.bmm(h, w.transpose(1, 2))
+            B = h.shape[0]
+            delta = v - v0
+            out = _product(h, w)
+            hj = h.gather(2, cols.expand(B, -1, -1))  # [B, k, K]: the input at each entry's input
+            out.scatter_add_(2, rows.expand(B, -1, -1), hj * delta)
+        ctx.save_for_backward(hj, w, delta, rows, cols)
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        h, w, rows, cols = ctx.saved_tensors
-        grad_h = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        B = g.shape[1]
-        gi = g.gather(2, rows.unsqueeze(1).expand(-1, B, -1))   # [M, B, K]: delta at each entry's output
-        hj = h.gather(2, cols.unsqueeze(1).expand(-1, B, -1))   # [M, B, K]: input at each entry's input
-        return grad_h, torch.einsum("mbk,mbk->mk", gi, hj), None, None, None
+        hj, w, delta, rows, cols = ctx.saved_tensors
+        B = g.shape[0]
+        gi = g.gather(2, rows.expand(B, -1, -1))  # [B, k, K]: delta at each entry's output
+        grad_h = None
+        if ctx.needs_input_grad[0]:
+            grad_h = _product(g, w, transpose=False)
+            grad_h.scatter_add_(2, cols.expand(B, -1, -1), gi * delta)
+        return grad_h, (gi * hj).sum(0), None, None, None, None  # (a product and a sum: 4x an einsum's speed here)
 
 
 @dataclass
@@ -75,7 +110,7 @@ class StackBase:
         self.masks = masks          # name -> None (all train) or float 0/1, broadcastable to params[name]
         self.inference_norm = inference_norm  # [M] bool: BN runs in inference mode for this model
         self.any_inference = bool(inference_norm.any())
-        # weight name -> [M, K] flat indices of its trainable entries (EntryLinear; Stack only)
+        # weight name -> [M, K] flat indices of its trainable entries (SparseEntries; Stack only)
         self.entries = entries or {}
 
     @property
@@ -91,12 +126,9 @@ class StackBase:
         """Whether the first layer's output can be computed ahead (engine.FirstLayerCache)."""
         return False
 
-    def sync_entries(self) -> None:
-        """Write trained entries back into their weights after an optimizer step (Stack only)."""
-
     @staticmethod
     def gathered(template: nn.Module) -> set[str]:
-        """Weights whose trainable entries get gathered gradients (EntryLinear) rather than masks."""
+        """Weights whose trainable entries get gathered gradients (SparseEntries) rather than masks."""
         return set()
 
     @classmethod
@@ -157,8 +189,6 @@ class StackBase:
     def state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Model i's state, loadable into its module with load_state_dict."""
         sd = {n: p[i].detach().cpu().clone() for n, p in self.params.items() if not n.endswith(ENTRIES)}
-        if FIRST in self.entries:  # the first layer keeps its initial weight: its trained entries go in here
-            sd[FIRST].view(-1)[self.entries[FIRST][i].cpu()] = self.params[FIRST + ENTRIES][i].detach().cpu()
         sd.update({n: b[i].cpu().clone() for n, b in self.buffers.items()})
         for name, _ in self.template.named_buffers():
             if name.endswith("num_batches_tracked"):
@@ -200,9 +230,16 @@ class StackBase:
 
 
 class Stack(StackBase):
-    """A chain of blocks (`Net`: the MLP, LeNet-5) computed directly: linear layers as one batched
-    matmul, conv layers as one grouped convolution, a frozen first layer once per seed, `random`'s
-    entries with gathered gradients."""
+    """A chain of blocks (`Net`: the MLP, LeNet-5) computed directly, with activations laid out
+    [B, k, ...] (batch, model, features) for a block of k models:
+    - a stack whose models train their layers' weights runs as one block: linear layers as one
+      batched matmul over the models' weights, conv layers as one grouped convolution;
+    - where no model trains a layer's weights whole (the BN-like sets and an MLP's `random`),
+      every weight stays as initialised, and the models of one seed share it (runs of one seed
+      share their random weights): each seed's models then run as a block of their own, in which
+      every layer is one matmul (or convolution) of all k models' activations ([B*k, in] rows) with
+      the seed's single weight, its first layer once for the seed, and `random`'s trained entries a
+      sparse correction (`SparseEntries`) whose gradients are gathered, never a dense weight gradient."""
 
     def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                  masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor,
@@ -212,15 +249,15 @@ class Stack(StackBase):
                                 padding=b.op.padding[0] if isinstance(b.op, nn.Conv2d) else 0,
                                 momentum=getattr(b.norm, "momentum", 0.1), eps=getattr(b.norm, "eps", 1e-5))
                       for b in template.blocks]
-        self._owners: list[int] | None = None  # see first_layer_owners
-        # The values of entries[name] are params[name + ENTRIES], trained, and mirrored into
-        # params[name], frozen. The first layer is the exception: its weight stays as initialised
-        # (the seed's, shared with the seed's other models) and its entries act as a sparse
-        # correction (first_entries), so that its dense part can still be computed once per seed
-        # (engine.FirstLayerCache).
+        self._owners: dict[tuple, list[int]] = {}  # see owners
+        # The values of entries[name] are params[name + ENTRIES], trained; params[name] keeps its
+        # initial value (the seed's, shared with the seed's other models), and the entries act as a
+        # sparse correction to it (SparseEntries, _first_entries). `base` holds their initial values (a stack may be empty).
         self._rows_cols = {n: (i // params[n].shape[2], i % params[n].shape[2]) for n, i in self.entries.items()}
-        self.first_base = (params[FIRST].flatten(1).gather(1, self.entries[FIRST])  # (a stack may be empty)
-                           if FIRST in self.entries else None)  # the initial values of those entries
+        self.base = {n: params[n].flatten(1).gather(1, i) for n, i in self.entries.items()}
+        self._op_names = tuple(n for i in range(len(self.specs)) for n in (f"blocks.{i}.op.weight", f"blocks.{i}.op.bias")
+                               if n in params)
+        self._widest_later = max((b.op.weight.numel() for b in template.blocks[1:]), default=0)
 
     @staticmethod
     def gathered(template: Net) -> set[str]:
@@ -229,93 +266,118 @@ class Stack(StackBase):
     @property
     def first_layer_frozen(self) -> bool:
         """No model trains the first layer's weight whole: its dense part depends on the input alone
-        (entries, where some model trains them, are added by first_entries)."""
+        (entries, where some model trains them, are added by _first_entries)."""
         return not self.params[FIRST].requires_grad
 
-    @torch.no_grad()
-    def sync_entries(self) -> None:
-        """Write the trained entries back into their weights (after each optimizer step), except
-        the first layer's (see __init__)."""
-        for n, idx in self.entries.items():
-            if n != FIRST:
-                w = self.params[n]
-                w.flatten(1).scatter_(1, idx, self.params[n + ENTRIES].detach())  # a view: w is contiguous
+    @property
+    def weights_frozen(self) -> bool:
+        """No model trains any layer's weight or bias whole: they never change (entries aside)."""
+        return not any(self.params[n].requires_grad for n in self._op_names)
 
-    def first_entries(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """h [M, B, out], the first layer's output with its initial weights, corrected for the
-        trained entries: out[b, i] += (v - v0) * x[b, j] for each entry (i, j); x [M, B, in] is each
-        model's input. A gather and a scatter-add of B x K values, not a dense product; autograd
-        gives v its gradient (sum over b of delta[b, i] * x[b, j])."""
-        rows, cols = self._rows_cols[FIRST]
-        B = x.shape[1]
-        xg = x.reshape(x.shape[0], B, -1).gather(2, cols.unsqueeze(1).expand(-1, B, -1))  # [M, B, K]
-        delta = (self.params[FIRST + ENTRIES] - self.first_base).unsqueeze(1)           # [M, 1, K]
-        return h.scatter_add(2, rows.unsqueeze(1).expand(-1, B, -1), (xg * delta).to(h.dtype))  # bf16 under autocast
+    def owners(self, names: tuple[str, ...]) -> list[int]:
+        """Per model, the first model of the stack whose tensors `names` are all identical to its
+        own (computed once per stack: only asked of tensors that no model trains)."""
+        if names not in self._owners:
+            ts = [self.params[n] for n in names if n in self.params]
+            reps, owners = [], []
+            for m in range(self.size):
+                o = next((r for r in reps if all(torch.equal(t[r], t[m]) for t in ts)), None)
+                if o is None:
+                    reps.append(m)
+                owners.append(m if o is None else o)
+            self._owners[names] = owners
+        return self._owners[names]
+
+    def first_layer_owners(self) -> list[int]:
+        """Per model, the first model of the stack with identical first-layer weights and bias. Runs
+        of one seed share their random weights, so a frozen first layer has one owner per seed: its
+        output is computed once per seed and shared (only valid while no model trains that layer)."""
+        return self.owners((FIRST, "blocks.0.op.bias"))
+
+    def seed_runs(self, shared) -> list[tuple[int, int, int]] | None:
+        """The blocks of a stack whose weights are all frozen: per (row, a, b) of `shared`, the
+        runs of models that share every layer's weights (one per seed), as (row, a, b); None where
+        no two models would share a block (nothing to gain over one block of per-model weights)."""
+        use = SEED_BLOCKS
+        if use is None:
+            use = not self.params[FIRST].is_cuda and self._widest_later >= SEED_BLOCK_MIN_WEIGHTS
+        if not use or not self.weights_frozen or not self.size:
+            return None
+        own = self.owners(self._op_names)
+        runs = []
+        for row, a, b in shared:
+            s = a
+            for m in range(a + 1, b):
+                if own[m] != own[s]:
+                    runs.append((row, s, m))
+                    s = m
+            runs.append((row, s, b))
+        return runs if runs and max(b - a for _, a, b in runs) > 1 else None
+
+    def state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        sd = super().state_dict(i)
+        for n, idx in self.entries.items():  # the weight kept its initial value: its trained entries go in here
+            sd[n].view(-1)[idx[i].cpu()] = self.params[n + ENTRIES][i].detach().cpu()
+        return sd
 
     def momentum_holders(self) -> list:
         """What holds each BatchNorm layer's momentum (reestimate_statistics): the layer specs."""
         return self.specs
 
     # ------------------------------------------------------------------ compute
-    def _affine(self, h, i: int, conv: bool, normalize: bool):
-        """A per-example norm (layernorm: each example over its features, per model) or none, then gamma/beta;
-        normalize=False is the scale and shift alone (also ending BatchNorm's mixed-mode path)."""
-        M = self.size
+    def _first_entries(self, out: torch.Tensor, h: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """out [B, k, out], the first layer's output with its initial weights for models a..b (from
+        FirstLayerCache or computed once per seed), corrected for their trained entries:
+        out[:, m, i] += (v - v0) * h[:, m, j] for each entry (i, j) of model m; h [B, k, in] is the
+        input. A gather and a scatter-add of B x k x K values, not a dense product; autograd gives v
+        its gradient (sum over the batch of delta[b, i] * h[b, j]), as SparseEntries does for the
+        later layers."""
+        name = FIRST
+        rows, cols = self._rows_cols[name]
+        B, k = h.shape[:2]
+        hg = h.reshape(B, k, -1).gather(2, _models(cols, a, b).unsqueeze(0).expand(B, -1, -1))  # [B, k, K]
+        delta = _models(self.params[name + ENTRIES], a, b) - _models(self.base[name], a, b)                # [k, K]
+        return out.scatter_add(2, _models(rows, a, b).unsqueeze(0).expand(B, -1, -1), (hg * delta).to(out.dtype))
+
+    def _affine(self, h, i: int, a: int, b: int, normalize: bool):
+        """A per-example norm (layernorm: each example over its features, per model) or none, then
+        gamma/beta; normalize=False is the scale and shift alone (also ending BatchNorm's mixed-mode path)."""
+        spec, k = self.specs[i], b - a
         if normalize:
-            h = F.group_norm(h, M, eps=self.specs[i].eps) if conv else F.layer_norm(h, h.shape[-1:], eps=self.specs[i].eps)
-        shape = (1, -1, 1, 1) if conv else (M, 1, -1)
-        h = h * self.params[f"blocks.{i}.norm.weight"].reshape(shape)
+            h = (F.group_norm(h.flatten(1, 2), k, eps=spec.eps).view(h.shape) if spec.conv
+                 else F.layer_norm(h, h.shape[-1:], eps=spec.eps))
+        shape = (k, -1, 1, 1) if spec.conv else (k, -1)
+        h = h * _models(self.params[f"blocks.{i}.norm.weight"], a, b).reshape(shape)
         beta = self.params.get(f"blocks.{i}.norm.bias")
-        return h if beta is None else h + beta.reshape(shape)
+        return h if beta is None else h + _models(beta, a, b).reshape(shape)
 
-    def _norm(self, h, i: int, training: bool, conv: bool):
-        """BatchNorm with per-model statistics: the M*C channels of all models as one F.batch_norm."""
+    def _norm(self, h, i: int, a: int, b: int, training: bool):
+        """BatchNorm with per-model statistics: the k*C channels of models a..b as one F.batch_norm."""
         spec = self.specs[i]
-        M = self.size
         if not spec.norm.batch_statistics:
-            return self._affine(h, i, conv, normalize=spec.norm.per_example)
-        rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
-        gamma = self.params[f"blocks.{i}.norm.weight"]
-        beta = self.params.get(f"blocks.{i}.norm.bias")
+            return self._affine(h, i, a, b, normalize=spec.norm.per_example)
         if training and self.any_inference:
-            return self._norm_mixed(h, i, conv)
-        x = h if conv else h.transpose(0, 1).reshape(h.shape[1], -1)  # [M, B, C] -> [B, M*C]
-        y = F.batch_norm(x, rm.view(-1), rv.view(-1), gamma.reshape(-1), None if beta is None else beta.reshape(-1),
-                         training, spec.momentum, spec.eps)
-        return y if conv else y.view(h.shape[1], M, -1).transpose(0, 1)
-
-    def _norm_mixed(self, h, i: int, conv: bool):
-        """Training with some models' BN in inference mode (running statistics, left unchanged)."""
-        spec = self.specs[i]
-        M = self.size
-        shape = (1, -1, 1, 1) if conv else (M, 1, -1)
+            return self._norm_mixed(h, i, a, b)
         rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
-        var, mean = torch.var_mean(h, dim=(0, 2, 3) if conv else (1,), keepdim=True, correction=0)
-        inf = self.inference_norm.view(M, 1)
-        with torch.no_grad():
-            n = h.numel() // (M * rm.shape[1])
-            rm.copy_(torch.where(inf, rm, torch.lerp(rm, mean.reshape(M, -1), spec.momentum)))
-            rv.copy_(torch.where(inf, rv, torch.lerp(rv, var.reshape(M, -1) * (n / max(n - 1, 1)), spec.momentum)))
-        mean = torch.where(inf, rm, mean.reshape(M, -1)).reshape(shape)
-        var = torch.where(inf, rv, var.reshape(M, -1)).reshape(shape)
-        return self._affine((h - mean) * torch.rsqrt(var + spec.eps), i, conv, normalize=False)
+        gamma, beta = self.params[f"blocks.{i}.norm.weight"], self.params.get(f"blocks.{i}.norm.bias")
+        y = F.batch_norm(h.flatten(1, 2), _models(rm, a, b).view(-1), _models(rv, a, b).view(-1), _models(gamma, a, b).reshape(-1),
+                         None if beta is None else _models(beta, a, b).reshape(-1), training, spec.momentum, spec.eps)
+        return y.view(h.shape)
 
-    def first_layer_owners(self) -> list[int]:
-        """Per model, the first model of the stack whose first-layer weights and bias are identical
-        to its own. Runs of one seed share their random weights, so a frozen first layer has one
-        owner per seed: its output is computed once per seed and shared (only valid while no model
-        trains that layer; the stack's first layer is then never updated)."""
-        if self._owners is None:
-            w, bias = self.params[FIRST], self.params.get("blocks.0.op.bias")
-            reps, owners = [], []
-            for m in range(self.size):
-                same = (r for r in reps if torch.equal(w[r], w[m]) and (bias is None or torch.equal(bias[r], bias[m])))
-                o = next(same, None)
-                if o is None:
-                    reps.append(m)
-                owners.append(m if o is None else o)
-            self._owners = owners
-        return self._owners
+    def _norm_mixed(self, h, i: int, a: int, b: int):
+        """Training with some models' BN in inference mode (running statistics, left unchanged)."""
+        spec, k = self.specs[i], b - a
+        rm = _models(self.buffers[f"blocks.{i}.norm.running_mean"], a, b)
+        rv = _models(self.buffers[f"blocks.{i}.norm.running_var"], a, b)
+        var, mean = torch.var_mean(h, dim=(0, 3, 4) if spec.conv else (0,), keepdim=True, correction=0)
+        inf = _models(self.inference_norm, a, b).view(k, 1)
+        with torch.no_grad():
+            n = h.numel() // (k * rm.shape[1])
+            rm.copy_(torch.where(inf, rm, torch.lerp(rm, mean.reshape(k, -1), spec.momentum)))
+            rv.copy_(torch.where(inf, rv, torch.lerp(rv, var.reshape(k, -1) * (n / max(n - 1, 1)), spec.momentum)))
+        mean = torch.where(inf, rm, mean.reshape(k, -1)).reshape(mean.shape)
+        var = torch.where(inf, rv, var.reshape(k, -1)).reshape(var.shape)
+        return self._affine((h - mean) * torch.rsqrt(var + spec.eps), i, a, b, normalize=False)
 
     @torch.no_grad()
     def first_layer(self, x: torch.Tensor, model: int) -> torch.Tensor:
@@ -328,21 +390,20 @@ class Stack(StackBase):
         x = x.reshape(len(x), -1)
         return x @ w.t() if b is None else torch.addmm(b, x, w.t())
 
-    def _shared_first_layer(self, x: torch.Tensor, shared, spec: LayerSpec) -> torch.Tensor:
-        """The frozen first layer when models share input batches: models [a, b) all read x[row].
-        Each distinct first layer among them (one per seed, see first_layer_owners) runs once, all of
-        them stacked as one matmul (or one convolution), and models that share one share its output."""
-        w, bias = self.params["blocks.0.op.weight"], self.params.get("blocks.0.op.bias")
+    def _shared_first_layer(self, x: torch.Tensor, shared) -> torch.Tensor:
+        """The frozen first layer for one block of all models, where models share input batches:
+        models [a, b) all read x[row]. Each distinct first layer among them (one per seed, see
+        first_layer_owners) runs once, all of them stacked as one matmul (or one convolution), and
+        models that share one share its output: [B, M, ...]."""
+        spec = self.specs[0]
+        w, bias = self.params[FIRST], self.params.get("blocks.0.op.bias")
         owners = self.first_layer_owners()
         outs = []
         for row, a, b in shared:
             reps = sorted(set(owners[a:b]))
-            if reps == list(range(a, b)):  # all distinct: a view of the stacked weights
-                wk, bk = w[a:b], None if bias is None else bias[a:b]
-            else:
-                sel = torch.tensor(reps, device=w.device)
-                wk, bk = w.index_select(0, sel), None if bias is None else bias.index_select(0, sel)
-            wk, bk = wk.reshape(-1, *w.shape[2:]), None if bk is None else bk.reshape(-1)  # [R*out, ...]
+            sel = torch.tensor(reps, device=w.device)
+            wk = w.index_select(0, sel).reshape(-1, *w.shape[2:])  # [R*out, ...]
+            bk = None if bias is None else bias.index_select(0, sel).reshape(-1)
             if spec.conv:
                 h = F.conv2d(x[row], wk, bk, padding=spec.padding)  # [B, R*C, H, W]
             else:
@@ -350,45 +411,53 @@ class Stack(StackBase):
                 h = xr @ wk.t() if bk is None else torch.addmm(bk, xr, wk.t())  # [B, R*out]
             h = h.view(h.shape[0], len(reps), -1, *h.shape[2:])  # [B, R, out] or [B, R, C, H, W]
             if len(reps) < b - a:  # models that share a first layer share its output
-                idx = [reps.index(owners[m]) for m in range(a, b)]
-                h = h.index_select(1, torch.tensor(idx, device=h.device))
-            outs.append(h.flatten(1, 2) if spec.conv else h.transpose(0, 1))  # [B, (b-a)*C, H, W] / [b-a, B, out]
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if spec.conv else 0)
+                h = h.index_select(1, torch.tensor([reps.index(owners[m]) for m in range(a, b)], device=h.device))
+            outs.append(h)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
-    def _from_first(self, x: torch.Tensor, shared) -> torch.Tensor:
-        """x [S, B, ...]: the first layer's output for each row (seed) of `shared`, computed before
-        (engine.FirstLayerCache); each model takes its row's."""
-        h = self._per_model(x, shared)
-        return h.transpose(0, 1).flatten(1, 2) if self.specs[0].conv else h  # [B, M*C, H, W] / [M, B, out]
-
-    def _op(self, h, i: int, spec: LayerSpec, conv_layout: bool, M: int, B: int):
-        """Block i's conv or linear layer for all M models; returns h and whether it is in conv layout."""
-        w, bias = self.params[f"blocks.{i}.op.weight"], self.params.get(f"blocks.{i}.op.bias")
-        if spec.conv:
-            if h.is_cuda if GROUPED_CONV is None else GROUPED_CONV:  # one grouped convolution: [B, M*C, H, W]
-                if not conv_layout:
-                    h = h.transpose(0, 1).reshape(B, -1, *h.shape[-2:])
-                return F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1),
-                                padding=spec.padding, groups=M), True
-            # on CPU a convolution per model is 2-4x faster than the grouped kernel
-            parts = h.view(B, M, -1, *h.shape[-2:]).unbind(1) if conv_layout else h.unbind(0)
-            return torch.cat([F.conv2d(part, w[m], None if bias is None else bias[m], padding=spec.padding)
-                              for m, part in enumerate(parts)], dim=1), True
-        if conv_layout:  # [B, M*C, H, W] -> [M, B, C*H*W]
-            h = h.reshape(B, M, -1).transpose(0, 1)
-        h = h.reshape(M, B, -1)
+    def _op(self, h, i: int, a: int, b: int, shared_weights: bool):
+        """Block i's conv or linear layer for models a..b (h [B, k, ...]): with the weights of model a
+        for all of them where they share it, else with each model's own."""
+        spec = self.specs[i]
         name = f"blocks.{i}.op.weight"
-        if name == FIRST and name in self.entries:  # initial weights, then the trained entries' correction
-            return self.first_entries(torch.bmm(h, w.transpose(1, 2)), h), False
-        if name in self.entries:  # trainable entries only: their gradients gathered, no dense weight gradient
+        w, bias = self.params[name], self.params.get(f"blocks.{i}.op.bias")
+        B, k = h.shape[:2]
+        if spec.conv:
+            if shared_weights:  # one convolution of all k models' maps
+                out = F.conv2d(h.flatten(0, 1), w[a], None if bias is None else bias[a], padding=spec.padding)
+                return out.view(B, k, *out.shape[1:])
+            if h.is_cuda if GROUPED_CONV is None else GROUPED_CONV:  # one grouped convolution
+                out = F.conv2d(h.flatten(1, 2), _models(w, a, b).reshape(-1, *w.shape[2:]),
+                               None if bias is None else _models(bias, a, b).reshape(-1), padding=spec.padding, groups=k)
+                return out.view(B, k, -1, *out.shape[2:])
+            # on CPU a convolution per model is 2-4x faster than the grouped kernel
+            return torch.stack([F.conv2d(h[:, m], w[a + m], None if bias is None else bias[a + m], padding=spec.padding)
+                                for m in range(k)], dim=1)
+        h = h.reshape(B, k, -1)  # a conv layer's maps flattened per model
+        wk, bk = (w[a], None if bias is None else bias[a]) if shared_weights else (_models(w, a, b), None if bias is None else _models(bias, a, b))
+        if name in self.entries:  # trainable entries only: a sparse correction, their gradients gathered
             rows, cols = self._rows_cols[name]
-            h = EntryLinear.apply(h, self.params[name + ENTRIES], w, rows, cols)
-            return (h if bias is None else h + bias.unsqueeze(1)), False
-        if w.shape[1] < 64 <= w.shape[2]:  # few outputs of many inputs: W @ h^T is ~3x faster on CPU
-            h = torch.bmm(w, h.transpose(1, 2)).transpose(1, 2)
-            return (h if bias is None else h + bias.unsqueeze(1)), False
-        return (torch.bmm(h, w.transpose(1, 2)) if bias is None
-                else torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))), False
+            out = SparseEntries.apply(h, _models(self.params[name + ENTRIES], a, b), wk, _models(self.base[name], a, b),
+                                      _models(rows, a, b).unsqueeze(0), _models(cols, a, b).unsqueeze(0))
+        elif not shared_weights and w.shape[1] < 64 <= w.shape[2]:  # few outputs of many inputs: W @ h^T is ~3x faster on CPU
+            out = torch.bmm(wk, h.permute(1, 2, 0)).permute(2, 0, 1)
+        else:  # shared: one matmul of all k models' rows with their one weight
+            out = _product(h, wk)
+        return out if bk is None else out + bk
+
+    def _layers(self, h, start: int, a: int, b: int, shared_weights: bool, training: bool) -> torch.Tensor:
+        """Blocks start.. and the head for models a..b on h [B, k, ...] -> logits [k, B, classes]."""
+        for i in range(len(self.specs)):
+            spec = self.specs[i]
+            if i >= start:
+                h = self._op(h, i, a, b, shared_weights)
+            if spec.norm.build is not None:
+                h = self._norm(h, i, a, b, training)
+            if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
+                h = F.max_pool2d(h.flatten(1, 2), 2).view(*h.shape[:3], h.shape[3] // 2, h.shape[4] // 2)
+            h = torch.relu(h)
+        hm = h.reshape(h.shape[0], b - a, -1).transpose(0, 1)  # [k, B, F]
+        return torch.baddbmm(_models(self.params["head.bias"], a, b).unsqueeze(1), hm, _models(self.params["head.weight"], a, b).transpose(1, 2))
 
     def forward(self, x: torch.Tensor, training: bool, shared=None, first_done: bool = False,
                 raw: torch.Tensor | None = None) -> torch.Tensor:
@@ -399,39 +468,37 @@ class Stack(StackBase):
         batch then goes through each distinct first layer once (one per seed) for all its models;
         otherwise each model gets its own copy of its batch. first_done: x [S, B, ...] is already
         the first layer's output of each row (a frozen first layer computed ahead), and raw, where
-        the first layer has trained entries, the input batches it was computed from."""
-        P = self.params
-        M, B = self.size, x.shape[1]
-        conv_layout = False
-        start = 0
-        if first_done:
-            h = self._from_first(x, shared)
-            conv_layout, start = self.specs[0].conv, 1
-            if self.first_has_entries:
-                h = self.first_entries(h, self._per_model(raw, shared))
+        the first layer has trained entries, the input batches it was computed from. Where no model
+        trains any layer's weights, each seed's models run as a block of their own (seed_runs)."""
+        M = self.size
+        runs = None if shared is None or (training and self.any_inference) else self.seed_runs(shared)
+        if runs is not None:
+            return torch.cat([self._seed_block(x, row, a, b, training, first_done, raw) for row, a, b in runs])
+        start = 1
+        if first_done:  # [B, M, ...]: each model its row's
+            h = self._per_model(x, shared).transpose(0, 1)
+            inputs = None if raw is None else self._per_model(raw, shared).transpose(0, 1)
         elif shared is None:
-            h = x
+            h, start = x.transpose(0, 1), 0
         elif self.first_layer_frozen:
-            h = self._shared_first_layer(x, shared, self.specs[0])
-            conv_layout = self.specs[0].conv
-            start = 1
-            if self.first_has_entries:
-                h = self.first_entries(h, self._per_model(x, shared))
+            h, inputs = self._shared_first_layer(x, shared), self._per_model(x, shared).transpose(0, 1)
         else:
-            h = torch.cat([x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]) if len(shared) > 1 \
-                else x[shared[0][0]].expand(M, *x.shape[1:])
-        for i, spec in enumerate(self.specs):
-            if i >= start:
-                h, conv_layout = self._op(h, i, spec, conv_layout, M, B)
-            if spec.norm.build is not None:
-                h = self._norm(h, i, training, spec.conv)
-            if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
-                h = F.max_pool2d(h, 2)
-            h = torch.relu(h)
-        if conv_layout:
-            h = h.reshape(B, M, -1).transpose(0, 1)
-        h = h.reshape(M, B, -1)
-        return torch.baddbmm(P["head.bias"].unsqueeze(1), h, P["head.weight"].transpose(1, 2))
+            parts = [x[row].unsqueeze(1).expand(-1, b - a, *x.shape[2:]) for row, a, b in shared]
+            h, start = parts[0] if len(parts) == 1 else torch.cat(parts, 1), 0
+        if start and self.first_has_entries:
+            h = self._first_entries(h, inputs, 0, M)
+        return self._layers(h, start, 0, M, False, training)
+
+    def _seed_block(self, x, row: int, a: int, b: int, training: bool, first_done: bool, raw) -> torch.Tensor:
+        """Models a..b, which read x[row] and share every layer's weights: the first layer once
+        (or its output x[row], computed ahead), then every layer as one product with the shared
+        weight -> logits [b - a, B, classes]."""
+        h = x[row] if first_done else self.first_layer(x[row], a)  # [B, ...]: the first layer, once
+        h = h.unsqueeze(1).expand(-1, b - a, *h.shape[1:])
+        if self.first_has_entries:
+            inputs = (raw if first_done else x)[row]
+            h = self._first_entries(h, inputs.reshape(len(inputs), 1, -1).expand(-1, b - a, -1), a, b)
+        return self._layers(h, 1, a, b, True, training)
 
 
 class ModuleStack(StackBase):
