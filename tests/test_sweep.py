@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bnonly.cli import main
-from bnonly.config import ConfigError
+from bnonly.config import ConfigError, resolve
 from bnonly.store import Store
 from bnonly.groups import plan_groups
 from bnonly.sweep import load_sweep, parse_set
@@ -210,3 +210,14 @@ def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
         torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
     assert main(["export-model", str(out), "nope", str(tmp_path / "x.pt")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_parallel_executors_start_the_longest_groups_first():
+    """--workers and Ray start BN-like groups (the longest under early stopping) first, each kind by
+    its weights x models, so that no long group starts last while other workers idle."""
+    from bnonly.groups import longest_first
+    runs = [resolve("report", model="mlp", width=w, depth=d, trainable=t, seed=s)
+            for w in (10, 100) for d in (2, 6) for t in ("all", "bn") for s in (0, 1)]
+    order = [(g[0].trainable, g[0].width, g[0].depth, len(g)) for g in longest_first(plan_groups(runs))]
+    assert order == [("bn", 100, 6, 2), ("bn", 100, 2, 2), ("bn", 10, 6, 2), ("bn", 10, 2, 2),
+                     ("all", 100, 6, 2), ("all", 100, 2, 2), ("all", 10, 6, 2), ("all", 10, 2, 2)]

@@ -45,13 +45,16 @@ def _models(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
     return t if a == 0 and b == len(t) else t[a:b]
 
 
-def _product(h: torch.Tensor, w: torch.Tensor, transpose: bool = True) -> torch.Tensor:
-    """h [B, k, n] times w^T (transpose) or w: one matmul for a weight w [out, in] that the k models
-    share, a batched one for w [k, out, in], one each -> [B, k, ...]."""
+def _product(h: torch.Tensor, w: torch.Tensor, transpose: bool = True, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """h [B, k, n] times w^T (transpose) or w, plus bias: one matmul for a weight w [out, in] (bias
+    [out]) that the k models share, a batched one for w [k, out, in] (bias [k, out]), one each ->
+    [B, k, ...]."""
     B, k = h.shape[:2]
     if w.dim() == 2:
-        return (h.reshape(B * k, -1) @ (w.t() if transpose else w)).view(B, k, -1)
-    return torch.bmm(h.transpose(0, 1), w.transpose(1, 2) if transpose else w).transpose(0, 1)
+        x, wt = h.reshape(B * k, -1), w.t() if transpose else w
+        return (x @ wt if bias is None else torch.addmm(bias, x, wt)).view(B, k, -1)
+    hm, wt = h.transpose(0, 1), w.transpose(1, 2) if transpose else w
+    return (torch.bmm(hm, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), hm, wt)).transpose(0, 1)
 
 
 class SparseEntries(torch.autograd.Function):
@@ -439,11 +442,11 @@ class Stack(StackBase):
             rows, cols = self._rows_cols[name]
             out = SparseEntries.apply(h, _models(self.params[name + ENTRIES], a, b), wk, _models(self.base[name], a, b),
                                       _models(rows, a, b).unsqueeze(0), _models(cols, a, b).unsqueeze(0))
-        elif not shared_weights and w.shape[1] < 64 <= w.shape[2]:  # few outputs of many inputs: W @ h^T is ~3x faster on CPU
+            return out if bk is None else out + bk
+        if not shared_weights and w.shape[1] < 64 <= w.shape[2]:  # few outputs of many inputs: W @ h^T is ~3x faster on CPU
             out = torch.bmm(wk, h.permute(1, 2, 0)).permute(2, 0, 1)
-        else:  # shared: one matmul of all k models' rows with their one weight
-            out = _product(h, wk)
-        return out if bk is None else out + bk
+            return out if bk is None else out + bk
+        return _product(h, wk, bias=bk)  # shared: one matmul of all k models' rows with their one weight
 
     def _layers(self, h, start: int, a: int, b: int, shared_weights: bool, training: bool) -> torch.Tensor:
         """Blocks start.. and the head for models a..b on h [B, k, ...] -> logits [k, B, classes]."""
@@ -483,8 +486,8 @@ class Stack(StackBase):
         elif self.first_layer_frozen:
             h, inputs = self._shared_first_layer(x, shared), self._per_model(x, shared).transpose(0, 1)
         else:
-            parts = [x[row].unsqueeze(1).expand(-1, b - a, *x.shape[2:]) for row, a, b in shared]
-            h, start = parts[0] if len(parts) == 1 else torch.cat(parts, 1), 0
+            parts = [x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]  # [M, B, ...], then [B, M, ...]
+            h, start = (parts[0] if len(parts) == 1 else torch.cat(parts)).transpose(0, 1), 0
         if start and self.first_has_entries:
             h = self._first_entries(h, inputs, 0, M)
         return self._layers(h, start, 0, M, False, training)

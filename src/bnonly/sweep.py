@@ -31,7 +31,7 @@ from . import cluster
 from .config import DEFAULT_PRESET, FIELD_TYPES, GRID_FIELDS, ConfigError, RunConfig, load_toml, resolve
 from .data import train_size
 from .engine import Hooks, batches_per_epoch, describe_device, resolve_device
-from .groups import estimate_seconds, plan_groups, train_group
+from .groups import estimate_seconds, longest_first, plan_groups, train_group
 from .models import MODELS, arch_name
 from .sets import SETS
 from .store import Store
@@ -412,6 +412,8 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "auto", wor
     ended = store.ended_ids()
     todo = [c for c in cfgs if c.run_id not in ended]
     groups = plan_groups(todo, group_size, device)  # a Ray cluster's 'auto' is planned as a CPU
+    if workers > 1 or executor == "ray":  # groups at once: start the long ones first
+        groups = longest_first(groups)
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
         f"{len(todo)} to train in {len(groups)} groups"
