@@ -363,8 +363,9 @@ class Stack(StackBase):
             return self._norm_mixed(h, i, a, b)
         rm, rv = self.buffers[f"blocks.{i}.norm.running_mean"], self.buffers[f"blocks.{i}.norm.running_var"]
         gamma, beta = self.params[f"blocks.{i}.norm.weight"], self.params.get(f"blocks.{i}.norm.bias")
-        y = F.batch_norm(h.flatten(1, 2), _models(rm, a, b).view(-1), _models(rv, a, b).view(-1), _models(gamma, a, b).reshape(-1),
-                         None if beta is None else _models(beta, a, b).reshape(-1), training, spec.momentum, spec.eps)
+        y = F.batch_norm(h.flatten(1, 2), _models(rm, a, b).view(-1), _models(rv, a, b).view(-1),
+                         _models(gamma, a, b).reshape(-1), None if beta is None else _models(beta, a, b).reshape(-1),
+                         training, spec.momentum, spec.eps)
         return y.view(h.shape)
 
     def _norm_mixed(self, h, i: int, a: int, b: int):
@@ -437,7 +438,10 @@ class Stack(StackBase):
             return torch.stack([F.conv2d(h[:, m], w[a + m], None if bias is None else bias[a + m], padding=spec.padding)
                                 for m in range(k)], dim=1)
         h = h.reshape(B, k, -1)  # a conv layer's maps flattened per model
-        wk, bk = (w[a], None if bias is None else bias[a]) if shared_weights else (_models(w, a, b), None if bias is None else _models(bias, a, b))
+        if shared_weights:
+            wk, bk = w[a], None if bias is None else bias[a]
+        else:
+            wk, bk = _models(w, a, b), None if bias is None else _models(bias, a, b)
         if name in self.entries:  # trainable entries only: a sparse correction, their gradients gathered
             rows, cols = self._rows_cols[name]
             out = SparseEntries.apply(h, _models(self.params[name + ENTRIES], a, b), wk, _models(self.base[name], a, b),
@@ -460,7 +464,8 @@ class Stack(StackBase):
                 h = F.max_pool2d(h.flatten(1, 2), 2).view(*h.shape[:3], h.shape[3] // 2, h.shape[4] // 2)
             h = torch.relu(h)
         hm = h.reshape(h.shape[0], b - a, -1).transpose(0, 1)  # [k, B, F]
-        return torch.baddbmm(_models(self.params["head.bias"], a, b).unsqueeze(1), hm, _models(self.params["head.weight"], a, b).transpose(1, 2))
+        head_w, head_b = _models(self.params["head.weight"], a, b), _models(self.params["head.bias"], a, b)
+        return torch.baddbmm(head_b.unsqueeze(1), hm, head_w.transpose(1, 2))
 
     def forward(self, x: torch.Tensor, training: bool, shared=None, first_done: bool = False,
                 raw: torch.Tensor | None = None) -> torch.Tensor:
@@ -477,19 +482,17 @@ class Stack(StackBase):
         runs = None if shared is None or (training and self.any_inference) else self.seed_runs(shared)
         if runs is not None:
             return torch.cat([self._seed_block(x, row, a, b, training, first_done, raw) for row, a, b in runs])
-        start = 1
         if first_done:  # [B, M, ...]: each model its row's
-            h = self._per_model(x, shared).transpose(0, 1)
-            inputs = None if raw is None else self._per_model(raw, shared).transpose(0, 1)
+            h, start = self._per_model(x, shared).transpose(0, 1), 1
         elif shared is None:
             h, start = x.transpose(0, 1), 0
         elif self.first_layer_frozen:
-            h, inputs = self._shared_first_layer(x, shared), self._per_model(x, shared).transpose(0, 1)
+            h, start = self._shared_first_layer(x, shared), 1
         else:
             parts = [x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]  # [M, B, ...], then [B, M, ...]
             h, start = (parts[0] if len(parts) == 1 else torch.cat(parts)).transpose(0, 1), 0
-        if start and self.first_has_entries:
-            h = self._first_entries(h, inputs, 0, M)
+        if start and self.first_has_entries:  # the first layer's input, per model
+            h = self._first_entries(h, self._per_model(raw if first_done else x, shared).transpose(0, 1), 0, M)
         return self._layers(h, start, 0, M, False, training)
 
     def _seed_block(self, x, row: int, a: int, b: int, training: bool, first_done: bool, raw) -> torch.Tensor:
