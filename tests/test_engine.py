@@ -287,7 +287,7 @@ def test_random_group_whose_models_all_stop_at_once_and_random_in_bf16():
                                              ("lenet5", "batchnorm", ("bn", "gamma"))])
 def test_seed_blocks_equal_one_block_of_per_model_weights(model, norm, sets, monkeypatch):
     """Where no model trains a layer's weights, each seed's models can run as a block of their own,
-    every layer one product with the seed's shared weight (stacked.SEED_BLOCKS; on by default on a
+    every layer one product with the seed's shared weight (stacked.SEED_BLOCKS; by default on a
     CPU for wide layers only). Forced on, a group trains as it does with one block of per-model
     weights; frozen weights stay bit-identical and random's entries move."""
     from bnonly import stacked
@@ -323,6 +323,7 @@ def test_seed_blocks_equal_one_block_of_per_model_weights(model, norm, sets, mon
 def test_seed_blocks_are_not_used_where_they_do_not_pay(monkeypatch):
     """By default seed blocks serve wide layers on a CPU only, and never a stack that trains weights."""
     from bnonly import stacked
+    assert stacked.SEED_BLOCKS is None
     def stack(width, sets=("bn", "random")):
         cfgs = [small(width=width, trainable=t, seed=s) for s in (0, 1) for t in sets]
         models = [build(c) for c in cfgs]

@@ -27,11 +27,13 @@ GROUPED_CONV: bool | None = None
 
 # Where no model trains a layer's weights, the models of one seed share them: whether each seed's
 # models then run as a block of their own, every layer one matmul of their k*B rows with the seed's
-# weight (Stack.seed_runs). None: on a CPU, where a later layer has at least SEED_BLOCK_MIN_WEIGHTS
-# weights (a 784x784 layer has 614,656; measured on 2 CPU cores, old and new step side by side: 1.1-1.3x
-# faster at width 784, 0.9-1.1x at width 400, 0.5-0.7x at widths 10 and 100, where a block per seed
-# multiplies the small ops that bound the step); never on CUDA, where a step is bound by kernel
-# launches. True/False force one (the tests check that both give the same numbers).
+# weight (Stack.seed_runs). None (the default): on a CPU, for stacks with a later layer of at least
+# SEED_BLOCK_MIN_WEIGHTS weights (a 784x784 layer has 614,656). Measured on 2 CPU cores: the step
+# alone within 0.94-1.07x at width 784 (benchmarks/seed_blocks.py), the calibrated estimate of the
+# claims study's 784-wide groups 8.9 h -> 8.1 h (two interleaved rounds each), and 0.67-0.71x at
+# width 100, where a block per seed multiplies the small ops that bound the step; a GPU step is
+# bound by kernel launches, which blocks multiply too. True/False force them on/off (the tests check
+# that both give the same numbers).
 SEED_BLOCKS: bool | None = None
 SEED_BLOCK_MIN_WEIGHTS = 2 ** 19
 
@@ -239,10 +241,11 @@ class Stack(StackBase):
       batched matmul over the models' weights, conv layers as one grouped convolution;
     - where no model trains a layer's weights whole (the BN-like sets and an MLP's `random`),
       every weight stays as initialised, and the models of one seed share it (runs of one seed
-      share their random weights): each seed's models then run as a block of their own, in which
-      every layer is one matmul (or convolution) of all k models' activations ([B*k, in] rows) with
-      the seed's single weight, its first layer once for the seed, and `random`'s trained entries a
-      sparse correction (`SparseEntries`) whose gradients are gathered, never a dense weight gradient."""
+      share their random weights); `random`'s trained entries are a sparse correction
+      (`SparseEntries`) whose gradients are gathered, never a dense weight gradient. Where
+      SEED_BLOCKS asks for it, each seed's models then run as a block of their own, in which every
+      layer is one matmul (or convolution) of all k models' activations ([B*k, in] rows) with the
+      seed's single weight, its first layer once for the seed."""
 
     def __init__(self, template: Net, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                  masks: dict[str, torch.Tensor | None], inference_norm: torch.Tensor,
