@@ -23,8 +23,12 @@ def stack_limit(cfg: RunConfig, max_group: int = 32, device: str = "cpu") -> int
     `bn` models train 17x as fast as the textbook loop), so there every group stacks in full."""
     if stack_key(cfg)[1] != "dense" or device == "cuda":
         return max_group
-    weights = sum(op.weight.numel() for _, op, _ in build(cfg).units())
-    return max(1, min(max_group, TRAINED_WEIGHTS_PER_STACK // weights))
+    return max(1, min(max_group, TRAINED_WEIGHTS_PER_STACK // unit_weights(cfg)))
+
+
+def unit_weights(cfg: RunConfig) -> int:
+    """The weights of cfg's model in its hidden units (every linear or conv layer but the head)."""
+    return sum(op.weight.numel() for _, op, _ in build(cfg).units())
 
 
 def plan_groups(cfgs: list[RunConfig], max_group: int = 32, device: str = "cpu") -> list[list[RunConfig]]:
@@ -47,8 +51,7 @@ def longest_first(groups: list[list[RunConfig]]) -> list[list[RunConfig]]:
     ran 43-92 epochs, `all` and `all-nobn` 11-15, and took 56% of the group time), then each kind
     by its weights times models. Results do not depend on the order."""
     def key(g: list[RunConfig]):
-        weights = sum(op.weight.numel() for _, op, _ in build(g[0]).units())
-        return stack_key(g[0])[1] == "frozen", weights * len(g) * g[0].max_epochs
+        return stack_key(g[0])[1] == "frozen", unit_weights(g[0]) * len(g) * g[0].max_epochs
     return sorted(groups, key=key, reverse=True)
 
 

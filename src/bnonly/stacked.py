@@ -258,7 +258,8 @@ class Stack(StackBase):
         self._owners: dict[tuple, list[int]] = {}  # see owners
         # The values of entries[name] are params[name + ENTRIES], trained; params[name] keeps its
         # initial value (the seed's, shared with the seed's other models), and the entries act as a
-        # sparse correction to it (SparseEntries, _first_entries). `base` holds their initial values (a stack may be empty).
+        # sparse correction to it (SparseEntries, _first_entries). `base` holds their initial
+        # values (a stack may be empty).
         self._rows_cols = {n: (i // params[n].shape[2], i % params[n].shape[2]) for n, i in self.entries.items()}
         self.base = {n: params[n].flatten(1).gather(1, i) for n, i in self.entries.items()}
         self._op_names = tuple(n for i in range(len(self.specs)) for n in (f"blocks.{i}.op.weight", f"blocks.{i}.op.bias")
@@ -338,11 +339,10 @@ class Stack(StackBase):
         input. A gather and a scatter-add of B x k x K values, not a dense product; autograd gives v
         its gradient (sum over the batch of delta[b, i] * h[b, j]), as SparseEntries does for the
         later layers."""
-        name = FIRST
-        rows, cols = self._rows_cols[name]
+        rows, cols = self._rows_cols[FIRST]
         B, k = h.shape[:2]
         hg = h.reshape(B, k, -1).gather(2, _models(cols, a, b).unsqueeze(0).expand(B, -1, -1))  # [B, k, K]
-        delta = _models(self.params[name + ENTRIES], a, b) - _models(self.base[name], a, b)                # [k, K]
+        delta = _models(self.params[FIRST + ENTRIES], a, b) - _models(self.base[FIRST], a, b)  # [k, K]
         return out.scatter_add(2, _models(rows, a, b).unsqueeze(0).expand(B, -1, -1), (hg * delta).to(out.dtype))
 
     def _affine(self, h, i: int, a: int, b: int, normalize: bool):
@@ -408,9 +408,12 @@ class Stack(StackBase):
         outs = []
         for row, a, b in shared:
             reps = sorted(set(owners[a:b]))
-            sel = torch.tensor(reps, device=w.device)
-            wk = w.index_select(0, sel).reshape(-1, *w.shape[2:])  # [R*out, ...]
-            bk = None if bias is None else bias.index_select(0, sel).reshape(-1)
+            if reps == list(range(a, b)):  # all distinct: a view of the stacked weights
+                wk, bk = w[a:b], None if bias is None else bias[a:b]
+            else:
+                sel = torch.tensor(reps, device=w.device)
+                wk, bk = w.index_select(0, sel), None if bias is None else bias.index_select(0, sel)
+            wk, bk = wk.reshape(-1, *w.shape[2:]), None if bk is None else bk.reshape(-1)  # [R*out, ...]
             if spec.conv:
                 h = F.conv2d(x[row], wk, bk, padding=spec.padding)  # [B, R*C, H, W]
             else:
