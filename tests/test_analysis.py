@@ -5,7 +5,7 @@ import torch
 
 from torch import nn
 
-from bnonly.analysis import KS, RANDOM_DRAWS, _switched_off, ablation, dead_fraction, fractions, group
+from bnonly.analysis import KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, group, norms, switched_off
 from bnonly.cli import main
 from bnonly.config import resolve
 from bnonly.data import load
@@ -47,6 +47,35 @@ def test_ablation_ends_equal_the_model_and_its_constant_output():
     assert abl["smallest"][-1] == abl["largest"][-1] == float((y == constant).double().mean())
 
 
+def test_ablation_variants_equal_the_models_with_those_features_off():
+    """The ablation runs its variants as one stack of copies of the model with gamma = beta = 0 set
+    in place: each point of a curve is the accuracy of switched_off's model, evaluated alone with
+    its statistics re-estimated on the same batches."""
+    cfg = resolve("frankle", width=24, depth=2, subset=2000, max_epochs=1, trainable="bn", lr=0.1)
+    (r,) = train([cfg])
+    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
+    x, y, xs = d.x_test[:400], d.y_test[:400], d.x_train[:640]
+    abl = ablation(r.model, cfg, xs, x, y, seed=5)
+    gen = torch.Generator().manual_seed(5)  # the random draws, in ablation's order
+    draws = {k: [[torch.randperm(n.weight.numel(), generator=gen)[:round(n.weight.numel() * k / 100)]
+                  for n in norms(r.model)] for _ in range(RANDOM_DRAWS)] for k in KS}
+    checked = 0
+    for j, k in enumerate(KS):
+        if k not in (20, 50, 90):
+            continue
+        order = [n.weight.abs().argsort() for n in norms(r.model)]
+        n_off = [round(n.weight.numel() * k / 100) for n in norms(r.model)]
+        cases = {"smallest": [o[:n] for o, n in zip(order, n_off)], "largest": [o.flip(0)[:n] for o, n in zip(order, n_off)]}
+        for field, off in [*cases.items(), ("random", draws[k][1])]:
+            alone = Stack.from_models([switched_off(r.model, off)], [plan(build(cfg), cfg)])
+            alone.reestimate_statistics(xs.split(128))
+            acc = float(evaluate(alone, x, y)[1][0])
+            got = abl[field][j][1] if field == "random" else abl[field][j]
+            assert abs(got - acc) <= 1 / len(y), (k, field, got, acc)  # one image at most (summation order)
+            checked += 1
+    assert checked == 9 and abl["smallest"][KS.index(50)] != abl["largest"][KS.index(50)]
+
+
 def _mlp_without(model, cfg, off: list[int]):
     """The same network with hidden units `off` of layer 1 removed (weights sliced)."""
     keep = [i for i in range(cfg.width) if i not in off]
@@ -73,7 +102,7 @@ def test_ablation_with_fresh_statistics_equals_the_model_without_those_features(
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
     x, y, xs = d.x_test[:1000], d.y_test[:1000], d.x_train[:640].split(128)
     off = [1, 4, 5, 9, 12]
-    ablated = _switched_off(r.model, [torch.tensor(off), torch.tensor([], dtype=torch.long)])
+    ablated = switched_off(r.model, [torch.tensor(off), torch.tensor([], dtype=torch.long)])
     everything = Plan({n: True for n, _ in ablated.named_parameters()})
     small = _mlp_without(r.model, cfg, off)
     a = Stack.from_models([ablated], [everything])

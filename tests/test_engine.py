@@ -334,3 +334,19 @@ def test_seed_blocks_are_not_used_where_they_do_not_pay(monkeypatch):
     assert stack(784, ("bn", "all")).seed_runs(shared) is None  # `all` trains the weights
     monkeypatch.setattr(stacked, "SEED_BLOCK_MIN_WEIGHTS", 100)
     assert stack(32).seed_runs(shared) == shared
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+def test_evaluation_in_cache_sized_chunks_equals_one_pass(model):
+    """On a CPU evaluate() passes cache-sized chunks (stacked.EVAL_FLOATS_CPU; 256 images for two
+    LeNet-5s, 1,747 for three 100-wide MLPs): the same losses and accuracies as the whole set at once."""
+    from bnonly.engine import evaluate
+    cfgs = [small(model=model, width=100, trainable=t, seed=0) for t in ("bn", "all", "out")]
+    models = [build(c) for c in cfgs]
+    stack = Stack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+    d = load("mnist", 0.2, 0, 3000)
+    x, y = d.x_test[:4000], d.y_test[:4000]
+    assert stack.eval_chunk(len(y), tuple(x.shape[1:])) == (256 if model == "lenet5" else 1747)
+    chunked, whole = evaluate(stack, x, y), evaluate(stack, x, y, chunk=len(y))
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=0)
+    assert torch.equal(chunked[1], whole[1])

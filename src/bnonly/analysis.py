@@ -46,7 +46,7 @@ from .sets import SETS, color  # noqa: E402
 from .stacked import stack_of  # noqa: E402
 from .stats import config_of, mean_ci  # noqa: E402
 from .store import Store  # noqa: E402
-from .trainable import plan, rebuild  # noqa: E402
+from .trainable import Plan, plan, rebuild  # noqa: E402
 
 RELATIVE = 0.1                      # disabled: |gamma| < 10% of its layer's RMS |gamma|
 THRESHOLDS = (0.01, 0.05, 0.1)      # absolute |gamma| thresholds (secondary: not scale-free)
@@ -99,7 +99,8 @@ def norms(model) -> list:
     return [norm for _, _, norm in model.units()]
 
 
-def _switched_off(model, idx: list[torch.Tensor]):
+def switched_off(model, idx: list[torch.Tensor]):
+    """A copy of the model with features idx[layer] of every normalization layer off (gamma = beta = 0)."""
     m = copy.deepcopy(model)
     with torch.no_grad():
         for norm, i in zip(norms(m), idx):
@@ -113,19 +114,28 @@ def ablation(model: Net, cfg: RunConfig, x_stats: torch.Tensor, x: torch.Tensor,
     """Accuracy on (x, y) with k% of every normalization layer's features off, k in KS: smallest |gamma|
     first, largest first, and RANDOM_DRAWS random choices. BatchNorm statistics are re-estimated on
     x_stats (training images, in batches of 128) for every variant, the intact model included; all
-    variants run as one stack."""
+    variants run as one stack of copies of the model (each what switched_off gives: tested)."""
     gen = torch.Generator().manual_seed(seed)
-    variants = []
+    offs = []  # per variant, per layer: the features switched off
     for k in KS:
         n_off = [round(n.weight.numel() * k / 100) for n in norms(model)]
         order = [n.weight.abs().argsort() for n in norms(model)]
-        variants.append(_switched_off(model, [o[:n] for o, n in zip(order, n_off)]))
-        variants.append(_switched_off(model, [o.flip(0)[:n] for o, n in zip(order, n_off)]))
+        offs.append([o[:n] for o, n in zip(order, n_off)])
+        offs.append([o.flip(0)[:n] for o, n in zip(order, n_off)])
         for _ in range(RANDOM_DRAWS):
-            variants.append(_switched_off(model, [torch.randperm(norm.weight.numel(), generator=gen)[:n]
-                                                  for norm, n in zip(norms(model), n_off)]))
-    p = plan(build(cfg, tuple(x.shape[1:])), cfg)
-    stack = stack_of(variants, [p] * len(variants))
+            offs.append([torch.randperm(norm.weight.numel(), generator=gen)[:n] for norm, n in zip(norms(model), n_off)])
+    # the variants: copies of the model, then each one's gamma = beta = 0 where it is off; nothing
+    # trains here, so they share the model's weights and its first layer runs once for all of them
+    frozen = Plan({n: False for n, _ in model.named_parameters()}, plan(build(cfg, tuple(x.shape[1:])), cfg).norm_mode)
+    stack = stack_of([model] * len(offs), [frozen] * len(offs))
+    names = {id(t): n for n, t in model.named_parameters()}
+    with torch.no_grad():
+        for layer, norm in enumerate(norms(model)):
+            for t in (norm.weight, norm.bias):
+                if t is not None:
+                    stacked = stack.params[names[id(t)]]
+                    for v, off in enumerate(offs):
+                        stacked[v, off[layer]] = 0.0
     stack.reestimate_statistics(x_stats.split(128))
     _, acc = evaluate(stack, x, y)
     acc = acc.view(len(KS), 2 + RANDOM_DRAWS)

@@ -143,9 +143,9 @@ def evaluate(stack: StackBase, x: torch.Tensor, y: torch.Tensor, chunk: int = 0,
     input per row (with first_done, the first layer's output per seed: FirstLayerCache, and raw
     [N, ...] the images, for a first layer with trained entries)."""
     M = stack.size
-    chunk = chunk or stack.eval_chunk(len(y))
     if shared is None:
         x, shared = x.unsqueeze(0), [(0, 0, M)]
+    chunk = chunk or stack.eval_chunk(len(y), tuple((x if raw is None else raw.unsqueeze(0)).shape[2:]))
     loss = torch.zeros(M, device=x.device, dtype=torch.float64)
     correct = torch.zeros(M, device=x.device, dtype=torch.float64)
     for s in range(0, len(y), chunk):
