@@ -336,6 +336,48 @@ def test_seed_blocks_are_not_used_where_they_do_not_pay(monkeypatch):
     assert stack(32).seed_runs(shared) == shared
 
 
+@pytest.mark.parametrize("model,sets,blocks", [("mlp", ("bn", "out", "none", "random"), True),
+                                               ("mlp", ("bn", "out", "none", "random"), False),
+                                               ("lenet5", ("out", "bn", "none"), False)])
+def test_frozen_trunks_run_without_their_backward_pass_and_train_as_before(model, sets, blocks, monkeypatch):
+    """`out` and `none` train nothing before the head: the engine puts them last in their stack
+    (engine.stack_order), and where stacked.FROZEN_TRUNKS asks for it (by default wide layers on a
+    CPU) they run as a part whose trunk has no backward pass. Forced on, a group trains as it does
+    with them in the one part; their trunks stay bit-identical."""
+    from bnonly import stacked
+    from bnonly.engine import stack_order
+    monkeypatch.setattr(stacked, "SEED_BLOCKS", blocks)
+    cfgs = [small(model=model, trainable=t, seed=s, max_epochs=2, subset=2000) for s in (0, 1) for t in sets]
+    runs = {}
+    for forced in (True, False):
+        monkeypatch.setattr(stacked, "FROZEN_TRUNKS", forced)
+        runs[forced] = train(cfgs)
+    ordered = sorted(cfgs, key=stack_order)
+    models = [build(c) for c in ordered]
+    stack = Stack.from_models(models, [plan(m, c) for m, c in zip(models, ordered)])
+    tail = [c.trainable in ("out", "none") for c in ordered]
+    assert stack.frozen_from == tail.index(True) and all(tail[stack.frozen_from:])
+    x = torch.rand(4, 16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    F_, M = stack.frozen_from, stack.size
+    shared = [(0, 0, F_ // 2), (1, F_ // 2, F_), (2, F_, F_ + 2), (3, F_ + 2, M)]  # (rows by seed, as the engine's)
+    gamma = stack.params["blocks.0.norm.weight"]
+    for forced, connected in ((True, False), (False, True)):
+        monkeypatch.setattr(stacked, "FROZEN_TRUNKS", forced)
+        logits = stack.forward(x, training=True, shared=shared)
+        g, = torch.autograd.grad(logits[F_:].sum(), gamma)
+        assert bool(g[F_:].ne(0).any()) == connected  # split: nothing flows back into the tail's trunk
+    for on, off, cfg in zip(runs[True], runs[False], cfgs):
+        assert on.epochs_run == off.epochs_run
+        for h1, h0 in zip(on.history, off.history):
+            assert h1["train_loss"] == pytest.approx(h0["train_loss"], rel=1e-4)
+            assert h1["val_loss"] == pytest.approx(h0["val_loss"], rel=1e-4)
+        assert on.test_accuracy == pytest.approx(off.test_accuracy, abs=2e-3)
+        if cfg.trainable in ("out", "none"):
+            init = build(cfg)
+            for (n, w1), w0 in zip(on.model.named_parameters(), init.parameters()):
+                assert torch.equal(w1, w0) == (cfg.trainable == "none" or not n.startswith("head.")), n
+
+
 @pytest.mark.parametrize("model", ["mlp", "lenet5"])
 def test_evaluation_in_cache_sized_chunks_equals_one_pass(model):
     """On a CPU evaluate() passes cache-sized chunks (stacked.EVAL_FLOATS_CPU; 256 images for two

@@ -52,6 +52,12 @@ def stack_key(cfg: RunConfig) -> tuple[str, str]:
     return group_key(cfg), "dense" if dense_weight_gradients(cfg) else "frozen"
 
 
+def stack_order(cfg: RunConfig) -> tuple[bool, int]:
+    """Where a run sits in its stack: models that share a seed's batch contiguous, and the sets that
+    train nothing before the head (`out`, `none`) after all others (Stack.frozen_from)."""
+    return SETS[cfg.trainable].frozen_trunk, cfg.seed
+
+
 @dataclass
 class Hooks:
     """Progress callbacks (all optional)."""
@@ -263,7 +269,7 @@ def step(stack: StackBase, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: f
 def train(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None, hooks: Hooks | None = None) -> list[Result]:
     """Train runs that share a group key as one stack; returns one Result per config, in order."""
     hooks = hooks or Hooks()
-    order = sorted(range(len(cfgs)), key=lambda i: cfgs[i].seed)  # models sharing a batch: contiguous
+    order = sorted(range(len(cfgs)), key=lambda i: stack_order(cfgs[i]))
     if len({group_key(c) for c in cfgs}) != 1:
         raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
     device = resolve_device(device)
@@ -416,7 +422,7 @@ def calibrate(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None =
     rounds of `batches` steps after one warm-up step, plus validation) and once (building its models
     and stack, twice, and the test set). Nothing is stored; the runs' own training starts from scratch."""
     t0 = time.perf_counter()
-    group = Group(sorted(cfgs, key=lambda c: c.seed), resolve_device(device), data_dir)
+    group = Group(sorted(cfgs, key=stack_order), resolve_device(device), data_dir)
     setup = time.perf_counter() - t0
     full = group.n_batches
     group.n_batches = 1

@@ -38,6 +38,13 @@ GROUPED_CONV: bool | None = None
 SEED_BLOCKS: bool | None = None
 SEED_BLOCK_MIN_WEIGHTS = 2 ** 19
 
+# Models that train nothing before the head (`out`, `none`) need no backward pass through their
+# trunk, even in a stack whose other models do (`bn`): whether the stack's last such models run
+# their trunk as a part of their own without gradients (Stack.frozen_from). None (the default):
+# where seed blocks are used (a CPU, layers of at least SEED_BLOCK_MIN_WEIGHTS weights); a second
+# part's extra forward ops cost more than the saved backward where small ops bound the step.
+FROZEN_TRUNKS: bool | None = None
+
 # evaluate() on a CPU passes examples in chunks whose widest activations (all models) hold about this
 # many floats: cache-sized. Measured on 2 cores, one thread, 3 models, 12,000 validation images,
 # against the whole set at once: MLP 100x6 233 -> 82 ms, 784x2 1209 -> 685 ms, LeNet-5 5.3 -> 2.3 s.
@@ -281,6 +288,13 @@ class Stack(StackBase):
         self._op_names = tuple(n for i in range(len(self.specs)) for n in (f"blocks.{i}.op.weight", f"blocks.{i}.op.bias")
                                if n in params)
         self._widest_later = max((b.op.weight.numel() for b in template.blocks[1:]), default=0)
+        # models frozen_from.. train nothing before the head (the engine sorts such models last)
+        frozen = torch.ones(self.size, dtype=torch.bool)
+        for n, m in masks.items():
+            if not n.startswith("head.") and params[n].requires_grad:
+                frozen &= torch.zeros(self.size, dtype=torch.bool) if m is None else ~m.flatten(1).ne(0).any(1).cpu()
+        trains = (~frozen).nonzero()
+        self.frozen_from = int(trains[-1]) + 1 if len(trains) else 0
 
     @staticmethod
     def gathered(template: Net) -> set[str]:
@@ -324,14 +338,15 @@ class Stack(StackBase):
         output is computed once per seed and shared (only valid while no model trains that layer)."""
         return self.owners((FIRST, "blocks.0.op.bias"))
 
+    def wide_cpu(self, flag: bool | None) -> bool:
+        """flag, or where it is None: on a CPU, with a later layer of at least SEED_BLOCK_MIN_WEIGHTS weights."""
+        return (not self.params[FIRST].is_cuda and self._widest_later >= SEED_BLOCK_MIN_WEIGHTS) if flag is None else flag
+
     def seed_runs(self, shared) -> list[tuple[int, int, int]] | None:
         """The blocks of a stack whose weights are all frozen: per (row, a, b) of `shared`, the
         runs of models that share every layer's weights (one per seed), as (row, a, b); None where
         no two models would share a block (nothing to gain over one block of per-model weights)."""
-        use = SEED_BLOCKS
-        if use is None:
-            use = not self.params[FIRST].is_cuda and self._widest_later >= SEED_BLOCK_MIN_WEIGHTS
-        if not use or not self.weights_frozen or not self.size:
+        if not self.wide_cpu(SEED_BLOCKS) or not self.weights_frozen or not self.size:
             return None
         own = self.owners(self._op_names)
         runs = []
@@ -481,8 +496,9 @@ class Stack(StackBase):
             return out if bk is None else out + bk
         return _product(h, wk, bias=bk)  # shared: one matmul of all k models' rows with their one weight
 
-    def _layers(self, h, start: int, a: int, b: int, shared_weights: bool, training: bool) -> torch.Tensor:
-        """Blocks start.. and the head for models a..b on h [B, k, ...] -> logits [k, B, classes]."""
+    def _layers(self, h, start: int, a: int, b: int, shared_weights: bool, training: bool, grad: bool) -> torch.Tensor:
+        """Blocks start.. and the head for models a..b on h [B, k, ...] -> logits [k, B, classes];
+        the head with gradients where `grad` (the blocks as the caller's grad mode says)."""
         for i in range(len(self.specs)):
             spec = self.specs[i]
             if i >= start:
@@ -492,9 +508,10 @@ class Stack(StackBase):
             if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
                 h = F.max_pool2d(h.flatten(1, 2), 2).view(*h.shape[:3], h.shape[3] // 2, h.shape[4] // 2)
             h = torch.relu(h)
-        hm = h.reshape(h.shape[0], b - a, -1).transpose(0, 1)  # [k, B, F]
-        head_w, head_b = _models(self.params["head.weight"], a, b), _models(self.params["head.bias"], a, b)
-        return torch.baddbmm(head_b.unsqueeze(1), hm, head_w.transpose(1, 2))
+        with torch.set_grad_enabled(grad):
+            hm = h.reshape(h.shape[0], b - a, -1).transpose(0, 1)  # [k, B, F]
+            head_w, head_b = _models(self.params["head.weight"], a, b), _models(self.params["head.bias"], a, b)
+            return torch.baddbmm(head_b.unsqueeze(1), hm, head_w.transpose(1, 2))
 
     def forward(self, x: torch.Tensor, training: bool, shared=None, first_done: bool = False,
                 raw: torch.Tensor | None = None) -> torch.Tensor:
@@ -506,11 +523,31 @@ class Stack(StackBase):
         otherwise each model gets its own copy of its batch. first_done: x [S, B, ...] is already
         the first layer's output of each row (a frozen first layer computed ahead), and raw, where
         the first layer has trained entries, the input batches it was computed from. Where no model
-        trains any layer's weights, each seed's models run as a block of their own (seed_runs)."""
-        M = self.size
+        trains any layer's weights, each seed's models run as a block of their own (seed_runs).
+        Where FROZEN_TRUNKS asks for it, models frozen_from.. (which train nothing before the head)
+        run as a part of their own whose trunk has no backward pass."""
+        F_, M = self.frozen_from, self.size
+        if shared is None or not 0 < F_ < M or not torch.is_grad_enabled() or not self.wide_cpu(FROZEN_TRUNKS):
+            return self._part(x, training, shared, first_done, raw, True)
+        head = [(row, a, min(b, F_)) for row, a, b in shared if a < F_]
+        tail = [(row, max(a, F_), b) for row, a, b in shared if b > F_]
+        return torch.cat([self._part(x, training, head, first_done, raw, True),
+                          self._part(x, training, tail, first_done, raw, False)])
+
+    def _part(self, x: torch.Tensor, training: bool, shared, first_done: bool, raw, trunk_grad: bool) -> torch.Tensor:
+        """Models a..b, the models `shared` covers (all M where it is None), as forward() says;
+        without trunk_grad, everything before the head runs without gradients."""
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and trunk_grad):
+            return self._part_logits(x, training, shared, first_done, raw, grad)
+
+    def _part_logits(self, x, training: bool, shared, first_done: bool, raw, grad: bool) -> torch.Tensor:
+        a, b = (0, self.size) if shared is None else (shared[0][1], shared[-1][2])
         runs = None if shared is None or (training and self.any_inference) else self.seed_runs(shared)
         if runs is not None:
-            return torch.cat([self._seed_block(x, row, a, b, training, first_done, raw) for row, a, b in runs])
+            blocks = [self._seed_block(x, row, a, b, training, first_done, raw, grad) for row, a, b in runs]
+            with torch.set_grad_enabled(grad):  # (the blocks' heads have gradients: so has their concatenation)
+                return torch.cat(blocks)
         if first_done:  # [B, M, ...]: each model its row's
             h, start = self._per_model(x, shared).transpose(0, 1), 1
         elif shared is None:
@@ -521,10 +558,10 @@ class Stack(StackBase):
             parts = [x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]  # [M, B, ...], then [B, M, ...]
             h, start = (parts[0] if len(parts) == 1 else torch.cat(parts)).transpose(0, 1), 0
         if start and self.first_has_entries:  # the first layer's input, per model
-            h = self._first_entries(h, self._per_model(raw if first_done else x, shared).transpose(0, 1), 0, M)
-        return self._layers(h, start, 0, M, False, training)
+            h = self._first_entries(h, self._per_model(raw if first_done else x, shared).transpose(0, 1), a, b)
+        return self._layers(h, start, a, b, False, training, grad)
 
-    def _seed_block(self, x, row: int, a: int, b: int, training: bool, first_done: bool, raw) -> torch.Tensor:
+    def _seed_block(self, x, row: int, a: int, b: int, training: bool, first_done: bool, raw, grad: bool) -> torch.Tensor:
         """Models a..b, which read x[row] and share every layer's weights: the first layer once
         (or its output x[row], computed ahead), then every layer as one product with the shared
         weight -> logits [b - a, B, classes]."""
@@ -533,7 +570,7 @@ class Stack(StackBase):
         if self.first_has_entries:
             inputs = (raw if first_done else x)[row]
             h = self._first_entries(h, inputs.reshape(len(inputs), 1, -1).expand(-1, b - a, -1), a, b)
-        return self._layers(h, 1, a, b, True, training)
+        return self._layers(h, 1, a, b, True, training, grad)
 
 
 class ModuleStack(StackBase):
