@@ -48,7 +48,7 @@ def main():
             off.append(min(a, c))
         stacked.FROZEN_TRUNKS = default
         q = statistics.quantiles(ratios, n=4)
-        picks = "on" if group.stack.wide_cpu(default) else "off"
+        picks = "on" if stacked.splits_frozen_trunks(group.stack.template, "cpu") else "off"
         print(f"{width:>5} {depth:>5} | {min(off) * 1e3:>7.1f} {min(on) * 1e3:>7.1f} | {statistics.median(ratios):>5.2f}x "
               f"{q[0]:>5.2f}-{q[2]:.2f} | {picks}", flush=True)
 

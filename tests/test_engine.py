@@ -115,7 +115,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
                                         ("mlp", ("bn", "random", "none")),   # random's entries: gathered gradients
                                         ("lenet5", ("bn", "gamma"))])
 def test_group_equals_runs_alone(model, sets):
-    # seeds interleaved on purpose: the engine orders the stack by seed and returns results in input order
+    # seeds interleaved on purpose: the engine orders the stack (engine.stack_order) and returns results in input order
     cfgs = [small(model=model, trainable=t, seed=s, max_epochs=2) for t in sets for s in (1, 0)]
     together = train(cfgs)
     for cfg, rt in zip(cfgs, together):
@@ -376,9 +376,23 @@ def test_frozen_trunks_run_without_their_backward_pass_and_train_as_before(model
                 assert torch.equal(w1, w0) == (cfg.trainable == "none" or not n.startswith("head.")), n
 
 
+def test_frozen_trunks_split_trains_each_run_as_alone_with_one_augmentation_per_seed(monkeypatch):
+    """With `out` sorted after `bn`, a seed's models sit in two runs of the stack; they still read
+    one gather and one augmentation per seed (engine.shared_runs), so each run of a group with the
+    split forced on trains as it does alone, augmented batches included."""
+    from bnonly import stacked
+    from bnonly.engine import shared_runs
+    assert shared_runs([0, 1, 0, 1]) == ([0, 1], [(0, 0, 1), (1, 1, 2), (0, 2, 3), (1, 3, 4)])
+    assert shared_runs([0, 0, 1, 1, 0]) == ([0, 1], [(0, 0, 2), (1, 2, 4), (0, 4, 5)])
+    monkeypatch.setattr(stacked, "FROZEN_TRUNKS", True)
+    cfgs = [small(trainable=t, seed=s, max_epochs=2, subset=2000, augment=True) for s in (0, 1) for t in ("out", "bn")]
+    for cfg, together in zip(cfgs, train(cfgs)):
+        assert_same_training(together, train([cfg])[0])
+
+
 @pytest.mark.parametrize("model", ["mlp", "lenet5"])
 def test_evaluation_in_cache_sized_chunks_equals_one_pass(model):
-    """On a CPU evaluate() passes cache-sized chunks (stacked.EVAL_FLOATS_CPU; 256 images for two
+    """On a CPU evaluate() passes cache-sized chunks (stacked.EVAL_FLOATS_CPU; 256 images for three
     LeNet-5s, 1,747 for three 100-wide MLPs): the same losses and accuracies as the whole set at once."""
     from bnonly.engine import evaluate
     cfgs = [small(model=model, width=100, trainable=t, seed=0) for t in ("bn", "all", "out")]
@@ -387,6 +401,7 @@ def test_evaluation_in_cache_sized_chunks_equals_one_pass(model):
     d = load("mnist", 0.2, 0, 3000)
     x, y = d.x_test[:4000], d.y_test[:4000]
     assert stack.eval_chunk(len(y), tuple(x.shape[1:])) == (256 if model == "lenet5" else 1747)
+    assert stack.example_floats(tuple(x.shape[1:])) == (16 * 28 * 28 if model == "lenet5" else 100)  # conv: maps
     chunked, whole = evaluate(stack, x, y), evaluate(stack, x, y, chunk=len(y))
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=0)
     assert torch.equal(chunked[1], whole[1])

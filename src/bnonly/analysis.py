@@ -127,7 +127,8 @@ def ablation(model: Net, cfg: RunConfig, x_stats: torch.Tensor, x: torch.Tensor,
     # the variants: copies of the model, then each one's gamma = beta = 0 where it is off; nothing
     # trains here, so they share the model's weights and its first layer runs once for all of them
     frozen = Plan({n: False for n, _ in model.named_parameters()}, plan(build(cfg, tuple(x.shape[1:])), cfg).norm_mode)
-    stack = stack_of([model] * len(offs), [frozen] * len(offs))
+    template = copy.deepcopy(model)  # (a ModuleStack sets its template's mode and counts its batches)
+    stack = stack_of([template] * len(offs), [frozen] * len(offs))
     names = {id(t): n for n, t in model.named_parameters()}
     with torch.no_grad():
         for layer, norm in enumerate(norms(model)):

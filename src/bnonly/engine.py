@@ -22,7 +22,7 @@ from . import data as data_mod
 from .config import ConfigError, RunConfig
 from .models import MODELS, Net, build
 from .sets import SETS
-from .stacked import StackBase, stack_of
+from .stacked import StackBase, splits_frozen_trunks, stack_of
 from .trainable import pack, plan
 from .version import __version__
 
@@ -52,10 +52,17 @@ def stack_key(cfg: RunConfig) -> tuple[str, str]:
     return group_key(cfg), "dense" if dense_weight_gradients(cfg) else "frozen"
 
 
-def stack_order(cfg: RunConfig) -> tuple[bool, int]:
-    """Where a run sits in its stack: models that share a seed's batch contiguous, and the sets that
-    train nothing before the head (`out`, `none`) after all others (Stack.frozen_from)."""
-    return SETS[cfg.trainable].frozen_trunk, cfg.seed
+def stack_order(cfg: RunConfig, split: bool = True) -> tuple[bool, int]:
+    """Where a run sits in its stack: by seed (a seed's models share its batch), and with `split`
+    the sets that train nothing before the head (`out`, `none`) after all others, where the stack
+    runs them as a part of their own (stacked.splits_frozen_trunks, Stack.frozen_from)."""
+    return split and SETS[cfg.trainable].frozen_trunk, cfg.seed
+
+
+def sorted_for_stack(cfgs: list[RunConfig], device: str) -> list[int]:
+    """The order of cfgs (indices) in their stack on `device` (stack_order)."""
+    split = splits_frozen_trunks(build(cfgs[0]), device)
+    return sorted(range(len(cfgs)), key=lambda i: stack_order(cfgs[i], split))
 
 
 @dataclass
@@ -169,15 +176,18 @@ def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def shared_runs(pos: list[int]):
-    """Per-model seed positions (sorted) -> the seeds to gather a batch for, and for each of them
-    (its row in that gather, first model, end model): one gather per seed, not per model."""
+    """Per-model seed positions (in stack order: each seed's models contiguous, or in two runs where
+    the frozen-trunk sets sit last, see stack_order) -> the seeds to gather a batch for, once each,
+    and the runs of models reading one of them, as (its row in that gather, first model, end model):
+    one gather (and one augmentation) per seed, not per model."""
     seeds, shared = [], []
     for m, p in enumerate(pos):
-        if seeds and seeds[-1] == p:
+        if shared and seeds[shared[-1][0]] == p:
             shared[-1][2] = m + 1
         else:
-            seeds.append(p)
-            shared.append([len(seeds) - 1, m, m + 1])
+            if p not in seeds:
+                seeds.append(p)
+            shared.append([seeds.index(p), m, m + 1])
     return seeds, [tuple(t) for t in shared]
 
 
@@ -269,10 +279,10 @@ def step(stack: StackBase, xb: torch.Tensor, yb: torch.Tensor, bufs: dict, lr: f
 def train(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None, hooks: Hooks | None = None) -> list[Result]:
     """Train runs that share a group key as one stack; returns one Result per config, in order."""
     hooks = hooks or Hooks()
-    order = sorted(range(len(cfgs)), key=lambda i: stack_order(cfgs[i]))
     if len({group_key(c) for c in cfgs}) != 1:
         raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
     device = resolve_device(device)
+    order = sorted_for_stack(cfgs, device)
     if device == "cuda":  # TF32 only when asked for (PyTorch's default for matmuls is full fp32)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfgs[0].precision == "tf32"
     t0 = time.perf_counter()
@@ -422,7 +432,8 @@ def calibrate(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None =
     rounds of `batches` steps after one warm-up step, plus validation) and once (building its models
     and stack, twice, and the test set). Nothing is stored; the runs' own training starts from scratch."""
     t0 = time.perf_counter()
-    group = Group(sorted(cfgs, key=stack_order), resolve_device(device), data_dir)
+    device = resolve_device(device)
+    group = Group([cfgs[i] for i in sorted_for_stack(cfgs, device)], device, data_dir)
     setup = time.perf_counter() - t0
     full = group.n_batches
     group.n_batches = 1

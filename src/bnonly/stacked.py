@@ -40,9 +40,11 @@ SEED_BLOCK_MIN_WEIGHTS = 2 ** 19
 
 # Models that train nothing before the head (`out`, `none`) need no backward pass through their
 # trunk, even in a stack whose other models do (`bn`): whether the stack's last such models run
-# their trunk as a part of their own without gradients (Stack.frozen_from). None (the default):
-# where seed blocks are used (a CPU, layers of at least SEED_BLOCK_MIN_WEIGHTS weights); a second
-# part's extra forward ops cost more than the saved backward where small ops bound the step.
+# their trunk as a part of their own without gradients (Stack.frozen_from; the engine sorts them
+# last where splits_frozen_trunks says so). None (the default): on a CPU for a chain of blocks with
+# a later layer of at least SEED_BLOCK_MIN_WEIGHTS weights (the rule of seed blocks; measured
+# 1.16-1.19x at width 784, 1.01x at 400 and 0.89x at 100, benchmarks/frozen_trunks.py: a second
+# part's extra forward ops cost more than the saved backward where small ops bound the step).
 FROZEN_TRUNKS: bool | None = None
 
 # evaluate() on a CPU passes examples in chunks whose widest activations (all models) hold about this
@@ -52,6 +54,22 @@ EVAL_FLOATS_CPU = 2 ** 19
 
 ENTRIES = ":entries"  # suffix of the parameter that holds a weight's trainable entries (see SparseEntries)
 FIRST = "blocks.0.op.weight"
+
+
+def widest_later(template: nn.Module) -> int:
+    """The weights of the widest layer after the first in a chain of blocks (`Net`); else 0."""
+    return max((b.op.weight.numel() for b in template.blocks[1:]), default=0) if isinstance(template, Net) else 0
+
+
+def wide_cpu(flag: bool | None, widest: int, cpu: bool) -> bool:
+    """flag, or where it is None: on a CPU, with a later layer of at least SEED_BLOCK_MIN_WEIGHTS
+    weights (where SEED_BLOCKS and FROZEN_TRUNKS pay)."""
+    return cpu and widest >= SEED_BLOCK_MIN_WEIGHTS if flag is None else flag
+
+
+def splits_frozen_trunks(template: nn.Module, device) -> bool:
+    """Whether a stack of such models on `device` runs `out` and `none` as a part of their own."""
+    return isinstance(template, Net) and wide_cpu(FROZEN_TRUNKS, widest_later(template), torch.device(device).type == "cpu")
 
 
 def _models(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
@@ -222,17 +240,10 @@ class StackBase:
         return x if rows == list(range(len(x))) else x.index_select(0, torch.tensor(rows, device=x.device))
 
     def eval_chunk(self, n: int, example_shape=()) -> int:
-        """How many of n examples (each of example_shape, e.g. (1, 28, 28)) evaluate() passes at once.
-        On a CPU, cache-sized: the widest layer's activations of all models about EVAL_FLOATS_CPU
-        floats, and at least 256 examples; on a GPU about 2**25 floats."""
-        floats = self.size * self.example_floats(example_shape)
-        if self.params[next(iter(self.params))].is_cuda:
-            return max(256, min(n, 2 ** 25 // max(1, floats)))
-        return max(256, min(n, EVAL_FLOATS_CPU // max(1, floats)))
-
-    def example_floats(self, example_shape) -> int:
-        """The widest layer's output per example and model (an upper bound)."""
-        return max(p.shape[1] for p in self.params.values() if p.dim() >= 3)
+        """How many of n examples (each of example_shape, e.g. (1, 28, 28)) evaluate() passes at
+        once: activations of about 2**25 floats, counting a layer's features per example."""
+        width = max(p.shape[1] for p in self.params.values() if p.dim() >= 3)
+        return max(256, min(n, int(2 ** 25 // max(1, self.size * width))))
 
     @torch.no_grad()
     def reestimate_statistics(self, batches) -> None:
@@ -285,9 +296,9 @@ class Stack(StackBase):
         # values (a stack may be empty).
         self._rows_cols = {n: (i // params[n].shape[2], i % params[n].shape[2]) for n, i in self.entries.items()}
         self.base = {n: params[n].flatten(1).gather(1, i) for n, i in self.entries.items()}
+        self._widest_later, self._cpu = widest_later(template), not params[FIRST].is_cuda  # (wide_cpu)
         self._op_names = tuple(n for i in range(len(self.specs)) for n in (f"blocks.{i}.op.weight", f"blocks.{i}.op.bias")
                                if n in params)
-        self._widest_later = max((b.op.weight.numel() for b in template.blocks[1:]), default=0)
         # models frozen_from.. train nothing before the head (the engine sorts such models last)
         frozen = torch.ones(self.size, dtype=torch.bool)
         for n, m in masks.items():
@@ -299,6 +310,14 @@ class Stack(StackBase):
     @staticmethod
     def gathered(template: Net) -> set[str]:
         return {f"blocks.{i}.op.weight" for i, b in enumerate(template.blocks) if isinstance(b.op, nn.Linear)}
+
+    def eval_chunk(self, n: int, example_shape=()) -> int:
+        """On a CPU, cache-sized chunks: the widest layer's activations of all models about
+        EVAL_FLOATS_CPU floats, and at least 256 examples. On a GPU, where a step is bound by kernel
+        launches, the larger chunks of StackBase.eval_chunk."""
+        if self.params[FIRST].is_cuda:
+            return super().eval_chunk(n, example_shape)
+        return max(256, min(n, EVAL_FLOATS_CPU // max(1, self.size * self.example_floats(example_shape))))
 
     def example_floats(self, example_shape) -> int:
         """A layer's outputs per example and model: its features, times the input's H x W for a conv
@@ -338,15 +357,11 @@ class Stack(StackBase):
         output is computed once per seed and shared (only valid while no model trains that layer)."""
         return self.owners((FIRST, "blocks.0.op.bias"))
 
-    def wide_cpu(self, flag: bool | None) -> bool:
-        """flag, or where it is None: on a CPU, with a later layer of at least SEED_BLOCK_MIN_WEIGHTS weights."""
-        return (not self.params[FIRST].is_cuda and self._widest_later >= SEED_BLOCK_MIN_WEIGHTS) if flag is None else flag
-
     def seed_runs(self, shared) -> list[tuple[int, int, int]] | None:
         """The blocks of a stack whose weights are all frozen: per (row, a, b) of `shared`, the
         runs of models that share every layer's weights (one per seed), as (row, a, b); None where
         no two models would share a block (nothing to gain over one block of per-model weights)."""
-        if not self.wide_cpu(SEED_BLOCKS) or not self.weights_frozen or not self.size:
+        if not wide_cpu(SEED_BLOCKS, self._widest_later, self._cpu) or not self.weights_frozen or not self.size:
             return None
         own = self.owners(self._op_names)
         runs = []
@@ -527,7 +542,8 @@ class Stack(StackBase):
         Where FROZEN_TRUNKS asks for it, models frozen_from.. (which train nothing before the head)
         run as a part of their own whose trunk has no backward pass."""
         F_, M = self.frozen_from, self.size
-        if shared is None or not 0 < F_ < M or not torch.is_grad_enabled() or not self.wide_cpu(FROZEN_TRUNKS):
+        if (shared is None or not 0 < F_ < M or not torch.is_grad_enabled()
+                or not wide_cpu(FROZEN_TRUNKS, self._widest_later, self._cpu)):
             return self._part(x, training, shared, first_done, raw, True)
         head = [(row, a, min(b, F_)) for row, a, b in shared if a < F_]
         tail = [(row, max(a, F_), b) for row, a, b in shared if b > F_]
@@ -542,7 +558,7 @@ class Stack(StackBase):
             return self._part_logits(x, training, shared, first_done, raw, grad)
 
     def _part_logits(self, x, training: bool, shared, first_done: bool, raw, grad: bool) -> torch.Tensor:
-        a, b = (0, self.size) if shared is None else (shared[0][1], shared[-1][2])
+        a, b = (0, self.size) if not shared else (shared[0][1], shared[-1][2])
         runs = None if shared is None or (training and self.any_inference) else self.seed_runs(shared)
         if runs is not None:
             blocks = [self._seed_block(x, row, a, b, training, first_done, raw, grad) for row, a, b in runs]
