@@ -88,7 +88,10 @@ def test_two_node_cluster_gives_the_local_results_on_both_nodes(two_nodes, tmp_p
 def _sweep_process(out, *extra):
     cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(out), "--executor", "ray",
            *[a for s in TINY for a in ("--set", s)], *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # SIGINT at its default in the child: a test run started as a background job ignores it, and the
+    # child would inherit that and never see the Ctrl-C this test sends
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _task_pids():

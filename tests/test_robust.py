@@ -130,7 +130,8 @@ def test_ctrl_c_with_workers_is_one_line(tmp_path):
     cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(out), "--workers", "2", "--no-estimate",
            "--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","all"]', "--set", "seeds=[0]",
            "--set", "subset=20000", "--set", "max_epochs=40", "--set", "patience=40"]
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True,  # SIGINT at its default,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in test_cluster
     deadline = time.time() + 120
     n = 0
     while time.time() < deadline and p.poll() is None and not n:  # the workers are training, a group is stored
