@@ -64,7 +64,7 @@ def widest_later(template: nn.Module) -> int:
 def wide_cpu(flag: bool | None, widest: int, cpu: bool) -> bool:
     """flag, or where it is None: on a CPU, with a later layer of at least SEED_BLOCK_MIN_WEIGHTS
     weights (where SEED_BLOCKS and FROZEN_TRUNKS pay)."""
-    return cpu and widest >= SEED_BLOCK_MIN_WEIGHTS if flag is None else flag
+    return (cpu and widest >= SEED_BLOCK_MIN_WEIGHTS) if flag is None else flag
 
 
 def splits_frozen_trunks(template: nn.Module, device) -> bool:
@@ -554,28 +554,25 @@ class Stack(StackBase):
         """Models a..b, the models `shared` covers (all M where it is None), as forward() says;
         without trunk_grad, everything before the head runs without gradients."""
         grad = torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad and trunk_grad):
-            return self._part_logits(x, training, shared, first_done, raw, grad)
-
-    def _part_logits(self, x, training: bool, shared, first_done: bool, raw, grad: bool) -> torch.Tensor:
         a, b = (0, self.size) if not shared else (shared[0][1], shared[-1][2])
         runs = None if shared is None or (training and self.any_inference) else self.seed_runs(shared)
         if runs is not None:
-            blocks = [self._seed_block(x, row, a, b, training, first_done, raw, grad) for row, a, b in runs]
-            with torch.set_grad_enabled(grad):  # (the blocks' heads have gradients: so has their concatenation)
-                return torch.cat(blocks)
-        if first_done:  # [B, M, ...]: each model its row's
-            h, start = self._per_model(x, shared).transpose(0, 1), 1
-        elif shared is None:
-            h, start = x.transpose(0, 1), 0
-        elif self.first_layer_frozen:
-            h, start = self._shared_first_layer(x, shared), 1
-        else:
-            parts = [x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]  # [M, B, ...], then [B, M, ...]
-            h, start = (parts[0] if len(parts) == 1 else torch.cat(parts)).transpose(0, 1), 0
-        if start and self.first_has_entries:  # the first layer's input, per model
-            h = self._first_entries(h, self._per_model(raw if first_done else x, shared).transpose(0, 1), a, b)
-        return self._layers(h, start, a, b, False, training, grad)
+            with torch.set_grad_enabled(grad and trunk_grad):
+                blocks = [self._seed_block(x, row, a, b, training, first_done, raw, grad) for row, a, b in runs]
+            return torch.cat(blocks)  # (the blocks' heads have gradients: so has their concatenation)
+        with torch.set_grad_enabled(grad and trunk_grad):
+            if first_done:  # [B, M, ...]: each model its row's
+                h, start = self._per_model(x, shared).transpose(0, 1), 1
+            elif shared is None:
+                h, start = x.transpose(0, 1), 0
+            elif self.first_layer_frozen:
+                h, start = self._shared_first_layer(x, shared), 1
+            else:
+                parts = [x[row].expand(b - a, *x.shape[1:]) for row, a, b in shared]  # [M, B, ...], then [B, M, ...]
+                h, start = (parts[0] if len(parts) == 1 else torch.cat(parts)).transpose(0, 1), 0
+            if start and self.first_has_entries:  # the first layer's input, per model
+                h = self._first_entries(h, self._per_model(raw if first_done else x, shared).transpose(0, 1), a, b)
+            return self._layers(h, start, a, b, False, training, grad)
 
     def _seed_block(self, x, row: int, a: int, b: int, training: bool, first_done: bool, raw, grad: bool) -> torch.Tensor:
         """Models a..b, which read x[row] and share every layer's weights: the first layer once
