@@ -341,13 +341,19 @@ class Group:
         Ma = len(self.active)
         seed_list, shared = shared_runs(pos.tolist())
         rows = torch.tensor(seed_list, device=device)
+        # Models that multiply their own first-layer weights need a copy of the batch each: gathered
+        # per model at once, not per seed and then copied per model (Stack.forward's `shared`).
+        per_model = self.first is None and not c0.augment and not self.stack.first_layer_frozen
         loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
         correct = torch.zeros(Ma, device=device, dtype=torch.float64)
         for b in range(self.n_batches):
             batch = perms[:, b * B:(b + 1) * B]  # [S, Bb]: each seed's batch
-            yb = d.y_train[batch.index_select(0, pos)]  # [Ma, Bb]: each model's labels
+            by_model = batch.index_select(0, pos)  # [Ma, Bb]: each model's examples
+            yb = gather(d.y_train, by_model)
             idx = batch.index_select(0, rows)
-            if self.first is None:
+            if per_model:
+                xb, raw = gather(d.x_train, by_model), None
+            elif self.first is None:
                 xb, raw = gather(d.x_train, idx), None
                 if c0.augment:  # each seed's batch from its own generator (data order and augmentation)
                     xb = torch.stack([data_mod.augment(xb[r], d.fill, self.gens[self.seeds[p]])
@@ -356,7 +362,8 @@ class Group:
                 xb = self.first.batch(idx, rows)
                 raw = gather(d.x_train, idx) if self.stack.first_has_entries else None
             loss_m, logits = step(self.stack, xb, yb, self.bufs, self.lr, c0.momentum, c0.weight_decay,
-                                  bf16=c0.precision == "bf16", shared=shared, first_done=self.first is not None, raw=raw)
+                                  bf16=c0.precision == "bf16", shared=None if per_model else shared,
+                                  first_done=self.first is not None, raw=raw)
             with torch.no_grad():
                 loss_sum += loss_m.detach() * yb.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)
