@@ -405,3 +405,32 @@ def test_evaluation_in_cache_sized_chunks_equals_one_pass(model):
     chunked, whole = evaluate(stack, x, y), evaluate(stack, x, y, chunk=len(y))
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=0)
     assert torch.equal(chunked[1], whole[1])
+
+
+@pytest.mark.parametrize("sets,precision", [("all", "fp32"), ("all-nobn", "fp32"), ("all-nobn", "bf16")])
+def test_batched_linear_gives_weight_gradients_in_the_weights_layout_and_trains_as_before(sets, precision, monkeypatch):
+    """stacked.BatchedLinear (the `all` stacks' linear layers) hands every trained weight a
+    gradient laid out as the weight [k, out, in] (autograd's batched matmul hands it on transposed),
+    the same gradients as autograd's, and two seeds trained with it forced on and off train alike,
+    under bf16 autocast too. (Without BatchNorm, a layer's bias and scale reach the loss: with it,
+    a wrong bias gradient or output scale would go unseen.)"""
+    from bnonly import stacked
+    cfgs = [small(width=96, trainable=sets, seed=s, precision=precision) for s in (0, 1)]
+    models = [build(c) for c in cfgs]
+    x = load("mnist", 0.2, 0, 3000).x_train[:64].view(2, 32, -1)
+    runs = {}
+    for forced in (True, False):
+        monkeypatch.setattr(stacked, "BATCHED_LINEAR", forced)
+        stack = Stack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            loss = stack.forward(x, training=True).float().square().mean()
+        names = [n for n in stack.params if n.startswith("blocks.")]
+        grads = torch.autograd.grad(loss, [stack.params[n] for n in names])
+        assert [g.is_contiguous() for n, g in zip(names, grads) if n.endswith("op.weight")] == [forced] * 2
+        assert all(g.dtype == torch.float32 for g in grads)
+        runs[forced] = (train(cfgs), grads)
+    tol = dict(rtol=1e-5, atol=1e-7) if precision == "fp32" else dict(rtol=1e-2, atol=1e-4)
+    for a, b in zip(runs[True][1], runs[False][1]):
+        torch.testing.assert_close(a, b, **tol)
+    for a, b in zip(runs[True][0], runs[False][0]):
+        assert_same_training(a, b)

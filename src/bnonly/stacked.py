@@ -47,6 +47,16 @@ SEED_BLOCK_MIN_WEIGHTS = 2 ** 19
 # part's extra forward ops cost more than the saved backward where small ops bound the step).
 FROZEN_TRUNKS: bool | None = None
 
+# Linear layers whose weights train (`all`) as BatchedLinear, whose weight gradient comes out in the
+# weight's own layout: None (the default) where each model's weight has at least
+# BATCHED_LINEAR_MIN_WEIGHTS entries; True/False force it on/off (the tests check both agree).
+# Autograd's batched-matmul backward gives it transposed, and the SGD step's foreach ops on a
+# transposed gradient are slow on a CPU. Measured on 2 cores (benchmarks/weight_gradients.py):
+# 1.07-1.11x for `all` at widths 300-784, within 1.00-1.07x at width 100, 0.91x at width 10 (where
+# a Python autograd.Function's overhead outweighs copying a 10x10 gradient).
+BATCHED_LINEAR: bool | None = None
+BATCHED_LINEAR_MIN_WEIGHTS = 2 ** 13
+
 # evaluate() on a CPU passes examples in chunks whose widest activations (all models) hold about this
 # many floats: cache-sized. Measured on 2 cores, one thread, 3 models, 12,000 validation images,
 # against the whole set at once: MLP 100x6 233 -> 82 ms, 784x2 1209 -> 685 ms, LeNet-5 5.3 -> 2.3 s.
@@ -86,8 +96,36 @@ def _product(h: torch.Tensor, w: torch.Tensor, transpose: bool = True, bias: tor
     if w.dim() == 2:
         x, wt = h.reshape(B * k, -1), w.t() if transpose else w
         return (x @ wt if bias is None else torch.addmm(bias, x, wt)).view(B, k, -1)
+    if transpose and w.requires_grad and (w[0].numel() >= BATCHED_LINEAR_MIN_WEIGHTS if BATCHED_LINEAR is None
+                                          else BATCHED_LINEAR):
+        return BatchedLinear.apply(h, w, bias)
     hm, wt = h.transpose(0, 1), w.transpose(1, 2) if transpose else w
     return (torch.bmm(hm, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), hm, wt)).transpose(0, 1)
+
+
+class BatchedLinear(torch.autograd.Function):
+    """k models' linear layers as one batched matmul: h [B, k, in], w [k, out, in], bias [k, out] or
+    None -> [B, k, out], as _product computes it, with the weight's gradient computed as
+    delta^T h per model: [k, out, in], the weight's own layout (autograd's bmm backward computes
+    h^T delta and hands it on transposed, and every SGD step then reads it strided: see BATCHED_LINEAR)."""
+
+    @staticmethod
+    def forward(ctx, h, w, bias):
+        hm = h.transpose(0, 1)
+        out = torch.bmm(hm, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias.unsqueeze(1), hm, w.transpose(1, 2))
+        ctx.save_for_backward(h, w)
+        ctx.has_bias = bias is not None
+        return out.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.saved_tensors
+        h, w = h.to(g.dtype), w.to(g.dtype)  # under autocast, the forward multiplied their bf16 copies
+        gm = g.transpose(0, 1)  # [k, B, out]
+        grad_h = torch.bmm(gm, w).transpose(0, 1) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(gm.transpose(1, 2), h.transpose(0, 1)) if ctx.needs_input_grad[1] else None
+        grad_b = gm.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_h, grad_w, grad_b
 
 
 class SparseEntries(torch.autograd.Function):
