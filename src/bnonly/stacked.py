@@ -51,9 +51,10 @@ FROZEN_TRUNKS: bool | None = None
 # weight's own layout: None (the default) where each model's weight has at least
 # BATCHED_LINEAR_MIN_WEIGHTS entries; True/False force it on/off (the tests check both agree).
 # Autograd's batched-matmul backward gives it transposed, and the SGD step's foreach ops on a
-# transposed gradient are slow on a CPU. Measured on 2 cores (benchmarks/weight_gradients.py):
-# 1.07-1.11x for `all` at widths 300-784, within 1.00-1.07x at width 100, 0.91x at width 10 (where
-# a Python autograd.Function's overhead outweighs copying a 10x10 gradient).
+# transposed gradient are slow on a CPU. Measured on 2 cores, off/on per step of `all` groups
+# (benchmarks/weight_gradients.py): 1.04-1.06x at widths 300-784 (1.07-1.11x in a first, shorter
+# comparison), 1.02-1.04x at width 100, 0.92x at width 10 (where a Python autograd.Function's
+# overhead outweighs the strided reads of a 10x10 gradient: the default leaves it off there).
 BATCHED_LINEAR: bool | None = None
 BATCHED_LINEAR_MIN_WEIGHTS = 2 ** 13
 
