@@ -44,10 +44,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bnonly.config import resolve
 from bnonly.data import Tensors, load
-from bnonly.engine import DEVICES, FirstLayerCache, gather, resolve_device, shared_runs, step
+from bnonly.engine import DEVICES, Group, gather, resolve_device, sorted_for_stack, step
 from bnonly.models import build
 from bnonly.groups import stack_limit
-from bnonly.stacked import stack_of
 from bnonly.trainable import plan
 
 STEPS_PER_EPOCH = 375  # 48,000 / 128
@@ -167,28 +166,23 @@ def textbook(cfg, d, device):
 
 def engine_step(cfg, d, device, m, seeds=3):
     """(b)/(c) bnonly: m models as one stack, as the sweep stacks them: `seeds` seeds, the models of
-    one seed (in a sweep, its trainable sets) sharing that seed's batches, models sorted by seed."""
+    one seed (in a sweep, its trainable sets) sharing that seed's batches, in the engine's stack
+    order; each call one batch of the engine's own epoch loop (engine.Group.batches) and its step."""
     S = min(seeds, m)
-    cfgs = sorted((cfg.replace(seed=i % S) for i in range(m)), key=lambda c: c.seed)
-    models = [build(c, d.input_shape) for c in cfgs]
-    stack = stack_of(models, [plan(mm, c) for mm, c in zip(models, cfgs)], device)
-    gens = [torch.Generator().manual_seed(s) for s in range(S)]
-    perms = torch.stack([torch.randperm(len(d.y_train), generator=g) for g in gens]).to(device)
-    pos = torch.tensor([c.seed for c in cfgs], device=device)
-    _, shared = shared_runs(pos.tolist())
-    rows = torch.arange(S, device=device)
-    first = FirstLayerCache.build(stack, cfgs, list(range(S)), d)  # as engine.Group: a frozen first layer, once
-    bufs: dict = {}
-    state = {"b": 0}
+    cfgs = [cfg.replace(seed=i % S) for i in range(m)]
+    group = Group([cfgs[i] for i in sorted_for_stack(cfgs, device)], device, None, data=d)
+    group.n_batches = len(d.y_train) // 128
+    batches = iter(())
 
     def one():
-        b = state["b"] % (len(d.y_train) // 128)
-        state["b"] += 1
-        batch = perms[:, b * 128:(b + 1) * 128]
-        xb = gather(d.x_train, batch) if first is None else first.batch(batch, rows)
-        raw = gather(d.x_train, batch) if first is not None and stack.first_has_entries else None
-        step(stack, xb, d.y_train[batch.index_select(0, pos)], bufs, cfg.lr, cfg.momentum, 0.0,
-             shared=shared, first_done=first is not None, raw=raw)
+        nonlocal batches
+        try:
+            xb, yb, shared, raw = next(batches)
+        except StopIteration:
+            batches = group.batches()
+            xb, yb, shared, raw = next(batches)
+        step(group.stack, xb, yb, group.bufs, cfg.lr, cfg.momentum, 0.0, shared=shared,
+             first_done=group.first is not None, raw=raw)
     return one
 
 
@@ -279,7 +273,7 @@ def cifar_rows(device: str, peak: float, budget: float, M: int) -> list[dict]:
     print("-" * len(head))
     for name in ("resnet20", "resnet56"):
         for tset in ("bn", "all", "random"):
-            cfg = resolve("frankle", model=name, trainable=tset)
+            cfg = resolve("frankle", model=name, trainable=tset, augment=False)  # as the textbook loop
             fwd, first = conv_flops(cfg)
             flops = 128 * (2 * fwd - first + (fwd if tset != "bn" else 0))  # random: dense weight gradients
             ta = timed(textbook(cfg, d, device), device, budget, min_steps=2)

@@ -304,10 +304,12 @@ class Group:
     group (index g), the best weights, early-stopping counters and Result. The stack holds only the
     models still training; `active` maps its rows to g."""
 
-    def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None):
+    def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None, data: data_mod.Tensors | None = None):
+        """data: what to train on instead of cfg's data set (benchmarks on generated batches)."""
         self.cfg, self.device = cfgs[0], device
         c0 = self.cfg
-        self.data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset, device, data_dir, c0.normalize)
+        self.data = data if data is not None else data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset,
+                                                                device, data_dir, c0.normalize)
         self.models = [build(c, self.data.input_shape) for c in cfgs]
         self.plans = [plan(m, c) for m, c in zip(self.models, cfgs)]
         self.stack = stack_of(self.models, self.plans, device)
@@ -331,44 +333,51 @@ class Group:
         self.lr = c0.lr
         self.train_loss = self.train_acc = None
 
-    def train_epoch(self, epoch: int, hooks: Hooks):
-        """One pass over the training set: every active model on its seed's batches."""
+    def batches(self):
+        """The epoch's training batches for the active models, as step() takes them: (xb, yb,
+        shared, raw) per batch. Data order is each seed's own (its generator), and each seed's batch
+        is gathered (and augmented) once; where every model multiplies its own first-layer weights,
+        xb holds one batch per model, gathered at once (shared None), not per seed and then copied
+        per model (Stack.forward's `shared`)."""
         c0, d, device = self.cfg, self.data, self.device
         N, B = len(d.y_train), c0.batch_size
-        self.lr = c0.lr_at(epoch)
         perms = torch.stack([torch.randperm(N, generator=self.gens[s]) for s in self.seeds]).to(device)  # [S, N]
         pos = self.seed_pos.index_select(0, self.active)
-        Ma = len(self.active)
         seed_list, shared = shared_runs(pos.tolist())
         rows = torch.tensor(seed_list, device=device)
-        # Models that multiply their own first-layer weights need a copy of the batch each: gathered
-        # per model at once, not per seed and then copied per model (Stack.forward's `shared`).
         per_model = self.first is None and not c0.augment and not self.stack.first_layer_frozen
-        loss_sum = torch.zeros(Ma, device=device, dtype=torch.float64)
-        correct = torch.zeros(Ma, device=device, dtype=torch.float64)
         for b in range(self.n_batches):
             batch = perms[:, b * B:(b + 1) * B]  # [S, Bb]: each seed's batch
             by_model = batch.index_select(0, pos)  # [Ma, Bb]: each model's examples
             yb = gather(d.y_train, by_model)
-            idx = batch.index_select(0, rows)
             if per_model:
-                xb, raw = gather(d.x_train, by_model), None
-            elif self.first is None:
-                xb, raw = gather(d.x_train, idx), None
-                if c0.augment:  # each seed's batch from its own generator (data order and augmentation)
-                    xb = torch.stack([data_mod.augment(xb[r], d.fill, self.gens[self.seeds[p]])
-                                      for r, p in enumerate(seed_list)])
-            else:
-                xb = self.first.batch(idx, rows)
-                raw = gather(d.x_train, idx) if self.stack.first_has_entries else None
+                yield gather(d.x_train, by_model), yb, None, None
+                continue
+            idx = batch.index_select(0, rows)
+            if self.first is not None:
+                yield self.first.batch(idx, rows), yb, shared, gather(d.x_train, idx) if self.stack.first_has_entries else None
+                continue
+            xb = gather(d.x_train, idx)
+            if c0.augment:  # each seed's batch from its own generator (data order and augmentation)
+                xb = torch.stack([data_mod.augment(xb[r], d.fill, self.gens[self.seeds[p]]) for r, p in enumerate(seed_list)])
+            yield xb, yb, shared, None
+
+    def train_epoch(self, epoch: int, hooks: Hooks):
+        """One pass over the training set: every active model on its seed's batches."""
+        c0 = self.cfg
+        self.lr = c0.lr_at(epoch)
+        Ma = len(self.active)
+        loss_sum = torch.zeros(Ma, device=self.device, dtype=torch.float64)
+        correct = torch.zeros(Ma, device=self.device, dtype=torch.float64)
+        for b, (xb, yb, shared, raw) in enumerate(self.batches()):
             loss_m, logits = step(self.stack, xb, yb, self.bufs, self.lr, c0.momentum, c0.weight_decay,
-                                  bf16=c0.precision == "bf16", shared=None if per_model else shared,
-                                  first_done=self.first is not None, raw=raw)
+                                  bf16=c0.precision == "bf16", shared=shared, first_done=self.first is not None, raw=raw)
             with torch.no_grad():
                 loss_sum += loss_m.detach() * yb.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)
             if hooks.batch:
                 hooks.batch(epoch, b + 1, self.n_batches, Ma)
+        N = len(self.data.y_train)
         self.train_loss, self.train_acc = (loss_sum / N).tolist(), (correct / N).tolist()
 
     def validate(self, epoch: int, hooks: Hooks):
