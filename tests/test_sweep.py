@@ -1,4 +1,3 @@
-import os
 import signal
 import sqlite3
 import subprocess

@@ -60,7 +60,7 @@ def plot_accuracy_vs_depth(mlp, out_dir: Path, written: dict) -> str | None:
     for ax in list(axes.flat)[len(widths):]:
         ax.set_visible(False)
     axes[0][0].set_ylabel("test accuracy")
-    handles, labels = {}, {}
+    handles = {}
     for ax in list(axes.flat)[:len(widths)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
