@@ -39,8 +39,9 @@ def main():
         times = {"strided": [], "contiguous": [], "textbook": []}
         for _ in range(3):
             for name, fn in variants.items():
-                speed.step = fn
+                engine.step = fn  # what engine.Group.train_step calls
                 times[name].append(speed.timed(speed.engine_step(cfg, d, "cpu", m), "cpu", 1.5) / m)
+            engine.step = variants["contiguous"]
             times["textbook"].append(speed.timed(speed.textbook(cfg, d, "cpu"), "cpu", 1.5))
         b = {k: min(v) for k, v in times.items()}
         print(f"{width}x{depth} {tset} M={m}: ms per model-step strided {b['strided'] * 1e3:.2f}, contiguous "

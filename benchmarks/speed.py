@@ -11,8 +11,9 @@ training images, batch 128, i.e. 375 steps per epoch), it times:
       the models of one seed share its batches;
   (d) the alternative the engine was measured against: torch.func (stack_module_state +
       vmap(grad(functional_call))) on the same M models, each gathering its own batch (so (c)/(d)
-      includes (c)'s saving from gathering once per seed; with a batch per model too, (c) beat (d)
-      1.0-2.4x).
+      includes (c)'s saving from gathering once per seed where the models of a seed read one batch
+      through a frozen first layer, the BN-like sets; `all` gathers a batch per model in both; with
+      a batch per model everywhere, (c) beat (d) 1.0-2.4x).
 
 and reports model-epochs per second, achieved GFLOP/s, and efficiency = floor / measured time,
 where floor = max(FLOPs the step needs / torch.mm peak, bytes it must move / copy bandwidth),
@@ -44,7 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bnonly.config import resolve
 from bnonly.data import Tensors, load
-from bnonly.engine import DEVICES, Group, gather, resolve_device, sorted_for_stack, step
+from bnonly.engine import DEVICES, Group, gather, resolve_device, sorted_for_stack
 from bnonly.models import build
 from bnonly.groups import stack_limit
 from bnonly.trainable import plan
@@ -171,18 +172,17 @@ def engine_step(cfg, d, device, m, seeds=3):
     S = min(seeds, m)
     cfgs = [cfg.replace(seed=i % S) for i in range(m)]
     group = Group([cfgs[i] for i in sorted_for_stack(cfgs, device)], device, None, data=d)
-    group.n_batches = len(d.y_train) // 128
+    group.n_batches = len(d.y_train) // cfg.batch_size  # full batches only
     batches = iter(())
 
     def one():
         nonlocal batches
         try:
-            xb, yb, shared, raw = next(batches)
+            batch = next(batches)
         except StopIteration:
             batches = group.batches()
-            xb, yb, shared, raw = next(batches)
-        step(group.stack, xb, yb, group.bufs, cfg.lr, cfg.momentum, 0.0, shared=shared,
-             first_done=group.first is not None, raw=raw)
+            batch = next(batches)
+        group.train_step(*batch)
     return one
 
 

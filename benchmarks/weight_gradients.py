@@ -5,8 +5,8 @@ computes each weight gradient transposed, and the SGD step's foreach ops then re
 stacked.BatchedLinear computes it in the weight's own layout (stacked.BATCHED_LINEAR; by default for
 weights of at least stacked.BATCHED_LINEAR_MIN_WEIGHTS entries per model). This times a few steps
 of real `all` groups (as many seeds as groups.stack_limit stacks, at most 3) with it off, on, off
-again, and reports the median over those triples of mean(off) / on (frozen_trunks.off_on_off); the
-numbers the two compute are bit-identical (tests/test_engine.py checks that they train alike).
+again, and reports the median over those triples of mean(off) / on (frozen_trunks.off_on_off). On
+this machine's CPU the two trained bit-identically (tests/test_engine.py checks that they train alike).
 
     python benchmarks/weight_gradients.py      # about 2 minutes on 2 CPU cores
 """
@@ -33,8 +33,8 @@ def main():
         group = Group([cfg.replace(seed=s) for s in range(M)], "cpu", None)
         group.n_batches = 3 if width >= 300 else 20
         off, on, ratio, (q1, q3) = off_on_off(group, "BATCHED_LINEAR", seconds=12)
-        first = group.stack.params["blocks.1.op.weight"][0].numel()
-        picks = "on" if first >= stacked.BATCHED_LINEAR_MIN_WEIGHTS else "off"
+        hidden = group.stack.params["blocks.1.op.weight"][0].numel()  # a hidden layer's weight, per model
+        picks = "on" if hidden >= stacked.BATCHED_LINEAR_MIN_WEIGHTS else "off"
         print(f"{width:>5} {depth:>5} {M:>2} | {off:>7.2f} {on:>7.2f} | {ratio:>5.2f}x {q1:>5.2f}-{q3:.2f} | {picks}",
               flush=True)
 

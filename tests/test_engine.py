@@ -340,6 +340,7 @@ def test_seed_blocks_are_not_used_where_they_do_not_pay(monkeypatch):
 
 @pytest.mark.parametrize("model,sets,blocks", [("mlp", ("bn", "out", "none", "random"), True),
                                                ("mlp", ("bn", "out", "none", "random"), False),
+                                               ("mlp", ("all", "out"), False),  # a batch per model
                                                ("lenet5", ("out", "bn", "none"), False)])
 def test_frozen_trunks_run_without_their_backward_pass_and_train_as_before(model, sets, blocks, monkeypatch):
     """`out` and `none` train nothing before the head: the engine puts them last in their stack
@@ -359,9 +360,12 @@ def test_frozen_trunks_run_without_their_backward_pass_and_train_as_before(model
     stack = Stack.from_models(models, [plan(m, c) for m, c in zip(models, ordered)])
     tail = [c.trainable in ("out", "none") for c in ordered]
     assert stack.frozen_from == tail.index(True) and all(tail[stack.frozen_from:])
-    x = torch.rand(4, 16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     F_, M = stack.frozen_from, stack.size
-    shared = [(0, 0, F_ // 2), (1, F_ // 2, F_), (2, F_, F_ + 2), (3, F_ + 2, M)]  # (rows by seed, as the engine's)
+    if "all" in sets:  # every model multiplies its own first layer: x holds a batch per model (Group.batches)
+        x, shared = torch.rand(M, 16, 1, 28, 28, generator=torch.Generator().manual_seed(0)), None
+    else:
+        x = torch.rand(4, 16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        shared = [(0, 0, F_ // 2), (1, F_ // 2, F_), (2, F_, F_ + 2), (3, F_ + 2, M)]  # (rows by seed, as the engine's)
     gamma = stack.params["blocks.0.norm.weight"]
     for forced, connected in ((True, False), (False, True)):
         monkeypatch.setattr(stacked, "FROZEN_TRUNKS", forced)
@@ -429,6 +433,15 @@ def test_batched_linear_gives_weight_gradients_in_the_weights_layout_and_trains_
         assert [g.is_contiguous() for n, g in zip(names, grads) if n.endswith("op.weight")] == [forced] * 2
         assert all(g.dtype == torch.float32 for g in grads)
         runs[forced] = (train(cfgs), grads)
+    monkeypatch.setattr(stacked, "BATCHED_LINEAR", None)  # the default: weights of >= 2^13 entries (96 x 96 has 9,216)
+    wide = Stack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+    narrow_cfgs = [c.replace(width=64) for c in cfgs]  # 64 x 64 = 4,096 entries
+    narrow_models = [build(c) for c in narrow_cfgs]
+    narrow = Stack.from_models(narrow_models, [plan(m, c) for m, c in zip(narrow_models, narrow_cfgs)])
+    for st, used in ((wide, True), (narrow, False)):
+        w = st.params["blocks.1.op.weight"]
+        g, = torch.autograd.grad(st.forward(x, training=True).float().square().mean(), [w])
+        assert g.is_contiguous() == used
     tol = dict(rtol=1e-5, atol=1e-7) if precision == "fp32" else dict(rtol=1e-2, atol=1e-4)
     for a, b in zip(runs[True][1], runs[False][1]):
         torch.testing.assert_close(a, b, **tol)

@@ -345,7 +345,7 @@ class Group:
         pos = self.seed_pos.index_select(0, self.active)
         seed_list, shared = shared_runs(pos.tolist())
         rows = torch.tensor(seed_list, device=device)
-        per_model = self.first is None and not c0.augment and not self.stack.first_layer_frozen
+        per_model = not c0.augment and not self.stack.first_layer_frozen  # (no FirstLayerCache then)
         for b in range(self.n_batches):
             batch = perms[:, b * B:(b + 1) * B]  # [S, Bb]: each seed's batch
             by_model = batch.index_select(0, pos)  # [Ma, Bb]: each model's examples
@@ -362,6 +362,12 @@ class Group:
                 xb = torch.stack([data_mod.augment(xb[r], d.fill, self.gens[self.seeds[p]]) for r, p in enumerate(seed_list)])
             yield xb, yb, shared, None
 
+    def train_step(self, xb, yb, shared, raw):
+        """step() of the active models on one of batches()' batches, at the current learning rate."""
+        c0 = self.cfg
+        return step(self.stack, xb, yb, self.bufs, self.lr, c0.momentum, c0.weight_decay,
+                    bf16=c0.precision == "bf16", shared=shared, first_done=self.first is not None, raw=raw)
+
     def train_epoch(self, epoch: int, hooks: Hooks):
         """One pass over the training set: every active model on its seed's batches."""
         c0 = self.cfg
@@ -370,8 +376,7 @@ class Group:
         loss_sum = torch.zeros(Ma, device=self.device, dtype=torch.float64)
         correct = torch.zeros(Ma, device=self.device, dtype=torch.float64)
         for b, (xb, yb, shared, raw) in enumerate(self.batches()):
-            loss_m, logits = step(self.stack, xb, yb, self.bufs, self.lr, c0.momentum, c0.weight_decay,
-                                  bf16=c0.precision == "bf16", shared=shared, first_done=self.first is not None, raw=raw)
+            loss_m, logits = self.train_step(xb, yb, shared, raw)
             with torch.no_grad():
                 loss_sum += loss_m.detach() * yb.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)

@@ -47,9 +47,11 @@ SEED_BLOCK_MIN_WEIGHTS = 2 ** 19
 # part's extra forward ops cost more than the saved backward where small ops bound the step).
 FROZEN_TRUNKS: bool | None = None
 
-# Linear layers whose weights train (`all`) as BatchedLinear, whose weight gradient comes out in the
-# weight's own layout: None (the default) where each model's weight has at least
-# BATCHED_LINEAR_MIN_WEIGHTS entries; True/False force it on/off (the tests check both agree).
+# Linear layers whose weights train (`all`; not the head, and not narrow layers fed by wide ones,
+# which run as W @ h^T) as BatchedLinear, whose weight gradient comes out in the weight's own
+# layout: None (the default) on a CPU where each model's weight has at least
+# BATCHED_LINEAR_MIN_WEIGHTS entries (not measured on a GPU); True/False force it on/off (the tests
+# check both agree).
 # Autograd's batched-matmul backward gives it transposed, and the SGD step's foreach ops on a
 # transposed gradient are slow on a CPU. Measured on 2 cores, off/on per step of `all` groups
 # (benchmarks/weight_gradients.py): 1.04-1.06x at widths 300-784 (1.07-1.11x in a first, shorter
@@ -97,8 +99,8 @@ def _product(h: torch.Tensor, w: torch.Tensor, transpose: bool = True, bias: tor
     if w.dim() == 2:
         x, wt = h.reshape(B * k, -1), w.t() if transpose else w
         return (x @ wt if bias is None else torch.addmm(bias, x, wt)).view(B, k, -1)
-    if transpose and w.requires_grad and (w[0].numel() >= BATCHED_LINEAR_MIN_WEIGHTS if BATCHED_LINEAR is None
-                                          else BATCHED_LINEAR):
+    if transpose and w.requires_grad and (not w.is_cuda and w[0].numel() >= BATCHED_LINEAR_MIN_WEIGHTS
+                                          if BATCHED_LINEAR is None else BATCHED_LINEAR):
         return BatchedLinear.apply(h, w, bias)
     hm, wt = h.transpose(0, 1), w.transpose(1, 2) if transpose else w
     return (torch.bmm(hm, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), hm, wt)).transpose(0, 1)
@@ -581,9 +583,10 @@ class Stack(StackBase):
         Where FROZEN_TRUNKS asks for it, models frozen_from.. (which train nothing before the head)
         run as a part of their own whose trunk has no backward pass."""
         F_, M = self.frozen_from, self.size
-        if (shared is None or not 0 < F_ < M or not torch.is_grad_enabled()
-                or not wide_cpu(FROZEN_TRUNKS, self._widest_later, self._cpu)):
+        if not 0 < F_ < M or not torch.is_grad_enabled() or not wide_cpu(FROZEN_TRUNKS, self._widest_later, self._cpu):
             return self._part(x, training, shared, first_done, raw, True)
+        if shared is None:  # a batch per model (x [M, B, ...]): each part reads its models' rows
+            shared = [(m, m, m + 1) for m in range(M)]
         head = [(row, a, min(b, F_)) for row, a, b in shared if a < F_]
         tail = [(row, max(a, F_), b) for row, a, b in shared if b > F_]
         return torch.cat([self._part(x, training, head, first_done, raw, True),
