@@ -33,8 +33,7 @@ def main():
         group = Group([cfg.replace(seed=s) for s in range(M)], "cpu", None)
         group.n_batches = 3 if width >= 300 else 20
         off, on, ratio, (q1, q3) = off_on_off(group, "BATCHED_LINEAR", seconds=12)
-        hidden = group.stack.params["blocks.1.op.weight"][0].numel()  # a hidden layer's weight, per model
-        picks = "on" if hidden >= stacked.BATCHED_LINEAR_MIN_WEIGHTS else "off"
+        picks = "on" if stacked.uses_batched_linear(group.stack.params["blocks.1.op.weight"]) else "off"
         print(f"{width:>5} {depth:>5} {M:>2} | {off:>7.2f} {on:>7.2f} | {ratio:>5.2f}x {q1:>5.2f}-{q3:.2f} | {picks}",
               flush=True)
 

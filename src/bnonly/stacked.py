@@ -99,11 +99,22 @@ def _product(h: torch.Tensor, w: torch.Tensor, transpose: bool = True, bias: tor
     if w.dim() == 2:
         x, wt = h.reshape(B * k, -1), w.t() if transpose else w
         return (x @ wt if bias is None else torch.addmm(bias, x, wt)).view(B, k, -1)
-    if transpose and w.requires_grad and (not w.is_cuda and w[0].numel() >= BATCHED_LINEAR_MIN_WEIGHTS
-                                          if BATCHED_LINEAR is None else BATCHED_LINEAR):
+    if transpose and uses_batched_linear(w):
         return BatchedLinear.apply(h, w, bias)
+    return _batched_product(h, w, transpose, bias)
+
+
+def _batched_product(h: torch.Tensor, w: torch.Tensor, transpose: bool, bias: torch.Tensor | None) -> torch.Tensor:
+    """h [B, k, n] times each model's w [k, out, in] (transposed where `transpose`), plus bias [k, out]."""
     hm, wt = h.transpose(0, 1), w.transpose(1, 2) if transpose else w
     return (torch.bmm(hm, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), hm, wt)).transpose(0, 1)
+
+
+def uses_batched_linear(w: torch.Tensor) -> bool:
+    """Whether _product multiplies by the stacked weight w [k, out, in] through BatchedLinear (BATCHED_LINEAR)."""
+    if not w.requires_grad:
+        return False
+    return not w.is_cuda and w[0].numel() >= BATCHED_LINEAR_MIN_WEIGHTS if BATCHED_LINEAR is None else BATCHED_LINEAR
 
 
 class BatchedLinear(torch.autograd.Function):
@@ -114,11 +125,9 @@ class BatchedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, w, bias):
-        hm = h.transpose(0, 1)
-        out = torch.bmm(hm, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias.unsqueeze(1), hm, w.transpose(1, 2))
         ctx.save_for_backward(h, w)
         ctx.has_bias = bias is not None
-        return out.transpose(0, 1)
+        return _batched_product(h, w, True, bias)
 
     @staticmethod
     def backward(ctx, g):
