@@ -47,7 +47,7 @@ from bnonly.config import resolve
 from bnonly.data import Tensors, load
 from bnonly.engine import DEVICES, Group, gather, resolve_device, sorted_for_stack
 from bnonly.models import build
-from bnonly.groups import stack_limit
+from bnonly.groups import measured_stack_sizes, plan_groups, stack_limit
 from bnonly.trainable import plan
 
 STEPS_PER_EPOCH = 375  # 48,000 / 128
@@ -184,6 +184,14 @@ def engine_step(cfg, d, device, m, seeds=3):
             batch = next(batches)
         group.train_step(*batch)
     return one
+
+
+def sweep_stack(cfg, M: int, device: str) -> int:
+    """How many of M runs like cfg (M seeds) a sweep stacks on this device and thread count: the
+    cache-sized cap, or where that may lose, the size measured (groups.measured_stack_sizes)."""
+    runs, threads = [cfg.replace(seed=s) for s in range(M)], torch.get_num_threads()
+    sizes = measured_stack_sizes(runs, device, max_group=M, threads=threads)
+    return len(plan_groups(runs, M, device, sizes, threads)[0])
 
 
 def vmap_step(cfg, d, device, m):
@@ -387,7 +395,7 @@ def main(argv=None):
                 floor_step = max(flops / (peak * 1e9), bytes_ / (bw * 1e9))
                 ta = timed(textbook(cfg, d, device), device, budget)
                 tb = timed(engine_step(cfg, d, device, 1), device, budget)
-                m = min(M, stack_limit(cfg, device=device))  # as many as the sweep stacks
+                m = sweep_stack(cfg, M, device)
                 tc = timed(engine_step(cfg, d, device, m), device, budget) / m   # per model-step
                 td = timed(vmap_step(cfg, d, device, m), device, budget) / m
                 eps = [1 / (t * STEPS_PER_EPOCH) for t in (ta, tb, tc)]

@@ -220,3 +220,49 @@ def test_parallel_executors_start_the_longest_groups_first():
     order = [(g[0].trainable, g[0].width, g[0].depth, len(g)) for g in longest_first(plan_groups(runs))]
     assert order == [("bn", 100, 6, 2), ("bn", 100, 2, 2), ("bn", 10, 6, 2), ("bn", 10, 2, 2),
                      ("all", 100, 6, 2), ("all", 100, 2, 2), ("all", 10, 6, 2), ("all", 10, 2, 2)]
+
+
+def test_stack_sizes_are_measured_where_the_cap_may_lose_and_kept_by_the_store(tmp_path, monkeypatch, capsys):
+    """Where a CPU stack that trains hidden weights has more runs than the cache-sized cap puts in
+    one stack, the sweep times the real epoch loop at each size and plans the size with the least
+    time per model; the store keeps the sizes, so a resumed sweep plans as it did, measuring nothing."""
+    from bnonly import groups
+    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 8 * 784 + 8 * 8)  # width 8, depth 2: 1 model
+    grid = ["--set", "widths=[8]", "--set", "depths=[2]", "--set", 'trainable=["all"]', "--set", "subset=2000",
+            "--set", "max_epochs=1", "--set", 'models=["mlp"]', "--threads", "1", "--no-estimate"]
+    runs = load_sweep("quick", ["widths=[8]", "depths=[2]", 'trainable=["all"]', "subset=2000", "max_epochs=1",
+                                'models=["mlp"]']).runs()
+    assert len(runs) == 3 and groups.stack_limit(runs[0]) == 1
+    epoch = {1: 3.0, 2: 4.0, 3: 7.5}  # seconds per epoch of a whole stack: per model 3.0, 2.0, 2.5
+    sizes_timed = []
+
+    def chosen(g, device, data_dir=None):
+        sizes_timed.append(len(g))
+        return {"epoch": epoch[len(g)], "once": 0.0}
+    monkeypatch.setattr(groups, "calibrate", chosen)
+    sizes = groups.measured_stack_sizes(runs, "cpu", threads=1)
+    assert sorted(sizes_timed) == [1, 2, 3] and list(sizes.values()) == [2]
+    assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes, threads=1)] == [2, 1]
+    assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes, threads=2)] == [1, 1, 1]  # measured on 1 thread only
+    sizes_timed.clear()  # BN-like stacks, and stacks the cap holds whole, are not measured
+    assert groups.measured_stack_sizes([c.replace(trainable="bn") for c in runs], "cpu", threads=1) == {}
+    assert groups.measured_stack_sizes(runs[:1], "cpu", threads=1) == {} and sizes_timed == []
+
+    out = tmp_path / "s"
+    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2]"] + grid) == 0
+    assert "stack size 2 for mlp_w8_d2 all (3 runs" in capsys.readouterr().err
+    store = Store(out / "results.sqlite")
+    assert store.meta()["stack_sizes"] == sizes
+    assert sorted(r["group_size"] for r in store.runs()) == [1, 2, 2]
+
+    def measured_again(*a, **k):
+        raise AssertionError("a resumed sweep measured again")
+    monkeypatch.setattr(groups, "calibrate", measured_again)
+    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2,3,4]"] + grid) == 0
+    assert sorted(r["group_size"] for r in store.runs()) == [1, 2, 2, 2, 2]  # seeds 3 and 4: one stack of 2
+
+    monkeypatch.undo()  # and measured for real: one of the sizes tried, said in one line
+    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 8 * 784 + 8 * 8)
+    logged = []
+    real = groups.measured_stack_sizes(runs, "cpu", threads=1, log=logged.append)
+    assert list(real.values())[0] in (1, 2, 3) and len(logged) == 1 and "1: " in logged[0] and "3: " in logged[0]

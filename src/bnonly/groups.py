@@ -5,12 +5,14 @@ and the Ray executor (cluster.py, one task per group). Neither imports the other
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from .config import RunConfig
 from .data import DataError
 from .engine import Hooks, calibrate, stack_key, train
-from .models import build
+from .models import arch_name, build
 
 TRAINED_WEIGHTS_PER_STACK = 4_000_000  # ~16 MB of trained weights (plus gradients and momentum)
 
@@ -31,16 +33,68 @@ def unit_weights(cfg: RunConfig) -> int:
     return sum(op.weight.numel() for _, op, _ in build(cfg).units())
 
 
-def plan_groups(cfgs: list[RunConfig], max_group: int = 32, device: str = "cpu") -> list[list[RunConfig]]:
-    """Runs that can train as one stack, in grid order, at most `stack_limit` models each."""
+def plan_groups(cfgs: list[RunConfig], max_group: int = 32, device: str = "cpu",
+                sizes: dict[str, int] | None = None, threads: int = 0) -> list[list[RunConfig]]:
+    """Runs that can train as one stack, in grid order, at most `stack_limit` models each, or as
+    many as `sizes` (measured_stack_sizes on this device and number of threads) says."""
+    out = []
+    for g in by_stack_key(cfgs).values():
+        n = (sizes or {}).get(size_key(g[0], device, threads)) or stack_limit(g[0], max_group, device)
+        out += [g[i:i + n] for i in range(0, len(g), n)]
+    return out
+
+
+def by_stack_key(cfgs: list[RunConfig]) -> dict[tuple, list[RunConfig]]:
     groups: dict[tuple, list[RunConfig]] = {}
     for c in cfgs:
         groups.setdefault(stack_key(c), []).append(c)
-    out = []
-    for g in groups.values():
-        n = stack_limit(g[0], max_group, device)
-        out += [g[i:i + n] for i in range(0, len(g), n)]
-    return out
+    return groups
+
+
+def size_key(cfg: RunConfig, device: str, threads: int) -> str:
+    """A short, stable name of cfg's stack key on a device and number of threads (0: all), under
+    which a store keeps the stack size measured for them."""
+    return hashlib.sha256("|".join((*stack_key(cfg), device, str(threads or torch.get_num_threads()))).encode()).hexdigest()[:16]
+
+
+MEASURED_SIZES = (1, 2, 3, 4)  # the stack sizes timed where the cache-sized cap may lose
+
+
+def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=None, max_group: int = 32,
+                         threads: int = 0, known: dict[str, int] | None = None, log=None) -> dict[str, int]:
+    """Stack sizes chosen from measured step times, for the stacks that may lose to the same models
+    trained one at a time: on a CPU, those that train hidden weights and have more runs than the
+    cache-sized cap (stack_limit) puts in one stack (at width 784: 3 models of depth 2, 1 of depth
+    14). For each such stack key, the real epoch loop (engine.calibrate: a few training steps and a
+    validation pass) runs at each size of MEASURED_SIZES up to the key's runs, and the cap itself,
+    on `threads` threads (those each group will train on), and the size with the least time per
+    model-epoch is kept. Measured on 2 threads, a batched matmul splits its batch over the threads,
+    so at 784 x 2 an odd size leaves one idle (benchmarks/stack_size.py: M = 1-4 12.8 / 10.2 / 13.4 /
+    11.8 ms per model-step); on one thread every size was within 10%. known: sizes measured before
+    (a store's), kept as they are, so that a resumed sweep plans its groups as it did. The numbers
+    do not depend on the size: a group trains as its runs alone (tests/test_engine.py, to 1e-5; at
+    width 784 bit-identical on this machine's CPU)."""
+    sizes = dict(known or {})
+    if device != "cpu":
+        return sizes
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        for g in by_stack_key(cfgs).values():
+            cap, key = stack_limit(g[0], max_group, device), size_key(g[0], device, threads)
+            if key in sizes or stack_key(g[0])[1] != "dense" or cap >= min(len(g), max_group):
+                continue
+            tried = sorted({m for m in (*MEASURED_SIZES, cap) if m <= min(len(g), max_group)})
+            per_model = {m: calibrate(g[:m], device, data_dir)["epoch"] / m for m in tried}
+            sizes[key] = min(per_model, key=per_model.get)
+            if log:
+                log(f"stack size {sizes[key]} for {arch_name(g[0])} {'/'.join(sorted({c.trainable for c in g}))} "
+                    f"({len(g)} runs; seconds per model-epoch at each size, measured on {torch.get_num_threads()} "
+                    "thread(s): " + ", ".join(f"{m}: {s:.2f}" for m, s in per_model.items()) + ")")
+    finally:
+        torch.set_num_threads(before)
+    return sizes
 
 
 def longest_first(groups: list[list[RunConfig]]) -> list[list[RunConfig]]:

@@ -31,7 +31,7 @@ from . import cluster
 from .config import DEFAULT_PRESET, FIELD_TYPES, GRID_FIELDS, ConfigError, RunConfig, load_toml, resolve
 from .data import train_size
 from .engine import Hooks, batches_per_epoch, describe_device, resolve_device
-from .groups import estimate_seconds, longest_first, plan_groups, train_group
+from .groups import estimate_seconds, longest_first, measured_stack_sizes, plan_groups, train_group
 from .models import MODELS, arch_name
 from .sets import SETS
 from .store import Store
@@ -411,10 +411,15 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "auto", wor
     store.set_meta("sweep", sweep.to_dict())
     ended = store.ended_ids()
     todo = [c for c in cfgs if c.run_id not in ended]
-    groups = plan_groups(todo, group_size, device)  # a Ray cluster's 'auto' is planned as a CPU
+    log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    sizes, per_group = store.meta().get("stack_sizes", {}), threads or group_threads(workers)
+    if executor == "local":  # where stacking may lose on this CPU, the sizes measured on it (kept in the store)
+        measured = measured_stack_sizes(todo, device, data_dir, group_size, per_group, sizes, log)
+        if measured != sizes:
+            store.set_meta("stack_sizes", sizes := measured)
+    groups = plan_groups(todo, group_size, device, sizes, per_group)  # a Ray cluster's 'auto' is planned as a CPU
     if workers > 1 or executor == "ray":  # groups at once: start the long ones first
         groups = longest_first(groups)
-    log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
         f"{len(todo)} to train in {len(groups)} groups"
         + (f" on Ray (device {device}: " + ("resolved on the cluster)" if device == "auto" else "every task)")
