@@ -244,9 +244,15 @@ def test_stack_sizes_are_measured_where_the_cap_may_lose_and_kept_by_the_store(t
     assert sorted(sizes_timed) == [1, 2, 3] and list(sizes.values()) == [2]
     assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes, threads=1)] == [2, 1]
     assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes, threads=2)] == [1, 1, 1]  # measured on 1 thread only
-    sizes_timed.clear()  # BN-like stacks, and stacks the cap holds whole, are not measured
+    sizes_timed.clear()  # not measured: BN-like stacks, a single run, and models narrow enough to stack in full
     assert groups.measured_stack_sizes([c.replace(trainable="bn") for c in runs], "cpu", threads=1) == {}
-    assert groups.measured_stack_sizes(runs[:1], "cpu", threads=1) == {} and sizes_timed == []
+    assert groups.measured_stack_sizes(runs[:1], "cpu", threads=1) == {}
+    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 32 * (8 * 784 + 8 * 8))
+    assert groups.measured_stack_sizes(runs, "cpu", threads=1) == {} and sizes_timed == []
+    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 3 * (8 * 784 + 8 * 8))  # a cap of 3 holds the 3 runs,
+    # yet may lose (as 3 models of 784 x 2 do on 2 threads): measured
+    assert groups.measured_stack_sizes(runs, "cpu", threads=1) == sizes and sorted(sizes_timed) == [1, 2, 3]
+    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 8 * 784 + 8 * 8)
 
     out = tmp_path / "s"
     assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2]"] + grid) == 0

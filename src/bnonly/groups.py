@@ -63,15 +63,17 @@ MEASURED_SIZES = (1, 2, 3, 4)  # the stack sizes timed where the cache-sized cap
 def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=None, max_group: int = 32,
                          threads: int = 0, known: dict[str, int] | None = None, log=None) -> dict[str, int]:
     """Stack sizes chosen from measured step times, for the stacks that may lose to the same models
-    trained one at a time: on a CPU, those that train hidden weights and have more runs than the
-    cache-sized cap (stack_limit) puts in one stack (at width 784: 3 models of depth 2, 1 of depth
-    14). For each such stack key, the real epoch loop (engine.calibrate: a few training steps and a
-    validation pass) runs at each size of MEASURED_SIZES up to the key's runs, and the cap itself,
+    trained one at a time: on a CPU, those that train hidden weights of models so wide that the
+    cache-sized cap (stack_limit) binds (at width 784: 3 models of depth 2, 1 of depth 14; narrower
+    models stack in full, 4x faster per model at width 100). For each such stack key with more than
+    one run, the real epoch loop (engine.calibrate: a few training steps and a validation pass) runs
+    at each size of MEASURED_SIZES up to the key's runs, and the cap itself,
     on `threads` threads (those each group will train on), and the size with the least time per
     model-epoch is kept. Measured on 2 threads, a batched matmul splits its batch over the threads,
     so at 784 x 2 an odd size leaves one idle (benchmarks/stack_size.py: M = 1-4 12.8 / 10.2 / 13.4 /
     11.8 ms per model-step); on one thread every size was within 10%. known: sizes measured before
-    (a store's), kept as they are, so that a resumed sweep plans its groups as it did. The numbers
+    (a store's), kept as they are, so that a resumed sweep plans its groups as it did. A key whose
+    measurement fails (out of memory, say) keeps the cap, and its training records the error. The numbers
     do not depend on the size: a group trains as its runs alone (tests/test_engine.py, to 1e-5; at
     width 784 bit-identical on this machine's CPU)."""
     sizes = dict(known or {})
@@ -83,10 +85,15 @@ def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=No
             torch.set_num_threads(threads)
         for g in by_stack_key(cfgs).values():
             cap, key = stack_limit(g[0], max_group, device), size_key(g[0], device, threads)
-            if key in sizes or stack_key(g[0])[1] != "dense" or cap >= min(len(g), max_group):
+            if key in sizes or stack_key(g[0])[1] != "dense" or cap >= max_group or len(g) == 1:
                 continue
             tried = sorted({m for m in (*MEASURED_SIZES, cap) if m <= min(len(g), max_group)})
-            per_model = {m: calibrate(g[:m], device, data_dir)["epoch"] / m for m in tried}
+            try:
+                per_model = {m: calibrate(g[:m], device, data_dir)["epoch"] / m for m in tried}
+            except DataError:
+                raise
+            except Exception:  # noqa: BLE001 - planned by the cap; the group's own training records the error
+                continue
             sizes[key] = min(per_model, key=per_model.get)
             if log:
                 log(f"stack size {sizes[key]} for {arch_name(g[0])} {'/'.join(sorted({c.trainable for c in g}))} "

@@ -417,7 +417,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "auto", wor
         measured = measured_stack_sizes(todo, device, data_dir, group_size, per_group, sizes, log)
         if measured != sizes:
             store.set_meta("stack_sizes", sizes := measured)
-    groups = plan_groups(todo, group_size, device, sizes, per_group)  # a Ray cluster's 'auto' is planned as a CPU
+    groups = plan_groups(todo, group_size, device, sizes if executor == "local" else None, per_group)  # Ray: 'auto' planned as a CPU
     if workers > 1 or executor == "ray":  # groups at once: start the long ones first
         groups = longest_first(groups)
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
