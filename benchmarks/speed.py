@@ -6,8 +6,9 @@ training images, batch 128, i.e. 375 steps per epoch), it times:
   (a) textbook: one nn.Module at a time, DataLoader(TensorDataset, batch_size=128, shuffle=True),
       torch.optim.SGD over the trainable parameters (frozen ones have requires_grad=False);
   (b) bnonly's single-model path: the engine's step with a stack of one model;
-  (c) bnonly's batched engine: the same step with a stack of M models (M = 12, or fewer where the
-      sweep stacks fewer: wide sets that train their weights), of 3 seeds as in a sweep stack, where
+  (c) bnonly's batched engine: the same step with a stack of M models (M = 12, or as many as the
+      sweep stacks: for wide sets that train their weights, the size it measures on this machine,
+      groups.measured_stack_sizes), of 3 seeds as in a sweep stack, where
       the models of one seed share its batches;
   (d) the alternative the engine was measured against: torch.func (stack_module_state +
       vmap(grad(functional_call))) on the same M models, each gathering its own batch (so (c)/(d)
@@ -383,7 +384,7 @@ def main(argv=None):
     head = (f"{'width':>5} {'depth':>5} {'set':>4} | {'(a) textbook':>12} {'(b) single':>10} {'(c) batched':>11} "
             f"| {'(b)/(a)':>7} {'(c)/(a)':>7} | {'GFLOP/s (c)':>11} {'of mm':>6} | {'eff (b)':>7} {'eff (c)':>7} {'M':>3} | {'(d) vmap':>8} {'(c)/(d)':>7}")
     print(f"model-epochs per second (an epoch = {STEPS_PER_EPOCH} steps of 128); (c) trains M models at once: "
-          f"up to {M}, as many as the sweep stacks (fewer for wide sets that train weights)")
+          f"up to {M}, as many as the sweep stacks (for wide sets that train weights, the size it measures)")
     print(head)
     print("-" * len(head))
     rows = []

@@ -22,7 +22,8 @@ def stack_limit(cfg: RunConfig, max_group: int = 32, device: str = "cpu") -> int
     capped so their weights, gradients and momentum stay cache-sized: past that, a bigger stack only
     adds memory traffic (measured: 12 stacked 784x2 `all` models train 0.8x as fast as one at a time).
     A GPU step is launch-bound at these sizes (benchmarks/speed.py --device cuda: 12 stacked 784x2
-    `bn` models train 17x as fast as the textbook loop), so there every group stacks in full."""
+    `bn` models train 17x as fast as the textbook loop), so there every group stacks in full.
+    Where this cap binds on a CPU, a sweep plans the size it measures (measured_stack_sizes)."""
     if stack_key(cfg)[1] != "dense" or device == "cuda":
         return max_group
     return max(1, min(max_group, TRAINED_WEIGHTS_PER_STACK // unit_weights(cfg)))
