@@ -72,7 +72,8 @@ def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=No
     on `threads` threads (those each group will train on), and the size with the least time per
     model-epoch is kept. Measured on 2 threads, a batched matmul splits its batch over the threads,
     so at 784 x 2 an odd size leaves one idle (benchmarks/stack_size.py: M = 1-4 12.8 / 10.2 / 13.4 /
-    11.8 ms per model-step); on one thread every size was within 10%. known: sizes measured before
+    11.8 ms per model-step); on one thread the sizes were within 10-21% of each other, in no fixed
+    order, so the size is measured rather than ruled by the thread count. known: sizes measured before
     (a store's), kept as they are, so that a resumed sweep plans its groups as it did. A key whose
     measurement fails (out of memory, say) keeps the cap, and its training records the error. The numbers
     do not depend on the size: a group trains as its runs alone (tests/test_engine.py, to 1e-5; at
