@@ -244,6 +244,7 @@ def test_stack_sizes_are_measured_where_the_cap_may_lose_and_kept_by_the_store(t
     assert sorted(sizes_timed) == [1, 2, 3] and list(sizes.values()) == [2]
     assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes, threads=1)] == [2, 1]
     assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes, threads=2)] == [1, 1, 1]  # measured on 1 thread only
+    assert [len(g) for g in plan_groups(runs, 1, "cpu", sizes, threads=1)] == [1, 1, 1]  # --group-size 1 still holds
     sizes_timed.clear()  # not measured: BN-like stacks, a single run, and models narrow enough to stack in full
     assert groups.measured_stack_sizes([c.replace(trainable="bn") for c in runs], "cpu", threads=1) == {}
     assert groups.measured_stack_sizes(runs[:1], "cpu", threads=1) == {}

@@ -40,7 +40,7 @@ def plan_groups(cfgs: list[RunConfig], max_group: int = 32, device: str = "cpu",
     many as `sizes` (measured_stack_sizes on this device and number of threads) says."""
     out = []
     for g in by_stack_key(cfgs).values():
-        n = (sizes or {}).get(size_key(g[0], device, threads)) or stack_limit(g[0], max_group, device)
+        n = min(max_group, (sizes or {}).get(size_key(g[0], device, threads)) or stack_limit(g[0], max_group, device))
         out += [g[i:i + n] for i in range(0, len(g), n)]
     return out
 
