@@ -192,7 +192,7 @@ def sweep_stack(cfg, M: int, device: str) -> int:
     cache-sized cap, or where that may lose, the size measured (groups.measured_stack_sizes)."""
     runs, threads = [cfg.replace(seed=s) for s in range(M)], torch.get_num_threads()
     sizes = measured_stack_sizes(runs, device, max_group=M, threads=threads)
-    return len(plan_groups(runs, M, device, sizes, threads)[0])
+    return len(plan_groups(runs, M, device, sizes)[0])
 
 
 def vmap_step(cfg, d, device, m):

@@ -5,6 +5,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from bnonly.cli import main
 from bnonly.config import ConfigError, resolve
@@ -223,53 +224,67 @@ def test_parallel_executors_start_the_longest_groups_first():
 
 
 def test_stack_sizes_are_measured_where_the_cap_may_lose_and_kept_by_the_store(tmp_path, monkeypatch, capsys):
-    """Where a CPU stack that trains hidden weights has more runs than the cache-sized cap puts in
-    one stack, the sweep times the real epoch loop at each size and plans the size with the least
-    time per model; the store keeps the sizes, so a resumed sweep plans as it did, measuring nothing."""
+    """Where the cache-sized cap allows at most 4 models of a CPU stack that trains hidden weights,
+    the sweep times the real epoch loop at sizes 1-4 and plans the one with the least time per
+    model if it beats the cap's by 10%; the store keeps the sizes (the first measurement of a stack
+    wins), so a resumed sweep, on any number of threads, plans as it did and measures nothing."""
     from bnonly import groups
-    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 8 * 784 + 8 * 8)  # width 8, depth 2: 1 model
-    grid = ["--set", "widths=[8]", "--set", "depths=[2]", "--set", 'trainable=["all"]', "--set", "subset=2000",
-            "--set", "max_epochs=1", "--set", 'models=["mlp"]', "--threads", "1", "--no-estimate"]
-    runs = load_sweep("quick", ["widths=[8]", "depths=[2]", 'trainable=["all"]', "subset=2000", "max_epochs=1",
-                                'models=["mlp"]']).runs()
+    unit = 8 * 784 + 8 * 8  # the hidden weights of an 8x2 MLP
+    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", unit)  # a cap of 1, as at 784 x 14
+    grid = ["widths=[8]", "depths=[2]", 'trainable=["all"]', "subset=2000", "max_epochs=1", 'models=["mlp"]']
+    flags = [a for g in grid for a in ("--set", g)] + ["--threads", "1", "--no-estimate"]
+    runs = load_sweep("quick", grid).runs()
     assert len(runs) == 3 and groups.stack_limit(runs[0]) == 1
-    epoch = {1: 3.0, 2: 4.0, 3: 7.5}  # seconds per epoch of a whole stack: per model 3.0, 2.0, 2.5
-    sizes_timed = []
+    epoch = {1: 3.0, 2: 4.0, 3: 7.5, 4: 12.0}  # seconds per epoch of a whole stack: per model 3.0, 2.0, 2.5, 3.0
+    timed = []
 
     def chosen(g, device, data_dir=None):
-        sizes_timed.append(len(g))
+        timed.append(len(g))
+        if len(g) not in epoch:
+            raise MemoryError("out of memory")  # a size that cannot run is left out
         return {"epoch": epoch[len(g)], "once": 0.0}
     monkeypatch.setattr(groups, "calibrate", chosen)
+    threads = torch.get_num_threads()
     sizes = groups.measured_stack_sizes(runs, "cpu", threads=1)
-    assert sorted(sizes_timed) == [1, 2, 3] and list(sizes.values()) == [2]
-    assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes, threads=1)] == [2, 1]
-    assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes, threads=2)] == [1, 1, 1]  # measured on 1 thread only
-    assert [len(g) for g in plan_groups(runs, 1, "cpu", sizes, threads=1)] == [1, 1, 1]  # --group-size 1 still holds
-    sizes_timed.clear()  # not measured: BN-like stacks, a single run, and models narrow enough to stack in full
+    assert torch.get_num_threads() == threads  # measured on 1 thread, the caller's count restored
+    (entry,) = sizes.values()
+    assert sorted(timed) == [1, 2, 3] and entry["size"] == 2 and entry["seconds_per_model_epoch"] == {"1": 3.0, "2": 2.0, "3": 2.5}
+    assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes)] == [2, 1]
+    assert [len(g) for g in plan_groups(runs, 1, "cpu", sizes)] == [1, 1, 1]  # --group-size 1 still holds
+    assert [len(g) for g in plan_groups(runs, 32, "cuda", sizes)] == [3]  # a CPU's sizes are not a GPU's
+
+    def sizes_with(**kw):
+        timed.clear()
+        for k, v in kw.items():
+            monkeypatch.setattr(groups, k, v)
+        return {e["size"] for e in groups.measured_stack_sizes(runs, "cpu", threads=1).values()}
+    assert sizes_with(MEASURED_MARGIN=0.40) == {1}  # 2.0 against the cap's 3.0 is not 40% faster
+    monkeypatch.setattr(groups, "MEASURED_MARGIN", 0.10)
+    assert sizes_with(calibrate=lambda *a, **k: chosen(*a, **k) if len(a[0]) > 1 else 1 / 0) == {2}  # the cap fails
+    assert sizes_with(calibrate=lambda *a, **k: 1 / 0) == {1}  # nothing runs: the cap
+    monkeypatch.setattr(groups, "calibrate", chosen)
+    # not measured: BN-like stacks, a single run, and models narrow enough for more than 4 per stack
     assert groups.measured_stack_sizes([c.replace(trainable="bn") for c in runs], "cpu", threads=1) == {}
     assert groups.measured_stack_sizes(runs[:1], "cpu", threads=1) == {}
-    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 32 * (8 * 784 + 8 * 8))
-    assert groups.measured_stack_sizes(runs, "cpu", threads=1) == {} and sizes_timed == []
-    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 3 * (8 * 784 + 8 * 8))  # a cap of 3 holds the 3 runs,
-    # yet may lose (as 3 models of 784 x 2 do on 2 threads): measured
-    assert groups.measured_stack_sizes(runs, "cpu", threads=1) == sizes and sorted(sizes_timed) == [1, 2, 3]
-    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 8 * 784 + 8 * 8)
+    assert sizes_with(TRAINED_WEIGHTS_PER_STACK=5 * unit) == set() and timed == []
+    assert sizes_with(TRAINED_WEIGHTS_PER_STACK=3 * unit) == {2}  # a cap of 3 holds all 3 runs, yet may lose
+    assert sorted(timed) == [1, 2, 3]  # (as 3 models of 784 x 2 do on 2 threads)
+    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", unit)
 
     out = tmp_path / "s"
-    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2]"] + grid) == 0
-    assert "stack size 2 for mlp_w8_d2 all (3 runs" in capsys.readouterr().err
+    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2]"] + flags) == 0
+    assert "stack size 2 for mlp_w8_d2 all (3 runs; the cap 1;" in capsys.readouterr().err
     store = Store(out / "results.sqlite")
     assert store.meta()["stack_sizes"] == sizes
     assert sorted(r["group_size"] for r in store.runs()) == [1, 2, 2]
-
-    def measured_again(*a, **k):
-        raise AssertionError("a resumed sweep measured again")
-    monkeypatch.setattr(groups, "calibrate", measured_again)
-    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2,3,4]"] + grid) == 0
-    assert sorted(r["group_size"] for r in store.runs()) == [1, 2, 2, 2, 2]  # seeds 3 and 4: one stack of 2
+    timed.clear()  # resumed with two more seeds, on 2 threads: planned by the stored size, nothing measured
+    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2,3,4]"] + flags[:-3] + ["--threads", "2", "--no-estimate"]) == 0
+    assert timed == [] and sorted(r["group_size"] for r in store.runs()) == [1, 2, 2, 2, 2]
+    other = {k: {**v, "size": 3} for k, v in sizes.items()}  # a concurrent sweep's later measurement loses
+    assert store.add_meta("stack_sizes", other) == sizes and store.meta()["stack_sizes"] == sizes
 
     monkeypatch.undo()  # and measured for real: one of the sizes tried, said in one line
-    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", 8 * 784 + 8 * 8)
+    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", unit)
     logged = []
-    real = groups.measured_stack_sizes(runs, "cpu", threads=1, log=logged.append)
-    assert list(real.values())[0] in (1, 2, 3) and len(logged) == 1 and "1: " in logged[0] and "3: " in logged[0]
+    (real,) = groups.measured_stack_sizes(runs, "cpu", threads=1, log=logged.append).values()
+    assert real["size"] in (1, 2, 3) and set(real["seconds_per_model_epoch"]) == {"1", "2", "3"} and len(logged) == 1

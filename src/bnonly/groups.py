@@ -35,12 +35,13 @@ def unit_weights(cfg: RunConfig) -> int:
 
 
 def plan_groups(cfgs: list[RunConfig], max_group: int = 32, device: str = "cpu",
-                sizes: dict[str, int] | None = None, threads: int = 0) -> list[list[RunConfig]]:
+                sizes: dict[str, dict] | None = None) -> list[list[RunConfig]]:
     """Runs that can train as one stack, in grid order, at most `stack_limit` models each, or as
-    many as `sizes` (measured_stack_sizes on this device and number of threads) says."""
+    many as `sizes` (measured_stack_sizes, for this device) says; never more than max_group."""
     out = []
     for g in by_stack_key(cfgs).values():
-        n = min(max_group, (sizes or {}).get(size_key(g[0], device, threads)) or stack_limit(g[0], max_group, device))
+        measured = (sizes or {}).get(size_key(g[0], device))
+        n = min(max_group, measured["size"]) if measured else stack_limit(g[0], max_group, device)
         out += [g[i:i + n] for i in range(0, len(g), n)]
     return out
 
@@ -52,55 +53,68 @@ def by_stack_key(cfgs: list[RunConfig]) -> dict[tuple, list[RunConfig]]:
     return groups
 
 
-def size_key(cfg: RunConfig, device: str, threads: int) -> str:
-    """A short, stable name of cfg's stack key on a device and number of threads (0: all), under
-    which a store keeps the stack size measured for them."""
-    return hashlib.sha256("|".join((*stack_key(cfg), device, str(threads or torch.get_num_threads()))).encode()).hexdigest()[:16]
+def size_key(cfg: RunConfig, device: str) -> str:
+    """A short, stable name of cfg's stack key on a device, under which a store keeps the stack
+    size measured for such runs."""
+    return hashlib.sha256("|".join((*stack_key(cfg), device)).encode()).hexdigest()[:16]
 
 
-MEASURED_SIZES = (1, 2, 3, 4)  # the stack sizes timed where the cache-sized cap may lose
+MEASURED_SIZES = (1, 2, 3, 4)  # the stack sizes timed where the cache-sized cap allows at most 4
+MEASURED_MARGIN = 0.10  # another size replaces the cap only if it is this much faster per model
+
+
+def calibrated(group: list[RunConfig], device: str, data_dir=None) -> dict | None:
+    """engine.calibrate, or None where the group cannot run (out of memory, an impossible
+    `random_allocation`: its own training records the error); a data error ends the sweep."""
+    try:
+        return calibrate(group, device, data_dir)
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001 - the group's own training will record the error
+        return None
 
 
 def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=None, max_group: int = 32,
-                         threads: int = 0, known: dict[str, int] | None = None, log=None) -> dict[str, int]:
+                         threads: int = 0, known: dict[str, dict] | None = None, log=None) -> dict[str, dict]:
     """Stack sizes chosen from measured step times, for the stacks that may lose to the same models
     trained one at a time: on a CPU, those that train hidden weights of models so wide that the
-    cache-sized cap (stack_limit) binds (at width 784: 3 models of depth 2, 1 of depth 14; narrower
-    models stack in full, 4x faster per model at width 100). For each such stack key with more than
-    one run, the real epoch loop (engine.calibrate: a few training steps and a validation pass) runs
-    at each size of MEASURED_SIZES up to the key's runs, and the cap itself,
-    on `threads` threads (those each group will train on), and the size with the least time per
-    model-epoch is kept. Measured on 2 threads, a batched matmul splits its batch over the threads,
-    so at 784 x 2 an odd size leaves one idle (benchmarks/stack_size.py: M = 1-4 12.8 / 10.2 / 13.4 /
-    11.8 ms per model-step); on one thread the sizes were within 10-21% of each other, in no fixed
-    order, so the size is measured rather than ruled by the thread count. known: sizes measured before
-    (a store's), kept as they are, so that a resumed sweep plans its groups as it did. A key whose
-    measurement fails (out of memory, say) keeps the cap, and its training records the error. The numbers
-    do not depend on the size: a group trains as its runs alone (tests/test_engine.py, to 1e-5; at
-    width 784 bit-identical on this machine's CPU)."""
+    cache-sized cap (stack_limit) allows at most 4 of them (at width 784: 3 models of depth 2, 1 of
+    depth 14; narrower models stack as the cap says: 12 of width 100 train 3-3.5x faster per model
+    than one, benchmarks/speed.py), with more
+    than one run. For each such stack key, the real epoch loop (engine.calibrate: a few training
+    steps and a validation pass) runs at each size of MEASURED_SIZES up to the key's runs and
+    max_group, on `threads` threads (those each group will train on), and the size with the least
+    time per model-epoch replaces the cap where it is MEASURED_MARGIN faster than the cap's.
+    Measured on 2 threads, a batched matmul splits its batch over the threads, so at 784 x 2 an odd
+    size leaves one idle (benchmarks/stack_size.py: M = 1-4 12.8 / 10.2 / 13.4 / 11.8 ms per
+    model-step); on one thread the sizes were within 10-21% of each other, in no fixed order, so the
+    size is measured rather than ruled by the thread count. Sizes that fail to run are left out;
+    where none runs, the cap is kept. known: sizes measured before (a store's), kept as they are.
+    Returns {size_key: {"size", "stack", "threads", "seconds_per_model_epoch"}} for known and new
+    keys. The numbers do not depend on the size beyond float rounding: a group trains as its runs
+    alone (tests/test_engine.py, to 1e-5; for 784 x 2 `all`, bit-identically on this machine's CPU)."""
     sizes = dict(known or {})
-    if device != "cpu":
-        return sizes
     before = torch.get_num_threads()
     try:
         if threads:
             torch.set_num_threads(threads)
         for g in by_stack_key(cfgs).values():
-            cap, key = stack_limit(g[0], max_group, device), size_key(g[0], device, threads)
-            if key in sizes or stack_key(g[0])[1] != "dense" or cap >= max_group or len(g) == 1:
+            cap, key = stack_limit(g[0], 2 ** 30, device), size_key(g[0], device)  # not --group-size: the cache's cap
+            if key in sizes or cap > max(MEASURED_SIZES) or min(len(g), max_group) == 1:
                 continue
-            tried = sorted({m for m in (*MEASURED_SIZES, cap) if m <= min(len(g), max_group)})
-            try:
-                per_model = {m: calibrate(g[:m], device, data_dir)["epoch"] / m for m in tried}
-            except DataError:
-                raise
-            except Exception:  # noqa: BLE001 - planned by the cap; the group's own training records the error
-                continue
-            sizes[key] = min(per_model, key=per_model.get)
+            tried = [m for m in sorted({*MEASURED_SIZES, cap}) if m <= min(len(g), max_group)]
+            per_model = {m: t["epoch"] / m for m in tried if (t := calibrated(g[:m], device, data_dir))}
+            base = min(cap, max(tried))
+            best = min(per_model, key=per_model.get, default=base)
+            if base in per_model and per_model[best] > (1 - MEASURED_MARGIN) * per_model[base]:
+                best = base
+            stack = f"{arch_name(g[0])} {'/'.join(sorted({c.trainable for c in g}))}"
+            sizes[key] = {"size": best, "stack": stack, "threads": torch.get_num_threads(),
+                          "seconds_per_model_epoch": {str(m): round(v, 3) for m, v in per_model.items()}}
             if log:
-                log(f"stack size {sizes[key]} for {arch_name(g[0])} {'/'.join(sorted({c.trainable for c in g}))} "
-                    f"({len(g)} runs; seconds per model-epoch at each size, measured on {torch.get_num_threads()} "
-                    "thread(s): " + ", ".join(f"{m}: {s:.2f}" for m, s in per_model.items()) + ")")
+                log(f"stack size {best} for {stack} ({len(g)} runs; the cap {base}; seconds per model-epoch at "
+                    f"each size, measured on {torch.get_num_threads()} thread(s): "
+                    + (", ".join(f"{m}: {v:.2f}" for m, v in per_model.items()) or "none ran") + ")")
     finally:
         torch.set_num_threads(before)
     return sizes
@@ -152,12 +166,7 @@ def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None) 
         c = g[0]
         shape = (stack_key(c), len(g))
         if shape not in timed:
-            try:
-                timed[shape] = calibrate(g, device, data_dir)
-            except DataError:
-                raise
-            except Exception:  # noqa: BLE001 - the group's own training will record the error
-                timed[shape] = None
+            timed[shape] = calibrated(g, device, data_dir)
         t = timed[shape]  # a shape fixes the data and the budget too (stack_key holds the whole config)
         if t is None:
             left_out += 1

@@ -191,6 +191,23 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
+    def add_meta(self, key: str, entries: dict) -> dict:
+        """Merge entries into the dict stored under key, the first writer of each entry winning
+        (one transaction, BEGIN IMMEDIATE: concurrent writers see each other's entries); returns
+        the stored dict."""
+        db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            stored = json.loads(row[0]) if row else {}
+            merged = {**entries, **stored}
+            if merged != stored:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(merged)))
+            db.execute("COMMIT")
+            return merged
+        finally:
+            db.close()
+
     def meta(self) -> dict:
         with self._tx() as db:
             return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
