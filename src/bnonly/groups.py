@@ -98,10 +98,13 @@ def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=No
     try:
         if threads:
             torch.set_num_threads(threads)
-        for g in by_stack_key(cfgs).values():
-            cap, key = stack_limit(g[0], 2 ** 30, device), size_key(g[0], device)  # not --group-size: the cache's cap
-            if key in sizes or cap > max(MEASURED_SIZES) or min(len(g), max_group) == 1:
-                continue
+        todo = [g for g in by_stack_key(cfgs).values() if size_key(g[0], device) not in sizes  # (the cache's
+                and stack_limit(g[0], 2 ** 30, device) <= max(MEASURED_SIZES) and min(len(g), max_group) > 1]  # cap)
+        if todo and log:
+            log(f"measuring the stack size of {len(todo)} stack(s) of wide models that train weights "
+                f"(a few steps at each size up to {max(MEASURED_SIZES)})")
+        for g in todo:
+            cap, key = stack_limit(g[0], 2 ** 30, device), size_key(g[0], device)  # not --group-size's limit
             tried = [m for m in sorted({*MEASURED_SIZES, cap}) if m <= min(len(g), max_group)]
             per_model = {m: t["epoch"] / m for m in tried if (t := calibrated(g[:m], device, data_dir))}
             base = min(cap, max(tried))
