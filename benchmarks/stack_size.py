@@ -3,7 +3,8 @@
 A stack of models that train their weights (`all`, `all-nobn`, LeNet-5's `random`) computes every
 model's dense weight gradients, momentum and SGD step; once the stack's weights, gradients and
 momentum outgrow the caches, a bigger stack only adds memory traffic. groups.stack_limit caps a
-CPU stack at groups.TRAINED_WEIGHTS_PER_STACK trained weights. This times the engine's step
+CPU stack at groups.TRAINED_WEIGHTS_PER_STACK trained weights; where that cap allows at most 4
+models, a sweep measures the size instead (groups.measured_stack_sizes). This times the engine's step
 (benchmarks/speed.py's (b)/(c): the engine's own batches and step) for M = 1..4 models of 3 seeds,
 in interleaved rounds (median of each), next to the textbook loop, for architectures on both sides
 of that cap, and marks the M the cap picks:

@@ -80,8 +80,8 @@ def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=No
     trained one at a time: on a CPU, those that train hidden weights of models so wide that the
     cache-sized cap (stack_limit) allows at most 4 of them (at width 784: 3 models of depth 2, 1 of
     depth 14; narrower models stack as the cap says: 12 of width 100 train 3-3.5x faster per model
-    than one, benchmarks/speed.py), with more
-    than one run. For each such stack key, the real epoch loop (engine.calibrate: a few training
+    than one, benchmarks/speed.py), with more than one run. For each such stack key, the real
+    epoch loop (engine.calibrate: a few training
     steps and a validation pass) runs at each size of MEASURED_SIZES up to the key's runs and
     max_group, on `threads` threads (those each group will train on), and the size with the least
     time per model-epoch replaces the cap where it is MEASURED_MARGIN faster than the cap's.
@@ -98,14 +98,19 @@ def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=No
     try:
         if threads:
             torch.set_num_threads(threads)
-        todo = [g for g in by_stack_key(cfgs).values() if size_key(g[0], device) not in sizes  # (the cache's
-                and stack_limit(g[0], 2 ** 30, device) <= max(MEASURED_SIZES) and min(len(g), max_group) > 1]  # cap)
+        todo = []
+        for g in by_stack_key(cfgs).values():
+            key = size_key(g[0], device)
+            if key in sizes or min(len(g), max_group) == 1:
+                continue
+            cap = stack_limit(g[0], 2 ** 30, device)  # the cache's cap, not --group-size's
+            if cap <= max(MEASURED_SIZES):
+                todo.append((g, key, cap))
         if todo and log:
             log(f"measuring the stack size of {len(todo)} stack(s) of wide models that train weights "
                 f"(a few steps at each size up to {max(MEASURED_SIZES)})")
-        for g in todo:
-            cap, key = stack_limit(g[0], 2 ** 30, device), size_key(g[0], device)  # not --group-size's limit
-            tried = [m for m in sorted({*MEASURED_SIZES, cap}) if m <= min(len(g), max_group)]
+        for g, key, cap in todo:
+            tried = [m for m in MEASURED_SIZES if m <= min(len(g), max_group)]  # (the cap is one of them)
             per_model = {m: t["epoch"] / m for m in tried if (t := calibrated(g[:m], device, data_dir))}
             base = min(cap, max(tried))
             best = min(per_model, key=per_model.get, default=base)

@@ -116,12 +116,16 @@ class Store:
                              f"{SCHEMA_VERSION}); upgrade bnonly")
 
     @contextmanager
-    def _tx(self):
-        """A connection whose statements commit together (or not at all), closed afterwards."""
+    def _tx(self, immediate: bool = False):
+        """A connection whose statements commit together (or not at all), closed afterwards; with
+        `immediate`, the transaction holds the write lock from its first read (BEGIN IMMEDIATE), so
+        that a read-then-write is atomic across processes."""
         db = sqlite3.connect(self.path, timeout=120)
         try:
             db.execute("PRAGMA synchronous=FULL")
             with db:
+                if immediate:
+                    db.execute("BEGIN IMMEDIATE")
                 yield db
         finally:
             db.close()
@@ -135,18 +139,12 @@ class Store:
         """Take the lease of a group unless another owner holds it with a heartbeat newer than
         `stale` seconds and is not `gone(owner)`; atomic across processes (BEGIN IMMEDIATE)."""
         now = time.time()
-        db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._tx(immediate=True) as db:
             row = db.execute("SELECT owner, heartbeat FROM leases WHERE group_id = ?", (group_id,)).fetchone()
             if row is not None and row[0] != owner and now - row[1] < stale and not gone(row[0]):
-                db.execute("ROLLBACK")
                 return False
             db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (group_id, owner, now))
-            db.execute("COMMIT")
             return True
-        finally:
-            db.close()
 
     def heartbeat(self, owner: str) -> None:
         with self._tx() as db:
@@ -195,18 +193,13 @@ class Store:
         """Merge entries into the dict stored under key, the first writer of each entry winning
         (one transaction, BEGIN IMMEDIATE: concurrent writers see each other's entries); returns
         the stored dict."""
-        db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._tx(immediate=True) as db:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             stored = json.loads(row[0]) if row else {}
             merged = {**entries, **stored}
             if merged != stored:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(merged)))
-            db.execute("COMMIT")
             return merged
-        finally:
-            db.close()
 
     def meta(self) -> dict:
         with self._tx() as db:

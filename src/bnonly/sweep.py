@@ -412,11 +412,13 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, device: str = "auto", wor
     ended = store.ended_ids()
     todo = [c for c in cfgs if c.run_id not in ended]
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    sizes = None  # Ray plans by the cap: its tasks run on other machines ('auto' planned as a CPU)
-    if executor == "local":  # where stacking may lose on this CPU, the sizes measured on it: the store's
-        known = store.meta().get("stack_sizes", {})  # first measurement of each stack wins, so that every
-        measured = measured_stack_sizes(todo, device, data_dir, group_size,  # sweep of the store plans alike
-                                        threads or group_threads(workers), known, log)
+    # Where stacking may lose on this CPU, the stack sizes measured on it. The store keeps them and the
+    # first measurement of each stack wins, so every sweep of the store plans the same groups. Ray
+    # plans by the cap: its tasks run on other machines ('auto' is planned as a CPU).
+    sizes = None
+    if executor == "local":
+        known = store.meta().get("stack_sizes", {})
+        measured = measured_stack_sizes(todo, device, data_dir, group_size, threads or group_threads(workers), known, log)
         sizes = store.add_meta("stack_sizes", measured) if measured != known else known
     groups = plan_groups(todo, group_size, device, sizes)
     if workers > 1 or executor == "ray":  # groups at once: start the long ones first
