@@ -1,0 +1,95 @@
+"""What bounds the narrow MLPs' training steps (the `quick` study's groups): PyTorch's per-op costs.
+
+On one thread (as each of `make reproduce`'s two workers trains), it measures
+  - PyTorch's own costs: one small op without autograd, one recorded autograd op (its forward and
+    its backward node) and one backward call, each on a tensor of 128 x 3 x 10 floats;
+  - the training step of real `quick` groups (3 seeds, the engine's epoch loop) at batch 128, and
+    the same group at batch 2, whose step runs the same ops on 64x less data: its time is what the
+    step costs whatever the arithmetic (dispatch, autograd, Python), and the batch-128 step's
+    matmul floor (the FLOPs it needs, benchmarks/speed.py's count, at this run's one-thread
+    torch.mm peak) what the arithmetic of the matmuls costs at the least.
+Batch 128 and batch 2 alternate in rounds in one process (this machine's speed drifts by tens of
+percent within seconds) and the median of each is printed.
+
+    python benchmarks/op_costs.py      # about 20 seconds on 2 CPU cores
+"""
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from speed import best_time, mm_peak, work_per_step  # noqa: E402
+
+from bnonly.config import resolve  # noqa: E402
+from bnonly.engine import Group, Hooks, sorted_for_stack  # noqa: E402
+
+CONFIGS = [(10, 6, "all"), (10, 6, "bn"), (100, 2, "all-nobn"), (100, 6, "all"), (100, 6, "bn")]
+ROUNDS, STEPS = 5, 40
+
+
+def per_call_us(fn, budget: float = 0.5) -> float:
+    return best_time(fn, "cpu", budget) * 1e6
+
+
+def torch_costs() -> dict:
+    """Microseconds: an op without autograd, an autograd op (forward + backward, per op of a chain of
+    50), a backward call (a chain of one, less its forward)."""
+    x = torch.randn(128, 3, 10)
+    xg = x.clone().requires_grad_(True)
+
+    def chain(n):
+        h = xg
+        for _ in range(n):
+            h = h * 1.0001
+        return h.sum()
+
+    plain = per_call_us(lambda: x * 1.0001)
+    one_fwd = per_call_us(lambda: chain(1))
+    one = per_call_us(lambda: torch.autograd.grad(chain(1), [xg]))
+    fifty = per_call_us(lambda: torch.autograd.grad(chain(50), [xg]))
+    return {"op": plain, "autograd_op": (fifty - one) / 49, "backward_call": one - one_fwd}
+
+
+def group(width: int, depth: int, trainable: str, batch: int) -> Group:
+    cfgs = [resolve("report", model="mlp", width=width, depth=depth, trainable=trainable, seed=s, batch_size=batch)
+            for s in range(3)]
+    g = Group([cfgs[i] for i in sorted_for_stack(cfgs, "cpu")], "cpu", None)
+    g.n_batches = 3
+    g.train_epoch(1, Hooks())  # warm-up
+    g.n_batches = STEPS
+    return g
+
+
+def ms_per_step(g: Group) -> float:
+    t0 = time.perf_counter()
+    g.train_epoch(2, Hooks())
+    return (time.perf_counter() - t0) / STEPS * 1e3
+
+
+def main():
+    torch.set_num_threads(1)
+    costs = torch_costs()
+    peak = mm_peak("cpu", 0.5)
+    print(f"one thread: torch.mm peak {peak:.0f} GFLOP/s; an op without autograd {costs['op']:.1f} us, "
+          f"an autograd op (forward + backward) {costs['autograd_op']:.1f} us, a backward call {costs['backward_call']:.0f} us")
+    print("ms per step of 3 models (one per seed), medians of 5 alternating rounds")
+    print(f"{'model':>9} {'set':>8} | {'batch 128':>9} {'batch 2':>7} {'share':>5} | {'mm floor':>8} {'share':>5}")
+    for width, depth, trainable in CONFIGS:
+        big, small = group(width, depth, trainable, 128), group(width, depth, trainable, 2)
+        t_big, t_small = [], []
+        for _ in range(ROUNDS):
+            t_big.append(ms_per_step(big))
+            t_small.append(ms_per_step(small))
+        b, s = statistics.median(t_big), statistics.median(t_small)
+        flops, _ = work_per_step(resolve("report", model="mlp", width=width, depth=depth,
+                                         trainable="all" if trainable == "all-nobn" else trainable))
+        floor = 3 * flops / (peak * 1e9) * 1e3
+        print(f"{f'{width}x{depth}':>9} {trainable:>8} | {b:>9.2f} {s:>7.2f} {s / b:>5.0%} | {floor:>8.2f} {floor / b:>5.0%}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
