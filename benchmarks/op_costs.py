@@ -4,10 +4,13 @@ On one thread (as each of `make reproduce`'s two workers trains), it measures
   - PyTorch's own costs: one small op without autograd, one recorded autograd op (its forward and
     its backward node) and one backward call, each on a tensor of 128 x 3 x 10 floats;
   - the training step of real `quick` groups (3 seeds, the engine's epoch loop) at batch 128, and
-    the same group at batch 2, whose step runs the same ops on 64x less data: its time is what the
-    step costs whatever the arithmetic (dispatch, autograd, Python), and the batch-128 step's
-    matmul floor (the FLOPs it needs, benchmarks/speed.py's count, at this run's one-thread
-    torch.mm peak) what the arithmetic of the matmuls costs at the least.
+    the same group at batch 2, whose step runs the same ops on 64x smaller activations (the
+    weights, their gradients and momentum stay as large): what the ops cost nearly whatever the
+    data (dispatch, autograd, Python), next to the batch-2 step's own floor (the matmuls' FLOPs
+    at this run's one-thread torch.mm peak, or the bytes it must move, weights included, at its
+    copy bandwidth: benchmarks/speed.py's count), which shows how little of it is arithmetic or
+    memory traffic;
+  - the batch-128 step's floor the same way: what its arithmetic and traffic cost at the least.
 Batch 128 and batch 2 alternate in rounds in one process (this machine's speed drifts by tens of
 percent within seconds) and the median of each is printed.
 
@@ -21,13 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speed import best_time, mm_peak, work_per_step  # noqa: E402
+from speed import best_time, copy_bandwidth, mm_peak, work_per_step  # noqa: E402
 
 from bnonly.config import resolve  # noqa: E402
 from bnonly.engine import Group, Hooks, sorted_for_stack  # noqa: E402
 
 CONFIGS = [(10, 6, "all"), (10, 6, "bn"), (100, 2, "all-nobn"), (100, 6, "all"), (100, 6, "bn")]
-ROUNDS, STEPS = 5, 40
+ROUNDS, STEPS, SEEDS = 5, 40, 3
 
 
 def per_call_us(fn, budget: float = 0.5) -> float:
@@ -55,7 +58,7 @@ def torch_costs() -> dict:
 
 def group(width: int, depth: int, trainable: str, batch: int) -> Group:
     cfgs = [resolve("report", model="mlp", width=width, depth=depth, trainable=trainable, seed=s, batch_size=batch)
-            for s in range(3)]
+            for s in range(SEEDS)]
     g = Group([cfgs[i] for i in sorted_for_stack(cfgs, "cpu")], "cpu", None)
     g.n_batches = 3
     g.train_epoch(1, Hooks())  # warm-up
@@ -69,14 +72,24 @@ def ms_per_step(g: Group) -> float:
     return (time.perf_counter() - t0) / STEPS * 1e3
 
 
+def floor_ms(width: int, depth: int, trainable: str, batch: int, peak: float, bandwidth: float) -> float:
+    """The step's floor for SEEDS models: its matmul FLOPs at the mm peak or the bytes it moves at the
+    copy bandwidth, whichever takes longer (speed.work_per_step's count)."""
+    flops, bytes_ = work_per_step(resolve("report", model="mlp", width=width, depth=depth, trainable=trainable), batch)
+    return SEEDS * max(flops / (peak * 1e9), bytes_ / (bandwidth * 1e9)) * 1e3
+
+
 def main():
     torch.set_num_threads(1)
     costs = torch_costs()
-    peak = mm_peak("cpu", 0.5)
-    print(f"one thread: torch.mm peak {peak:.0f} GFLOP/s; an op without autograd {costs['op']:.1f} us, "
-          f"an autograd op (forward + backward) {costs['autograd_op']:.1f} us, a backward call {costs['backward_call']:.0f} us")
-    print("ms per step of 3 models (one per seed), medians of 5 alternating rounds")
-    print(f"{'model':>9} {'set':>8} | {'batch 128':>9} {'batch 2':>7} {'share':>5} | {'mm floor':>8} {'share':>5}")
+    peak, bandwidth = mm_peak("cpu", 0.5), copy_bandwidth("cpu", 0.5)
+    print(f"one thread: torch.mm peak {peak:.0f} GFLOP/s, copy bandwidth {bandwidth:.0f} GB/s; an op without autograd "
+          f"{costs['op']:.1f} us, an autograd op (forward + backward) {costs['autograd_op']:.1f} us, "
+          f"a backward call {costs['backward_call']:.0f} us")
+    print(f"ms per step of {SEEDS} models (one per seed), medians of {ROUNDS} alternating rounds; floor: the matmuls at "
+          "the mm peak or the bytes at the bandwidth, whichever is longer")
+    print(f"{'model':>9} {'set':>8} | {'batch 128':>9} {'floor':>6} {'floor/step':>10} | {'batch 2':>7} {'floor':>6} "
+          f"{'floor/step':>10} | {'b2/b128':>7}")
     for width, depth, trainable in CONFIGS:
         big, small = group(width, depth, trainable, 128), group(width, depth, trainable, 2)
         t_big, t_small = [], []
@@ -84,11 +97,9 @@ def main():
             t_big.append(ms_per_step(big))
             t_small.append(ms_per_step(small))
         b, s = statistics.median(t_big), statistics.median(t_small)
-        flops, _ = work_per_step(resolve("report", model="mlp", width=width, depth=depth,
-                                         trainable="all" if trainable == "all-nobn" else trainable))
-        floor = 3 * flops / (peak * 1e9) * 1e3
-        print(f"{f'{width}x{depth}':>9} {trainable:>8} | {b:>9.2f} {s:>7.2f} {s / b:>5.0%} | {floor:>8.2f} {floor / b:>5.0%}",
-              flush=True)
+        fb, fs = (floor_ms(width, depth, trainable, n, peak, bandwidth) for n in (128, 2))
+        print(f"{f'{width}x{depth}':>9} {trainable:>8} | {b:>9.2f} {fb:>6.2f} {fb / b:>10.0%} | {s:>7.2f} {fs:>6.2f} "
+              f"{fs / s:>10.0%} | {s / b:>7.0%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ training images, batch 128, i.e. 375 steps per epoch), it times:
 
 and reports model-epochs per second, achieved GFLOP/s, and efficiency = floor / measured time,
 where floor = max(FLOPs the step needs / torch.mm peak, bytes it must move / copy bandwidth),
-both peaks measured in this run; `max` is (a)'s time over the floor, the ratio to the textbook loop
-that a step running at its floor would reach (so no (c)/(a) target above it can be met in that run). Only the work the trainable set needs is counted: no weight
+both peaks measured in this run; `eff (a)` is the textbook loop's, and `max` is (a)'s time over
+the floor: the (c)/(a) of a step running at its floor, which a (c)/(a) above it would have to beat
+(the floor rests on the peaks this run read, and moves with them). Only the work the trainable set needs is counted: no weight
 gradient for frozen layers, no input gradient for the first layer.
 
     python benchmarks/speed.py --quick          # < 8 minutes on 2 CPU cores
@@ -50,6 +51,7 @@ from bnonly.data import Tensors, load
 from bnonly.engine import DEVICES, Group, gather, resolve_device, sorted_for_stack
 from bnonly.models import build
 from bnonly.groups import measured_stack_sizes, plan_groups, stack_limit
+from bnonly.sets import SETS
 from bnonly.trainable import plan
 
 STEPS_PER_EPOCH = 375  # 48,000 / 128
@@ -107,8 +109,9 @@ def work_per_step(cfg, batch=128, in_features=784, classes=10):
     `random` needs the gradient of its entries only (a gather, not counted)."""
     dims = [in_features] + [cfg.width] * cfg.depth + [classes]
     layers = list(zip(dims[:-1], dims[1:]))
-    trains_w = cfg.trainable == "all"
-    frozen_first = cfg.trainable in ("bn", "bn+out", "out", "none", "gamma", "beta", "random")  # random: + a sparse correction
+    s = SETS[cfg.trainable]
+    trains_w = "hidden" in s.parts  # all, all-nobn
+    frozen_first = not trains_w     # random: + a sparse correction
     flops = bytes_ = 0
     for i, (fi, fo) in enumerate(layers):
         head = i == len(layers) - 1
@@ -119,7 +122,7 @@ def work_per_step(cfg, batch=128, in_features=784, classes=10):
         flops += mm                                      # forward
         if i > 0:
             flops += mm                                  # input gradient
-        w_trains = trains_w or (head and cfg.trainable in ("bn+out", "out"))
+        w_trains = trains_w or (head and "head" in s.parts)
         if w_trains:
             flops += mm                                  # weight gradient
             bytes_ += 4 * fi * fo * 5                    # grad write, momentum read+write, weight read+write
@@ -383,7 +386,8 @@ def main(argv=None):
     d = load("mnist", 0.2, 0, 0, device)
 
     head = (f"{'width':>5} {'depth':>5} {'set':>4} | {'(a) textbook':>12} {'(b) single':>10} {'(c) batched':>11} "
-            f"| {'(b)/(a)':>7} {'(c)/(a)':>7} {'max':>5} | {'GFLOP/s (c)':>11} {'of mm':>6} | {'eff (a)':>7} {'eff (b)':>7} {'eff (c)':>7} {'M':>3} "
+            f"| {'(b)/(a)':>7} {'(c)/(a)':>7} {'max':>5} | {'GFLOP/s (c)':>11} {'of mm':>6} "
+            f"| {'eff (a)':>7} {'eff (b)':>7} {'eff (c)':>7} {'M':>3} "
             f"| {'(d) vmap':>8} {'(c)/(d)':>7}")
     print(f"model-epochs per second (an epoch = {STEPS_PER_EPOCH} steps of 128); (c) trains M models at once: "
           f"up to {M}, as many as the sweep stacks (for wide sets that train weights, the size it measures)")
@@ -413,7 +417,8 @@ def main(argv=None):
                        "bound": "flops" if flops / (peak * 1e9) >= bytes_ / (bw * 1e9) else "memory"}
                 rows.append(row)
                 print(f"{width:>5} {depth:>5} {tset:>4} | {eps[0]:>12.2f} {eps[1]:>10.2f} {eps[2]:>11.2f} "
-                      f"| {ta / tb:>6.1f}x {ta / tc:>6.1f}x {ta / floor_step:>4.{0 if ta / floor_step >= 100 else 1}f}x | {gflops_c:>11.1f} {gflops_c / peak:>6.0%} "
+                      f"| {ta / tb:>6.1f}x {ta / tc:>6.1f}x {ta / floor_step:>4.{0 if ta / floor_step >= 99.95 else 1}f}x "
+                      f"| {gflops_c:>11.1f} {gflops_c / peak:>6.0%} "
                       f"| {floor_step / ta:>7.0%} {floor_step / tb:>7.0%} {floor_step / tc:>7.0%} {m:>3} "
                       f"| {1 / (td * STEPS_PER_EPOCH):>8.2f} {td / tc:>6.1f}x", flush=True)
     subset, epochs = (8000, 3) if args.quick else (0, 3)
