@@ -32,13 +32,18 @@ their own: the textbook loop against the stacked engine (stacked.ModuleStack; 3 
 the sweep's stack on a GPU), model-epochs per second and the FLOP efficiency.
 
 Each timing runs whole steps for a fixed wall-time budget after warm-up and converts to epochs of
-375 steps (validation is not included: the textbook loop has none). The last line of output is one
-JSON object with the ratios (c)/(a), (b)/(a), the efficiencies and the fraction of torch.mm peak.
+375 steps (validation is not included: the textbook loop has none). An MLP row times (a)-(d) in 3
+interleaved rounds (a third of the budget each, every variant in turn): its times are the medians
+over the rounds and its ratios the medians of the rounds' ratios, so that a drift of the machine's
+speed between variants (2-3x within minutes on the 2-core CPU here) does not become a ratio. The
+last line of output is one JSON object with the ratios (c)/(a), (b)/(a), the efficiencies and the
+fraction of torch.mm peak.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -62,9 +67,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, budget: float, min_steps: int = 3) -> float:
-    """Seconds per call of fn, after two warm-up calls, over at least `budget` seconds."""
-    fn(), fn()
+def timed(fn, device, budget: float, min_steps: int = 3, warm: int = 2) -> float:
+    """Seconds per call of fn, after `warm` warm-up calls, over at least `budget` seconds."""
+    for _ in range(warm):
+        fn()
     sync(device)
     n, t0 = 0, time.perf_counter()
     while n < min_steps or time.perf_counter() - t0 < budget:
@@ -74,6 +80,28 @@ def timed(fn, device, budget: float, min_steps: int = 3) -> float:
             sync(device)
     sync(device)
     return (time.perf_counter() - t0) / n
+
+
+ROUNDS = 3
+
+
+def interleaved(fns, device, budget: float, rounds: int = ROUNDS) -> list[list[float]]:
+    """Seconds per call of each of fns in each of `rounds` rounds, every round timing each fn in turn
+    for budget / rounds (two warm-up calls each first): a drift in the machine's speed, which
+    reaches 2-3x within minutes on the 2-core CPU here, then falls on every fn alike, and a ratio
+    is taken per round (ratio)."""
+    for fn in fns:
+        fn(), fn()
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for t, fn in zip(times, fns):
+            t.append(timed(fn, device, budget / rounds, warm=0))
+    return times
+
+
+def ratio(num: list[float], den: list[float]) -> float:
+    """The median over rounds of num / den (two of interleaved()'s lists)."""
+    return statistics.median(a / b for a, b in zip(num, den))
 
 
 def best_time(fn, device, budget: float) -> float:
@@ -400,27 +428,28 @@ def main(argv=None):
                 cfg = resolve("report", model="mlp", width=width, depth=depth, trainable=tset)
                 flops, bytes_ = work_per_step(cfg)
                 floor_step = max(flops / (peak * 1e9), bytes_ / (bw * 1e9))
-                ta = timed(textbook(cfg, d, device), device, budget)
-                tb = timed(engine_step(cfg, d, device, 1), device, budget)
                 m = sweep_stack(cfg, M, device)
-                tc = timed(engine_step(cfg, d, device, m), device, budget) / m   # per model-step
-                td = timed(vmap_step(cfg, d, device, m), device, budget) / m
+                runs = interleaved([textbook(cfg, d, device), engine_step(cfg, d, device, 1),
+                                    engine_step(cfg, d, device, m), vmap_step(cfg, d, device, m)], device, budget)
+                t_a, t_b, t_c, t_d = runs[0], runs[1], [t / m for t in runs[2]], [t / m for t in runs[3]]  # per model-step
+                ta, tb, tc, td = (statistics.median(t) for t in (t_a, t_b, t_c, t_d))
+                r_ba, r_ca, r_dc = ratio(t_a, t_b), ratio(t_a, t_c), ratio(t_d, t_c)
                 eps = [1 / (t * STEPS_PER_EPOCH) for t in (ta, tb, tc)]
                 gflops_c = flops / tc / 1e9
                 row = {"width": width, "depth": depth, "set": tset, "batched_models": m,
                        "model_epochs_per_s": {"textbook": eps[0], "single": eps[1], "batched": eps[2]},
-                       "ratio_single_vs_textbook": ta / tb, "ratio_batched_vs_textbook": ta / tc,
-                       "ratio_batched_vs_vmap": td / tc,
+                       "ratio_single_vs_textbook": r_ba, "ratio_batched_vs_textbook": r_ca,
+                       "ratio_batched_vs_vmap": r_dc, "rounds": ROUNDS,
                        "gflops_batched": gflops_c, "fraction_of_mm_peak": gflops_c / peak,
                        "efficiency_textbook": floor_step / ta, "efficiency_single": floor_step / tb,
                        "efficiency_batched": floor_step / tc, "max_ratio_vs_textbook": ta / floor_step,
                        "bound": "flops" if flops / (peak * 1e9) >= bytes_ / (bw * 1e9) else "memory"}
                 rows.append(row)
                 print(f"{width:>5} {depth:>5} {tset:>4} | {eps[0]:>12.2f} {eps[1]:>10.2f} {eps[2]:>11.2f} "
-                      f"| {ta / tb:>6.1f}x {ta / tc:>6.1f}x {ta / floor_step:>4.{0 if ta / floor_step >= 99.95 else 1}f}x "
+                      f"| {r_ba:>6.1f}x {r_ca:>6.1f}x {ta / floor_step:>4.{0 if ta / floor_step >= 99.95 else 1}f}x "
                       f"| {gflops_c:>11.1f} {gflops_c / peak:>6.0%} "
                       f"| {floor_step / ta:>7.0%} {floor_step / tb:>7.0%} {floor_step / tc:>7.0%} {m:>3} "
-                      f"| {1 / (td * STEPS_PER_EPOCH):>8.2f} {td / tc:>6.1f}x", flush=True)
+                      f"| {1 / (td * STEPS_PER_EPOCH):>8.2f} {r_dc:>6.1f}x", flush=True)
     subset, epochs = (8000, 3) if args.quick else (0, 3)
     print(f"end to end: all 7 sets x 3 seeds of one MLP, {epochs} epochs at most, "
           f"{f'{subset:,} images' if subset else 'all of MNIST'}; a sweep (start-up, validation, test, store) "

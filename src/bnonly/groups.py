@@ -6,6 +6,7 @@ and the Ray executor (cluster.py, one task per group). Neither imports the other
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 
@@ -61,6 +62,10 @@ def size_key(cfg: RunConfig, device: str) -> str:
 
 MEASURED_SIZES = (1, 2, 3, 4)  # the stack sizes timed where the cache-sized cap allows at most 4
 MEASURED_MARGIN = 0.10  # another size replaces the cap only if it is this much faster per model
+# Rounds over the sizes, each size once per round, its best kept: a drift of the machine's speed
+# (2-3x within minutes on the 2-core CPU this was measured on, benchmarks/speed.py) then falls on
+# every size alike instead of deciding for one measured in a slow moment.
+MEASURED_ROUNDS = 2
 
 
 def calibrated(group: list[RunConfig], device: str, data_dir=None) -> dict | None:
@@ -83,8 +88,9 @@ def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=No
     than one, benchmarks/speed.py), with more than one run. For each such stack key, the real
     epoch loop (engine.calibrate: a few training
     steps and a validation pass) runs at each size of MEASURED_SIZES up to the key's runs and
-    max_group, on `threads` threads (those each group will train on), and the size with the least
-    time per model-epoch replaces the cap where it is MEASURED_MARGIN faster than the cap's.
+    max_group, on `threads` threads (those each group will train on), in MEASURED_ROUNDS
+    interleaved rounds (the best of each size kept), and the size with the least time per
+    model-epoch replaces the cap where it is MEASURED_MARGIN faster than the cap's.
     Measured on 2 threads, a batched matmul splits its batch over the threads, so at 784 x 2 an odd
     size leaves one idle (benchmarks/stack_size.py: M = 1-4 12.8 / 10.2 / 13.4 / 11.8 ms per
     model-step); on one thread the sizes were within 10-21% of each other, in no fixed order, so the
@@ -108,10 +114,19 @@ def measured_stack_sizes(cfgs: list[RunConfig], device: str = "cpu", data_dir=No
                 todo.append((g, key, cap))
         if todo and log:
             log(f"measuring the stack size of {len(todo)} stack(s) of wide models that train weights "
-                f"(a few steps at each size up to {max(MEASURED_SIZES)})")
+                f"(a few steps at each size up to {max(MEASURED_SIZES)}, in {MEASURED_ROUNDS} rounds)")
         for g, key, cap in todo:
             tried = [m for m in MEASURED_SIZES if m <= min(len(g), max_group)]  # (the cap is one of them)
-            per_model = {m: t["epoch"] / m for m in tried if (t := calibrated(g[:m], device, data_dir))}
+            per_model, failed = {}, set()
+            for _ in range(MEASURED_ROUNDS):
+                for m in tried:
+                    if m not in failed:
+                        t = calibrated(g[:m], device, data_dir)
+                        if t is None:
+                            failed.add(m)
+                        else:
+                            per_model[m] = min(per_model.get(m, math.inf), t["epoch"] / m)
+            per_model = {m: v for m, v in per_model.items() if m not in failed}
             base = min(cap, max(tried))
             best = min(per_model, key=per_model.get, default=base)
             if base in per_model and per_model[best] > (1 - MEASURED_MARGIN) * per_model[base]:
