@@ -11,20 +11,19 @@ On one thread (as each of `make reproduce`'s two workers trains), it measures
     copy bandwidth: benchmarks/speed.py's count), which shows how little of it is arithmetic or
     memory traffic;
   - the batch-128 step's floor the same way: what its arithmetic and traffic cost at the least.
-Batch 128 and batch 2 alternate in rounds in one process (this machine's speed drifts by tens of
-percent within seconds) and the median of each is printed.
+Batch 128 and batch 2 alternate in rounds in one process (speed.interleaved: this machine's speed
+drifts by tens of percent within seconds) and the median of each is printed.
 
-    python benchmarks/op_costs.py      # about 20 seconds on 2 CPU cores
+    python benchmarks/op_costs.py      # under a minute on 2 CPU cores
 """
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speed import best_time, copy_bandwidth, mm_peak, work_per_step  # noqa: E402
+from speed import best_time, copy_bandwidth, floor_seconds, interleaved, mm_peak, work_per_step  # noqa: E402
 
 from bnonly.config import resolve  # noqa: E402
 from bnonly.engine import Group, Hooks, sorted_for_stack  # noqa: E402
@@ -60,23 +59,19 @@ def group(width: int, depth: int, trainable: str, batch: int) -> Group:
     cfgs = [resolve("report", model="mlp", width=width, depth=depth, trainable=trainable, seed=s, batch_size=batch)
             for s in range(SEEDS)]
     g = Group([cfgs[i] for i in sorted_for_stack(cfgs, "cpu")], "cpu", None)
-    g.n_batches = 3
-    g.train_epoch(1, Hooks())  # warm-up
     g.n_batches = STEPS
     return g
 
 
-def ms_per_step(g: Group) -> float:
-    t0 = time.perf_counter()
-    g.train_epoch(2, Hooks())
-    return (time.perf_counter() - t0) / STEPS * 1e3
+def epoch(g: Group):
+    """One call: STEPS steps of g's epoch loop."""
+    return lambda: g.train_epoch(2, Hooks())
 
 
 def floor_ms(width: int, depth: int, trainable: str, batch: int, peak: float, bandwidth: float) -> float:
-    """The step's floor for SEEDS models: its matmul FLOPs at the mm peak or the bytes it moves at the
-    copy bandwidth, whichever takes longer (speed.work_per_step's count)."""
-    flops, bytes_ = work_per_step(resolve("report", model="mlp", width=width, depth=depth, trainable=trainable), batch)
-    return SEEDS * max(flops / (peak * 1e9), bytes_ / (bandwidth * 1e9)) * 1e3
+    """The step's floor for SEEDS models (speed.floor_seconds of speed.work_per_step's count)."""
+    cfg = resolve("report", model="mlp", width=width, depth=depth, trainable=trainable)
+    return SEEDS * floor_seconds(*work_per_step(cfg, batch), peak, bandwidth) * 1e3
 
 
 def main():
@@ -91,12 +86,8 @@ def main():
     print(f"{'model':>9} {'set':>8} | {'batch 128':>9} {'floor':>6} {'floor/step':>10} | {'batch 2':>7} {'floor':>6} "
           f"{'floor/step':>10} | {'b2/b128':>7}")
     for width, depth, trainable in CONFIGS:
-        big, small = group(width, depth, trainable, 128), group(width, depth, trainable, 2)
-        t_big, t_small = [], []
-        for _ in range(ROUNDS):
-            t_big.append(ms_per_step(big))
-            t_small.append(ms_per_step(small))
-        b, s = statistics.median(t_big), statistics.median(t_small)
+        runs = interleaved([epoch(group(width, depth, trainable, n)) for n in (128, 2)], "cpu", 0, ROUNDS)
+        b, s = (statistics.median(t) * 1e3 / STEPS for t in runs)
         fb, fs = (floor_ms(width, depth, trainable, n, peak, bandwidth) for n in (128, 2))
         print(f"{f'{width}x{depth}':>9} {trainable:>8} | {b:>9.2f} {fb:>6.2f} {fb / b:>10.0%} | {s:>7.2f} {fs:>6.2f} "
               f"{fs / s:>10.0%} | {s / b:>7.0%}", flush=True)

@@ -162,6 +162,12 @@ def work_per_step(cfg, batch=128, in_features=784, classes=10):
     return flops, bytes_
 
 
+def floor_seconds(flops: float, bytes_: float, peak: float, bandwidth: float) -> float:
+    """A step's floor: its FLOPs at the mm peak (GFLOP/s) or its bytes at the copy bandwidth (GB/s),
+    whichever takes longer (work_per_step's counts)."""
+    return max(flops / (peak * 1e9), bytes_ / (bandwidth * 1e9))
+
+
 def textbook_model(cfg, device, input_shape=(1, 28, 28)):
     """A model and its torch.optim.SGD as a textbook loop sets them up: what does not train has
     requires_grad=False; `random`'s weights train under a gradient hook that masks their entries."""
@@ -427,7 +433,7 @@ def main(argv=None):
             for tset in ("bn", "all", "random"):
                 cfg = resolve("report", model="mlp", width=width, depth=depth, trainable=tset)
                 flops, bytes_ = work_per_step(cfg)
-                floor_step = max(flops / (peak * 1e9), bytes_ / (bw * 1e9))
+                floor_step = floor_seconds(flops, bytes_, peak, bw)
                 m = sweep_stack(cfg, M, device)
                 runs = interleaved([textbook(cfg, d, device), engine_step(cfg, d, device, 1),
                                     engine_step(cfg, d, device, m), vmap_step(cfg, d, device, m)], device, budget)
