@@ -8,25 +8,21 @@ On one thread (as each of `make reproduce`'s two workers trains), it measures
     weights, their gradients and momentum stay as large): what the ops cost nearly whatever the
     data (dispatch, autograd, Python), next to the batch-2 step's own floor (the matmuls' FLOPs
     at this run's one-thread torch.mm peak, or the bytes it must move, weights included, at its
-    copy bandwidth: benchmarks/speed.py's count), which shows how little of it is arithmetic or
+    copy bandwidth: timing.work_per_step), which shows how little of it is arithmetic or
     memory traffic;
   - the batch-128 step's floor the same way: what its arithmetic and traffic cost at the least.
-Batch 128 and batch 2 alternate in rounds in one process (speed.interleaved: this machine's speed
+Batch 128 and batch 2 alternate in rounds in one process (timing.interleaved: this machine's speed
 drifts by tens of percent within seconds) and the median of each is printed.
 
     python benchmarks/op_costs.py      # under a minute on 2 CPU cores
 """
 import statistics
-import sys
-from pathlib import Path
 
 import torch
+from timing import best_time, copy_bandwidth, floor_seconds, interleaved, mm_peak, work_per_step
 
-sys.path.insert(0, str(Path(__file__).parent))
-from speed import best_time, copy_bandwidth, floor_seconds, interleaved, mm_peak, work_per_step  # noqa: E402
-
-from bnonly.config import resolve  # noqa: E402
-from bnonly.engine import Group, Hooks, sorted_for_stack  # noqa: E402
+from bnonly.config import resolve
+from bnonly.engine import Group, Hooks
 
 CONFIGS = [(10, 6, "all"), (10, 6, "bn"), (100, 2, "all-nobn"), (100, 6, "all"), (100, 6, "bn")]
 ROUNDS, STEPS, SEEDS = 5, 40, 3
@@ -58,7 +54,7 @@ def torch_costs() -> dict:
 def group(width: int, depth: int, trainable: str, batch: int) -> Group:
     cfgs = [resolve("report", model="mlp", width=width, depth=depth, trainable=trainable, seed=s, batch_size=batch)
             for s in range(SEEDS)]
-    g = Group([cfgs[i] for i in sorted_for_stack(cfgs, "cpu")], "cpu", None)
+    g = Group(cfgs, "cpu", None)
     g.n_batches = STEPS
     return g
 
@@ -69,7 +65,7 @@ def epoch(g: Group):
 
 
 def floor_ms(width: int, depth: int, trainable: str, batch: int, peak: float, bandwidth: float) -> float:
-    """The step's floor for SEEDS models (speed.floor_seconds of speed.work_per_step's count)."""
+    """The step's floor for SEEDS models (timing.floor_seconds of timing.work_per_step)."""
     cfg = resolve("report", model="mlp", width=width, depth=depth, trainable=trainable)
     return SEEDS * floor_seconds(*work_per_step(cfg, batch), peak, bandwidth) * 1e3
 

@@ -7,9 +7,8 @@ training images, batch 128, i.e. 375 steps per epoch), it times:
       torch.optim.SGD over the trainable parameters (frozen ones have requires_grad=False);
   (b) bnonly's single-model path: the engine's step with a stack of one model;
   (c) bnonly's batched engine: the same step with a stack of M models (M = 12, or as many as the
-      sweep stacks: for wide sets that train their weights, the size it measures on this machine,
-      groups.measured_stack_sizes), of 3 seeds as in a sweep stack, where
-      the models of one seed share its batches;
+      sweep stacks: stacking.stack_cap), of 3 seeds as in a sweep stack, where the models of one
+      seed share its batches;
   (d) the alternative the engine was measured against: torch.func (stack_module_state +
       vmap(grad(functional_call))) on the same M models, each gathering its own batch (so (c)/(d)
       includes (c)'s saving from gathering once per seed where the models of a seed read one batch
@@ -49,123 +48,18 @@ import time
 
 import torch
 import torch.nn.functional as F
+from timing import ROUNDS, copy_bandwidth, floor_seconds, interleaved, mm_peak, ratio, sync, timed, work_per_step
 from torch.utils.data import DataLoader, TensorDataset
 
 from bnonly.config import resolve
 from bnonly.data import Tensors, load
-from bnonly.engine import DEVICES, Group, gather, resolve_device, sorted_for_stack
+from bnonly.device import DEVICES, EngineOptions, resolve_device
+from bnonly.engine import Group, gather
 from bnonly.models import build
-from bnonly.groups import measured_stack_sizes, plan_groups, stack_limit
-from bnonly.sets import SETS
+from bnonly.stacking import stack_cap, stack_order
 from bnonly.trainable import plan
 
 STEPS_PER_EPOCH = 375  # 48,000 / 128
-
-
-def sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, budget: float, min_steps: int = 3, warm: int = 2) -> float:
-    """Seconds per call of fn, after `warm` warm-up calls, over at least `budget` seconds."""
-    for _ in range(warm):
-        fn()
-    sync(device)
-    n, t0 = 0, time.perf_counter()
-    while n < min_steps or time.perf_counter() - t0 < budget:
-        fn()
-        n += 1
-        if device == "cuda" and n % 10 == 0:
-            sync(device)
-    sync(device)
-    return (time.perf_counter() - t0) / n
-
-
-ROUNDS = 3
-
-
-def interleaved(fns, device, budget: float, rounds: int = ROUNDS) -> list[list[float]]:
-    """Seconds per call of each of fns in each of `rounds` rounds, every round timing each fn in turn
-    for budget / rounds (two warm-up calls each first): a drift in the machine's speed, which
-    reaches 2-3x within minutes on the 2-core CPU here, then falls on every fn alike, and a ratio
-    is taken per round (ratio)."""
-    for fn in fns:
-        fn(), fn()
-    times = [[] for _ in fns]
-    for _ in range(rounds):
-        for t, fn in zip(times, fns):
-            t.append(timed(fn, device, budget / rounds, warm=0))
-    return times
-
-
-def ratio(num: list[float], den: list[float]) -> float:
-    """The median over rounds of num / den (two of interleaved()'s lists)."""
-    return statistics.median(a / b for a, b in zip(num, den))
-
-
-def best_time(fn, device, budget: float) -> float:
-    """The fastest of repeated calls over `budget` seconds (a machine's limit, not its average)."""
-    fn()
-    best, t_end = float("inf"), time.perf_counter() + budget
-    while time.perf_counter() < t_end:
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def mm_peak(device, budget) -> float:
-    n = 4096 if device == "cuda" else 2048
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n ** 3 / best_time(lambda: a @ b, device, 2 * budget) / 1e9
-
-
-def copy_bandwidth(device, budget) -> float:
-    """GB/s of a large tensor copy (read + write)."""
-    a = torch.empty(64 * 2 ** 20, device=device)  # 256 MiB
-    b = torch.empty_like(a)
-    return 2 * a.numel() * 4 / best_time(lambda: b.copy_(a), device, 2 * budget) / 1e9
-
-
-def work_per_step(cfg, batch=128, in_features=784, classes=10):
-    """FLOPs and bytes one training step of one model needs (matmuls; weights, optimizer state,
-    activations and the input batch moved once each way). Only the work the set needs: a frozen
-    first layer is computed once for the data set, not per step (engine.FirstLayerCache), and
-    `random` needs the gradient of its entries only (a gather, not counted)."""
-    dims = [in_features] + [cfg.width] * cfg.depth + [classes]
-    layers = list(zip(dims[:-1], dims[1:]))
-    s = SETS[cfg.trainable]
-    trains_w = "hidden" in s.parts  # all, all-nobn
-    frozen_first = not trains_w     # random: + a sparse correction
-    flops = bytes_ = 0
-    for i, (fi, fo) in enumerate(layers):
-        head = i == len(layers) - 1
-        mm = 2 * batch * fi * fo
-        if i == 0 and frozen_first:
-            bytes_ += 4 * batch * fo * 3 * 2 + 4 * batch * fo  # its cached output read, BN and ReLU outputs
-            continue
-        flops += mm                                      # forward
-        if i > 0:
-            flops += mm                                  # input gradient
-        w_trains = trains_w or (head and "head" in s.parts)
-        if w_trains:
-            flops += mm                                  # weight gradient
-            bytes_ += 4 * fi * fo * 5                    # grad write, momentum read+write, weight read+write
-        bytes_ += 4 * fi * fo * 2                        # weight read forward and backward
-        if not head:
-            bytes_ += 4 * batch * fo * 3 * 2             # linear, BN and ReLU outputs: written, read back
-        if i == 0:
-            bytes_ += 4 * batch * in_features            # the input batch
-    return flops, bytes_
-
-
-def floor_seconds(flops: float, bytes_: float, peak: float, bandwidth: float) -> float:
-    """A step's floor: its FLOPs at the mm peak (GFLOP/s) or its bytes at the copy bandwidth (GB/s),
-    whichever takes longer (work_per_step's counts)."""
-    return max(flops / (peak * 1e9), bytes_ / (bandwidth * 1e9))
 
 
 def textbook_model(cfg, device, input_shape=(1, 28, 28)):
@@ -210,7 +104,7 @@ def engine_step(cfg, d, device, m, seeds=3):
     order; each call one batch of the engine's own epoch loop (engine.Group.batches) and its step."""
     S = min(seeds, m)
     cfgs = [cfg.replace(seed=i % S) for i in range(m)]
-    group = Group([cfgs[i] for i in sorted_for_stack(cfgs, device)], device, None, data=d)
+    group = Group([cfgs[i] for i in stack_order(cfgs)], device, None, data=d)
     group.n_batches = len(d.y_train) // cfg.batch_size  # full batches only
     batches = iter(())
 
@@ -221,16 +115,13 @@ def engine_step(cfg, d, device, m, seeds=3):
         except StopIteration:
             batches = group.batches()
             batch = next(batches)
-        group.train_step(*batch)
+        group.train_step(batch)
     return one
 
 
 def sweep_stack(cfg, M: int, device: str) -> int:
-    """How many of M runs like cfg (M seeds) a sweep stacks on this device and thread count: the
-    cache-sized cap, or where that may lose, the size measured (groups.measured_stack_sizes)."""
-    runs, threads = [cfg.replace(seed=s) for s in range(M)], torch.get_num_threads()
-    sizes = measured_stack_sizes(runs, device, max_group=M, threads=threads)
-    return len(plan_groups(runs, M, device, sizes)[0])
+    """How many of M runs like cfg (M seeds) a sweep stacks on this device (stacking.stack_cap)."""
+    return stack_cap(cfg, EngineOptions.for_device(device), M)
 
 
 def vmap_step(cfg, d, device, m):
@@ -324,7 +215,7 @@ def cifar_rows(device: str, peak: float, budget: float, M: int) -> list[dict]:
             fwd, first = conv_flops(cfg)
             flops = 128 * (2 * fwd - first + (fwd if tset != "bn" else 0))  # random: dense weight gradients
             ta = timed(textbook(cfg, d, device), device, budget, min_steps=2)
-            m = min(M, stack_limit(cfg, device=device)) if device == "cuda" else min(3, M)
+            m = sweep_stack(cfg, M, device) if device == "cuda" else min(3, M)
             tc = timed(engine_step(cfg, d, device, m), device, budget, min_steps=2) / m
             floor = flops / (peak * 1e9)
             row = {"model": name, "set": tset, "batched_models": m,
@@ -381,13 +272,14 @@ def end_to_end(width: int, depth: int, subset: int, epochs: int, device: str) ->
     loop over the same runs, each for the epochs the sweep ran it."""
     import tempfile
 
+    from bnonly.executors import SweepOptions
     from bnonly.store import Store
     from bnonly.sweep import SweepConfig, run_sweep
     sweep = SweepConfig(name="e2e", preset="report", models=["mlp"], widths=[width], depths=[depth],
                         trainable=REPORT_SETS, seeds=[0, 1, 2], settings={"max_epochs": epochs, "subset": subset})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run_sweep(sweep, tmp, device=device, quiet=True, estimate=False)
+        run_sweep(sweep, tmp, SweepOptions(device=device, estimate=False), quiet=True)
         t_engine = time.perf_counter() - t0
         rows = Store(f"{tmp}/results.sqlite").runs()
     t_text = sum(textbook_run(resolve("report", **r["config"]), device, r["epochs_run"]) for r in rows)
@@ -424,7 +316,7 @@ def main(argv=None):
             f"| {'eff (a)':>7} {'eff (b)':>7} {'eff (c)':>7} {'M':>3} "
             f"| {'(d) vmap':>8} {'(c)/(d)':>7}")
     print(f"model-epochs per second (an epoch = {STEPS_PER_EPOCH} steps of 128); (c) trains M models at once: "
-          f"up to {M}, as many as the sweep stacks (for wide sets that train weights, the size it measures)")
+          f"up to {M}, as many as the sweep stacks")
     print(head)
     print("-" * len(head))
     rows = []

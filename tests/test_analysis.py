@@ -11,7 +11,8 @@ from bnonly.config import resolve
 from bnonly.data import load
 from bnonly.engine import evaluate, train
 from bnonly.models import Block, Net, build
-from bnonly.stacked import Stack
+from bnonly.stack import Batch, Rows
+from bnonly.stack_chain import ChainStack
 from bnonly.trainable import Plan, plan
 
 
@@ -37,9 +38,9 @@ def test_ablation_ends_equal_the_model_and_its_constant_output():
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
     x, y, xs = d.x_test[:500], d.y_test[:500], d.x_train[:1280]
     abl = ablation(r.model, cfg, xs, x, y)
-    fresh = Stack.from_models([r.model], [plan(build(cfg), cfg)])
-    fresh.reestimate_statistics(xs.split(128))
-    _, acc = evaluate(fresh, x, y)
+    fresh = ChainStack.from_models([r.model], [plan(build(cfg), cfg)])
+    fresh.reestimate_statistics(xs.split(128), Rows([0]))
+    _, acc = evaluate(fresh, Batch(x[None], y[None], Rows([0])), (1, 28, 28))
     assert KS[0] == 0 and KS[-1] == 100 and len(abl["random"][0]) == RANDOM_DRAWS
     # k = 0: the model itself, with statistics re-estimated on the same batches
     assert abl["smallest"][0] == abl["largest"][0] == float(acc[0]) == abl["random"][0][0]
@@ -67,9 +68,9 @@ def test_ablation_variants_equal_the_models_with_those_features_off():
         n_off = [round(n.weight.numel() * k / 100) for n in norms(r.model)]
         cases = {"smallest": [o[:n] for o, n in zip(order, n_off)], "largest": [o.flip(0)[:n] for o, n in zip(order, n_off)]}
         for field, off in [*cases.items(), ("random", draws[k][1])]:
-            alone = Stack.from_models([switched_off(r.model, off)], [plan(build(cfg), cfg)])
-            alone.reestimate_statistics(xs.split(128))
-            acc = float(evaluate(alone, x, y)[1][0])
+            alone = ChainStack.from_models([switched_off(r.model, off)], [plan(build(cfg), cfg)])
+            alone.reestimate_statistics(xs.split(128), Rows([0]))
+            acc = float(evaluate(alone, Batch(x[None], y[None], Rows([0])), (1, 28, 28))[1][0])
             got = abl[field][j][1] if field == "random" else abl[field][j]
             assert abs(got - acc) <= 1 / len(y), (k, field, got, acc)  # one image at most (summation order)
             checked += 1
@@ -105,15 +106,15 @@ def test_ablation_with_fresh_statistics_equals_the_model_without_those_features(
     ablated = switched_off(r.model, [torch.tensor(off), torch.tensor([], dtype=torch.long)])
     everything = Plan({n: True for n, _ in ablated.named_parameters()})
     small = _mlp_without(r.model, cfg, off)
-    a = Stack.from_models([ablated], [everything])
-    b = Stack.from_models([small], [Plan({n: True for n, _ in small.named_parameters()})])
-    stale = a.forward(x.unsqueeze(0), training=False, shared=[(0, 0, 1)])
+    a = ChainStack.from_models([ablated], [everything])
+    b = ChainStack.from_models([small], [Plan({n: True for n, _ in small.named_parameters()})])
+    batch = Batch(x[None], y[None], Rows([0]))
+    stale = a.forward(batch, training=False)
     for s in (a, b):
-        s.reestimate_statistics(xs)
-    la = a.forward(x.unsqueeze(0), training=False, shared=[(0, 0, 1)])
-    lb = b.forward(x.unsqueeze(0), training=False, shared=[(0, 0, 1)])
+        s.reestimate_statistics(xs, Rows([0]))
+    la, lb = a.forward(batch, training=False), b.forward(batch, training=False)
     assert torch.allclose(la, lb, atol=1e-5) and (la.argmax(-1) == lb.argmax(-1)).all()
-    assert float(evaluate(a, x, y)[1][0]) == float(evaluate(b, x, y)[1][0])
+    assert float(evaluate(a, batch, (1, 28, 28))[1][0]) == float(evaluate(b, batch, (1, 28, 28))[1][0])
     assert not torch.allclose(stale, lb, atol=1e-3)  # the intact network's statistics describe another network
 
 

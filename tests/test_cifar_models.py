@@ -11,7 +11,10 @@ from bnonly import data
 from bnonly.config import resolve
 from bnonly.engine import train
 from bnonly.models import MODELS, build
-from bnonly.stacked import ModuleStack, stack_of
+from bnonly.device import EngineOptions
+from bnonly.engine import stack_of
+from bnonly.stack import Batch, Rows
+from bnonly.stack_module import ModuleStack
 from bnonly.sweep import load_sweep
 from bnonly.trainable import plan
 
@@ -72,8 +75,7 @@ def test_frankle_preset_for_cifar_models():
 def _stack_data(cfgs, shape=(3, 16, 16), batch=8):
     models = [build(c, shape) for c in cfgs]
     x = torch.rand(2, batch, *shape, generator=torch.Generator().manual_seed(0))
-    shared = [(c.seed, m, m + 1) for m, c in enumerate(cfgs)]
-    return models, x, shared
+    return models, Batch(x, None, Rows([c.seed for c in cfgs]))
 
 
 def test_chains_and_residual_networks():
@@ -86,30 +88,33 @@ def test_chains_and_residual_networks():
 def test_module_stack_of_one_computes_what_the_module_computes():
     for name in ("resnet14", "vgg11"):
         cfg = resolve("frankle", model=name, trainable="bn")
-        (m,), x, _ = _stack_data([cfg], shape=(3, 32, 32))
+        (m,), batch = _stack_data([cfg], shape=(3, 32, 32))
+        x = batch.x
+        batch = Batch(x[:1], None, Rows([0]))
         stack = stack_of([m], [plan(m, cfg)])
         assert isinstance(stack, ModuleStack)
         m.train()
-        torch.testing.assert_close(stack.forward(x[:1], training=True)[0], m(x[0]), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(stack.forward(batch, training=True)[0], m(x[0]), rtol=1e-4, atol=1e-4)
         for n, b in m.named_buffers():
             if not n.endswith("num_batches_tracked"):
                 torch.testing.assert_close(stack.buffers[n][0], b, rtol=1e-5, atol=1e-6)
         m.eval()
-        torch.testing.assert_close(stack.forward(x[:1], training=False)[0], m(x[0]), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(stack.forward(batch, training=False)[0], m(x[0]), rtol=1e-4, atol=1e-4)
 
 
-def test_vmap_path_equals_a_call_per_model(monkeypatch):
+def test_vmap_path_equals_a_call_per_model():
     """The CUDA path (all models in one vmapped call: grouped convolutions) computes what the CPU path does."""
+    from dataclasses import replace
     cfgs = [resolve("frankle", model="resnet14", trainable=t, seed=s) for s in (0, 1) for t in ("bn", "all", "random")]
-    models, x, shared = _stack_data(cfgs)
+    models, batch = _stack_data(cfgs)
     out = {}
     for vmap in (False, True):
-        monkeypatch.setattr(ModuleStack, "VMAP", vmap)
-        stack = stack_of(models, [plan(m, c) for m, c in zip(models, cfgs)])
-        logits = stack.forward(x, training=True, shared=shared)
+        options = replace(EngineOptions.for_device("cpu"), vmap=vmap)
+        stack = stack_of(models, [plan(m, c) for m, c in zip(models, cfgs)], options=options)
+        logits = stack.forward(batch, training=True)
         logits.square().sum().backward()
         out[vmap] = (logits.detach(), {n: p.grad for n, p in stack.params.items() if p.requires_grad},
-                     dict(stack.buffers), stack.forward(x, training=False, shared=shared).detach())
+                     dict(stack.buffers), stack.forward(batch, training=False).detach())
     (l0, g0, b0, e0), (l1, g1, b1, e1) = out[False], out[True]
     torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(e1, e0, rtol=1e-4, atol=1e-5)
@@ -292,7 +297,7 @@ def test_module_stack_reestimates_statistics_as_the_plain_average():
         for xb in batches:
             ref(xb)
     stack = stack_of([m], [plan(m, cfg)])
-    stack.reestimate_statistics(batches)
+    stack.reestimate_statistics(batches, Rows([0]))
     for n, b in ref.named_buffers():
         if not n.endswith("num_batches_tracked"):
             torch.testing.assert_close(stack.buffers[n][0], b, rtol=1e-5, atol=1e-6)

@@ -15,6 +15,7 @@ import pytest
 
 from bnonly.cli import main
 from bnonly.store import Store
+from bnonly.executors import SweepOptions
 from bnonly.sweep import load_sweep, run_sweep
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # test clusters on loopback only
@@ -65,14 +66,14 @@ def test_two_node_cluster_gives_the_local_results_on_both_nodes(two_nodes, tmp_p
     import ray
     sweep = load_sweep("quick", TINY)
     # the local executor with one thread per group, as each Ray task has (thread count moves the last bits)
-    run_sweep(sweep, tmp_path / "local", quiet=True, threads=1)
+    run_sweep(sweep, tmp_path / "local", SweepOptions(threads=1), quiet=True)
     ray.init(address=two_nodes, log_to_driver=False)
     try:
         deadline = time.time() + 60
         while sum(n["Alive"] for n in ray.nodes()) < 2:
             assert time.time() < deadline, "second node did not join"
             time.sleep(0.5)
-        stats = run_sweep(sweep, tmp_path / "ray", quiet=True, executor="ray", address=two_nodes)
+        stats = run_sweep(sweep, tmp_path / "ray", SweepOptions(executor="ray", address=two_nodes), quiet=True)
     finally:
         ray.shutdown()
     local, remote = _results(tmp_path / "local"), _results(tmp_path / "ray")
@@ -81,7 +82,7 @@ def test_two_node_cluster_gives_the_local_results_on_both_nodes(two_nodes, tmp_p
     assert stats["trained"] == 30 and len(stats["nodes"]) == 2 and sum(stats["nodes"].values()) == 10
     # 10 groups: per MLP architecture bn+random (gathered gradients) and all (4 x 2), LeNet-5 bn and random+all
     # a second launch on the cluster finds everything done
-    again = run_sweep(sweep, tmp_path / "ray", quiet=True, executor="ray", address=two_nodes)
+    again = run_sweep(sweep, tmp_path / "ray", SweepOptions(executor="ray", address=two_nodes), quiet=True)
     assert again["skipped"] == 30 and again["trained"] == 0
 
 
@@ -156,7 +157,7 @@ def test_a_group_that_cannot_train_is_recorded_failed_not_retried(tmp_path, caps
     # 128 that gamma and beta of 8 layers of width 8 add up to
     bad = load_sweep("quick", ["preset=frankle", 'models=["mlp"]', "widths=[8]", "depths=[8]", 'trainable=["random"]',
                                'random_allocation="last"', "seeds=[0]", "subset=500", "max_epochs=1"])
-    stats = run_sweep(bad, tmp_path, quiet=True, executor="ray")
+    stats = run_sweep(bad, tmp_path, SweepOptions(executor="ray"), quiet=True)
     assert stats["failed"] == 1
     [row] = Store(tmp_path / "results.sqlite").runs()
     assert row["status"] == "failed" and row["error"].startswith("ConfigError: random_allocation='last'")

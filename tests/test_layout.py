@@ -10,7 +10,7 @@ from torch import nn
 from bnonly import norms, sets
 from bnonly.config import ConfigError, resolve
 from bnonly.models import MODELS, arch_name, build
-from bnonly.stacked import Stack
+from bnonly.stack_chain import ChainStack
 from bnonly.trainable import parts, plan
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "bnonly"
@@ -55,6 +55,27 @@ def test_no_import_cycles_counting_imports_inside_functions():
     assert "sweep" not in graph["cluster"] and "cluster" not in graph["groups"]
 
 
+def test_modules_of_one_concern_none_over_450_lines_and_two_benchmark_scripts():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in PKG.glob("*.py")}
+    assert max(sizes.values()) <= 450, {n: k for n, k in sizes.items() if k > 450}
+    scripts = [p.name for p in (PKG.parents[1] / "benchmarks").glob("*.py") if "__main__" in p.read_text()]
+    assert len(scripts) <= 2, scripts
+
+
+def test_device_rules_are_options_not_module_switches():
+    """What depends on the device is one EngineOptions field; no module holds a switch (an upper-case
+    name bound to True, False or None) that a test would have to monkeypatch."""
+    switches = []
+    for p in PKG.glob("*.py"):
+        for node in ast.parse(p.read_text()).body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant) \
+                    and any(node.value.value is v for v in (True, False, None)):
+                names = [t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                         if isinstance(t, ast.Name)]
+                switches += [f"{p.name}: {n}" for n in names if n.isupper()]
+    assert switches == []
+
+
 def test_no_private_names_across_modules():
     offenders = []
     for p in PKG.glob("*.py"):
@@ -83,8 +104,8 @@ def test_every_set_is_one_registry_entry(name):
                 assert (isinstance(m, torch.Tensor) and part[n] == "hidden") or m is False
             else:
                 assert m == (part[n] in s.parts), n
-        assert s.trains_hidden_weights == any(part[n] == "hidden" and (m is True or isinstance(m, torch.Tensor))
-                                              for n, m in p.masks.items())
+        assert s.trains_trunk == any(part[n] != "head" and (m is True or isinstance(m, torch.Tensor))
+                                     for n, m in p.masks.items())
     if s.needs_norm:
         with pytest.raises(ConfigError, match="needs normalization"):
             resolve("frankle", trainable=name, norm="none")
@@ -101,7 +122,7 @@ def test_unknown_norm_layer_raises_in_the_batched_engine():
     assert [norms.kind_of(b.norm).name for b in model.blocks] == ["batchnorm", "batchnorm"]
     model.blocks[1].norm = nn.InstanceNorm1d(8, affine=True)  # a kind bnonly does not know
     with pytest.raises(TypeError, match="InstanceNorm1d is not a normalization kind"):
-        Stack.from_models([model], [plan(build(cfg), cfg)])
+        ChainStack.from_models([model], [plan(build(cfg), cfg)])
     with pytest.raises(ValueError, match="unknown norm"):
         norms.norm_layer("groupnorm", 8, False, True, 0.1, 1e-5)
 

@@ -4,7 +4,8 @@ import torch
 
 from bnonly.config import ConfigError, resolve
 from bnonly.models import build
-from bnonly.stacked import Stack
+from bnonly.stack import Batch, Rows
+from bnonly.stack_chain import ChainStack
 from bnonly.sweep import load_sweep
 from bnonly.trainable import plan
 
@@ -69,9 +70,9 @@ def test_affine_has_no_normalization():
 def test_stack_matches_module_for_each_norm(model, norm):
     cfg = resolve("frankle", model=model, width=32, depth=2, norm=norm, trainable="bn+out")
     m = build(cfg).train()
-    stack = Stack.from_models([m], [plan(m, cfg)])
+    stack = ChainStack.from_models([m], [plan(m, cfg)])
     x = torch.rand(16, 1, 28, 28)
-    torch.testing.assert_close(stack.forward(x[None], training=True)[0], m(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(stack.forward(Batch(x[None], None, Rows([0])), training=True)[0], m(x), rtol=1e-4, atol=1e-4)
 
 
 def test_sweep_grid_keys_norms_and_allocations():

@@ -10,7 +10,8 @@ import torch
 from bnonly.cli import main
 from bnonly.config import ConfigError, resolve
 from bnonly.store import Store
-from bnonly.groups import plan_groups
+from bnonly.device import EngineOptions
+from bnonly.stacking import plan_groups
 from bnonly.sweep import load_sweep, parse_set
 
 TINY = ["--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","random"]',
@@ -38,7 +39,7 @@ def test_overrides_and_grouping():
     runs = s.runs()
     assert len(runs) == 2 * 2 * 2 * 2
     assert all(c.max_epochs == 2 and c.subset == 2000 for c in runs)
-    groups = plan_groups(runs)
+    groups = plan_groups(runs, EngineOptions.for_device("cpu"))
     # one stack per MLP architecture: bn and random together (random's entries get gathered gradients
     # and share the first layer's cache; in LeNet-5 they sit in convolutions and stack apart)
     assert len(groups) == 4 and all(len(g) == 4 and {c.trainable for c in g} == {"bn", "random"} for g in groups)
@@ -183,7 +184,8 @@ def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
     from bnonly.data import load
     from bnonly.engine import evaluate
     from bnonly.models import build
-    from bnonly.stacked import Stack
+    from bnonly.stack import Batch, Rows
+    from bnonly.stack_chain import ChainStack
     from bnonly.trainable import plan, rebuild
     out = tmp_path / "m"
     assert main(["sweep", "quick", "--out", str(out), "--group-size", "1"] + TINY + ["--set", "widths=[8]",
@@ -199,7 +201,8 @@ def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
             assert len(blob) < 20_000  # only what trained: gamma, plus BN statistics
         model = rebuild(cfg, blob)
         d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
-        _, acc = evaluate(Stack.from_models([model], [plan(build(cfg), cfg)]), d.x_test, d.y_test)
+        stack = ChainStack.from_models([model], [plan(build(cfg), cfg)])
+        _, acc = evaluate(stack, Batch(d.x_test[None], d.y_test[None], Rows([0])), d.input_shape)
         assert float(acc[0]) == r["test_accuracy"]  # exactly the stored number
         # export-model: a plain state_dict that loads with weights_only=True into a fresh model
         path = tmp_path / f"{r['run_id']}.pt"
@@ -215,90 +218,28 @@ def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
 def test_parallel_executors_start_the_longest_groups_first():
     """--workers and Ray start BN-like groups (the longest under early stopping) first, each kind by
     its weights x models, so that no long group starts last while other workers idle."""
-    from bnonly.groups import longest_first
+    from bnonly.stacking import longest_first
     runs = [resolve("report", model="mlp", width=w, depth=d, trainable=t, seed=s)
             for w in (10, 100) for d in (2, 6) for t in ("all", "bn") for s in (0, 1)]
-    order = [(g[0].trainable, g[0].width, g[0].depth, len(g)) for g in longest_first(plan_groups(runs))]
+    order = [(g[0].trainable, g[0].width, g[0].depth, len(g)) for g in longest_first(plan_groups(runs, EngineOptions.for_device("cpu")))]
     assert order == [("bn", 100, 6, 2), ("bn", 100, 2, 2), ("bn", 10, 6, 2), ("bn", 10, 2, 2),
                      ("all", 100, 6, 2), ("all", 100, 2, 2), ("all", 10, 6, 2), ("all", 10, 2, 2)]
 
 
-def test_stack_sizes_are_measured_where_the_cap_may_lose_and_kept_by_the_store(tmp_path, monkeypatch, capsys):
-    """Where the cache-sized cap allows at most 4 models of a CPU stack that trains hidden weights,
-    the sweep times the real epoch loop at sizes 1-4 and plans the one with the least time per
-    model if it beats the cap's by 10%; the store keeps the sizes (the first measurement of a stack
-    wins), so a resumed sweep, on any number of threads, plans as it did and measures nothing."""
-    from bnonly import groups
-    unit = 8 * 784 + 8 * 8  # the hidden weights of an 8x2 MLP
-    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", unit)  # a cap of 1, as at 784 x 14
-    grid = ["widths=[8]", "depths=[2]", 'trainable=["all"]', "subset=2000", "max_epochs=1", 'models=["mlp"]']
-    flags = [a for g in grid for a in ("--set", g)] + ["--threads", "1", "--no-estimate"]
-    runs = load_sweep("quick", grid).runs()
-    assert len(runs) == 3 and groups.stack_limit(runs[0]) == 1
-    epoch = {1: 3.0, 2: 4.0, 3: 7.5, 4: 12.0}  # seconds per epoch of a whole stack: per model 3.0, 2.0, 2.5, 3.0
-    timed = []
-
-    def chosen(g, device, data_dir=None):
-        timed.append(len(g))
-        if len(g) not in epoch:
-            raise MemoryError("out of memory")  # a size that cannot run is left out
-        return {"epoch": epoch[len(g)], "once": 0.0}
-    monkeypatch.setattr(groups, "calibrate", chosen)
-    threads = torch.get_num_threads()
-    sizes = groups.measured_stack_sizes(runs, "cpu", threads=1)
-    assert torch.get_num_threads() == threads  # measured on 1 thread, the caller's count restored
-    (entry,) = sizes.values()
-    assert timed == [1, 2, 3] * groups.MEASURED_ROUNDS  # in interleaved rounds, the best of each size kept
-    assert entry["size"] == 2 and entry["seconds_per_model_epoch"] == {"1": 3.0, "2": 2.0, "3": 2.5}
-    assert [len(g) for g in plan_groups(runs, 32, "cpu", sizes)] == [2, 1]
-    assert [len(g) for g in plan_groups(runs, 1, "cpu", sizes)] == [1, 1, 1]  # --group-size 1 still holds
-    assert [len(g) for g in plan_groups(runs, 32, "cuda", sizes)] == [3]  # a CPU's sizes are not a GPU's
-
-    def sizes_with(**kw):
-        timed.clear()
-        for k, v in kw.items():
-            monkeypatch.setattr(groups, k, v)
-        return {e["size"] for e in groups.measured_stack_sizes(runs, "cpu", threads=1).values()}
-    assert sizes_with(MEASURED_MARGIN=0.40) == {1}  # 2.0 against the cap's 3.0 is not 40% faster
-    monkeypatch.setattr(groups, "MEASURED_MARGIN", 0.10)
-    calls = []
-
-    def cap_fails(g, device, data_dir=None):
-        calls.append(len(g))
-        return chosen(g, device) if len(g) > 1 else 1 / 0
-    assert sizes_with(calibrate=cap_fails) == {2}  # the cap fails
-    assert calls == [1, 2, 3, 2, 3]  # and is not tried again
-    assert sizes_with(calibrate=lambda *a, **k: 1 / 0) == {1}  # nothing runs: the cap
-    slow = {2: [40.0]}  # size 2 first timed in a slow moment of the machine: its second round decides
-
-    def drifting(g, device, data_dir=None):
-        timed.append(len(g))
-        return {"epoch": (slow.get(len(g)) or [epoch[len(g)]]).pop(), "once": 0.0}
-    assert sizes_with(calibrate=drifting) == {2}
-    monkeypatch.setattr(groups, "calibrate", chosen)
-    # not measured: BN-like stacks, a single run, and models narrow enough for more than 4 per stack
-    assert groups.measured_stack_sizes([c.replace(trainable="bn") for c in runs], "cpu", threads=1) == {}
-    assert groups.measured_stack_sizes(runs[:1], "cpu", threads=1) == {}
-    assert sizes_with(TRAINED_WEIGHTS_PER_STACK=5 * unit) == set() and timed == []
-    assert sizes_with(TRAINED_WEIGHTS_PER_STACK=3 * unit) == {2}  # a cap of 3 holds all 3 runs, yet may lose
-    assert sorted(timed) == [1, 1, 2, 2, 3, 3]  # (as 3 models of 784 x 2 do on 2 threads)
-    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", unit)
-
-    out = tmp_path / "s"
-    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2]"] + flags) == 0
-    err = capsys.readouterr().err
-    assert "measuring the stack size of 1 stack(s)" in err and "stack size 2 for mlp_w8_d2 all (3 runs; the cap 1;" in err
-    store = Store(out / "results.sqlite")
-    assert store.meta()["stack_sizes"] == sizes
-    assert sorted(r["group_size"] for r in store.runs()) == [1, 2, 2]
-    timed.clear()  # resumed with two more seeds, on 2 threads: planned by the stored size, nothing measured
-    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0,1,2,3,4]"] + flags[:-3] + ["--threads", "2", "--no-estimate"]) == 0
-    assert timed == [] and sorted(r["group_size"] for r in store.runs()) == [1, 2, 2, 2, 2]
-    other = {k: {**v, "size": 3} for k, v in sizes.items()}  # a concurrent sweep's later measurement loses
-    assert store.add_meta("stack_sizes", other) == sizes and store.meta()["stack_sizes"] == sizes
-
-    monkeypatch.undo()  # and measured for real: one of the sizes tried, said in one line
-    monkeypatch.setattr(groups, "TRAINED_WEIGHTS_PER_STACK", unit)
-    logged = []
-    (real,) = groups.measured_stack_sizes(runs, "cpu", threads=1, log=logged.append).values()
-    assert real["size"] in (1, 2, 3) and set(real["seconds_per_model_epoch"]) == {"1", "2", "3"} and len(logged) == 2
+def test_stacks_by_kind_and_the_cpu_cap():
+    """A sweep stacks runs by the work their sets need (stacking.stack_kind, read off the set
+    registry): dense weight gradients, gamma/beta and random's gathered entries, or the head
+    alone; a CPU caps dense stacks so their weights stay cache-sized, a GPU stacks them whole."""
+    from bnonly.sets import SETS
+    from bnonly.stacking import stack_kind
+    kinds = {t: stack_kind(resolve("frankle", trainable=t)) for t in SETS}
+    assert kinds == {"all": "dense", "all-nobn": "dense", "bn": "affine", "bn+out": "affine", "random": "affine",
+                     "out": "head", "none": "head", "gamma": "affine", "beta": "affine"}
+    assert stack_kind(resolve(model="lenet5", trainable="random")) == "dense"  # its conv weights train through masks
+    runs = [resolve("report", width=784, depth=4, trainable=t, seed=s) for t in ("all", "bn", "random", "out", "none")
+            for s in range(3)]
+    cpu = sorted((sorted({c.trainable for c in g}), len(g)) for g in plan_groups(runs, EngineOptions.for_device("cpu")))
+    assert cpu == [(["all"], 1)] * 3 + [(["bn", "random"], 6), (["none", "out"], 6)]  # 784 x 784 x 4 weights: 1 per stack
+    cuda = sorted((sorted({c.trainable for c in g}), len(g)) for g in plan_groups(runs, EngineOptions.for_device("cuda")))
+    assert cuda == [(["all"], 3), (["bn", "random"], 6), (["none", "out"], 6)]
+    assert [len(g) for g in plan_groups(runs, EngineOptions.for_device("cuda"), max_group=4)] == [3, 4, 2, 4, 2]

@@ -38,14 +38,14 @@ import torch  # noqa: E402
 
 from .config import GRID_FIELDS, RunConfig  # noqa: E402
 from .data import load  # noqa: E402
-from .engine import evaluate  # noqa: E402
+from .engine import evaluate, stack_of  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from .models import Net, arch_name, build, is_chain  # noqa: E402
 from .render import figure, fold, table as table_block, text  # noqa: E402
 from .sets import SETS, color  # noqa: E402
-from .stacked import stack_of  # noqa: E402
 from .stats import config_of, mean_ci  # noqa: E402
 from .store import Store  # noqa: E402
+from .stack import Batch, Rows  # noqa: E402
 from .trainable import Plan, plan, rebuild  # noqa: E402
 
 RELATIVE = 0.1                      # disabled: |gamma| < 10% of its layer's RMS |gamma|
@@ -137,8 +137,9 @@ def ablation(model: Net, cfg: RunConfig, x_stats: torch.Tensor, x: torch.Tensor,
                     stacked = stack.params[names[id(t)]]
                     for v, off in enumerate(offs):
                         stacked[v, off[layer]] = 0.0
-    stack.reestimate_statistics(x_stats.split(128))
-    _, acc = evaluate(stack, x, y)
+    copies = Rows([0] * len(offs))  # every variant reads the one input, through the model's one first layer
+    stack.reestimate_statistics(x_stats.split(128), copies)
+    _, acc = evaluate(stack, Batch(x.unsqueeze(0), y.unsqueeze(0), copies), tuple(x.shape[1:]))
     acc = acc.view(len(KS), 2 + RANDOM_DRAWS)
     return {"k": list(KS), "smallest": acc[:, 0].tolist(), "largest": acc[:, 1].tolist(),
             "random": acc[:, 2:].tolist()}

@@ -25,11 +25,13 @@ from tqdm.auto import tqdm
 
 from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, parse_value, resolve
 from .data import load
-from .engine import Hooks, Result, describe_device, resolve_device
+from .device import describe_device, resolve_device
+from .engine import Hooks, Result
 from .engine import train as train_group
 from .errors import BnonlyError, out_of_memory
-from .store import Store
-from .sweep import SweepConfig, load_sweep, run_sweep
+from .executors import SweepOptions
+from .store import COLUMNS, INDEX_COLUMNS, Store
+from .sweep import SweepConfig, load_sweep, run_sweep, shipped_configs
 
 
 class OutputError(BnonlyError, RuntimeError):
@@ -118,14 +120,26 @@ def writable(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def run(sweep: SweepConfig, out: str | os.PathLike | None = None, **options) -> tuple[Path, dict]:
-    """Train the runs of `sweep` that the store in `out` (default runs/NAME) lacks; (out, stats).
-    options: run_sweep's (device, workers, group_size, threads, executor, ..., quiet, estimate)."""
-    out = check_out_dir(as_path(out, "--out") if out is not None else f"runs/{sweep.name}")
-    if options.get("data_dir") is not None:
-        options["data_dir"] = str(as_path(options["data_dir"], "--data-dir"))
+def sweep_config(config: str | os.PathLike | SweepConfig, overrides: list[str] | dict | None = None) -> SweepConfig:
+    """A sweep: a shipped study, a TOML path or a SweepConfig, with overrides: `--set key=value`
+    strings, or a dict of keys and values (the Python API's keywords)."""
+    if isinstance(config, SweepConfig):
+        return SweepConfig.from_dict({**config.to_dict(), **dict(overrides)}, source="sweep()") if overrides else config
+    if isinstance(config, (str, os.PathLike)):
+        return load_sweep(str(config), overrides, source="sweep()" if isinstance(overrides, dict) else "--set")
+    raise ConfigError(f"config {type(config).__name__}: expected a shipped study name ({', '.join(shipped_configs())}), "
+                      "a TOML path or a SweepConfig")
+
+
+def run(config: str | os.PathLike | SweepConfig = "quick", out: str | os.PathLike | None = None,
+        overrides: list[str] | dict | None = None, options: SweepOptions | None = None,
+        progress: bool = True) -> tuple[Path, dict]:
+    """Train the runs of a sweep (sweep_config) that the store in `out` (default runs/NAME) lacks:
+    what `bnonly sweep` and bnonly.sweep() do; returns (out, stats)."""
+    spec = sweep_config(config, overrides)
+    out = check_out_dir(as_path(out, "--out") if out is not None else f"runs/{spec.name}")
     with memory_errors():
-        return out, run_sweep(sweep, out, **options)
+        return out, run_sweep(spec, out, options, quiet=not progress)
 
 
 def check_main_guard(workers: int, caller) -> None:
@@ -147,28 +161,23 @@ def check_main_guard(workers: int, caller) -> None:
         raise ConfigError(message)
 
 
+OPTIONS = tuple(f.name for f in dataclasses.fields(SweepOptions))
+
+
 def sweep(config: str | os.PathLike | SweepConfig = "quick", out: str | os.PathLike | None = None, *,
-          device: str = "auto", data_dir: str | None = None, progress: bool = True, group_size: int = 32,
-          workers: int = 1, threads: int = 0, estimate: bool = True, executor: str = "local",
-          address: str | None = None, cpus_per_task: int = 1, gpus_per_task: float | None = None,
-          **grid):
+          progress: bool = True, **keywords):
     """Run (or resume) a sweep and return its runs as a DataFrame (see `results`).
 
-    config: a shipped study ('quick', 'claims', 'questions', 'report'), a TOML path, or a SweepConfig.
-    Keywords that are not options override the config's keys, as `--set` does on the command line:
-    `widths=[10, 100]`, `seeds=[0, 1]`, `max_epochs=5`, `subset=2000`. The store, the grouping,
-    resuming and the rules are the command line's; runs already in `out` are not trained again."""
+    config: a shipped study (`bnonly sweep --help` lists them), a TOML path, or a SweepConfig.
+    Keywords are SweepOptions (device, data_dir, workers, group_size, threads, estimate, executor,
+    address, cpus_per_task, gpus_per_task: the flags of `bnonly sweep`) or override the config's
+    keys, as `--set` does: `widths=[10, 100]`, `seeds=[0, 1]`, `max_epochs=5`. The store, the
+    grouping, resuming and every check are the command line's (`run`)."""
+    options = SweepOptions(**{k: v for k, v in keywords.items() if k in OPTIONS})  # typed: one line, before anything
     pandas()  # before any training: the result is a DataFrame
-    check_main_guard(workers, inspect.currentframe().f_back)
-    if isinstance(config, SweepConfig):
-        spec = SweepConfig.from_dict({**config.to_dict(), **grid}, source="sweep()") if grid else config
-    elif isinstance(config, (str, os.PathLike)):
-        spec = load_sweep(str(config), grid, source="sweep()")
-    else:
-        raise ConfigError(f"config {type(config).__name__}: expected a shipped study name, a TOML path or a SweepConfig")
-    out, _ = run(spec, out, device=device, data_dir=data_dir, quiet=not progress, group_size=group_size,
-                 workers=workers, threads=threads, estimate=estimate, executor=executor, address=address,
-                 cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+    check_main_guard(options.workers, inspect.currentframe().f_back)
+    spec = sweep_config(config, {k: v for k, v in keywords.items() if k not in OPTIONS})
+    out, _ = run(spec, out, options=options, progress=progress)
     return results(out, run_ids={c.run_id for c in spec.runs()})
 
 
@@ -187,9 +196,7 @@ def pandas():
     return pd
 
 
-RESULT_COLUMNS = ("status", "test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_epoch", "epochs_run",
-                  "trainable_params", "total_params", "seconds", "group_size", "device", "history",
-                  "trainable_by_layer", "versions", "error", "finished_at")
+RESULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("run_id", "config", *INDEX_COLUMNS))  # (the config's own columns)
 
 
 def results(out: str | os.PathLike, run_ids=None):

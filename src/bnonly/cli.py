@@ -16,8 +16,10 @@ from . import api
 from .config import CHOICES, DEFAULT_PRESET, PRESETS, ConfigError, RunConfig, load_toml, parse_value, resolve
 from .data import DataError
 from .errors import BnonlyError, OutOfMemory
+from .executors import OPTION_TYPES, RAY, SweepOptions
 from .models import arch_name
 from .sets import SETS
+from .sweep import shipped_configs
 from .version import __version__
 
 
@@ -86,12 +88,32 @@ def cmd_train(args) -> int:
 
 
 # ---------------------------------------------------------------------------- sweep / report
+def add_option_flags(p: argparse.ArgumentParser, names=None):
+    """One flag per SweepOptions field (or those of `names`), its help and default from the field."""
+    ray = None
+    for f in fields(SweepOptions):
+        if names is not None and f.name not in names:
+            continue
+        if f.metadata.get("group") == RAY and names is None:
+            ray = ray or p.add_argument_group(RAY)
+        target = ray if f.metadata.get("group") == RAY and names is None else p
+        kind, help = OPTION_TYPES[f.name], f.metadata["help"]
+        if kind is bool:  # on by default: the flag turns it off
+            target.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                                help=f"do not {help[0].lower()}{help[1:]}")
+            continue
+        default = "" if f.default is None else f" (default {f.default})"
+        target.add_argument(_flag(f.name), dest=f.name, type=str if kind == "path" else kind, default=f.default,
+                            choices=f.metadata.get("choices"), metavar=None if f.metadata.get("choices") else f.name.upper(),
+                            help=(help + default).replace("%", "%%"))
+
+
+def options_from_args(args) -> SweepOptions:
+    return SweepOptions(**{f.name: getattr(args, f.name) for f in fields(SweepOptions)})
+
+
 def _sweep(args):
-    from .sweep import load_sweep
-    return api.run(load_sweep(args.config, args.set), args.out, device=args.device, workers=args.workers,
-                   data_dir=args.data_dir, group_size=args.group_size, threads=args.threads, executor=args.executor,
-                   address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
-                   estimate=not args.no_estimate)
+    return api.run(args.config, args.out, args.set, options_from_args(args))
 
 
 FAILED_RUNS = 3  # exit code of a sweep that ended with failed runs
@@ -164,35 +186,16 @@ def cmd_export_model(args) -> int:
     return 0
 
 
-DEVICE_HELP = "where to train: auto (default: the GPU when PyTorch sees one, else the CPU), cpu or cuda"  # checked by engine.resolve_device
-
-
 def _add_sweep_flags(p, default_config=None):
+    studies = f"a shipped study ({', '.join(shipped_configs())}) or a TOML path"
     if default_config:
-        p.add_argument("--config", default=default_config, help="shipped config name (quick, claims, report, questions, frankle) or a TOML path")
+        p.add_argument("--config", default=default_config, help=f"{studies} (default {default_config})")
     else:
-        p.add_argument("config", help="shipped config name (quick, claims, report, questions, frankle) or a TOML path")
+        p.add_argument("config", help=studies)
     p.add_argument("--out", default=None, help="results directory (default runs/NAME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, value in TOML syntax: --set widths=[10,100] --set max_epochs=5")
-    p.add_argument("--workers", type=int, default=1, help="groups trained in parallel processes (default 1)")
-    p.add_argument("--group-size", type=int, default=32,
-                   help="at most this many runs trained at once as one vectorized model (default 32; 1 = one at a time)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads per group (default: all cores, divided among --workers)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--data-dir", default=None, help="your data: a directory of IDX files (MNIST, Fashion-MNIST, idx) or cifar-10-batches-py (or its parent) for cifar10")
-    p.add_argument("--no-estimate", action="store_true",
-                   help="skip the calibrated compute estimate printed before training (a few seconds per group shape)")
-    r = p.add_argument_group("Ray executor (pip install 'bnonly[ray]')")
-    r.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="local (default): this machine; ray: each group is a Ray task (the store is still written here)")
-    r.add_argument("--address", default=None,
-                   help="Ray cluster to join: 'auto' (the cluster this node belongs to) or HOST:PORT; "
-                        "default: start a local Ray")
-    r.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (and torch threads) per group (default 1)")
-    r.add_argument("--gpus-per-task", type=float, default=None,
-                   help="GPU share per group with --device cuda (default 0.25: four groups per GPU)")
+    add_option_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,8 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one model and print its result")
     add_run_flags(t)
-    t.add_argument("--device", default="auto", help=DEVICE_HELP)
-    t.add_argument("--data-dir", default=None, help="your data: a directory of IDX files (MNIST, Fashion-MNIST, idx) or cifar-10-batches-py (or its parent) for cifar10")
+    add_option_flags(t, ("device", "data_dir"))
     t.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     t.add_argument("--save", default=None, metavar="PATH", help="save the trained state_dict here")
     t.set_defaults(func=cmd_train)

@@ -1,6 +1,6 @@
 """The Ray executor: `bnonly sweep CONFIG --executor ray [--address ADDR]`.
 
-Each group that the batched engine trains at once (sweep.plan_groups) becomes one Ray task asking
+Each group that the batched engine trains at once (stacking.plan_groups) becomes one Ray task asking
 for `cpus_per_task` CPUs, and a GPU fraction when device is cuda, so several groups share a GPU.
 Tasks return their rows to the driver, which alone writes the store (sweep.run_sweep), so resume,
 skip-finished and no-duplicate semantics are those of the local executor.
@@ -55,22 +55,23 @@ class BnonlyProgress:
         return events
 
 
-def check_options(device, workers, threads, cpus_per_task, gpus_per_task, address=None):
-    """The Ray executor's flags, checked before anything is written; also that Ray is installed."""
-    if workers > 1:
+def check_options(options):
+    """The Ray executor's flags (executors.SweepOptions), checked before anything is written; also
+    that Ray is installed."""
+    if options.workers > 1:
         raise ConfigError("--workers is for the local executor; with --executor ray use --cpus-per-task")
-    if threads:
+    if options.threads:
         raise ConfigError("--threads is for the local executor; with --executor ray a task's threads are --cpus-per-task")
-    if cpus_per_task < 1:
-        raise ConfigError(f"--cpus-per-task {cpus_per_task}: must be >= 1")
-    if gpus_per_task is not None:
-        if not 0 < gpus_per_task <= 1:
-            raise ConfigError(f"--gpus-per-task {gpus_per_task:g}: must be in (0, 1]")
-        if device == "cpu":
+    if options.cpus_per_task < 1:
+        raise ConfigError(f"--cpus-per-task {options.cpus_per_task}: must be >= 1")
+    if options.gpus_per_task is not None:
+        if not 0 < options.gpus_per_task <= 1:
+            raise ConfigError(f"--gpus-per-task {options.gpus_per_task:g}: must be in (0, 1]")
+        if options.device == "cpu":
             raise ConfigError("--gpus-per-task is for --device cuda (or auto)")
     import_ray()
-    if address and ":" in address and "://" not in address:
-        _reachable(address)
+    if options.address and ":" in options.address and "://" not in options.address:
+        _reachable(options.address)
 
 
 def _reachable(address: str):
@@ -114,9 +115,9 @@ def _check_resources(ray, cpus_per_task, gpus_per_task):
                           f"for a task (nodes: {have}); lower --cpus-per-task / --gpus-per-task")
 
 
-def ray_groups(work, device, data_dir, progress, address=None, cpus_per_task=1, gpus_per_task=None):
-    """Run every group of `work` ((index, group) pairs that this driver has claimed) as a Ray task;
-    yield (index, rows, node id) as each finishes."""
+def ray_groups(work, device, options, progress):
+    """Run every group of `work` ((index, group) pairs that this driver has claimed) as a Ray task,
+    as executors.SweepOptions say; yield (index, rows, node id) as each finishes."""
     ray = import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -124,6 +125,7 @@ def ray_groups(work, device, data_dir, progress, address=None, cpus_per_task=1, 
     if not work:
         return
     groups = dict(work)
+    data_dir, address, cpus_per_task = options.data_dir, options.address, options.cpus_per_task
     if data_dir:  # Ray workers do not run in this directory
         data_dir = os.path.abspath(data_dir)
     connected_here = _connect(ray, address)
@@ -131,7 +133,7 @@ def ray_groups(work, device, data_dir, progress, address=None, cpus_per_task=1, 
     try:
         if device == "auto":  # the cluster decides: GPUs if any node has one, scheduled as shares
             device = "cuda" if any(r.get("GPU", 0) for r in _alive_resources(ray)) else "cpu"
-        gpus = (0.25 if gpus_per_task is None else gpus_per_task) if device == "cuda" else 0
+        gpus = (0.25 if options.gpus_per_task is None else options.gpus_per_task) if device == "cuda" else 0
         _check_resources(ray, cpus_per_task, gpus)
         # a GPU task gets a fresh worker (Ray's own default for GPU tasks): a reused one would keep
         # the GPU it started on and its cached memory

@@ -50,8 +50,8 @@ class RunConfig:
     random_placement: str = "scattered"  # `random` set: scattered | per-unit | neuron
     random_norm: str = "batch"         # `random` set: BN uses batch statistics (batch) or runs in inference mode
     random_allocation: str = "even"    # `random` set: per layer as bn (even) | proportional | first | last
-    frozen_trunk_norm: bool = True     # sets that train neither hidden weights nor gamma/beta (out, none)
-                                       # keep the normalization layers; false builds them without
+    frozen_trunk_norm: bool = True     # sets that train nothing before the head (out, none) keep the
+                                       # normalization layers; false builds them without
     # --- optimisation ---
     lr: float = 0.01
     momentum: float = 0.9
@@ -126,7 +126,7 @@ class RunConfig:
         """`all-nobn` builds the model without normalization whatever `norm` says; so do `out` and
         `none` with frozen_trunk_norm=false (the report's published code)."""
         s = SETS[self.trainable]
-        return "none" if s.without_norm or (s.frozen_trunk and not self.frozen_trunk_norm) else self.norm
+        return "none" if s.without_norm or (not s.trains_trunk and not self.frozen_trunk_norm) else self.norm
 
     def canonical(self) -> str:
         """The canonical string of a run: every field, sorted, as JSON. Fields added after the first
@@ -143,8 +143,11 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The fields a sweep grid varies (sweep.GRID_KEYS); every other field defines a study (stats.studies).
-GRID_FIELDS = ("seed", "model", "width", "depth", "trainable", "norm", "random_allocation", "dataset")
+# The fields a sweep grid varies, each under the plural key a sweep file lists its values by; every
+# other field defines a study (stats.studies).
+GRID_KEYS = {"models": "model", "widths": "width", "depths": "depth", "trainable": "trainable", "seeds": "seed",
+             "norms": "norm", "random_allocations": "random_allocation", "datasets": "dataset"}
+GRID_FIELDS = tuple(GRID_KEYS.values())
 
 # Fields added after the first release, with the default that older run_ids were computed under.
 LATER_FIELDS = {"frozen_trunk_norm": True, "lr_drop_epochs": "", "augment": False, "normalize": False}

@@ -1,9 +1,9 @@
 """The study's models as plain `torch.nn` modules, and the registry that names them.
 
 The MLP and LeNet-5 are a chain of `Block`s (linear or conv -> normalization -> ReLU [-> max-pool])
-and a `head` (Linear with bias); the batched engine (`stacked.Stack`) computes that chain directly.
+and a `head` (Linear with bias); the batched engine (`stack_chain.ChainStack`) computes that chain directly.
 The CIFAR residual networks and VGGs (Frankle et al.'s own models, laid out as OpenLTH's
-`cifar_resnet` and `cifar_vgg`) are not chains; `stacked.ModuleStack` trains them.
+`cifar_resnet` and `cifar_vgg`) run their own forward; `stack_module.ModuleStack` trains them.
 
 Every model lists its `units()`: each hidden linear/conv layer with the normalization layer after it
 (the pairs the trainable sets, the random baseline and the gamma analysis read), and has a `head`.

@@ -1,7 +1,7 @@
 """Normalization kinds: the layer after each hidden linear/conv. One entry per kind.
 
 Whatever the kind, the layer's `weight` is gamma and its `bias` beta (None when the preset has no
-hidden beta). The batched engine (stacked.py) asks `kind_of(layer)` how to compute a layer and
+hidden beta). The batched engine (stack_chain.py) asks `kind_of(layer)` how to compute a layer and
 raises for a layer this table does not know, rather than computing something else.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ exception: it trains randomly chosen *entries* of the hidden weights, as many as
 (trainable.py builds its masks).
 
 Adding a set is adding one `TrainableSet` to SETS (and its tests): config validation, the trainable
-policy, the engine's stacking, the sweep's grid rules, the report's colours and order, the analysis
+policy, the stacking policy, the sweep's grid rules, the report's colours and order, the analysis
 and `--help` all read it.
 """
 from __future__ import annotations
@@ -27,37 +27,32 @@ class TrainableSet:
     without_norm: bool = False      # the model is built without normalization layers
 
     @property
-    def trains_hidden_weights(self) -> bool:
-        """Whether hidden weights get gradients: the stacking decision (a stack computes weight
-        gradients for every model if any model needs them)."""
-        return "hidden" in self.parts or self.random_entries
+    def trains_trunk(self) -> bool:
+        """Whether anything before the head trains (hidden weights, their random entries, gamma or
+        beta). Decides the `head` stack kind (stacking.stack_kind) and, with
+        RunConfig.frozen_trunk_norm = false, that `out` and `none` are built without normalization."""
+        return bool(self.parts - {"head"}) or self.random_entries
 
     @property
     def trains_affine(self) -> bool:
-        """Whether gamma or beta train (the runs the gamma/beta analysis looks at); a set built
-        without normalization has none to train."""
+        """Whether gamma or beta train: the runs the gamma/beta analysis looks at (a set built
+        without normalization has none to train)."""
         return bool(self.parts & {"gamma", "beta"}) and not self.without_norm
 
     @property
     def trains_nothing(self) -> bool:
-        """`none`: its results are those of the random network once BatchNorm has its statistics."""
+        """`none`: the engine makes one pass (BatchNorm gets its statistics), evaluates it and stops."""
         return not self.parts and not self.random_entries
-
-    @property
-    def frozen_trunk(self) -> bool:
-        """Trains neither hidden weights nor gamma/beta (`out`, `none`): the report's code built
-        these models without normalization (RunConfig.frozen_trunk_norm)."""
-        return not (self.trains_hidden_weights or self.trains_affine or self.without_norm)
 
     @property
     def needs_norm(self) -> bool:
         """Sets defined by the normalization layer's parameters need one (bn, bn+out, gamma, beta,
-        random); a set that trains the hidden weights too (`all`) is `all-nobn` without one."""
+        random): config validation refuses them with norm 'none', and a sweep grid leaves them out."""
         return self.random_entries or (self.trains_affine and "hidden" not in self.parts)
 
     @property
     def needs_beta(self) -> bool:
-        """A set that trains beta and nothing else is empty without hidden beta."""
+        """A set that trains beta and nothing else is empty without hidden beta (config validation)."""
         return self.parts == frozenset({"beta"})
 
 

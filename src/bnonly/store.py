@@ -21,33 +21,37 @@ from pathlib import Path
 from .config import ConfigError
 from .errors import BnonlyError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,              -- finished | diverged | failed
-    model TEXT, width INTEGER, depth INTEGER, trainable TEXT, seed INTEGER, dataset TEXT,
-    test_accuracy REAL, test_loss REAL, val_accuracy REAL, val_loss REAL,
-    best_epoch INTEGER, epochs_run INTEGER,
-    trainable_params INTEGER, total_params INTEGER,
-    seconds REAL, group_size INTEGER, device TEXT,
-    config TEXT NOT NULL,              -- JSON: the full resolved RunConfig
-    trainable_by_layer TEXT,           -- JSON
-    history TEXT,                      -- JSON: per-epoch train/val loss and accuracy
-    versions TEXT,                     -- JSON: library versions
-    error TEXT,                        -- for failed runs
-    finished_at TEXT
-);
+# The runs table, column by column with its SQL type: the one statement of a result's fields. A
+# run's summary (engine.Result.summary(), `bnonly train --json`) holds the RESULT_FIELDS; the
+# store adds INDEX_COLUMNS (copied from the config, to query by), the error of a failed run and
+# when the row was written. bnonly.results() has a column for each, and every config field.
+COLUMNS = {
+    "run_id": "TEXT PRIMARY KEY",
+    "status": "TEXT NOT NULL",              # finished | diverged | failed
+    "model": "TEXT", "width": "INTEGER", "depth": "INTEGER", "trainable": "TEXT", "seed": "INTEGER",
+    "dataset": "TEXT",
+    "test_accuracy": "REAL", "test_loss": "REAL", "val_accuracy": "REAL", "val_loss": "REAL",
+    "best_epoch": "INTEGER", "epochs_run": "INTEGER",
+    "trainable_params": "INTEGER", "total_params": "INTEGER",
+    "seconds": "REAL", "group_size": "INTEGER", "device": "TEXT",
+    "config": "TEXT NOT NULL",              # JSON: the full resolved RunConfig
+    "trainable_by_layer": "TEXT",           # JSON: trained entries per module
+    "history": "TEXT",                      # JSON: per-epoch train/val loss and accuracy, lr
+    "versions": "TEXT",                     # JSON: library versions and the processor
+    "error": "TEXT",                        # for failed runs
+    "finished_at": "TEXT",
+}
+JSON_COLUMNS = ("config", "trainable_by_layer", "history", "versions")
+INDEX_COLUMNS = ("model", "width", "depth", "trainable", "seed", "dataset")
+RESULT_FIELDS = tuple(c for c in COLUMNS if c not in INDEX_COLUMNS + ("error", "finished_at"))
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs ({", ".join(f"{c} {t}" for c, t in COLUMNS.items())});
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 -- what each finished run trained (trainable.pack), written in the same transaction as its row
 CREATE TABLE IF NOT EXISTS artefacts (run_id TEXT PRIMARY KEY, blob BLOB NOT NULL);
 -- groups being trained: a sweep claims a group before it trains it and keeps the claim alive
 CREATE TABLE IF NOT EXISTS leases (group_id TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL);
 """
-COLUMNS = ["run_id", "status", "model", "width", "depth", "trainable", "seed", "dataset",
-           "test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_epoch", "epochs_run",
-           "trainable_params", "total_params", "seconds", "group_size", "device",
-           "config", "trainable_by_layer", "history", "versions", "error", "finished_at"]
-JSON_COLUMNS = ("config", "trainable_by_layer", "history", "versions")
 ENDED = ("finished", "diverged")  # a re-launch skips these; failed runs are tried again
 SCHEMA_VERSION = 1  # stores written before versioning have the same layout: they are version 1
 
@@ -169,8 +173,7 @@ class Store:
         values = []
         for r in rows:
             cfg = r["config"]
-            row = {**{k: cfg.get(k) for k in ("model", "width", "depth", "trainable", "seed", "dataset")},
-                   **r, "finished_at": now}
+            row = {**{k: cfg.get(k) for k in INDEX_COLUMNS}, **r, "finished_at": now}
             values.append([json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS])
         blobs = [(r["run_id"], r["artefact"]) for r in rows if r.get("artefact")]
         with self._tx() as db:  # one transaction: a row is never stored without its artefact
