@@ -120,8 +120,8 @@ def engine_step(cfg, d, device, m, seeds=3):
 
 
 def sweep_stack(cfg, M: int, device: str) -> int:
-    """How many of M runs like cfg (M seeds) a sweep stacks on this device (stacking.stack_cap)."""
-    return stack_cap(cfg, EngineOptions.for_device(device), M)
+    """How many of M runs like cfg (M seeds) a sweep stacks on this device and thread count (stacking.stack_cap)."""
+    return stack_cap(cfg, EngineOptions.for_device(device), M, torch.get_num_threads())
 
 
 def vmap_step(cfg, d, device, m):

@@ -243,3 +243,6 @@ def test_stacks_by_kind_and_the_cpu_cap():
     cuda = sorted((sorted({c.trainable for c in g}), len(g)) for g in plan_groups(runs, EngineOptions.for_device("cuda")))
     assert cuda == [(["all"], 3), (["bn", "random"], 6), (["none", "out"], 6)]
     assert [len(g) for g in plan_groups(runs, EngineOptions.for_device("cuda"), max_group=4)] == [3, 4, 2, 4, 2]
+    two = [resolve("report", width=784, depth=2, trainable="all", seed=s) for s in range(5)]  # a cap of 3 models
+    assert [len(g) for g in plan_groups(two, EngineOptions.for_device("cpu"))] == [3, 2]
+    assert [len(g) for g in plan_groups(two, EngineOptions.for_device("cpu"), threads=2)] == [2, 2, 1]  # a multiple of 2

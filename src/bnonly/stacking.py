@@ -51,22 +51,25 @@ def hidden_weights(cfg: RunConfig) -> int:
     return sum(op.weight.numel() for _, op, _ in build(cfg).units())
 
 
-def stack_cap(cfg: RunConfig, options: EngineOptions, max_group: int = 32) -> int:
+def stack_cap(cfg: RunConfig, options: EngineOptions, max_group: int = 32, threads: int = 1) -> int:
     """How many runs like cfg one stack holds: max_group, or for a dense stack on a CPU as many as
-    keep their weights, gradients and momentum cache-sized (options.stack_weights)."""
+    keep their weights, gradients and momentum cache-sized (options.stack_weights), rounded down to
+    a multiple of the group's threads (a batched matmul splits its models over the threads)."""
     if stack_kind(cfg) != "dense" or options.stack_weights is None:
         return max_group
-    return max(1, min(max_group, options.stack_weights // hidden_weights(cfg)))
+    n = max(1, min(max_group, options.stack_weights // hidden_weights(cfg)))
+    return n - n % threads if n > threads else n
 
 
-def plan_groups(cfgs: list[RunConfig], options: EngineOptions, max_group: int = 32) -> list[list[RunConfig]]:
-    """The runs as groups that train as one stack each, in grid order, at most stack_cap runs each."""
+def plan_groups(cfgs: list[RunConfig], options: EngineOptions, max_group: int = 32, threads: int = 1) -> list[list[RunConfig]]:
+    """The runs as groups that train as one stack each, in grid order, at most stack_cap runs each
+    (for groups that train on `threads` threads)."""
     by_key: dict[tuple, list[RunConfig]] = {}
     for c in cfgs:
         by_key.setdefault(stack_key(c), []).append(c)
     out = []
     for g in by_key.values():
-        n = stack_cap(g[0], options, max_group)
+        n = stack_cap(g[0], options, max_group, threads)
         out += [g[i:i + n] for i in range(0, len(g), n)]
     return out
 

@@ -204,7 +204,8 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions | N
     ended = store.ended_ids()
     todo = [c for c in cfgs if c.run_id not in ended]
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    groups = plan_groups(todo, EngineOptions.for_device("cpu" if device == "auto" else device), options.group_size)
+    threads = options.cpus_per_task if options.executor == "ray" else options.group_threads()
+    groups = plan_groups(todo, EngineOptions.for_device("cpu" if device == "auto" else device), options.group_size, threads)
     if options.workers > 1 or options.executor == "ray":  # groups at once: start the long ones first
         groups = longest_first(groups)
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
