@@ -5,7 +5,7 @@ import torch
 
 from torch import nn
 
-from bnonly.analysis import KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, group, norms, switched_off
+from bnonly.analysis import KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, group, norms, scale_free, switched_off
 from bnonly.cli import main
 from bnonly.config import resolve
 from bnonly.data import load
@@ -126,15 +126,49 @@ def test_disabled_fraction_is_scale_free_and_the_function_too():
     x = torch.rand(256, 1, 28, 28)
     m.train()
     before_out = m(x)
-    before = fractions([b.norm.weight.detach().clone() for b in m.blocks])
+    free = scale_free(m)
+    assert free == [True, True, False]  # the last hidden layer feeds the head: its scale reaches the logits
+    before = fractions([b.norm.weight.detach().clone() for b in m.blocks], free)
     with torch.no_grad():  # layer 1 (followed by layer 2's BatchNorm): gamma and beta x 4
         m.blocks[0].norm.weight.mul_(4.0)
         m.blocks[0].norm.bias.mul_(4.0)
     after_out = m(x)
-    after = fractions([b.norm.weight.detach().clone() for b in m.blocks])
+    after = fractions([b.norm.weight.detach().clone() for b in m.blocks], free)
     assert torch.allclose(before_out, after_out, atol=1e-4)
-    assert after["relative"] == before["relative"]
+    assert after["relative"] == before["relative"] and before["relative"]["per_layer"][2] is None
     assert after["0.1"]["per_layer"][0] < before["0.1"]["per_layer"][0] - 0.03  # not scale-free
+    with torch.no_grad():  # the last layer's scale is not free: the logits move
+        m.blocks[2].norm.weight.mul_(4.0)
+        m.blocks[2].norm.bias.mul_(4.0)
+    assert not torch.allclose(m(x), before_out, atol=1e-2)
+
+
+def test_scale_free_layers_of_each_kind_of_model():
+    """A chain: every layer but the last, where the next layer normalizes; a ResNet: a block's first
+    layer only (its second, the shortcut's and the stem's feed the residual sum)."""
+    from bnonly.models import ResNet
+    assert scale_free(build(resolve("frankle", width=8, depth=4, norm="layernorm", trainable="bn"))) == [True] * 3 + [False]
+    assert scale_free(build(resolve("frankle", width=8, depth=3, norm="affine", trainable="bn"))) == [False] * 3
+    assert scale_free(build(resolve("frankle", model="lenet5", trainable="bn"))) == [True, True, True, False]
+    r = ResNet(14)
+    free = dict(zip((n for n, _, _ in r.units()), scale_free(r)))
+    assert free["stem"] is False and free["blocks.0.conv1"] and not free["blocks.0.conv2"]
+    assert not free["blocks.2.shortcut"] and sum(free.values()) == 6  # ResNet-14: 6 blocks, one conv1 each
+
+
+def test_control_ablation_equals_the_ordered_one_where_gamma_did_not_move():
+    """Ordered by the initial |gamma|, the ablation of a network whose gamma did not move is exactly
+    the smallest-first ablation; after training they part."""
+    cfg = resolve(width=32, depth=2, subset=3000, max_epochs=1, trainable="bn", lr=0.1)
+    d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
+    x, y, xs = d.x_test[:300], d.y_test[:300], d.x_train[:640]
+    untrained = build(cfg)
+    initial = [n.weight.detach().clone() for n in norms(untrained)]
+    same = ablation(untrained, cfg, xs, x, y, initial=initial, draws=0)
+    assert same["initial"] == same["smallest"] and "random" not in same
+    (r,) = train([cfg])
+    moved = ablation(r.model, cfg, xs, x, y, initial=initial, draws=1)
+    assert moved["initial"] != moved["smallest"] and len(moved["random"][0]) == 1
 
 
 def test_known_zero_gammas_give_exactly_that_fraction_and_those_dead_units():
@@ -150,8 +184,10 @@ def test_known_zero_gammas_give_exactly_that_fraction_and_those_dead_units():
             b.norm.reset_running_stats()
             b.norm.momentum = None
         m.train()(x)
-    f = fractions([b.norm.weight for b in m.blocks])
+    f = fractions([b.norm.weight for b in m.blocks], [True, True])
     assert f["relative"]["per_layer"] == [0.3, 0.0] and f["relative"]["all"] == 3 / 20
+    f = fractions([b.norm.weight for b in m.blocks], scale_free(m))  # the last layer is measured absolutely only
+    assert f["relative"]["per_layer"] == [0.3, None] and f["relative"]["all"] == 0.3 and f["0.01"]["all"] == 3 / 20
     # gamma = 0 and beta <= 0: ReLU(beta) = 0 on every input; centred gamma=1 units fire on about half
     assert dead_fraction(m, x) == [0.3, 0.0]
 
@@ -175,7 +211,7 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
     assert main(["analyze", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "12 runs analyzed" in printed  # random is not analyzed
-    assert printed.count("% of features disabled (|gamma| below 10% of their layer's RMS)") == 4  # bn and all, 2 archs
+    assert printed.count("features of the layers followed by a normalization disabled") == 4  # bn and all, 2 archs
     assert "beta_hist_mlp_w16_d2.png" in printed  # the frankle preset has hidden beta
     assert main(["report", str(out)]) == 0
     for f in ("gamma_hist_mlp_w16_d2.png", "gamma_hist_mlp_w16_d2.svg", "ablation_mlp_w16_d1.png", "report.json"):
@@ -184,23 +220,25 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
     assert {"claims", "claims_by_dataset", "mlp_table", "lenet_table", "sections", "gamma_analysis"} <= set(doc)
     assert len(doc["gamma_analysis"]["rows"]) == 2 * 3 and len(doc["gamma_analysis"]["runs"]) == 12
     md = (out / "report.md").read_text()
-    assert "## What the affine parameters learn" in md and "Frankle et al. report 25-33% disabled" in md
+    assert "## What the affine parameters learn" in md and "Frankle et al.: 25-33%" in md and "(control)" in md
     assert "n/a: no hidden beta" not in md and "cannot die" not in md
 
 
 def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):
-    from bnonly.analysis import analyze_run, section
+    from bnonly.analysis import analyze_run
+    from bnonly.analysis_report import section
     cfg = resolve("report", width=16, depth=2, subset=1000, max_epochs=1, trainable="bn")
     (r,) = train([cfg])
     a = analyze_run({"run_id": cfg.run_id, "config": cfg.__dict__, "test_accuracy": r.test_accuracy}, r.artefact)
     assert a["has_beta"] is False and a["dead"] is None and a["rare"] is None
-    sec, (header, rows) = section([a], tmp_path, {})
+    assert a["ablation"]["untrained"] and a["ablation"]["initial"] and a["scale_free"] == [True, False]
+    sec, (header, rows) = section([a], tmp_path, {}, 0.1135)
     assert rows[0][header.index("dead units (%)")] == "n/a: no trained hidden beta"
     assert any("cannot die" in b.get("text", "") for b in sec["blocks"])
 
 
 def test_two_studies_never_share_a_figure_name(tmp_path):
-    from bnonly.analysis import _name
+    from bnonly.analysis_report import condition_name as _name
     a = {"config": resolve(width=8, depth=2, trainable="bn").__dict__}
     b = {"config": resolve(width=8, depth=2, trainable="bn", max_epochs=10).__dict__}
     g = group([a, b])

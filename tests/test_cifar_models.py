@@ -229,9 +229,9 @@ def test_frankle_study_config():
     assert {c.dataset for c in SweepConfig(preset="frankle", models=["resnet20", "mlp"]).runs()} == {"cifar10", "mnist"}
     s = load_sweep("frankle")
     runs = s.runs()
-    assert len(runs) == 4 * 3 * 3
+    assert len(runs) == 4 * 4 * 3
     assert {r.model for r in runs} == {"resnet14", "resnet32", "resnet56", "resnet110"}
-    assert {r.trainable for r in runs} == {"all", "bn", "random"}
+    assert {r.trainable for r in runs} == {"all", "bn", "bn+out", "random"}
     assert all(r.lr == 0.1 and r.max_epochs == 160 and r.augment and r.dataset == "cifar10" for r in runs)
 
 
@@ -250,14 +250,17 @@ def frankle_runs(gaps: dict, noise=(0.0, 0.01, -0.01), **kw):
 
 
 def test_frankle_claims_verdicts_for_chosen_accuracies():
-    from bnonly.claims import frankle_claims
+    from bnonly.frankle import frankle_claims
 
     def verdicts(runs):
         return [c["verdict"] for c in frankle_claims(runs)]
     # per seed, bn - random = gap, gap - 2, gap - 4 points: (gap - 2) ± 5.0 points (t interval, n = 3)
     assert verdicts(frankle_runs({"resnet14": 0.2, "resnet56": 0.3})) == ["held", "held"]
-    assert verdicts(frankle_runs({"resnet14": 0.02, "resnet56": 0.3}))[0] == "did not hold"   # 0 ± 5 at ResNet-14
-    assert verdicts(frankle_runs({"resnet14": 0.12, "resnet56": 0.3}))[0] == "inconclusive"   # 10 ± 5 straddles 10
+    # F1 is judged at the deepest ResNet run ("sufficiently deep"); the shallower ones are listed, not judged
+    assert verdicts(frankle_runs({"resnet14": 0.3, "resnet56": 0.02}))[0] == "did not hold"   # 0 ± 5 at ResNet-56
+    assert verdicts(frankle_runs({"resnet14": 0.3, "resnet56": 0.12}))[0] == "inconclusive"   # 10 ± 5 straddles 10
+    deep = frankle_claims(frankle_runs({"resnet14": 0.02, "resnet56": 0.3}))[0]
+    assert deep["verdict"] == "held" and "not judged: resnet14: +0.0 ± 5.0 points" in deep["measured"]
     assert verdicts(frankle_runs({"resnet14": 0.3, "resnet56": 0.2}))[1] == "did not hold"    # the gap shrinks
     # a verdict rests on Frankle's protocol: an epoch cap or another data set is "not testable at this budget"
     capped = frankle_claims(frankle_runs({"resnet14": 0.2, "resnet56": 0.3}, max_epochs=10))
@@ -279,7 +282,8 @@ def test_report_puts_measured_next_to_published(tmp_path):
     assert "## Frankle et al.'s CIFAR setting" in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| resnet110 "))
     assert "1,120" in row and "50.0 ± " in row and "+28.0 ± 5.0" in row and "65.2" in row   # reproduction: 65.19%
-    assert "82.0" not in row and "tensorflow/models#9174" in md
+    assert "82.0" not in row and "tensorflow/models#9174" in md and "placed at ResNet-866" in md
+    assert "others_frozen" in md and "bnonly's hypothesis" in md
 
 
 def test_module_stack_reestimates_statistics_as_the_plain_average():

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from bnonly.claims import HELD, INCONCLUSIVE, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE, claims
+from bnonly.claims import claims
+from bnonly.verdicts import HELD, INCONCLUSIVE, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE
 from bnonly.cli import main
 from bnonly.config import resolve
 from bnonly.reporting import write_report
@@ -179,10 +180,102 @@ def test_open_question_answers_are_paired_per_architecture(tmp_path):
     for s, base in zip(SEEDS, (0.90, 0.93, 0.96)):
         runs += [run("bn", s, base, width=100), run("bn", s, base - 0.02, width=100, norm="layernorm"),
                  run("bn", s, base, width=400), run("bn", s, base, width=400, norm="layernorm")]
-    (sec,) = sections(runs, tmp_path, {})
+    (sec,) = sections(runs, tmp_path, {}, 0.1135)
+    question = next(b["text"] for b in sec["blocks"] if b["kind"] == "question")
+    assert "no beta in this study" in question  # the report's preset has no shift: the question says what is tested
     answer = next(b["text"] for b in sec["blocks"] if b["kind"] == "answer")
     table = next(b for b in sec["blocks"] if b["kind"] == "table")
     assert "above 0 in 0 and below 0 in 1 of 2 architectures" in answer
     rows = {r[0]: r for r in table["rows"]}
     assert rows["mlp_w100_d4"][3] == "-2.0 ± 0.0" and rows["mlp_w100_d4"][4] == "3"
     assert rows["mlp_w400_d4"][3] == "+0.0 ± 0.0"
+
+
+def test_every_config_field_is_grid_replicate_protocol_or_setting():
+    """A new RunConfig field must be placed: checked by a protocol, or named as part of the setting."""
+    from dataclasses import fields
+    from bnonly.frankle import FRANKLE
+    from bnonly.config import GRID_FIELDS, RunConfig
+    from bnonly.stats import REPLICATE, REPORT, SCHEDULE
+    for protocol in (REPORT, FRANKLE):
+        placed = set(GRID_FIELDS) | set(REPLICATE) | set(protocol.values) | set(SCHEDULE) | set(protocol.setting)
+        assert {f.name for f in fields(RunConfig)} - placed == set(), protocol.name
+
+
+@pytest.mark.parametrize("field,value,named", [
+    ("precision", "bf16", "precision (bf16)"), ("augment", True, "augment (true)"), ("normalize", True, "normalize (true)"),
+    ("lr_drop_epochs", "2", "learning-rate schedule (x0.1 at epochs 2)"),
+    ("lr_drop_epoch", 5, "learning-rate schedule (x0.1 at epochs 5)"), ("weight_decay", 1e-3, "weight_decay (0.001)")])
+def test_a_run_off_the_protocol_in_any_checked_field_is_not_testable(field, value, named):
+    bn = [run("bn", s, 0.95 + 0.001 * s, **{field: value}) for s in SEEDS]
+    c2 = claim(bn, 2)
+    assert c2["verdict"] == NOT_TESTABLE and named in c2["measured"] and "the rule gives 'held'" in c2["measured"]
+    # the published code's drop of lr x0.1 from epoch 71 is the protocol too
+    assert claim([run("bn", s, 0.95 + 0.001 * s, lr_drop_epoch=71) for s in SEEDS], 2)["verdict"] == HELD
+
+
+def test_every_verdict_names_its_setting_and_a_weakened_baseline():
+    bn = [run("bn", s, 0.95 + 0.001 * s) for s in SEEDS]
+    rnd = [run("random", s, 0.80 + 0.001 * s, random_norm="inference") for s in SEEDS]
+    c3 = claim(bn + rnd, 3)
+    assert c3["verdict"] == HELD and "random_norm = inference" in c3["measured"]
+    assert "gamma_init = uniform(-1,1)" in c3["measured"] and "a weaker baseline" in c3["measured"]
+    assert "random_norm" not in claim(bn, 2)["measured"]  # claim 2 rests on bn alone
+
+
+def test_chance_is_the_majority_class_rate():
+    """MNIST's most common test digit (1) is 11.35%: cells at it, or at 11.2% (above 1/10), are not above chance."""
+    from bnonly.stats import chance
+    assert chance("mnist") == 0.1135 and chance("fashion-mnist") == 0.1
+    at = [run("bn", s, 0.1135, width=w) for s in SEEDS for w in (10, 100)]
+    c1 = claim(at, 1)
+    assert c1["verdict"] == NOT_HELD and "Against chance 11.35%" in c1["measured"] and "11.35%" in c1["rule"]
+    below = [run("bn", s, 0.112 + 0.0002 * s, width=10) for s in SEEDS]
+    assert claim(below, 1)["verdict"] == NOT_HELD
+    assert claim([run("bn", s, 0.5 + 0.001 * s, width=10) for s in SEEDS], 1)["verdict"] == HELD
+
+
+def test_diverged_seeds_count_at_their_best_weights_and_are_said(tmp_path):
+    bn = [run("bn", s, 0.95) for s in SEEDS]
+    rnd = [run("random", s, a) for s, a in zip(SEEDS, (0.80, 0.81, 0.30))]
+    rnd[2]["status"] = "diverged"
+    c3 = claim(bn + rnd, 3)
+    assert "(n=3, 1 diverged)" in c3["measured"] and c3["verdict"] == INCONCLUSIVE  # the diverged seed widens it
+    Store(tmp_path / "results.sqlite").write(bn + rnd)
+    assert main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "1 diverged (a non-finite loss ended them" in md and "(1 diverged)" in md and "3 count" in md.replace("6", "3")
+
+
+def null_cells(n_cells, barely):
+    """Claim 1 over n_cells cells far above chance, one of them replaced by a cell just below it."""
+    widths = [8 * (i + 1) for i in range(n_cells)]
+    runs = [run("bn", s, 0.9 + 0.001 * s, width=w) for w in widths[1:] for s in SEEDS]
+    return runs + [run("bn", s, a, width=widths[0]) for s, a in zip(SEEDS, barely)]
+
+
+def test_refutations_are_controlled_across_cells():
+    """One cell a little below chance among 14 (one-sided p 0.005, above Holm's 0.025 / 14) does not
+    refute 'every cell is above chance'; among 2 cells it does, and a clear one does among 14."""
+    barely = (0.1100, 0.1105, 0.1110)
+    assert claim(null_cells(14, barely), 1)["verdict"] == INCONCLUSIVE
+    assert "0 refuted (Holm, across 14 cells)" in claim(null_cells(14, barely), 1)["measured"]
+    assert claim(null_cells(2, barely), 1)["verdict"] == NOT_HELD
+    assert claim(null_cells(14, (0.100, 0.1001, 0.1002)), 1)["verdict"] == NOT_HELD
+    # "most cells" (claim 4): half or more refuted puts a majority out of reach, one of many does not
+    def gaps(values):
+        out = []
+        for d, g in enumerate(values):
+            for s, noise in zip(SEEDS, (0.0, 0.001, -0.001)):
+                out += [run("all", s, 0.95, depth=2 + d), run("all-nobn", s, 0.95 - g - noise, depth=2 + d)]
+        return out
+    assert claim(gaps([0.02, -0.02]), 4)["verdict"] == NOT_HELD  # 1 of 2 refuted: no majority possible
+    assert claim(gaps([-0.004] + [0.02] * 4 + [0.03]), 4)["verdict"] == HELD  # 5 of 6 hold; the one below is not Holm-refuted
+    assert "refuted in 0 (Holm)" in claim(gaps([-0.004] + [0.02] * 4 + [0.03]), 4)["measured"]
+
+
+def test_claim4_names_its_confound():
+    runs = [run(t, s, 0.95, depth=2) for t in ("all", "all-nobn") for s in SEEDS]
+    assert "Confound: here `all` has no hidden shift" in claim(runs, 4)["measured"]  # report: no beta, biases
+    runs = [run(t, s, 0.95, depth=2, hidden_beta=True) for t in ("all", "all-nobn") for s in SEEDS]
+    assert "Confound" not in claim(runs, 4)["measured"]  # frankle-like: beta and biases, a shift on both sides

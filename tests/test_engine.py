@@ -316,3 +316,11 @@ def test_evaluation_in_cache_sized_chunks_equals_one_pass(model):
     chunked, whole = evaluate(stack, batch, shape), evaluate(stack, batch, shape, chunk=len(y))
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=0)
     assert torch.equal(chunked[1], whole[1])
+
+
+def test_a_diverged_run_keeps_a_test_accuracy_from_its_best_weights():
+    """A non-finite loss ends a run as `diverged`; it keeps the test accuracy of its best weights (its
+    initial ones where no epoch improved on them), so the statistics can count it."""
+    import math
+    (r,) = train([small(trainable="all-nobn", lr=1e6, max_epochs=3)])
+    assert r.status == "diverged" and math.isfinite(r.test_accuracy) and 0 <= r.test_accuracy <= 1

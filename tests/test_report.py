@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from bnonly import stats
-from bnonly.claims import HELD, NOT_HELD, NOT_MEASURED, claims
+from bnonly.claims import claims
+from bnonly.verdicts import HELD, NOT_HELD, NOT_MEASURED
 from bnonly.reporting import write_report
 from bnonly.stats import mean_ci
 

@@ -58,6 +58,24 @@ def test_random_placements(placement):
         assert (m.blocks[i].norm.weight == 1).all() and (m.blocks[i].norm.bias == 0).all()
 
 
+@pytest.mark.parametrize("width", [784, 100])
+def test_report_code_random_trains_whole_units_where_the_notebook_did(width):
+    """The report's notebook trains two whole output neurons of every layer whose fan-in equals its
+    width (all at 784; the later layers at other widths) and scattered entries in the first layer
+    elsewhere, as many as BatchNorm's gamma and beta (2 x width per layer)."""
+    cfg = resolve("report-code", model="mlp", width=width, depth=3, trainable="random")
+    m = build(cfg)
+    p = plan(m, cfg)
+    assert p.count(m) == 3 * 2 * width == plan(build(cfg.replace(trainable="bn")), cfg.replace(trainable="bn")).count(m)
+    for i in range(3):
+        rows = p.masks[f"blocks.{i}.op.weight"].sum(1)
+        whole = int((rows == m.blocks[i].op.weight.shape[1]).sum())
+        assert whole == (2 if i > 0 or width == 784 else 0) and int(rows.sum()) == 2 * width
+    # its vanilla MLP (and out/none) has no hidden biases; bnonly's own presets give all-nobn biases
+    assert build(resolve("report-code", width=8, depth=2, trainable="all-nobn")).blocks[0].op.bias is None
+    assert build(resolve("report", width=8, depth=2, trainable="all-nobn")).blocks[0].op.bias is not None
+
+
 def test_random_mask_depends_on_seed_only():
     a = plan(build(resolve(width=50, depth=2, trainable="random", seed=3)), resolve(width=50, depth=2, trainable="random", seed=3))
     b = plan(build(resolve(width=50, depth=2, trainable="random", seed=3)), resolve(width=50, depth=2, trainable="random", seed=3))

@@ -140,15 +140,17 @@ def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .analysis import analyze_store, answers, group, plot, table
+    from .analysis import analyze_store, group
+    from .analysis_report import answers, plot, table
     from .render import md_table
     analyses = analyze_store(api.open_store(args.dir), args.data_dir)
     if not analyses:
         print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
         return 0
+    from .stats import chance
     groups = group(analyses)
     written: dict = {}
-    plot(groups, Path(args.dir), written)
+    plot(groups, Path(args.dir), written, chance(analyses[0]["config"].get("dataset"), args.data_dir))
     print(md_table(*table(groups)))
     for a in answers(groups):
         print(a)

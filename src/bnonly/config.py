@@ -18,7 +18,7 @@ from .models import GAMMA_INITS, MODELS
 from .norms import NORMS
 from .sets import SETS
 
-RANDOM_PLACEMENTS = ("scattered", "per-unit", "neuron")
+RANDOM_PLACEMENTS = ("scattered", "per-unit", "neuron", "report-code")
 RANDOM_NORMS = ("batch", "inference")
 RANDOM_ALLOCATIONS = ("even", "proportional", "first", "last")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -43,11 +43,13 @@ class RunConfig:
     norm: str = "batchnorm"            # after each hidden linear/conv: batchnorm | layernorm | affine | none
     gamma_init: str = "uniform(-1,1)"  # ones | uniform(-1,1) | uniform(0,1) | normal(0,1)
     hidden_beta: bool = False          # hidden BN layers have a shift beta
+    hidden_bias: bool = True           # models built without normalization give their hidden layers a bias
     bn_momentum: float = 0.1           # PyTorch convention (Keras 0.99 == 0.01 here)
     bn_eps: float = 1e-5
     # --- what trains ---
     trainable: str = "bn"              # see sets.SETS
-    random_placement: str = "scattered"  # `random` set: scattered | per-unit | neuron
+    random_placement: str = "scattered"  # `random` set: scattered | per-unit | neuron | report-code (whole
+                                       # neurons where a layer's fan-in equals its width, else scattered)
     random_norm: str = "batch"         # `random` set: BN uses batch statistics (batch) or runs in inference mode
     random_allocation: str = "even"    # `random` set: per layer as bn (even) | proportional | first | last
     frozen_trunk_norm: bool = True     # sets that train nothing before the head (out, none) keep the
@@ -150,22 +152,31 @@ GRID_KEYS = {"models": "model", "widths": "width", "depths": "depth", "trainable
 GRID_FIELDS = tuple(GRID_KEYS.values())
 
 # Fields added after the first release, with the default that older run_ids were computed under.
-LATER_FIELDS = {"frozen_trunk_norm": True, "lr_drop_epochs": "", "augment": False, "normalize": False}
+LATER_FIELDS = {"frozen_trunk_norm": True, "lr_drop_epochs": "", "augment": False, "normalize": False,
+                "hidden_bias": True}
 
 # Presets change only the fields they name; explicit flags/keys override them.
 PRESETS: dict[str, dict] = {
     # The report's text: gamma ~ U(-1, 1), beta = 0 and "deactivated for the hidden layers".
     "report": dict(gamma_init="uniform(-1,1)", hidden_beta=False, bn_momentum=0.1, bn_eps=1e-5,
-                   lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True),
-    # The report's published code: gamma ~ N(0, 1), beta everywhere, Keras BN defaults
-    # (momentum 0.99 -> 0.01 in PyTorch's convention, eps 1e-3), lr x0.1 from its 0-based epoch 70
-    # (the 71st epoch; lr_drop_epoch counts from 1), a frozen BN layer that runs in inference mode
-    # in the `random` baseline, and `out` / `none` models built without BatchNorm layers.
+                   lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True, random_placement="scattered",
+                   hidden_bias=True),
+    # The report's published code (Marcusntnu/mlp_lenet_bathnorm, dense_batchnorm.ipynb): gamma ~
+    # N(0, 1), beta everywhere, Keras BN defaults (momentum 0.99 -> 0.01 in PyTorch's convention, eps
+    # 1e-3), lr x0.1 from its 0-based epoch 70 (the 71st; lr_drop_epoch counts from 1), and a frozen BN
+    # layer that runs in inference mode in the `random` baseline. Its random baseline trains two whole
+    # output neurons of every layer whose fan-in equals its width (CustomDenseRandomLayer: Dense(2)
+    # trainable beside Dense(width - 2) frozen) and scattered entries elsewhere; its vanilla MLP, and
+    # its `out` / `none` models, have neither BatchNorm nor hidden biases (use_bias=False). The stored
+    # notebook calls an undefined FixWeights for the scattered layers (it defines FreezeWeights), so it
+    # is not exactly the code that produced the report.
     "report-code": dict(gamma_init="normal(0,1)", hidden_beta=True, bn_momentum=0.01, bn_eps=1e-3,
-                        lr_drop_epoch=71, random_norm="inference", frozen_trunk_norm=False),
+                        lr_drop_epoch=71, random_norm="inference", frozen_trunk_norm=False,
+                        random_placement="report-code", hidden_bias=False),
     # Frankle, Schwab & Morcos' code: gamma ~ U[0, 1), PyTorch BN defaults.
     "frankle": dict(gamma_init="uniform(0,1)", hidden_beta=True, bn_momentum=0.1, bn_eps=1e-5,
-                    lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True),
+                    lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True, random_placement="scattered",
+                    hidden_bias=True),
 }
 # A preset's additions for a family of models (models.Architecture.family), applied after the
 # preset and before explicit values. Frankle et al.'s CIFAR-10 setup is OpenLTH's default for

@@ -315,16 +315,16 @@ class Group:
         return evaluate(stack, batch, self.data.input_shape)
 
     def finish(self, seconds: float) -> list[Result]:
-        """Every model's best weights restored, evaluated on the test set once, and packed."""
+        """Every model's best weights restored, evaluated on the test set once, and packed. A diverged
+        run keeps its best epoch's weights, as the report's Keras early stopping would."""
         final = stack_of(self.models, self.plans, self.device, self.options)
         with torch.no_grad():
             for n, t in {**final.params, **final.buffers}.items():
                 t.copy_(self.best[n])
         test_loss, test_acc = self.evaluate(final, torch.arange(len(self.results)), "test")
         M = len(self.results)
-        for i, r in enumerate(self.results):
-            if r.best_epoch:
-                r.test_loss, r.test_accuracy = float(test_loss[i]), float(test_acc[i])
+        for i, r in enumerate(self.results):  # (a run that diverged in its first epoch: its initial weights)
+            r.test_loss, r.test_accuracy = float(test_loss[i]), float(test_acc[i])
             r.seconds = seconds / M
             self.models[i].load_state_dict(final.state_dict(i))
             r.model = self.models[i].eval()

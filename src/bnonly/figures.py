@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from .sets import color, ordered  # noqa: E402
-from .stats import CHANCE, finished  # noqa: E402
+from .stats import counted  # noqa: E402
 
 DPI = 120
 
@@ -29,7 +29,7 @@ def save_figure(fig, out_dir: Path, stem: str, written: dict) -> None:
     plt.close(fig)
 
 
-def _depth_panel(ax, mlp, width: int) -> None:
+def _depth_panel(ax, mlp, width: int, chance: float) -> None:
     cells = {(d, t): s for (w, d, t), s in mlp.items() if w == width}
     depths = sorted({d for d, _ in cells})
     for t in ordered(t for _, t in cells):
@@ -40,14 +40,14 @@ def _depth_panel(ax, mlp, width: int) -> None:
         ax.fill_between(ds, [s.lo for s in st], [s.hi for s in st], color=c, alpha=0.2, linewidth=0)
         if len(ds) == 1:  # a band over one x is invisible: draw the interval as an error bar
             ax.errorbar(ds, [st[0].mean], yerr=[st[0].half], color=c, capsize=3, linestyle="")
-    ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set(title=f"width {width}", xlabel="depth (hidden layers)", ylim=(0, 1), xticks=depths)
     if len(depths) == 1:
         ax.set_xlim(depths[0] - 1, depths[0] + 1)
     ax.grid(alpha=0.3)
 
 
-def plot_accuracy_vs_depth(mlp, out_dir: Path, written: dict) -> str | None:
+def plot_accuracy_vs_depth(mlp, out_dir: Path, written: dict, chance: float) -> str | None:
     """Combined figure (one panel per width) plus one file per width; returns a skip reason or None."""
     widths = sorted({w for w, _, _ in mlp})
     if not widths:
@@ -56,7 +56,7 @@ def plot_accuracy_vs_depth(mlp, out_dir: Path, written: dict) -> str | None:
     nrows = math.ceil(len(widths) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), sharey=True, squeeze=False)
     for ax, w in zip(axes.flat, widths):
-        _depth_panel(ax, mlp, w)
+        _depth_panel(ax, mlp, w, chance)
     for ax in list(axes.flat)[len(widths):]:
         ax.set_visible(False)
     axes[0][0].set_ylabel("test accuracy")
@@ -70,16 +70,16 @@ def plot_accuracy_vs_depth(mlp, out_dir: Path, written: dict) -> str | None:
     save_figure(fig, out_dir, "accuracy_vs_depth", written)
     for w in widths:
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        _depth_panel(ax, mlp, w)
+        _depth_panel(ax, mlp, w, chance)
         ax.set_ylabel("test accuracy")
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         save_figure(fig, out_dir, f"accuracy_vs_depth_w{w}", written)
     return None
 
 
-def plot_accuracy_vs_params(runs, out_dir: Path, written: dict) -> str | None:
-    """Every finished run as a point; runs with 0 trainable parameters are drawn at x = 1."""
-    done = [r for r in finished(runs) if r.get("trainable_params") is not None]
+def plot_accuracy_vs_params(runs, out_dir: Path, written: dict, chance: float) -> str | None:
+    """Every counted run as a point; runs with 0 trainable parameters are drawn at x = 1."""
+    done = [r for r in counted(runs) if r.get("trainable_params") is not None]
     if not done:
         return "No finished runs with a trainable-parameter count, so the accuracy-vs-parameters figure is not drawn."
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -95,7 +95,7 @@ def plot_accuracy_vs_params(runs, out_dir: Path, written: dict) -> str | None:
             if pts:
                 ax.scatter([max(int(r["trainable_params"]), 1) for r in pts], [r["test_accuracy"] for r in pts],
                            color=color(t), marker=marker, s=22, alpha=0.75)
-    ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
     present = [k for k in kinds if any(kind(r) == k for r in done)]
     ax.set(xscale="log", ylim=(0, 1), xlabel="trainable parameters (log scale)", ylabel="test accuracy",
            title="test accuracy vs trainable parameters (" + ", ".join(f"{kinds[k][0]} = {kinds[k][1]}" for k in present) + ")")

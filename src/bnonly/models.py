@@ -58,22 +58,23 @@ class Net(nn.Module):
 
 
 def MLP(width: int, depth: int, in_features: int = 784, num_classes: int = 10, norm: str = "batchnorm",
-        hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> Net:
-    """input -> depth x [Linear(no bias) -> BatchNorm -> ReLU] -> Linear(width, classes)."""
-    blocks = [Block(nn.Linear(in_features if i == 0 else width, width, bias=norm == "none"),
+        hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5, hidden_bias: bool = True) -> Net:
+    """input -> depth x [Linear(no bias) -> BatchNorm -> ReLU] -> Linear(width, classes). Without
+    normalization (norm 'none') the hidden layers get a bias where hidden_bias says so."""
+    blocks = [Block(nn.Linear(in_features if i == 0 else width, width, bias=norm == "none" and hidden_bias),
                     norm_layer(norm, width, False, hidden_beta, bn_momentum, bn_eps)) for i in range(depth)]
     return Net(blocks, nn.Linear(width, num_classes))
 
 
 def LeNet5(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, norm: str = "batchnorm",
-           hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> Net:
+           hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5, hidden_bias: bool = True) -> Net:
     """Classic LeNet-5 layout with BatchNorm after every conv/linear layer and ReLU + max-pool:
     conv 5x5 (6, padding 2 on 28x28) -> pool -> conv 5x5 (16) -> pool -> 120 -> 84 -> classes."""
     pad = 2 if image_size == 28 else 0
     side = ((image_size + 2 * pad - 4) // 2 - 4) // 2
     def nl(f, conv):
         return norm_layer(norm, f, conv, hidden_beta, bn_momentum, bn_eps)
-    bias = norm == "none"
+    bias = norm == "none" and hidden_bias
     blocks = [Block(nn.Conv2d(in_channels, 6, 5, padding=pad, bias=bias), nl(6, True), pool=True),
               Block(nn.Conv2d(6, 16, 5, bias=bias), nl(16, True), pool=True),
               Block(nn.Linear(16 * side * side, 120, bias=bias), nl(120, False)),
@@ -124,14 +125,15 @@ class ResNet(nn.Module):
     train W = 32 and 64 (`resnetNx2`, `resnetNx4`)."""
 
     def __init__(self, depth: int, width: int = 16, in_channels: int = 3, num_classes: int = 10,
-                 norm: str = "batchnorm", hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5):
+                 norm: str = "batchnorm", hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5,
+                 hidden_bias: bool = True):
         super().__init__()
         if (depth - 2) % 6 or depth < 8:
             raise ValueError(f"a CIFAR ResNet has depth 6k + 2 (k >= 1), not {depth}")
         k = (depth - 2) // 6
         def nl(c):
             return norm_layer(norm, c, True, hidden_beta, bn_momentum, bn_eps)
-        bias = norm == "none"  # convolutions get a bias only without normalization, as in MLP and LeNet5
+        bias = norm == "none" and hidden_bias  # convolutions get a bias only without normalization, as in MLP and LeNet5
         self.stem = conv3x3(in_channels, width, bias=bias)
         self.stem_norm = nl(width)
         blocks, c_in = [], width
@@ -165,7 +167,8 @@ class VGG(nn.Module):
     norm -> ReLU, max-pools as in VGG_PLANS, a final 2x2 average pool, a linear head."""
 
     def __init__(self, depth: int, in_channels: int = 3, image_size: int = 32, num_classes: int = 10,
-                 norm: str = "batchnorm", hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5):
+                 norm: str = "batchnorm", hidden_beta: bool = True, bn_momentum: float = 0.1, bn_eps: float = 1e-5,
+                 hidden_bias: bool = True):
         super().__init__()
         if depth not in VGG_PLANS:
             raise ValueError(f"VGG depth {depth}: one of {', '.join(map(str, VGG_PLANS))}")
@@ -175,7 +178,7 @@ class VGG(nn.Module):
                 continue
             nl = norm_layer(norm, c, True, hidden_beta, bn_momentum, bn_eps)
             pool = i + 1 < len(VGG_PLANS[depth]) and VGG_PLANS[depth][i + 1] == "M"
-            blocks.append(Block(conv3x3(c_in, c, bias=nl is None), nl, pool=pool))
+            blocks.append(Block(conv3x3(c_in, c, bias=nl is None and hidden_bias), nl, pool=pool))
             side //= 2 if pool else 1
             c_in = c
         self.blocks = nn.ModuleList(blocks)
@@ -278,5 +281,6 @@ def build(cfg: RunConfig, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}")
     model = MODELS[cfg.model].build(cfg, tuple(input_shape), num_classes, norm=cfg.effective_norm,
-                                    hidden_beta=cfg.hidden_beta, bn_momentum=cfg.bn_momentum, bn_eps=cfg.bn_eps)
+                                    hidden_beta=cfg.hidden_beta, bn_momentum=cfg.bn_momentum, bn_eps=cfg.bn_eps,
+                                    hidden_bias=cfg.hidden_bias)
     return init_weights(model, cfg.gamma_init, torch.Generator().manual_seed(cfg.seed))

@@ -21,7 +21,7 @@ from .figures import save_figure  # noqa: E402
 from .models import arch_name  # noqa: E402
 from .render import figure, table  # noqa: E402
 from .sets import SETS  # noqa: E402
-from .stats import CHANCE, config_of, finished, mean_ci, paired  # noqa: E402
+from .stats import config_of, counted, mean_ci, paired, value  # noqa: E402
 
 
 def is_baseline(r) -> bool:
@@ -32,9 +32,9 @@ def is_baseline(r) -> bool:
 
 
 def _by(runs, trainable, key) -> dict:
-    """{setting: {(arch, dataset): {seed: accuracy}}} of the finished runs of `trainable`, setting = key(r)."""
+    """{setting: {(arch, dataset): {seed: accuracy}}} of the counted runs of `trainable`, setting = key(r)."""
     out = defaultdict(lambda: defaultdict(dict))
-    for r in finished(runs):
+    for r in counted(runs):
         c = config_of(r)
         if c["trainable"] == trainable:
             cell = out[key(r)][(arch_name(c), c["dataset"])]
@@ -62,9 +62,8 @@ def _answer(groups, a, b, label_a: str, label_b: str) -> tuple[str, dict] | None
         measured += d.n >= 2
         up += d.n >= 2 and d.lo > 0
         down += d.n >= 2 and d.hi < 0
-        ma, mb = mean_ci(sa.values()), mean_ci(sb.values())
-        rows.append([_label(*k), f"{100 * ma.mean:.1f} ± {100 * ma.half:.1f}", f"{100 * mb.mean:.1f} ± {100 * mb.half:.1f}",
-                     f"{100 * d.mean:+.1f} ± {100 * d.half:.1f}", str(d.n)])
+        rows.append([_label(*k), value(mean_ci(sa.values())), value(mean_ci(sb.values())), value(d, signed=True),
+                     str(d.n)])
     if not rows:
         return None
     text = (f"{label_a} − {label_b}, paired by seed per architecture: the 95% interval lies above 0 in {up} and "
@@ -75,7 +74,7 @@ def _answer(groups, a, b, label_a: str, label_b: str) -> tuple[str, dict] | None
     return text, table(["architecture", label_a, label_b, "difference (points)", "n"], rows, caption=caption)
 
 
-def _bars(groups, conditions, trainable, out_dir: Path, stem: str, written: dict, title: str) -> str:
+def _bars(groups, conditions, trainable, out_dir: Path, stem: str, written: dict, title: str, chance: float) -> str:
     archs = sorted({k for c in conditions for k in groups.get(c, {})})
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(archs) * len(conditions) / 2), 3.6))
     width = 0.8 / len(conditions)
@@ -83,7 +82,7 @@ def _bars(groups, conditions, trainable, out_dir: Path, stem: str, written: dict
         stats = [mean_ci(groups.get(c, {}).get(k, {}).values()) for k in archs]
         xs = [j + (i - (len(conditions) - 1) / 2) * width for j in range(len(archs))]
         ax.bar(xs, [s.mean for s in stats], width, yerr=[s.half for s in stats], capsize=2, label=str(c))
-    ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set(xticks=range(len(archs)), ylim=(0, 1), ylabel=f"test accuracy ({trainable})", title=title)
     ax.set_xticklabels([_label(*k) for k in archs], rotation=20, fontsize=8)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -100,19 +99,22 @@ def _section(title: str, question: str, fig: str | None, answers: list[tuple[str
     return {"title": title, "blocks": blocks}
 
 
-def sections(runs, out_dir: Path, written: dict) -> list[dict]:
+def sections(runs, out_dir: Path, written: dict, chance: float) -> list[dict]:
     """One report section (render.py) per question that one study's runs can answer."""
     out = []
     norms = _by(runs, "bn", lambda r: config_of(r)["norm"])
+    shift = all(config_of(r)["hidden_beta"] for r in counted(runs))  # without hidden beta, affine is a scale alone
+    what = "a per-feature scale and shift" if shift else "a per-feature scale (no shift: this study has no hidden beta)"
     for kind, title, q in (
             ("affine", "Affine parameters without normalization",
-             "Do a per-feature scale and shift alone, with no normalization, do what BatchNorm's gamma and beta do?"),
+             f"Does {what} alone, with no normalization, do what BatchNorm's gamma{' and beta' if shift else ''} do?"),
             ("layernorm", "LayerNorm's affine parameters",
-             "Does training only LayerNorm's gamma and beta work as well as training only BatchNorm's?")):
+             f"Does training only LayerNorm's gamma{' and beta' if shift else ''} work as well as training only "
+             f"BatchNorm's{'' if shift else ' (no beta in this study)'}?")):
         ans = _answer(norms, kind, "batchnorm", f"bn with {kind}", "bn with BatchNorm")
         if ans:
             fig = _bars(norms, ["batchnorm", kind], "bn", out_dir, f"question_{kind}", written,
-                        f"bn only: {kind} vs batchnorm")
+                        f"bn only: {kind} vs batchnorm", chance)
             out.append(_section(title, q, fig, [ans]))
     allocs = _by([r for r in runs if config_of(r)["norm"] == "batchnorm"], "random",
                  lambda r: config_of(r)["random_allocation"])
@@ -120,12 +122,12 @@ def sections(runs, out_dir: Path, written: dict) -> list[dict]:
     answers = {a: v for a, v in answers.items() if v}
     if answers:
         fig = _bars(allocs, ["even"] + list(answers), "random", out_dir, "question_allocation", written,
-                    "random weights: allocation over layers")
+                    "random weights: allocation over layers", chance)
         out.append(_section("Uneven allocation of the random parameters",
                             "Does it matter how the random baseline's trainable weights are spread over the "
                             "hidden layers (the report spread them evenly)?", fig, list(answers.values())))
     base = [r for r in runs if is_baseline(r)]
-    datasets = sorted({config_of(r)["dataset"] for r in finished(base)} - {"mnist"})
+    datasets = sorted({config_of(r)["dataset"] for r in counted(base)} - {"mnist"})
     if datasets:
         answers = []
         for ds in datasets:

@@ -3,8 +3,8 @@ sections that render.py writes as report.md, report.html and report.json.
 
 write_report(out_dir) reads out_dir/results.sqlite (or takes runs, a list of run dicts as
 Store.runs() returns them) and writes figures (PNG + SVG), report.md, report.html and report.json
-into out_dir. Only finished runs with a finite test accuracy enter the statistics; diverged and
-failed runs are counted in the text. Partial data never crashes it: what cannot be drawn is skipped,
+into out_dir. Finished and diverged runs with a finite test accuracy enter the statistics (diverged
+ones at their best weights, and the text says how many); failed runs are listed. Partial data never crashes it: what cannot be drawn is skipped,
 with a sentence saying why.
 """
 from __future__ import annotations
@@ -14,18 +14,19 @@ import shlex
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from . import analysis, questions
-from .claims import FRANKLE_PROTOCOL_TEXT, PUBLISHED, claims, frankle_claims
+from . import analysis, analysis_report, questions
+from .claims import claims
+from .frankle import FRANKLE_PROTOCOL_TEXT, PUBLISHED, frankle_claims
 from .config import ConfigError
 from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params
 from .models import MODELS, arch_name
 from .render import claims_blocks, figure, json_sections, note, render_html, render_md, table, text
 from .sets import ordered
-from .stats import (PROTOCOL_TEXT, accuracies, budget_gaps, cell, cells, config_of, describe_study, finished,
-                    lenet_stats, mean_ci, mlp_stats, paired, studies)
+from .stats import (PROTOCOL_TEXT, accuracy, budget_gaps, cell, cells, chance, config_of, counted, describe_study,
+                    gap, lenet_stats, mlp_stats, studies, value)
 from .store import Store
 
-CONFIG_FIELDS = ("gamma_init", "hidden_beta", "bn_momentum", "bn_eps", "lr", "momentum",
+CONFIG_FIELDS = ("gamma_init", "hidden_beta", "hidden_bias", "bn_momentum", "bn_eps", "lr", "momentum",
                  "batch_size", "max_epochs", "patience", "lr_drop_epoch", "lr_drop_epochs", "weight_decay",
                  "augment", "normalize", "subset", "val_fraction",
                  "random_placement", "random_norm", "frozen_trunk_norm", "precision")
@@ -45,7 +46,7 @@ def mlp_table(mlp) -> tuple[list[str], list[list[str]]]:
 
 def lenet_table(runs, lenet) -> tuple[list[str], list[list[str]]]:
     params = defaultdict(set)
-    for r in finished(runs):
+    for r in counted(runs):
         if r.get("model") == "lenet5" and r.get("trainable_params") is not None:
             params[r["trainable"]].add(int(r["trainable_params"]))
     rows = [[t, cell(s), str(s.n), "/".join(f"{p:,}" for p in sorted(params[t])) or "–"] for t, s in lenet.items()]
@@ -59,31 +60,39 @@ def cifar_models(runs) -> list[str]:
     return sorted(ms, key=lambda m: (not m.startswith("resnet"), MODELS[m].widen, MODELS[m].layers))
 
 
+FRANKLE_SETS = ("all", "bn", "bn+out", "random")
+
+
 def frankle_table(runs) -> tuple[list[str], list[list[str]]]:
-    """Per CIFAR model: the measured accuracy of all / bn / random, the paired bn − random gap, the BN
+    """Per CIFAR model: the measured accuracy of each set, the paired bn − random gap, the BN
     parameter count, and the published BN-only numbers (paper, reproduction) beside them."""
     c = cells(runs)
+    sets = [t for t in FRANKLE_SETS if any(k[3] == t for k in c)]
     rows = []
-    for m in cifar_models(finished(runs)):
-        acc = {t: accuracies(c[(m, None, None, t)]) for t in ("all", "bn", "random") if (m, None, None, t) in c}
-        gap = paired(acc["bn"], acc["random"]) if "bn" in acc and "random" in acc else None
-        n_bn = {int(r["trainable_params"]) for r in c.get((m, None, None, "bn"), {}).values() if r.get("trainable_params")}
+    for m in cifar_models(counted(runs)):
+        got = {t: c[(m, None, None, t)] for t in sets if (m, None, None, t) in c}
+        n_bn = {int(r["trainable_params"]) for r in got.get("bn", {}).values() if r.get("trainable_params")}
         rows.append([m, "/".join(f"{n:,}" for n in sorted(n_bn)) or "–"]
-                    + [cell(mean_ci(acc[t].values())) if t in acc else "–" for t in ("all", "bn", "random")]
-                    + ["–" if gap is None or gap.n == 0 else f"{100 * gap.mean:+.1f} ± {100 * gap.half:.1f}"]
+                    + [value(accuracy(got[t])) if t in got else "–" for t in sets]
+                    + [value(gap(got["bn"], got["random"]), signed=True) if "bn" in got and "random" in got else "–"]
                     + [f"{100 * PUBLISHED[k][1][m]:.1f}" if m in PUBLISHED[k][1] else "–" for k in ("paper", "reproduction")])
-    return (["model", "BN params", "all (%)", "bn (%)", "random (%)", "bn − random (points, paired)",
-             f"published bn: {PUBLISHED['paper'][0]}", f"published bn: {PUBLISHED['reproduction'][0]}"], rows)
+    return (["model", "BN params"] + [f"{t} (%)" for t in sets] + ["bn − random (points, paired)",
+             f"published BN-only: {PUBLISHED['paper'][0]}", f"published BN-only: {PUBLISHED['reproduction'][0]}"], rows)
 
 
 def frankle_section(runs) -> dict:
     header, rows = frankle_table(runs)
     return {"title": "Frankle et al.'s CIFAR setting", "blocks": [
         {"kind": "question", "text": "Do Frankle et al.'s CIFAR-10 findings hold: BN-only far above an equal number of "
-                                     "random weights, and more so with depth?"},
+                                     "random weights in sufficiently deep ResNets (and, bnonly's hypothesis, more so "
+                                     "with depth)?"},
         table(header, rows, caption="Measured columns: mean ± 95% t interval over seeds (this store). Published "
-              "columns are not measured here: the paper's abstract gives 82% for 'sufficiently deep ResNets' (its "
-              "per-depth table was not available to us); the TF reproduction trains a different layout. "
+              "columns are not measured here. The paper's abstract gives 82% for 'sufficiently deep ResNets', which "
+              "bnonly places at ResNet-866, the deepest the paper trains (its per-depth table was not in the text "
+              "available here); the TF reproduction is an unmerged community pull request with one run per model "
+              "and another layout. Whether those BN-only runs trained the output layer is not stated in the text "
+              "available here: in OpenLTH, Frankle et al.'s code, the BN-only flag others_frozen leaves it trainable "
+              "(bnonly's bn+out) unless output_frozen is also set (bnonly's bn), so compare with both. "
               + FRANKLE_PROTOCOL_TEXT + "."),
         *claims_blocks(frankle_claims(runs))]}
 
@@ -99,19 +108,25 @@ def summary_text(runs, study: list[dict], sweep: dict | None = None, selected: b
     """Sentences of the 'what was run' paragraph: the store (runs), then the study this report covers;
     `sweep` is the last sweep's config (store meta)."""
     status = Counter(r.get("status") for r in runs)
-    done = finished(study)
+    done = counted(study)
     mlp = [r for r in done if r.get("model") == "mlp"]
     out = [f"Last sweep: {sweep.get('name', '?')!r} with preset {sweep.get('preset', '?')!r}."] if sweep else []
     out += [f"{len(runs)} runs {'selected by --where' if selected else 'in the store'}: " + (", ".join(f"{n} {s}" for s, n in sorted(status.items(), key=str))
-                                                  or "none") + f"; {len(finished(runs))} count for the statistics."]
-    nan_finished = status.get("finished", 0) - len(finished(runs))
-    if nan_finished:
-        out.append(f"{nan_finished} finished run(s) without a finite test accuracy are ignored.")
-    bad = [r for r in runs if r.get("status") in ("diverged", "failed")]
-    if bad:
-        out.append("Not counted: " + "; ".join(
-            f"{r.get('status')} {arch_name(r)} {r.get('trainable')} seed {r.get('seed')}"
-            for r in bad[:10]) + ("; …" if len(bad) > 10 else "") + ".")
+                                                  or "none") + f"; {len(counted(runs))} count for the statistics."]
+    missing = status.get("finished", 0) + status.get("diverged", 0) - len(counted(runs))
+    if missing:
+        out.append(f"{missing} finished or diverged run(s) without a finite test accuracy are left out.")
+    diverged = [r for r in runs if r.get("status") == "diverged"]
+    if diverged:
+        out.append(f"{len(diverged)} diverged (a non-finite loss ended them; they count at their best weights' test "
+                   "accuracy, and every table, claim and answer says how many of its runs diverged): " + "; ".join(
+                       f"{arch_name(r)} {r.get('trainable')} seed {r.get('seed')}" for r in diverged[:10])
+                   + ("; …" if len(diverged) > 10 else "") + ".")
+    failed = [r for r in runs if r.get("status") == "failed"]
+    if failed:
+        out.append("Failed (not counted; a re-launch tries them again): " + "; ".join(
+            f"{arch_name(r)} {r.get('trainable')} seed {r.get('seed')}" for r in failed[:10])
+            + ("; …" if len(failed) > 10 else "") + ".")
     out.append(f"Models: {_values(r.get('model') for r in done)}. MLP widths: {_values(r.get('width') for r in mlp)}; "
                f"depths (hidden layers): {_values(r.get('depth') for r in mlp)}. Trainable sets: "
                f"{', '.join(ordered(r.get('trainable') for r in done)) or '–'}. "
@@ -146,14 +161,18 @@ def budget_text(study: list[dict]) -> str:
             "'not testable at this budget' here; `bnonly sweep claims` runs the protocol.")
 
 
-HOW_TO_READ = ("Chance level is 10% (ten classes; dashed grey line). Accuracies are test accuracies; a cell or "
-               "line is the mean over seeds, and ± / the shaded band is the 95% Student-t interval over seeds "
-               "(t quantile for n−1 degrees of freedom). With a single seed there is no interval (marked n=1). "
-               "Comparisons between sets (claims 3-6, the open questions) use paired per-seed differences: runs of "
-               "one seed share initial weights and data order. Runs whose configurations differ in anything but "
-               "the seed, the architecture, the set or the setting a section varies are never pooled. "
-               "Only finished runs with a finite test accuracy are used; diverged and failed runs are listed above. "
-               "In the parameters figure, runs with no trainable parameters (set 'none') are drawn at x = 1.")
+def how_to_read(chance_rate: float) -> str:
+    return (f"Chance is the test set's majority-class rate, {100 * chance_rate:.2f}% (what a network that always predicts "
+            "the most common class scores; dashed grey line). Accuracies are test accuracies; a cell or "
+            "line is the mean over seeds, and ± / the shaded band is the 95% Student-t interval over seeds "
+            "(t quantile for n−1 degrees of freedom). With a single seed there is no interval (marked n=1). "
+            "Comparisons between sets (claims 3-6, the open questions) use paired per-seed differences: runs of "
+            "one seed share initial weights and data order. Runs whose configurations differ in anything but "
+            "the seed, the architecture, the set or the setting a section varies are never pooled. "
+            "Finished and diverged runs count (a diverged run at its best weights' test accuracy, marked 'k diverged' "
+            "where it is); failed runs are listed above. "
+            "In the parameters figure, runs with no trainable parameters (set 'none') are drawn at x = 1.")
+
 
 def _figure_items(written) -> list[tuple[str, str, str]]:
     """(png name, svg name, caption) for each drawn figure, in report order."""
@@ -230,8 +249,9 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     runs = [r for r in study if questions.is_baseline(r) and config_of(r)["dataset"] == main_ds]
     mlp, lenet = mlp_stats(runs), lenet_stats(runs)
     written: dict[str, Path] = {}
-    skipped = [s for s in (plot_accuracy_vs_depth(mlp, out_dir, written),
-                           plot_accuracy_vs_params(runs, out_dir, written)) if s]
+    rate = chance(main_ds, data_dir)
+    skipped = [s for s in (plot_accuracy_vs_depth(mlp, out_dir, written, rate),
+                           plot_accuracy_vs_params(runs, out_dir, written, rate)) if s]
     summary = summary_text(all_runs, study, sweep, selected=bool(where))
     if len(split) > 1:
         summary.append(f"The store holds {len(split)} studies (runs that differ in more than the seed: "
@@ -240,7 +260,7 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     if len(runs) < len(study):
         summary.append(f"Figures, tables and the first claims table use the {len(runs)} runs of the report's setting "
                        f"(BatchNorm, random weights spread evenly, {main_ds}); the sections after them use the rest.")
-    cl_main = claims(runs, main_ds)
+    cl_main = claims(runs, main_ds, data_dir)
     mlp_t, lenet_t = mlp_table(mlp), lenet_table(runs, lenet)
     n_note = "Cells: mean ± 95% t interval over seeds, in %; n seeds = the number of seeds in the row's cells."
     sections = [
@@ -259,24 +279,25 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         base = [r for r in study if questions.is_baseline(r)]
         ds = "cifar10" if any(config_of(r)["dataset"] == "cifar10" for r in base) else main_ds
         sections.append(frankle_section([r for r in base if config_of(r)["dataset"] == ds]))
-    sections += questions.sections(study, out_dir, written)
+    sections += questions.sections(study, out_dir, written, rate)
     gamma_t = None
     ids = {r["run_id"] for r in study}
     if analyze and analyses is None:  # only the runs of the study this report covers
         analyses = analysis.analyze_store(store or Store(out_dir / "results.sqlite"), data_dir, run_ids=ids)
     analyses = [a for a in analyses or [] if a["run_id"] in ids]
     if analyses:  # what the affine parameters learn (runs with stored models)
-        sec, gamma_t = analysis.section(analyses, out_dir, written)
+        sec, gamma_t = analysis_report.section(analyses, out_dir, written, rate)
         sections.append(sec)
     claims_by_ds = {main_ds: cl_main}
     for ds in datasets[1:]:
-        claims_by_ds[ds] = claims([r for r in study if questions.is_baseline(r) and config_of(r)["dataset"] == ds], ds)
+        claims_by_ds[ds] = claims([r for r in study if questions.is_baseline(r) and config_of(r)["dataset"] == ds], ds,
+                                  data_dir)
         sections.append({"title": f"Claims on {ds}",
                          "blocks": [{"kind": "question", "text": f"Do the report's six claims hold on {ds}?"},
                                     *claims_blocks(claims_by_ds[ds])]})
     if len(split) > 1:
         sections.append(_other_studies(split[1:], out_dir, where))
-    sections.append({"title": "How to read this", "blocks": [text(HOW_TO_READ)]})
+    sections.append({"title": "How to read this", "blocks": [text(how_to_read(rate))]})
 
     doc = {"study": fields, "studies": [describe_study(f) for f, _ in split], "claims": cl_main,
            "claims_by_dataset": claims_by_ds,
@@ -284,7 +305,7 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
            "lenet_table": dict(zip(("header", "rows"), lenet_t)),
            "sections": json_sections(sections),
            "gamma_analysis": None if not analyses else {**dict(zip(("header", "rows"), gamma_t)),
-                                                        "runs": analysis.summaries(analyses)}}
+                                                        "runs": analysis_report.summaries(analyses)}}
     (out_dir / "report.json").write_text(json.dumps(doc, indent=1, default=str))
     written["report.json"] = out_dir / "report.json"
     for name, render in (("report.md", render_md), ("report.html", render_html)):

@@ -1,5 +1,5 @@
 """Statistics over seeds: the mean and 95% Student-t interval, paired per-seed differences, the
-runs that count, studies, cells and the budget they were trained under.
+runs that count, chance, studies, cells, and the protocol and setting they were trained under.
 
 Runs are never pooled across configurations: a *study* is the runs that share every configuration
 field but the ones a sweep varies (config.GRID_FIELDS), and a *cell* is one configuration of a study less
@@ -13,18 +13,19 @@ import math
 from collections import defaultdict
 from typing import NamedTuple
 
+from dataclasses import dataclass
+
 from .config import GRID_FIELDS, RunConfig
-from .data import NUM_CLASSES
+from .data import NUM_CLASSES, majority_rate
 from .models import MODELS
 from .sets import SETS, ordered
-
-CHANCE = 1 / NUM_CLASSES  # ten balanced classes (MNIST, Fashion-MNIST, CIFAR-10)
 
 
 class Stat(NamedTuple):
     mean: float
     half: float  # half-width of the 95% interval (0 when n == 1: the interval is just the mean)
     n: int
+    diverged: int = 0  # how many of the n runs (or pairs) had a diverged run: counted at their best weights
 
     @property
     def lo(self) -> float:
@@ -109,12 +110,14 @@ def mean_ci(values) -> Stat:
     return Stat(mean, t975(n - 1) * sd / math.sqrt(n), n)
 
 
-def finished(runs) -> list[dict]:
-    """The runs that count: status 'finished' with a finite test accuracy."""
+def counted(runs) -> list[dict]:
+    """The runs that count: finished, or diverged (a non-finite loss ended it; it counts at its best
+    weights' test accuracy, as the report's Keras early stopping would keep them), with a finite test
+    accuracy. Failed runs (errors) have none."""
     out = []
     for r in runs:
         acc = r.get("test_accuracy")
-        if r.get("status") == "finished" and acc is not None and math.isfinite(float(acc)):
+        if r.get("status") in ("finished", "diverged") and acc is not None and math.isfinite(float(acc)):
             out.append(r)
     return out
 
@@ -176,11 +179,11 @@ def cell_key(r) -> tuple:
 
 
 def cells(runs) -> dict[tuple, dict[int, dict]]:
-    """{cell_key: {seed: run}} over the finished runs of one study and one setting of the other cell
+    """{cell_key: {seed: run}} over the counted runs of one study and one setting of the other cell
     fields (norm, allocation, data set). Two runs of one cell and seed mean the caller mixed
     configurations: that raises rather than pooling them."""
     out: dict[tuple, dict[int, dict]] = defaultdict(dict)
-    for r in finished(runs):
+    for r in counted(runs):
         k, seed = cell_key(r), int(config_of(r)["seed"])
         if seed in out[k]:
             raise ValueError(f"two runs of cell {k} with seed {seed}: configurations differ in more than the seed")
@@ -192,58 +195,165 @@ def accuracies(cell: dict[int, dict]) -> dict[int, float]:
     return {s: float(r["test_accuracy"]) for s, r in cell.items()}
 
 
+def _diverged(*cells: dict[int, dict], seeds=None) -> int:
+    """How many seeds (of `seeds`, default all) have a diverged run in any of the cells."""
+    seeds = set().union(*cells) if seeds is None else set(seeds)
+    return sum(any(c.get(s, {}).get("status") == "diverged" for c in cells) for s in seeds)
+
+
+def accuracy(cell: dict[int, dict]) -> Stat:
+    """A cell's test accuracy: mean and 95% interval over its seeds, and how many diverged."""
+    return mean_ci(accuracies(cell).values())._replace(diverged=_diverged(cell))
+
+
+def gap(a: dict[int, dict], b: dict[int, dict]) -> Stat:
+    """The paired per-seed difference of two cells' accuracies (a − b) over the seeds both have."""
+    seeds = set(a) & set(b)
+    return paired(accuracies(a), accuracies(b))._replace(diverged=_diverged(a, b, seeds=seeds))
+
+
 def mlp_stats(runs) -> dict[tuple[int, int, str], Stat]:
-    """(width, depth, trainable) -> Stat over the finished MLP runs of one study."""
-    return {(w, d, t): mean_ci(accuracies(c).values())
-            for (m, w, d, t), c in sorted(cells(runs).items(), key=lambda kv: str(kv[0])) if m == "mlp"}
+    """(width, depth, trainable) -> Stat over the counted MLP runs of one study."""
+    return {(w, d, t): accuracy(c) for (m, w, d, t), c in sorted(cells(runs).items(), key=lambda kv: str(kv[0]))
+            if m == "mlp"}
 
 
 def lenet_stats(runs) -> dict[str, Stat]:
-    """trainable -> Stat over the finished LeNet-5 runs of one study."""
+    """trainable -> Stat over the counted LeNet-5 runs of one study."""
     by_set = {t: c for (m, _, _, t), c in cells(runs).items() if m == "lenet5"}
-    return {t: mean_ci(accuracies(by_set[t]).values()) for t in ordered(by_set)}
+    return {t: accuracy(by_set[t]) for t in ordered(by_set)}
 
 
-# ----------------------------------------------------------------------------- budget
-# The report's protocol (its section 3 and its code's split): 48,000 training images (MNIST's 60,000
-# less a 20% validation split), early stopping on validation loss with patience 3 within 100 epochs,
-# SGD lr 0.01, momentum 0.9, batch 128.
-PROTOCOL = {"subset": 0, "val_fraction": 0.2, "max_epochs": 100, "patience": 3, "lr": 0.01, "momentum": 0.9,
-            "batch_size": 128, "weight_decay": 0.0}
-PROTOCOL_TEXT = ("the report's protocol is early stopping (patience 3) within 100 epochs on 48,000 training "
-                 "images, SGD lr 0.01, momentum 0.9, batch 128")
+# ----------------------------------------------------------------------------- chance
+def chance(dataset: str | None, data_dir=None) -> float:
+    """Chance: the test set's majority-class rate, what a network that always predicts the most
+    common class scores (MNIST: 11.35%, class 1's 1,135 of 10,000); 1 / classes where the test labels
+    cannot be read (a data set on a disk this process does not have)."""
+    rate = majority_rate(dataset or "mnist", data_dir)
+    return 1 / NUM_CLASSES if rate is None else rate
 
 
-def at_protocol(c: dict) -> bool:
-    """Whether a configuration (config_of) follows the report's protocol."""
-    return all(c[k] == v for k, v in PROTOCOL.items())
+# ----------------------------------------------------------------------------- protocol and setting
+# Every RunConfig field is in one of four groups (tests/test_claims.py checks that none is left out):
+# - the grid (config.GRID_FIELDS): what a cell is (model, width, depth, set, norm, allocation, data
+#   set) and which seed;
+# - the replicate (REPLICATE): which draw of the protocol a run is, like its seed;
+# - the protocol (a Protocol below): how it was trained, its budget; a run off it cannot test a claim
+#   made under the protocol, whose verdict is then "not testable at this budget", with the reason;
+# - the setting (SETTING, less what a protocol checks): what the models are beyond the grid; every
+#   claim names it in its measured text.
+REPLICATE = ("data_seed",)
+SETTING = ("gamma_init", "hidden_beta", "hidden_bias", "bn_momentum", "bn_eps", "random_placement", "random_norm",
+           "frozen_trunk_norm")
+SCHEDULE = ("lr_drop_epoch", "lr_drop_epochs", "lr_drop_factor")  # checked together, as a schedule
 
 
-def budget_gaps(runs, protocol: dict = PROTOCOL, protocol_text: str = PROTOCOL_TEXT) -> str | None:
+def schedule(c: dict) -> tuple:
+    """A configuration's learning-rate schedule: () without drops, else ((drop epochs), factor)."""
+    drops = sorted({int(e) for e in str(c["lr_drop_epochs"]).split(",") if e.strip()}
+                   | ({int(c["lr_drop_epoch"])} if c["lr_drop_epoch"] else set()))
+    return () if not drops else (tuple(drops), float(c["lr_drop_factor"]))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    values: dict               # field -> the value the protocol trains with
+    schedules: tuple           # the learning-rate schedules it allows (schedule())
+    text: str
+
+    @property
+    def setting(self) -> tuple:
+        return tuple(f for f in SETTING if f not in self.values)
+
+    def gaps(self, c: dict) -> list[str]:
+        """The fields in which a configuration (config_of) is off this protocol."""
+        off = [k for k, v in self.values.items() if c[k] != v]
+        return off + (["learning-rate schedule"] if schedule(c) not in self.schedules else [])
+
+
+# The report's protocol (its section 3 and its code): 48,000 training images (MNIST's 60,000 less a
+# 20% validation split), early stopping on validation loss with patience 3 within 100 epochs, SGD lr
+# 0.01, momentum 0.9, batch 128, no weight decay, fp32, pixels in [0, 1] without augmentation; a
+# constant learning rate, or the published code's x0.1 from the 71st epoch.
+REPORT = Protocol("the report's protocol", {
+    "subset": 0, "val_fraction": 0.2, "max_epochs": 100, "patience": 3, "lr": 0.01, "momentum": 0.9,
+    "batch_size": 128, "weight_decay": 0.0, "precision": "fp32", "augment": False, "normalize": False},
+    ((), ((71,), 0.1)),
+    "the report's protocol is early stopping (patience 3) within 100 epochs on 48,000 training images, SGD lr "
+    "0.01 (constant, or x0.1 from epoch 71 as in its code), momentum 0.9, batch 128, no weight decay, fp32, no "
+    "augmentation or input normalisation")
+PROTOCOL, PROTOCOL_TEXT = REPORT.values, REPORT.text
+
+
+def budget_gaps(runs, protocol: Protocol = REPORT) -> str | None:
     """None when every run followed the protocol (the report's unless given); else why not, in one clause."""
-    off = [(r, c) for r in runs if not all((c := config_of(r))[k] == v for k, v in protocol.items())]
+    off = [(r, c, protocol.gaps(c)) for r in runs for c in [config_of(r)] if protocol.gaps(c)]
     if not off:
         return None
     parts = []
-    capped = [r for r, c in off if r.get("epochs_run") is not None and r["epochs_run"] >= c["max_epochs"]]
-    caps = sorted({c["max_epochs"] for _, c in off})
-    if any(m < protocol["max_epochs"] for m in caps):
+    caps = sorted({c["max_epochs"] for _, c, g in off if "max_epochs" in g})
+    if caps:
+        capped = [r for r, c, g in off if "max_epochs" in g and (r.get("epochs_run") or 0) >= c["max_epochs"]]
         parts.append(f"{len(capped)} of {len(runs)} runs stopped by max_epochs = {'/'.join(map(str, caps))}")
-    subsets = sorted({c["subset"] for _, c in off if c["subset"]})
+    subsets = sorted({c["subset"] for _, c, g in off if "subset" in g and c["subset"]})
     if subsets:
         parts.append(f"trained on a subset of {'/'.join(f'{n:,}' for n in subsets)} images")
-    other = sorted({k for _, c in off for k, v in protocol.items() if k not in ("max_epochs", "subset") and c[k] != v}
-                   | ({"max_epochs"} if any(m > protocol["max_epochs"] for m in caps) else set()))
+    other = sorted({k for _, _, g in off for k in g if k not in ("max_epochs", "subset")})
     if other:
-        parts.append("other than the protocol in " + ", ".join(other))
-    return "; ".join(parts) + f"; {protocol_text}"
+        parts.append("other than the protocol in " + ", ".join(
+            f"{k} ({'/'.join(sorted({_show(c, k) for _, c, g in off if k in g}))})" for k in other))
+    return "; ".join(parts) + f"; {protocol.text}"
+
+
+def _show(c: dict, field: str) -> str:
+    if field == "learning-rate schedule":
+        s = schedule(c)
+        return "constant" if not s else f"x{s[1]:g} at epochs {', '.join(map(str, s[0]))}"
+    return str(c[field]).lower() if isinstance(c[field], bool) else str(c[field])
+
+
+# What a setting's value does to a comparison, where it changes what a claim's label means.
+SETTING_NOTES = {
+    ("random_norm", "inference"): "random's BatchNorm runs in inference mode (its normalization in effect removed: "
+                                  "a weaker baseline than Frankle et al.'s)",
+    ("random_placement", "neuron"): "random trains whole output units",
+    ("random_placement", "report-code"): "random trains two whole output units of every layer whose fan-in equals "
+                                         "its width (the report's notebook)",
+}
+
+
+def setting_text(runs, protocol: Protocol = REPORT) -> str:
+    """The setting of the runs a verdict rests on, every field with its value(s), and what a value
+    does to the comparison where it changes what a label means."""
+    cfgs = [config_of(r) for r in runs]
+    if not cfgs:
+        return ""
+    sets = {c["trainable"] for c in cfgs}
+    shown = [f for f in protocol.setting
+             if (not f.startswith("random_") or "random" in sets)
+             and (f != "frozen_trunk_norm" or sets & {"out", "none"})
+             and (f != "hidden_bias" or any(SETS[t].without_norm for t in sets if t in SETS))]
+    values = {f: sorted({_show(c, f) for c in cfgs if not f.startswith("random_") or c["trainable"] == "random"})
+              for f in shown}  # (the random baseline's fields, of its runs)
+    notes = "; ".join(SETTING_NOTES[(f, v)] for f in shown for v in values[f] if (f, v) in SETTING_NOTES)
+    return ("Setting: " + ", ".join(f"{f} = {'/'.join(v)}" for f, v in values.items()) + "."
+            + (f" {notes[0].upper()}{notes[1:]}." if notes else ""))
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def cell(s: Stat | None) -> str:
+def value(s: Stat | None, signed: bool = False) -> str:
+    """A Stat in percent or points: '95.1 ± 0.4', '+12.0 ± 0.3', '95.1 (n=1)' (no interval from one
+    seed), '–' where there is nothing; ' (k diverged)' where runs diverged."""
     if s is None or s.n == 0:
         return "–"
-    return f"{100 * s.mean:.1f} (n=1)" if s.n == 1 else f"{100 * s.mean:.1f} ± {100 * s.half:.1f}"
+    mean = f"{100 * s.mean:{'+' if signed else ''}.1f}"
+    out = f"{mean} (n=1)" if s.n == 1 else f"{mean} ± {100 * s.half:.1f}"
+    return out + (f" ({s.diverged} diverged)" if s.diverged else "")
+
+
+def cell(s: Stat | None) -> str:
+    return value(s)

@@ -54,11 +54,15 @@ def parts(model: nn.Module) -> dict[str, str]:
 
 def random_mask(weight_shape, k: int, placement: str, generator: torch.Generator) -> torch.Tensor:
     """k entries of a weight [out, in, ...] chosen at random: scattered over the whole tensor,
-    exactly k/out per output unit (`per-unit`), or whole output units (`neuron`)."""
+    exactly k/out per output unit (`per-unit`), whole output units (`neuron`), or as the report's
+    notebook chose them (`report-code`): whole units where the layer's fan-in equals its width (its
+    CustomDenseRandomLayer), scattered entries elsewhere."""
     out_units = weight_shape[0]
     fan_in = 1
     for s in weight_shape[1:]:
         fan_in *= s
+    if placement == "report-code":
+        placement = "neuron" if fan_in == out_units else "scattered"
     total = out_units * fan_in
     if k > total:
         raise ConfigError(f"random set asks for {k} entries of a layer that has only {total}")
