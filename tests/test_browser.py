@@ -57,6 +57,9 @@ def test_report_in_a_browser(tmp_path):
     text = html.read_text()
     # folded by default: the per-architecture figures of the analysis (one fold per architecture)
     assert len(re.findall(r'<details class="fold" id="[^"]+"><summary>Figures of', text)) == 3
+    # the answer first: BN-only against random weights, its figure (with a caption) above the claims
+    assert text.index('<img src="bn_vs_random.png"') < text.index('<section id="claims"')
+    assert re.search(r'<img src="bn_vs_random.png"[^>]*></a><figcaption>Test accuracy of bn and random', text)
     r = probe(html)
     assert r["images"] >= 8 and r["failed"] == [], r  # figures of the study, questions and every fold
     assert r["links"] >= 8 and r["dead"] == [], r     # the table of contents resolves

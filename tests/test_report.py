@@ -1,4 +1,5 @@
 """The report module on fabricated runs (no training)."""
+import json
 import math
 
 import numpy as np
@@ -153,3 +154,37 @@ def test_write_report_from_store(tmp_path):
     written = write_report(tmp_path)
     assert {"accuracy_vs_depth.png", "accuracy_vs_depth_w784.svg", "report.html"} <= set(written)
     assert claims(Store(tmp_path / "results.sqlite").runs())[1]["verdict"] == HELD
+
+
+def test_the_report_opens_with_bn_against_random_computed_by_hand(tmp_path, capsys):
+    """Known accuracies: at w10 d2, bn 80/82/84% and random 70/71/75% per seed: differences 10, 11 and
+    9 points, mean 10, sd 1, so the paired 95% interval is ± t(0.975, 2) x 1 / sqrt(3) = ± 2.48 points;
+    bn's own interval is ± 4.303 x 2 / sqrt(3) = ± 4.97 points."""
+    from bnonly.cli import main
+    from bnonly.config import resolve
+    from bnonly.store import Store
+    runs = []
+    for w, shift in ((10, 0.0), (100, 0.1)):
+        for s, (b, r) in enumerate(((0.80, 0.70), (0.82, 0.71), (0.84, 0.75))):
+            for t, acc in (("bn", b + shift), ("random", r)):
+                c = resolve("report", width=w, depth=2, trainable=t, seed=s)
+                runs.append({"run_id": c.run_id, "status": "finished", "model": "mlp", "width": w, "depth": 2,
+                             "trainable": t, "seed": s, "dataset": "mnist", "test_accuracy": acc, "epochs_run": 20,
+                             "best_epoch": 17, "trainable_params": 2 * w, "seconds": 1.0, "config": c.__dict__.copy()})
+    Store(tmp_path / "results.sqlite").write(runs)
+    assert main(["report", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((tmp_path / "report.json").read_text())
+    w10, w100 = doc["headline"]["architectures"]
+    assert w10["architecture"] == "mlp_w10_d2" and w100["architecture"] == "mlp_w100_d2"
+    assert w10["gap"]["mean"] == pytest.approx(0.10) and w10["gap"]["n"] == 3
+    assert w10["gap"]["half"] == pytest.approx(4.302653 * 0.01 / 3 ** 0.5, rel=1e-5)
+    assert w10["bn"]["mean"] == pytest.approx(0.82) and w10["bn"]["half"] == pytest.approx(4.302653 * 0.02 / 3 ** 0.5, rel=1e-5)
+    assert w100["gap"]["mean"] == pytest.approx(0.20) and w100["random"]["mean"] == pytest.approx(0.72)
+    first = ("mlp_w10_d2: BN-only 82.0 ± 5.0% (n=3), +10.0 ± 2.5 points (n=3) above an equal number of random "
+             "weights (72.0 ± 6.6% (n=3)), paired by seed.")
+    assert doc["headline"]["sentences"][0] == first and first in printed  # `bnonly report` prints the headline
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## BN-only against random weights") < md.index("## What was run") < md.index("## Claims")
+    assert "In 2 of 2 architectures the paired 95% interval" in md and "bn_vs_random.png" in md
+    assert (tmp_path / "bn_vs_random.png").stat().st_size > 0

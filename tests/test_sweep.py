@@ -20,7 +20,8 @@ TINY = ["--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=[
 
 def test_shipped_grids_expand():
     q = load_sweep("quick")
-    assert len(q.runs()) == 2 * 3 * 3 * 3
+    assert len(q.runs()) == 2 * 2 * 4 * 3  # widths x depths x (all, all-nobn, bn, random) x seeds
+    assert {c.trainable for c in q.runs()} >= {"bn", "random"}  # the report's central comparison
     assert all(c.subset == 0 and c.max_epochs == 100 and c.patience == 3 for c in q.runs())  # the protocol
     c = load_sweep("claims")
     assert len(c.runs()) == 2 * 3 * 4 * 3 + 4 * 3
@@ -40,9 +41,8 @@ def test_overrides_and_grouping():
     assert len(runs) == 2 * 2 * 2 * 2
     assert all(c.max_epochs == 2 and c.subset == 2000 for c in runs)
     groups = plan_groups(runs, EngineOptions.for_device("cpu"))
-    # one stack per MLP architecture: bn and random together (random's entries get gathered gradients
-    # and share the first layer's cache; in LeNet-5 they sit in convolutions and stack apart)
-    assert len(groups) == 4 and all(len(g) == 4 and {c.trainable for c in g} == {"bn", "random"} for g in groups)
+    # one stack per MLP architecture and kind: bn's (affine) apart from random's (gathered entries)
+    assert len(groups) == 8 and all(len(g) == 2 and len({c.trainable for c in g}) == 1 for g in groups)
     assert parse_set(["preset=frankle", "widths=[1, 2]"]) == {"preset": "frankle", "widths": [1, 2]}
     # norm 'none': no sets that need a norm layer, and `all` is `all-nobn` (one run, not two)
     none = load_sweep("quick", ['norms=["batchnorm","none"]', "widths=[8]", "depths=[1]", "seeds=[0]", 'models=["mlp"]',
@@ -233,16 +233,16 @@ def test_stacks_by_kind_and_the_cpu_cap():
     from bnonly.sets import SETS
     from bnonly.stacking import stack_kind
     kinds = {t: stack_kind(resolve("frankle", trainable=t)) for t in SETS}
-    assert kinds == {"all": "dense", "all-nobn": "dense", "bn": "affine", "bn+out": "affine", "random": "affine",
+    assert kinds == {"all": "dense", "all-nobn": "dense", "bn": "affine", "bn+out": "affine", "random": "entries",
                      "out": "head", "none": "head", "gamma": "affine", "beta": "affine"}
     assert stack_kind(resolve(model="lenet5", trainable="random")) == "dense"  # its conv weights train through masks
     runs = [resolve("report", width=784, depth=4, trainable=t, seed=s) for t in ("all", "bn", "random", "out", "none")
             for s in range(3)]
     cpu = sorted((sorted({c.trainable for c in g}), len(g)) for g in plan_groups(runs, EngineOptions.for_device("cpu")))
-    assert cpu == [(["all"], 1)] * 3 + [(["bn", "random"], 6), (["none", "out"], 6)]  # 784 x 784 x 4 weights: 1 per stack
+    assert cpu == [(["all"], 1)] * 3 + [(["bn"], 3), (["none", "out"], 6), (["random"], 3)]  # 784 x 784 x 4: 1 per stack
     cuda = sorted((sorted({c.trainable for c in g}), len(g)) for g in plan_groups(runs, EngineOptions.for_device("cuda")))
-    assert cuda == [(["all"], 3), (["bn", "random"], 6), (["none", "out"], 6)]
-    assert [len(g) for g in plan_groups(runs, EngineOptions.for_device("cuda"), max_group=4)] == [3, 4, 2, 4, 2]
+    assert cuda == [(["all"], 3), (["bn"], 3), (["none", "out"], 6), (["random"], 3)]
+    assert [len(g) for g in plan_groups(runs, EngineOptions.for_device("cuda"), max_group=4)] == [3, 3, 3, 4, 2]
     two = [resolve("report", width=784, depth=2, trainable="all", seed=s) for s in range(5)]  # a cap of 3 models
     assert [len(g) for g in plan_groups(two, EngineOptions.for_device("cpu"))] == [3, 2]
     assert [len(g) for g in plan_groups(two, EngineOptions.for_device("cpu"), threads=2)] == [2, 2, 1]  # a multiple of 2

@@ -134,8 +134,12 @@ def cmd_sweep(args) -> int:
 
 
 def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
+    """Write the report, then print its path and its headline: BN-only against random weights."""
     html = api.report(out_dir, where=where, data_dir=data_dir)
     print(f"report: {html} ({len(list(html.parent.glob('*.png')))} figures; results.csv beside it)")
+    headline = json.loads((html.parent / "report.json").read_text())["headline"]["sentences"]
+    for sentence in headline:
+        print(f"  {sentence}")
     return 0
 
 

@@ -260,11 +260,16 @@ def split_indices(n: int, val_fraction: float, data_seed: int, subset: int = 0):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def train_size(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> int:
-    """How many training examples a run sees (the training set less its validation split)."""
+def split_sizes(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> tuple[int, int]:
+    """How many training and validation examples a run has (its training set split as split_indices does)."""
     n = len(_raw(dataset, data_dir).y_train)
     n = min(subset, n) if subset else n
-    return n - int(round(n * val_fraction))
+    return n - int(round(n * val_fraction)), int(round(n * val_fraction))
+
+
+def train_size(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> int:
+    """How many training examples a run sees (the training set less its validation split)."""
+    return split_sizes(dataset, val_fraction, subset, data_dir)[0]
 
 
 @dataclass

@@ -332,27 +332,34 @@ class Group:
         return self.results
 
 
+MEASURED_IMAGES = 8192  # measure_seconds trains on at most this many images: a step costs what it costs on all
+
+
 def measure_seconds(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | None = None, batches: int = 3) -> dict:
     """Seconds this group spends per epoch (training steps of the real epoch loop, the faster of two
     rounds of `batches` steps after one warm-up step, plus validation) and once (building its models
-    and stack, twice, and the test set). Nothing is stored; the runs' own training starts from scratch."""
+    and stack, twice, and the test set), measured on a subset of the training images and scaled to
+    the runs' own. Nothing is stored; the runs' own training starts from scratch."""
     t0 = time.perf_counter()
     device = resolve_device(device)
-    group = Group([cfgs[i] for i in stack_order(cfgs)], device, data_dir)
+    c0 = cfgs[0]
+    n_train, n_val = data_mod.split_sizes(c0.dataset, c0.val_fraction, c0.subset, data_dir)
+    data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, min(c0.subset or MEASURED_IMAGES, MEASURED_IMAGES),
+                         device, data_dir, c0.normalize)
+    group = Group([cfgs[i] for i in stack_order(cfgs)], device, data_dir, data=data)
     setup = time.perf_counter() - t0
-    full = group.n_batches
+    full, measured = batches_per_epoch(n_train, c0.batch_size), group.n_batches
     group.n_batches = 1
     group.train_epoch(1, Hooks())  # warm-up
-    group.n_batches = min(batches, full)
+    group.n_batches = min(batches, measured)
     rounds = []
     for epoch in (2, 3):  # the faster of two rounds: a passing load on the machine inflates one
         t0 = time.perf_counter()
         group.train_epoch(epoch, Hooks())
         rounds.append((time.perf_counter() - t0) / group.n_batches)
-    d = group.data
-    n = min(2048, len(d.y_val))
+    n = min(2048, len(data.y_val))
     t0 = time.perf_counter()
     group.evaluate(group.stack, group.active, "val", limit=n)
     per_example = (time.perf_counter() - t0) / n
-    return {"epoch": full * min(rounds) + len(d.y_val) * per_example,
-            "once": 2 * setup + len(d.y_test) * per_example}
+    return {"epoch": full * min(rounds) + n_val * per_example,
+            "once": 2 * setup + len(data.y_test) * per_example}

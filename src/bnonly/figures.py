@@ -109,3 +109,30 @@ def plot_accuracy_vs_params(runs, out_dir: Path, written: dict, chance: float) -
     ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     save_figure(fig, out_dir, "accuracy_vs_params", written)
     return None
+
+
+def plot_bn_vs_random(rows: list[dict], out_dir: Path, written: dict, chance: float) -> str | None:
+    """The headline: per architecture, bn and random side by side (mean and 95% interval over seeds),
+    the paired per-seed difference above each pair, chance dashed. rows: reporting.headline()."""
+    if not rows:
+        return "No architecture with both bn and random runs, so the BN-only against random figure is not drawn."
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 1.5), 3.8))
+    xs = list(range(len(rows)))
+    for offset, key in ((-0.2, "bn"), (0.2, "random")):
+        stats = [r[key] for r in rows]
+        ax.bar([x + offset for x in xs], [s.mean for s in stats], 0.38, yerr=[s.half for s in stats], capsize=3,
+               color=color(key), label=key)
+    for x, r in zip(xs, rows):
+        top = max(r["bn"].mean + r["bn"].half, r["random"].mean + r["random"].half)
+        g = r["gap"]
+        ax.text(x, min(top + 0.03, 0.97), f"{100 * g.mean:+.1f}" + (f"\n±{100 * g.half:.1f}" if g.n > 1 else ""),
+                ha="center", va="bottom", fontsize=7)
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set(ylim=(0, 1.1), ylabel="test accuracy", xticks=xs,
+           title="BN-only against an equal number of random weights (bn − random in points above each pair)")
+    ax.set_xticklabels([r["label"] for r in rows], rotation=30 if len(rows) > 8 else 0, fontsize=8)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.grid(alpha=0.3, axis="y")
+    save_figure(fig, out_dir, "bn_vs_random", written)
+    return None

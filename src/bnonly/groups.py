@@ -35,7 +35,7 @@ def failed_rows(group: list[RunConfig], error: str) -> list[dict]:
     return [{"run_id": c.run_id, "status": "failed", "error": error, "config": c.__dict__.copy()} for c in group]
 
 
-def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None) -> tuple[float, int, int]:
+def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None, batches: int = 3) -> tuple[float, int, int]:
     """The compute of these groups on this machine if every run goes to max_epochs, from a short
     measurement: each distinct group shape (stack key and size) runs a few steps of its real epoch
     loop and an evaluation (engine.measure_seconds). Returns (seconds, shapes measured, groups left
@@ -47,7 +47,7 @@ def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None) 
         shape = (stack_key(g[0]), len(g))  # a key holds the whole config but the per-model fields: data, budget
         if shape not in timed:
             try:
-                timed[shape] = measure_seconds(g, device, data_dir)
+                timed[shape] = measure_seconds(g, device, data_dir, batches)
             except DataError:
                 raise
             except Exception:  # noqa: BLE001 - the group's own training will record the error

@@ -9,22 +9,35 @@ with a sentence saying why.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shlex
 from collections import Counter, defaultdict
 from pathlib import Path
+
+import torch
 
 from . import analysis, analysis_report, questions
 from .claims import claims
 from .frankle import FRANKLE_PROTOCOL_TEXT, PUBLISHED, frankle_claims
 from .config import ConfigError
-from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params
+from .data import cache_dir
+from .device import EngineOptions, device_name, resolve_device
+from .errors import BnonlyError
+from .executors import duration
+from .groups import estimate_seconds
+from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params, plot_bn_vs_random
 from .models import MODELS, arch_name
 from .render import claims_blocks, figure, json_sections, note, render_html, render_md, table, text
 from .sets import ordered
+from .stacking import plan_groups
 from .stats import (PROTOCOL_TEXT, accuracy, budget_gaps, cell, cells, chance, config_of, counted, describe_study,
                     gap, lenet_stats, mlp_stats, studies, value)
 from .store import Store
+from .sweep import CONFIG_DIR, load_sweep
+from .verdicts import NOT_MEASURED, fmt
+from .version import __version__
 
 CONFIG_FIELDS = ("gamma_init", "hidden_beta", "hidden_bias", "bn_momentum", "bn_eps", "lr", "momentum",
                  "batch_size", "max_epochs", "patience", "lr_drop_epoch", "lr_drop_epochs", "weight_decay",
@@ -95,6 +108,100 @@ def frankle_section(runs) -> dict:
               "(bnonly's bn+out) unless output_frozen is also set (bnonly's bn), so compare with both. "
               + FRANKLE_PROTOCOL_TEXT + "."),
         *claims_blocks(frankle_claims(runs))]}
+
+
+# ----------------------------------------------------------------------------- the answer
+def headline(runs) -> list[dict]:
+    """Per architecture with bn and random runs (MLPs by width and depth, then the others): bn's and
+    random's test accuracy and their paired per-seed difference, as Stats."""
+    c = cells(runs)
+    def order(k):
+        m, w, d, _ = k
+        return (m != "mlp", MODELS[m].layers if m in MODELS else 0, str(m), w or 0, d or 0)
+    rows = []
+    for k in sorted((k for k in c if k[3] == "bn" and (*k[:3], "random") in c), key=order):
+        m, w, d, _ = k
+        bn, rnd = c[k], c[(m, w, d, "random")]
+        arch = arch_name({"model": m, "width": w, "depth": d})
+        rows.append({"architecture": arch, "label": f"w{w} d{d}" if w is not None else arch,
+                     "bn": accuracy(bn), "random": accuracy(rnd), "gap": gap(bn, rnd)})
+    return rows
+
+
+def headline_sentences(rows) -> list[str]:
+    """One sentence per architecture: BN-only's accuracy and its paired difference to random weights."""
+    return [f"{r['architecture']}: BN-only {fmt(r['bn'])}, {fmt(r['gap'], True)} above an equal number of random "
+            f"weights ({fmt(r['random'])}), paired by seed." for r in rows]
+
+
+def headline_section(rows, written: dict, skipped: str | None, chance_rate: float) -> dict:
+    blocks = [{"kind": "question", "text": "Does training only BatchNorm's affine parameters beat training the same "
+                                           "number of randomly chosen weights?"}]
+    if rows:
+        above = sum(r["gap"].n >= 2 and r["gap"].lo > 0 for r in rows)
+        blocks.append({"kind": "answer", "text": f"In {above} of {len(rows)} architectures the paired 95% interval of "
+                       "BN-only − random lies above 0. " + " ".join(headline_sentences(rows))})
+        blocks.append(figure("bn_vs_random.png", "Test accuracy of bn and random per architecture: mean and 95% "
+                             "t interval over seeds; above each pair, the paired per-seed difference bn − random in "
+                             f"points with its 95% interval; dashed: chance ({100 * chance_rate:.2f}%, the test set's "
+                             "majority-class rate).", "bn_vs_random.svg"))
+    else:
+        blocks.append(note(skipped or "No architecture with both bn and random runs."))
+        blocks.append(text("`bnonly sweep quick` trains bn and random on six MLPs at the report's protocol."))
+    return {"title": "BN-only against random weights", "blocks": blocks}
+
+
+# ----------------------------------------------------------------------------- what to run next
+NEXT_STUDY = "claims"  # the shipped study that measures every claim at the protocol
+
+
+def study_estimate(name: str, data_dir=None) -> float | None:
+    """The compute (seconds) a shipped study would take on this machine if every run went to its
+    max_epochs: the sweep's own estimate (groups.estimate_seconds), measured once per study, machine,
+    thread count and version and kept in the data cache; None where it cannot be measured here."""
+    device = resolve_device("auto")
+    text = (CONFIG_DIR / f"{name}.toml").read_text()
+    key = hashlib.sha256(json.dumps([text, device, device_name(device), torch.__version__, __version__,
+                                     torch.get_num_threads()]).encode()).hexdigest()[:16]
+    path = cache_dir() / "estimates.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        try:
+            groups = plan_groups(load_sweep(name).runs(), EngineOptions.for_device(device))
+            secs, _, left_out = estimate_seconds(groups, device, data_dir, batches=1)  # an hour's precision is enough
+        except BnonlyError:
+            return None
+        if left_out:
+            return None
+        known[key] = secs
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # the estimate is measured again next time
+    return known[key]
+
+
+def point_to_next_study(claims_list: list[dict], study_name: str | None, data_dir=None) -> None:
+    """Each 'not measured' claim names the shipped study that measures it, and that study's
+    estimated time on this machine."""
+    missing = [c for c in claims_list if c["verdict"] == NOT_MEASURED]
+    if not missing:
+        return
+    if study_name == NEXT_STUDY:
+        hint = f" Run `bnonly sweep {NEXT_STUDY}` again to train the runs this store lacks (it resumes)."
+    else:
+        secs = study_estimate(NEXT_STUDY, data_dir)
+        when = ("" if secs is None else f", about {duration(secs)} of compute on this machine if every run went to "
+                "its max_epochs (early stopping ends most sooner; --workers share it)")
+        hint = f" Measured by `bnonly sweep {NEXT_STUDY}` (every claim at the report's protocol{when})."
+    for c in missing:
+        c["measured"] += hint
 
 
 # ----------------------------------------------------------------------------- text
@@ -250,6 +357,8 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     mlp, lenet = mlp_stats(runs), lenet_stats(runs)
     written: dict[str, Path] = {}
     rate = chance(main_ds, data_dir)
+    answer = headline(runs)
+    answer_skipped = plot_bn_vs_random(answer, out_dir, written, rate)
     skipped = [s for s in (plot_accuracy_vs_depth(mlp, out_dir, written, rate),
                            plot_accuracy_vs_params(runs, out_dir, written, rate)) if s]
     summary = summary_text(all_runs, study, sweep, selected=bool(where))
@@ -261,9 +370,11 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         summary.append(f"Figures, tables and the first claims table use the {len(runs)} runs of the report's setting "
                        f"(BatchNorm, random weights spread evenly, {main_ds}); the sections after them use the rest.")
     cl_main = claims(runs, main_ds, data_dir)
+    point_to_next_study(cl_main, (sweep or {}).get("name"), data_dir)
     mlp_t, lenet_t = mlp_table(mlp), lenet_table(runs, lenet)
     n_note = "Cells: mean ± 95% t interval over seeds, in %; n seeds = the number of seeds in the row's cells."
     sections = [
+        headline_section(answer, written, answer_skipped, rate),
         {"title": "What was run", "blocks": [text(" ".join(summary)), text(budget_text(study))]},
         {"title": "Claims", "blocks": claims_blocks(cl_main)},
         {"title": "Figures", "blocks": [figure(png, cap, svg) for png, svg, cap in _figure_items(written)]
@@ -299,7 +410,11 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         sections.append(_other_studies(split[1:], out_dir, where))
     sections.append({"title": "How to read this", "blocks": [text(how_to_read(rate))]})
 
-    doc = {"study": fields, "studies": [describe_study(f) for f, _ in split], "claims": cl_main,
+    doc = {"study": fields, "studies": [describe_study(f) for f, _ in split],
+           "headline": {"sentences": headline_sentences(answer), "chance": rate,
+                        "architectures": [{"architecture": r["architecture"],
+                                           **{k: r[k]._asdict() for k in ("bn", "random", "gap")}} for r in answer]},
+           "claims": cl_main,
            "claims_by_dataset": claims_by_ds,
            "mlp_table": dict(zip(("header", "rows"), mlp_t)),
            "lenet_table": dict(zip(("header", "rows"), lenet_t)),

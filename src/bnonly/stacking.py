@@ -5,12 +5,13 @@ them). A sweep also keeps apart runs whose sets need different work, the stack's
 from the set registry:
 - `dense`: hidden weights get dense gradients (`all`, `all-nobn`, and `random` in a convolutional
   model, whose conv weights train through masks);
-- `affine`: gamma/beta train, or `random`'s entries of the linear layers (gathered gradients,
-  stack_chain.SparseEntries): no dense weight gradient, and the first layer once per seed;
+- `entries`: `random`'s entries of an MLP's linear layers, a sparse correction with gathered
+  gradients (stack_chain.SparseEntries): no dense weight gradient, the first layer once per seed;
+- `affine`: gamma/beta train (`bn`, `bn+out`, `gamma`, `beta`): the first layer once per seed;
 - `head`: nothing before the head trains (`out`, `none`): the trunk runs without gradients.
 A stack computes for every model what any of its models needs, so mixing kinds would make `bn` pay
-for `all`'s weight gradients. Results do not depend on the grouping: a group trains as its runs
-alone (tests/test_engine.py).
+for `all`'s weight gradients, or for `random`'s gathers. Results do not depend on the grouping: a
+group trains as its runs alone (tests/test_engine.py).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .models import MODELS, build
 from .sets import SETS
 
 PER_MODEL_FIELDS = ("seed", "trainable", "random_placement", "random_norm", "random_allocation")
-KINDS = ("dense", "affine", "head")
+KINDS = ("dense", "entries", "affine", "head")
 
 
 def shared_config(cfg: RunConfig) -> str:
@@ -38,6 +39,8 @@ def stack_kind(cfg: RunConfig) -> str:
     s = SETS[cfg.trainable]
     if "hidden" in s.parts or (s.random_entries and MODELS[cfg.model].convolutional):
         return "dense"
+    if s.random_entries:
+        return "entries"
     return "affine" if s.trains_trunk else "head"
 
 
