@@ -34,6 +34,6 @@ def test_wheel_install_runs_a_shipped_sweep_outside_the_checkout(tmp_path):
                         "--set", "subset=1000", "--set", "widths=[8]", "--set", "depths=[1]", "--set", "seeds=[0]"],
                        cwd=work, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "sweep quick: 3 trained (0 failed)" in r.stderr and (work / "out" / "results.sqlite").is_file()
+    assert "sweep quick: 4 trained (0 failed)" in r.stderr and (work / "out" / "results.sqlite").is_file()
     bad = subprocess.run([str(env / "bin" / "bnonly"), "sweep", "nosuch"], cwd=work, capture_output=True, text=True)
     assert bad.returncode == 2 and "shipped: claims, frankle, questions, quick, report" in bad.stderr

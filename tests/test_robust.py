@@ -84,7 +84,7 @@ def test_save_failure_after_training_prints_the_result_first(tmp_path, monkeypat
     real = torch.save
 
     def broken(obj, f, *a, **k):  # the disk fills up when the model file is written (not in-memory buffers)
-        if isinstance(f, (str, os.PathLike)):
+        if isinstance(f, (str, os.PathLike)) or getattr(f, "name", None):
             raise OSError(28, "No space left on device")
         return real(obj, f, *a, **k)
     monkeypatch.setattr(torch, "save", broken)

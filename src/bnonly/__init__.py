@@ -8,10 +8,10 @@ Every expected failure raises a BnonlyError with a one-line message, as the comm
 """
 from .version import __version__  # noqa: F401
 
-from .api import OutputError, load_model, report, results, sweep, train  # noqa: E402,F401
+from .api import load_model, report, results, sweep, train  # noqa: E402,F401
 from .config import ConfigError, RunConfig, resolve  # noqa: E402,F401
 from .data import DataError  # noqa: E402,F401
-from .errors import BnonlyError, OutOfMemory  # noqa: E402,F401
+from .errors import BnonlyError, OutOfMemory, OutputError  # noqa: E402,F401
 from .models import MLP, VGG, LeNet5, ResNet, build  # noqa: E402,F401
 from .store import StoreError  # noqa: E402,F401
 from .sweep import SweepConfig, load_sweep  # noqa: E402,F401

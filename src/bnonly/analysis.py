@@ -45,7 +45,7 @@ from .sets import SETS
 from .stack import Batch, Rows
 from .stats import config_of
 from .store import Store
-from .trainable import Plan, plan, rebuild
+from .trainable import ArtefactError, Plan, plan, rebuild
 
 RELATIVE = 0.1                      # disabled: |gamma| < 10% of its layer's RMS |gamma|
 THRESHOLDS = (0.01, 0.05, 0.1)      # absolute |gamma| thresholds (secondary: not scale-free)
@@ -200,11 +200,12 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
             "ablation": abl}
 
 
-def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> list[dict]:
-    """Every finished run of a set that trains gamma/beta, with a normalization layer and a stored
-    model (only those of `run_ids` when given)."""
-    out = []
-    for row in store.runs(status=("finished",)):
+def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tuple[list[dict], dict[str, str]]:
+    """Every counted run of a set that trains gamma/beta, with a normalization layer and a stored
+    model (only those of `run_ids` when given); and {run_id: why} of those whose stored model does
+    not load, which are left out."""
+    out, left_out = [], {}
+    for row in store.runs(status=("finished", "diverged")):
         if run_ids is not None and row["run_id"] not in run_ids:
             continue
         c = config_of(row)
@@ -212,8 +213,11 @@ def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> li
             continue
         blob = store.artefact(row["run_id"])
         if blob is not None:
-            out.append(analyze_run(row, blob, data_dir))
-    return out
+            try:
+                out.append(analyze_run(row, blob, data_dir))
+            except ArtefactError as e:
+                left_out[row["run_id"]] = str(e)
+    return out, left_out
 
 
 def group(analyses: list[dict]) -> dict:

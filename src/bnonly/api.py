@@ -28,19 +28,15 @@ from .data import load
 from .device import describe_device, resolve_device
 from .engine import Hooks, Result
 from .engine import train as train_group
-from .errors import BnonlyError, out_of_memory
+from .errors import out_of_memory
 from .executors import SweepOptions
-from .store import COLUMNS, INDEX_COLUMNS, Store
+from .store import COLUMNS, INDEX_COLUMNS, Store, StoreError
 from .sweep import SweepConfig, load_sweep, run_sweep, shipped_configs
 
 
-class OutputError(BnonlyError, RuntimeError):
-    """A result that was computed but could not be written."""
-
-
 def as_path(value, what: str) -> Path:
-    """A path argument (str or os.PathLike), or a one-line ConfigError naming it."""
-    if not isinstance(value, (str, os.PathLike)):
+    """A path argument (str or os.PathLike, not empty), or a one-line ConfigError naming it."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
         raise ConfigError(f"{what} {value!r}: expected a path")
     return Path(value)
 
@@ -109,7 +105,7 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 def writable(path: str | os.PathLike, what: str) -> Path:
     """An output file path that can be written: checked before any work starts."""
-    p = Path(path)
+    p = as_path(path, what)
     if p.is_dir():
         raise ConfigError(f"{what} {path}: is a directory; give a file path")
     parent = p.parent if str(p.parent) else Path(".")
@@ -248,18 +244,22 @@ def report(out: str | os.PathLike, where=None, data_dir: str | None = None) -> P
     data_dir = None if data_dir is None else str(as_path(data_dir, "--data-dir"))
     store = open_store(as_path(out, "out"))
     written = write_report(out, where=where, analyze=True, data_dir=data_dir, store=store)
-    store.export_csv(Path(out) / "results.csv")
     return written["report.html"]
 
 
 def load_model(out: str | os.PathLike, run_id: str):
     """The trained model of a stored run, as a plain nn.Module in eval mode (on the CPU)."""
-    from .trainable import rebuild
+    from .trainable import ArtefactError, rebuild
     store = open_store(as_path(out, "out"))
     if not isinstance(run_id, str):
         raise ConfigError(f"run {run_id!r}: expected a run id (a string)")
     rows = store.runs(run_id=run_id)
+    if run_id in store.damaged:
+        raise StoreError(f"{store.path}: run {run_id} is damaged ({store.damaged[run_id]})")
     blob = store.artefact(run_id)
     if not rows or blob is None:
         raise ConfigError(f"run {run_id!r}: no finished run with a stored model in {store.path}")
-    return rebuild(RunConfig(**rows[0]["config"]), blob).eval()
+    try:
+        return rebuild(RunConfig(**rows[0]["config"]), blob).eval()
+    except ArtefactError as e:
+        raise StoreError(f"{store.path}: run {run_id}: {e}") from None

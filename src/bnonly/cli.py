@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from . import api
+from . import api, files
 from .config import CHOICES, DEFAULT_PRESET, PRESETS, ConfigError, RunConfig, load_toml, parse_value, resolve
 from .data import DataError
 from .errors import BnonlyError, OutOfMemory
@@ -64,7 +64,7 @@ def run_config_from_args(args) -> RunConfig:
 # ---------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
     cfg = run_config_from_args(args)
-    if args.save:
+    if args.save is not None:
         api.writable(args.save, "--save")
     r = api.train(cfg, device=args.device, data_dir=args.data_dir)
     s = r.summary()
@@ -78,13 +78,15 @@ def cmd_train(args) -> int:
               f"test accuracy {r.test_accuracy:.4f} (best epoch {r.best_epoch} of {r.epochs_run}, "
               f"{r.trainable_params:,} of {r.total_params:,} parameters trained, {r.seconds:.1f} s on {r.device}, "
               f"{r.status})")
-    if args.save:  # after the result is printed: a failing disk does not lose it
-        import torch
-        try:
-            torch.save(r.model.state_dict(), args.save)
-        except OSError as e:
-            raise api.OutputError(f"--save {args.save}: cannot write the model ({e.strerror or e}); the result is above") from None
+    if args.save is not None:  # after the result is printed: a failing disk does not lose it
+        save_state_dict(r.model, args.save, "--save")
     return 0
+
+
+def save_state_dict(model, path, what: str) -> None:
+    """A model's state_dict written all or nothing (files.write); a failure is one line."""
+    import torch
+    files.write(path, lambda fh: torch.save(model.state_dict(), fh), what)
 
 
 # ---------------------------------------------------------------------------- sweep / report
@@ -137,17 +139,27 @@ def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
     """Write the report, then print its path and its headline: BN-only against random weights."""
     html = api.report(out_dir, where=where, data_dir=data_dir)
     print(f"report: {html} ({len(list(html.parent.glob('*.png')))} figures; results.csv beside it)")
-    headline = json.loads((html.parent / "report.json").read_text())["headline"]["sentences"]
-    for sentence in headline:
+    doc = json.loads((html.parent / "report.json").read_text())
+    for sentence in doc["headline"]["sentences"]:
         print(f"  {sentence}")
+    warn_damaged(html.parent / "results.sqlite", doc["damaged"])
     return 0
+
+
+def warn_damaged(store, damaged: dict) -> None:
+    """One line on stderr naming the damaged runs a command left out ({run_id: why})."""
+    if damaged:
+        shown = "; ".join(f"{k} ({v})" for k, v in sorted(damaged.items())[:5]) + ("; ..." if len(damaged) > 5 else "")
+        print(f"bnonly: {store}: {len(damaged)} damaged run(s) left out: {shown}", file=sys.stderr)
 
 
 def cmd_analyze(args) -> int:
     from .analysis import analyze_store, group
     from .analysis_report import answers, plot, table
     from .render import md_table
-    analyses = analyze_store(api.open_store(args.dir), args.data_dir)
+    store = api.open_store(args.dir)
+    analyses, left_out = analyze_store(store, args.data_dir)
+    warn_damaged(store.path, {**store.damaged, **left_out})
     if not analyses:
         print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
         return 0
@@ -181,10 +193,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_export_model(args) -> int:
-    import torch
     api.writable(args.path, "export-model")
     model = api.load_model(args.dir, args.run_id)
-    torch.save(model.state_dict(), args.path)
+    save_state_dict(model, args.path, "export-model")
     (row,) = api.open_store(args.dir).runs(run_id=args.run_id)
     c = row["config"]
     print(f"wrote {args.path}: the state_dict of {arch_name(c)} (norm {c['norm']!r}), trained set {c['trainable']!r}, "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 from .data import DATASETS
 from .errors import BnonlyError
+from .files import read_text
 from .models import GAMMA_INITS, MODELS
 from .norms import NORMS
 from .sets import SETS
@@ -108,8 +109,8 @@ class RunConfig:
               else True, "lr_drop_epochs", "must be epochs >= 1, comma-separated (e.g. \"81,121\")")
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
-        check(self.seed >= 0, "seed", "must be >= 0")
-        check(self.data_seed >= 0, "data_seed", "must be >= 0")
+        for name in ("seed", "data_seed"):  # what torch's generator and the store's SQLite integers both hold
+            check(0 <= getattr(self, name) < 2 ** 63, name, "must be >= 0 and < 2**63")
         s = SETS[self.trainable]
         if s.needs_beta and not self.hidden_beta and self.norm != "none":
             raise ConfigError(f"trainable={self.trainable!r} needs hidden_beta=true (this preset has no beta in hidden layers)")
@@ -226,13 +227,9 @@ def parse_value(key: str, text: str):
 
 
 def load_toml(path) -> dict:
-    """A TOML file as a dict; a missing or malformed file is a one-line ConfigError naming it."""
+    """A TOML file as a dict; a missing, unreadable or malformed file is a one-line ConfigError naming it."""
+    text = read_text(path, ConfigError, "a TOML file")
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None

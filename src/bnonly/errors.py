@@ -12,6 +12,10 @@ class BnonlyError(Exception):
     (OutOfMemory)."""
 
 
+class OutputError(BnonlyError, RuntimeError):
+    """A result that was computed but could not be written (it was printed or stored first)."""
+
+
 class OutOfMemory(BnonlyError, MemoryError):
     """An allocation failed; the message names the size asked for and what to change."""
 

@@ -59,7 +59,7 @@ class SweepOptions:
             if value is None and f.default is None:
                 continue
             if kind == "path":  # a str or os.PathLike, kept as a str (it travels to worker processes and Ray)
-                if not isinstance(value, (str, os.PathLike)):
+                if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
                     raise ConfigError(f"{flag} {value!r}: expected a path")
                 object.__setattr__(self, f.name, os.fspath(value))
             elif isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):

@@ -64,13 +64,13 @@ class Leases:
         holds is looked at again later, and dropped once that process has written its runs."""
         pending = list(range(len(groups)))
         while pending:
-            waiting = []
+            waiting, done = [], self._done_ids()
             for i in pending:
-                if self._done(groups[i]):
+                if all(c.run_id in done for c in groups[i]):
                     self.by_others += len(groups[i])
                     progress.done(i)
                 elif self.store.claim(group_id(groups[i]), self.owner, LEASE_STALE, gone=owner_gone):
-                    if self._done(groups[i]):  # written (and released) between the look and the claim
+                    if all(c.run_id in self._done_ids() for c in groups[i]):  # written between the look and the claim
                         self.store.release(self.owner, group_id(groups[i]))
                         self.by_others += len(groups[i])
                         progress.done(i)
@@ -82,9 +82,9 @@ class Leases:
             if pending:
                 time.sleep(min(5.0, LEASE_HEARTBEAT))
 
-    def _done(self, group) -> bool:
-        done = self.store.ended_ids() | self.store.ids_since(self.started)
-        return all(c.run_id in done for c in group)
+    def _done_ids(self) -> set[str]:
+        """The runs no group needs to train: ended, or written by another sweep since this one started."""
+        return self.store.ended_ids() | self.store.ids_since(self.started)
 
     def close(self):
         self._stop.set()

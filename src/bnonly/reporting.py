@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
+import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from .errors import BnonlyError
 from .executors import duration
 from .groups import estimate_seconds
 from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params, plot_bn_vs_random
+from .headline import headline, headline_section, headline_sentences
 from .models import MODELS, arch_name
 from .render import claims_blocks, figure, json_sections, note, render_html, render_md, table, text
 from .sets import ordered
@@ -36,7 +39,7 @@ from .stats import (PROTOCOL_TEXT, accuracy, budget_gaps, cell, cells, chance, c
                     gap, lenet_stats, mlp_stats, studies, value)
 from .store import Store
 from .sweep import CONFIG_DIR, load_sweep
-from .verdicts import NOT_MEASURED, fmt
+from .verdicts import NOT_MEASURED
 from .version import __version__
 
 CONFIG_FIELDS = ("gamma_init", "hidden_beta", "hidden_bias", "bn_momentum", "bn_eps", "lr", "momentum",
@@ -108,47 +111,6 @@ def frankle_section(runs) -> dict:
               "(bnonly's bn+out) unless output_frozen is also set (bnonly's bn), so compare with both. "
               + FRANKLE_PROTOCOL_TEXT + "."),
         *claims_blocks(frankle_claims(runs))]}
-
-
-# ----------------------------------------------------------------------------- the answer
-def headline(runs) -> list[dict]:
-    """Per architecture with bn and random runs (MLPs by width and depth, then the others): bn's and
-    random's test accuracy and their paired per-seed difference, as Stats."""
-    c = cells(runs)
-    def order(k):
-        m, w, d, _ = k
-        return (m != "mlp", MODELS[m].layers if m in MODELS else 0, str(m), w or 0, d or 0)
-    rows = []
-    for k in sorted((k for k in c if k[3] == "bn" and (*k[:3], "random") in c), key=order):
-        m, w, d, _ = k
-        bn, rnd = c[k], c[(m, w, d, "random")]
-        arch = arch_name({"model": m, "width": w, "depth": d})
-        rows.append({"architecture": arch, "label": f"w{w} d{d}" if w is not None else arch,
-                     "bn": accuracy(bn), "random": accuracy(rnd), "gap": gap(bn, rnd)})
-    return rows
-
-
-def headline_sentences(rows) -> list[str]:
-    """One sentence per architecture: BN-only's accuracy and its paired difference to random weights."""
-    return [f"{r['architecture']}: BN-only {fmt(r['bn'])}, {fmt(r['gap'], True)} above an equal number of random "
-            f"weights ({fmt(r['random'])}), paired by seed." for r in rows]
-
-
-def headline_section(rows, written: dict, skipped: str | None, chance_rate: float) -> dict:
-    blocks = [{"kind": "question", "text": "Does training only BatchNorm's affine parameters beat training the same "
-                                           "number of randomly chosen weights?"}]
-    if rows:
-        above = sum(r["gap"].n >= 2 and r["gap"].lo > 0 for r in rows)
-        blocks.append({"kind": "answer", "text": f"In {above} of {len(rows)} architectures the paired 95% interval of "
-                       "BN-only − random lies above 0. " + " ".join(headline_sentences(rows))})
-        blocks.append(figure("bn_vs_random.png", "Test accuracy of bn and random per architecture: mean and 95% "
-                             "t interval over seeds; above each pair, the paired per-seed difference bn − random in "
-                             f"points with its 95% interval; dashed: chance ({100 * chance_rate:.2f}%, the test set's "
-                             "majority-class rate).", "bn_vs_random.svg"))
-    else:
-        blocks.append(note(skipped or "No architecture with both bn and random runs."))
-        blocks.append(text("`bnonly sweep quick` trains bn and random on six MLPs at the report's protocol."))
-    return {"title": "BN-only against random weights", "blocks": blocks}
 
 
 # ----------------------------------------------------------------------------- what to run next
@@ -329,21 +291,42 @@ def _other_studies(others, out_dir, where: dict | None) -> dict:
                       "claims got each verdict, by the rules of the claims table above.")]}
 
 
+REPORT_FILES = ("*.png", "*.svg", "report.md", "report.html", "report.json", "results.csv")
+
+
 def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None,
                  where: dict | None = None, analyze: bool = False, data_dir=None,
                  store: Store | None = None) -> dict[str, Path]:
-    """Write figures (PNG+SVG), report.md, report.html and report.json into out_dir; returns {file name: path}.
-    `where` ({field: value}) keeps only the runs with those configuration values. The report covers one
-    study (stats.studies: runs that differ only in seed, architecture, set, norm, allocation, data set),
-    the largest; the others are listed at the end, with the --where that reports each. Runs come
-    from `runs`, else from `store` (opened here when not given); `analyze` adds the gamma analysis
-    of the reported study's runs."""
+    """Write figures (PNG+SVG), report.md, report.html and report.json into out_dir (and results.csv,
+    from a store); returns {file name: path}. `where` ({field: value}) keeps only the runs with those
+    configuration values. The report covers one study (stats.studies: runs that differ only in seed,
+    architecture, set, norm, allocation, data set), the largest; the others are listed at the end,
+    with the --where that reports each. Runs come from `runs`, else from `store` (opened here when
+    not given); `analyze` adds the gamma analysis of the reported study's runs. All or nothing: the
+    report is built in a directory of its own and replaces the previous report's files only when
+    it is complete, so a failed report leaves the previous one as it was."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sweep = None
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    try:
+        written = _write_report(out_dir, staging, runs, title, analyses, where, analyze, data_dir, store)
+        for pattern in REPORT_FILES:  # the previous report's files: none of them is left beside the new ones
+            for old in out_dir.glob(pattern):
+                old.unlink()
+        for name in written:
+            os.replace(staging / name, out_dir / name)
+        return {name: out_dir / name for name in written}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_report(out_dir: Path, to: Path, runs, title, analyses, where, analyze, data_dir, store) -> dict[str, Path]:
+    """write_report's body: reads out_dir's store, writes every file into `to`."""
+    sweep, damaged = None, {}
     if runs is None:
         store = store or Store(out_dir / "results.sqlite")
         runs, sweep = store.runs(), store.meta().get("sweep")
+        damaged = dict(store.damaged)  # run_id -> why it is left out
     all_runs = select(runs, where)
     if where and not all_runs:
         raise ConfigError(f"no run in {out_dir} has " + ", ".join(f"{k}={v}" for k, v in where.items()))
@@ -358,9 +341,9 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     written: dict[str, Path] = {}
     rate = chance(main_ds, data_dir)
     answer = headline(runs)
-    answer_skipped = plot_bn_vs_random(answer, out_dir, written, rate)
-    skipped = [s for s in (plot_accuracy_vs_depth(mlp, out_dir, written, rate),
-                           plot_accuracy_vs_params(runs, out_dir, written, rate)) if s]
+    answer_skipped = plot_bn_vs_random(answer, to, written, rate)
+    skipped = [s for s in (plot_accuracy_vs_depth(mlp, to, written, rate),
+                           plot_accuracy_vs_params(runs, to, written, rate)) if s]
     summary = summary_text(all_runs, study, sweep, selected=bool(where))
     if len(split) > 1:
         summary.append(f"The store holds {len(split)} studies (runs that differ in more than the seed: "
@@ -390,14 +373,15 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         base = [r for r in study if questions.is_baseline(r)]
         ds = "cifar10" if any(config_of(r)["dataset"] == "cifar10" for r in base) else main_ds
         sections.append(frankle_section([r for r in base if config_of(r)["dataset"] == ds]))
-    sections += questions.sections(study, out_dir, written, rate)
+    sections += questions.sections(study, to, written, rate)
     gamma_t = None
     ids = {r["run_id"] for r in study}
     if analyze and analyses is None:  # only the runs of the study this report covers
-        analyses = analysis.analyze_store(store or Store(out_dir / "results.sqlite"), data_dir, run_ids=ids)
+        analyses, left_out = analysis.analyze_store(store or Store(out_dir / "results.sqlite"), data_dir, run_ids=ids)
+        damaged.update(left_out)
     analyses = [a for a in analyses or [] if a["run_id"] in ids]
     if analyses:  # what the affine parameters learn (runs with stored models)
-        sec, gamma_t = analysis_report.section(analyses, out_dir, written, rate)
+        sec, gamma_t = analysis_report.section(analyses, to, written, rate)
         sections.append(sec)
     claims_by_ds = {main_ds: cl_main}
     for ds in datasets[1:]:
@@ -406,11 +390,14 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         sections.append({"title": f"Claims on {ds}",
                          "blocks": [{"kind": "question", "text": f"Do the report's six claims hold on {ds}?"},
                                     *claims_blocks(claims_by_ds[ds])]})
+    if damaged:
+        sections[1]["blocks"].append(note(f"{len(damaged)} stored run(s) left out of every statistic as damaged: "
+                                          + "; ".join(f"{k} ({v})" for k, v in sorted(damaged.items())) + "."))
     if len(split) > 1:
         sections.append(_other_studies(split[1:], out_dir, where))
     sections.append({"title": "How to read this", "blocks": [text(how_to_read(rate))]})
 
-    doc = {"study": fields, "studies": [describe_study(f) for f, _ in split],
+    doc = {"study": fields, "studies": [describe_study(f) for f, _ in split], "damaged": damaged,
            "headline": {"sentences": headline_sentences(answer), "chance": rate,
                         "architectures": [{"architecture": r["architecture"],
                                            **{k: r[k]._asdict() for k in ("bn", "random", "gap")}} for r in answer]},
@@ -421,10 +408,11 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
            "sections": json_sections(sections),
            "gamma_analysis": None if not analyses else {**dict(zip(("header", "rows"), gamma_t)),
                                                         "runs": analysis_report.summaries(analyses)}}
-    (out_dir / "report.json").write_text(json.dumps(doc, indent=1, default=str))
-    written["report.json"] = out_dir / "report.json"
+    (to / "report.json").write_text(json.dumps(doc, indent=1, default=str))
+    written["report.json"] = to / "report.json"
     for name, render in (("report.md", render_md), ("report.html", render_html)):
-        path = out_dir / name
-        path.write_text(render(title, sections), encoding="utf-8")
-        written[name] = path
+        (to / name).write_text(render(title, sections), encoding="utf-8")
+        written[name] = to / name
+    if store is not None:
+        written["results.csv"] = store.export_csv(to / "results.csv")
     return written

@@ -18,8 +18,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import ConfigError
+from . import files
+from .config import ConfigError, RunConfig
 from .errors import BnonlyError
+from .sets import SETS
 
 # The runs table, column by column with its SQL type: the one statement of a result's fields. A
 # run's summary (engine.Result.summary(), `bnonly train --json`) holds the RESULT_FIELDS; the
@@ -60,9 +62,49 @@ class StoreError(BnonlyError, RuntimeError):
     """A results store that cannot be used: corrupt, foreign, from a newer bnonly, or not writable."""
 
 
+JSON_TYPES = {"config": dict, "trainable_by_layer": dict, "history": list, "versions": dict}
+FRACTIONS = ("test_accuracy", "val_accuracy")
+COUNTS = ("best_epoch", "epochs_run", "trainable_params", "total_params", "group_size")
+
+
+def parse_row(raw: dict) -> tuple[dict | None, str | None]:
+    """A stored row with its JSON columns decoded and its fields checked: (row, None), or (None,
+    why) for a row whose fields do not parse or are out of range."""
+    row = dict(raw)
+    for c, kind in JSON_TYPES.items():
+        if row.get(c) is None:
+            continue
+        try:
+            row[c] = json.loads(row[c])
+        except (TypeError, ValueError):
+            return None, f"{c} is not JSON"
+        if row[c] is not None and not isinstance(row[c], kind):
+            return None, f"{c} is not a JSON {kind.__name__}"
+    if row.get("status") not in ("finished", "diverged", "failed"):
+        return None, f"unknown status {row.get('status')!r}"
+    if row.get("trainable") is not None and row["trainable"] not in SETS:
+        return None, f"unknown trainable set {row['trainable']!r}"
+    if row.get("config") is None:
+        return None, "it has no config"
+    try:
+        RunConfig(**row["config"])
+    except (TypeError, ValueError) as e:  # (ConfigError is a ValueError)
+        return None, f"its config is not a run's ({str(e).splitlines()[0]})"
+    for c in FRACTIONS:
+        v = row.get(c)
+        if v is not None and (isinstance(v, (str, bytes, bool)) or not (v != v or 0 <= v <= 1)):
+            return None, f"{c} {v!r} is not a fraction in [0, 1]"
+    for c in COUNTS:
+        v = row.get(c)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            return None, f"{c} {v!r} is not a count"
+    return row, None
+
+
 class Store:
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
+        self.damaged: dict[str, str] = {}  # run_id -> why, of the rows the last runs() left out
         existed = self.path.exists()
         if existed:
             self.check()
@@ -100,10 +142,7 @@ class Store:
             try:
                 ok = db.execute("PRAGMA quick_check").fetchall()
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                version = None
-                if "meta" in tables:
-                    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                    version = json.loads(row[0]) if row else None
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
             finally:
                 db.close()
         except sqlite3.DatabaseError as e:
@@ -115,6 +154,10 @@ class Store:
             raise StoreError(f"{self.path}: corrupt results store (SQLite quick_check: {ok[0][0]}); nothing was written to it")
         if tables and "runs" not in tables:
             raise StoreError(f"{self.path}: an SQLite file, but not a bnonly results store (no runs table)")
+        version = self._meta_values(meta).get("schema_version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise StoreError(f"{self.path}: damaged results store (meta schema_version {version!r} is not a version "
+                             "number); nothing was written to it")
         if version is not None and version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: written by a newer bnonly (schema version {version}, this one reads "
                              f"{SCHEMA_VERSION}); upgrade bnonly")
@@ -135,8 +178,8 @@ class Store:
             db.close()
 
     def ended_ids(self) -> set[str]:
-        with self._tx() as db:
-            return {r[0] for r in db.execute(f"SELECT run_id FROM runs WHERE status IN {ENDED}")}
+        """The runs a re-launch skips: finished or diverged, and not damaged."""
+        return {r["run_id"] for r in self.runs(status=ENDED)}
 
     # ---------------------------------------------------------------- leases (concurrent sweeps)
     def claim(self, group_id: str, owner: str, stale: float, gone=lambda owner: False) -> bool:
@@ -206,10 +249,33 @@ class Store:
 
     def meta(self) -> dict:
         with self._tx() as db:
-            return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+            return self._meta_values(dict(db.execute("SELECT key, value FROM meta").fetchall()))
+
+    def _meta_values(self, raw: dict) -> dict:
+        """The meta table's JSON values; one that does not parse makes the store damaged (StoreError)."""
+        out = {}
+        for k, v in raw.items():
+            try:
+                out[k] = json.loads(v)
+            except (TypeError, ValueError):
+                raise StoreError(f"{self.path}: damaged results store (meta {k!r} is not JSON); nothing was written "
+                                 "to it") from None
+        return out
 
     def runs(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> list[dict]:
-        """Stored runs as dicts (JSON columns decoded), ordered by run_id; optionally only some."""
+        """Stored runs as dicts (JSON columns decoded), ordered by run_id; optionally only some. A row
+        whose fields do not parse or are out of range (a hand-edited or damaged row) is left out and
+        named in `self.damaged` ({run_id: reason}); a re-launched sweep trains it again."""
+        rows, self.damaged = [], {}
+        for raw in self._raw_rows(status, run_id):
+            row, why = parse_row(raw)
+            if why:
+                self.damaged[raw.get("run_id")] = why
+            else:
+                rows.append(row)
+        return rows
+
+    def _raw_rows(self, status=None, run_id=None) -> list[dict]:
         where, args = [], []
         if status:
             where.append(f"status IN ({','.join('?' * len(status))})")
@@ -220,21 +286,18 @@ class Store:
         q = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         with self._tx() as db:
             db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute(q + " ORDER BY run_id", args)]
-        for r in rows:
-            for c in JSON_COLUMNS:
-                r[c] = json.loads(r[c]) if r[c] is not None else None
-        return rows
+            return [dict(r) for r in db.execute(q + " ORDER BY run_id", args)]
 
     def export_csv(self, path: str | Path) -> Path:
-        rows = self.runs()
-        path = Path(path)
-        with open(path, "w", newline="") as fh:
+        """Every stored row as it is (damaged ones too: an export is a copy, not a statistic)."""
+        rows = self._raw_rows()
+
+        def produce(fh):
             w = csv.writer(fh)
             w.writerow(COLUMNS)
             for r in rows:
-                w.writerow([json.dumps(r[c]) if c in JSON_COLUMNS else r[c] for c in COLUMNS])
-        return path
+                w.writerow([r.get(c) for c in COLUMNS])
+        return files.write(path, produce, "export", mode="w")
 
     def export_parquet(self, path: str | Path) -> Path:
         """Needs the optional 'parquet' extra (pandas and pyarrow), imported here only."""
@@ -244,7 +307,5 @@ class Store:
         except ImportError as e:
             raise ConfigError(f"Parquet export needs the 'parquet' extra ({e.name} is missing): "
                              "pip install 'bnonly[parquet]'") from None
-        rows = self.runs()
-        df = pd.DataFrame([{c: (json.dumps(r[c]) if c in JSON_COLUMNS else r[c]) for c in COLUMNS} for r in rows])
-        df.to_parquet(path)
-        return Path(path)
+        df = pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in self._raw_rows()], columns=list(COLUMNS))
+        return files.write(path, df.to_parquet, "export")

@@ -9,6 +9,7 @@ mode (except where `random_norm='inference'` runs BN in inference mode).
 from __future__ import annotations
 
 import io
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -16,9 +17,14 @@ import torch
 from torch import nn
 
 from .config import ConfigError, RunConfig
+from .errors import BnonlyError
 from .models import Net, build
 from .norms import NORMS
 from .sets import SETS
+
+
+class ArtefactError(BnonlyError, RuntimeError):
+    """A stored model (a run's artefact) that does not load; the caller names the run and the store."""
 
 
 @dataclass
@@ -161,19 +167,26 @@ def pack(model: Net, p: Plan, input_shape) -> bytes:
 
 @torch.no_grad()
 def rebuild(cfg: RunConfig, blob: bytes) -> Net:
-    """The trained model of a run, from its config (the frozen random weights) and its packed state."""
-    state = torch.load(io.BytesIO(zlib.decompress(blob)), weights_only=True)
-    shape = tuple(state.pop("input_shape").tolist())
-    model = build(cfg, shape)
-    p = plan(model, cfg)
-    for n, t in model.named_parameters():
-        if n in state:
-            m = p.masks[n]
-            if isinstance(m, torch.Tensor):
-                t[m] = state[n]
-            else:
-                t.copy_(state[n])
-    for n, b in model.named_buffers():
-        b.copy_(state[n])
+    """The trained model of a run, from its config (the frozen random weights) and its packed state.
+    A blob that does not load into that model (damaged, another model's, or refused by
+    torch.load(weights_only=True)) is an ArtefactError naming why, in one line."""
+    try:
+        with warnings.catch_warnings():  # (torch warns about a damaged blob's pickle protocol before refusing it)
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(zlib.decompress(blob)), weights_only=True)
+        shape = tuple(state.pop("input_shape").tolist())
+        model = build(cfg, shape)
+        p = plan(model, cfg)
+        for n, t in model.named_parameters():
+            if n in state:
+                m = p.masks[n]
+                if isinstance(m, torch.Tensor):
+                    t[m] = state[n]
+                else:
+                    t.copy_(state[n])
+        for n, b in model.named_buffers():
+            b.copy_(state[n])
+    except Exception as e:  # noqa: BLE001 - whatever a damaged blob raises, it is one line
+        raise ArtefactError(f"its stored model does not load ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
     model.input_shape = shape  # the data set's image shape, for rebuilding its untrained twin
     return model.eval()

@@ -1,0 +1,58 @@
+"""Reading and writing files: the one reader, whose decoding and I/O errors become the one-line
+error of their kind, and the one writer, which writes to a temporary name and renames it into
+place, so a failed write leaves the old file or none, never a torn one.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import BnonlyError, OutputError
+
+
+def reason(e: BaseException) -> str:
+    """The short reason of an I/O or decoding error: 'No space left on device', 'invalid start byte'."""
+    return getattr(e, "strerror", None) or getattr(e, "reason", None) or str(e).splitlines()[0] or type(e).__name__
+
+
+def read_text(path, error: type[BnonlyError], what: str) -> str:
+    """A UTF-8 text file, or `error` in one line naming it (missing, a directory, unreadable, not UTF-8)."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not {what}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not {what} (not UTF-8 text: {e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read it ({reason(e)})") from None
+
+
+def write(path, produce: Callable[[object], None], what: str, mode: str = "wb") -> Path:
+    """Write `path` through produce(file), all or nothing: into a temporary file beside it, then
+    renamed over it. A device or other special file (/dev/null) is written in place, as asked. Any
+    failure is an OutputError naming `what` and the path; the temporary file is removed."""
+    path = Path(path)
+    try:
+        special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
+        if special:
+            with open(path, mode) as fh:
+                produce(fh)
+            return path
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+        try:
+            with os.fdopen(fd, mode) as fh:
+                produce(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except (OSError, RuntimeError) as e:  # (torch.save reports a failed write as a RuntimeError)
+        raise OutputError(f"{what} {path}: cannot write it ({reason(e)})") from None
+    return path

@@ -1,0 +1,193 @@
+"""A hostile user's inputs, each the case an adversarial pass found: huge seeds, files that are not
+UTF-8, writes that fail at the end, damaged artefacts and rows, a damaged meta, a report that fails
+half-way, and odd API arguments. Each gives one line on stderr and its documented exit code, and
+loses or tears nothing."""
+import io
+import os
+import pickle
+import shutil
+import sqlite3
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+import bnonly
+from bnonly.cli import main
+from bnonly.store import Store
+
+DEV_FULL = Path("/dev/full")
+needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full on this system")
+GRID = ["--set", "widths=[8]", "--set", "depths=[1]", "--set", 'trainable=["bn","all"]', "--set", "seeds=[0]",
+        "--set", "subset=1000", "--set", "max_epochs=1", "--set", 'models=["mlp"]', "--no-estimate"]
+
+
+def one_line(capsys, expected: int, code: int, needle: str) -> str:
+    err = capsys.readouterr().err
+    err = err.split("\n", 1)[1] if err.startswith("device: ") else err  # (train names its device first)
+    assert code == expected, err
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile") / "good"
+    assert main(["sweep", "quick", "--out", str(out)] + GRID) == 0
+    return out
+
+
+@pytest.fixture
+def good(built, tmp_path, capsys):
+    """A copy of a small good store: a bn and an all run with their models."""
+    out = tmp_path / "good"
+    shutil.copytree(built, out)
+    capsys.readouterr()
+    return out
+
+
+def run_ids(out: Path) -> dict[str, str]:
+    return {r["trainable"]: r["run_id"] for r in Store(out / "results.sqlite").runs()}
+
+
+def edit(out: Path, sql: str, *args):
+    Store(out / "results.sqlite")  # (checkpoints the WAL)
+    with sqlite3.connect(out / "results.sqlite") as db:
+        db.execute(sql, args)
+
+
+def test_1_seeds_too_large_for_torch(tmp_path, capsys):
+    one_line(capsys, 2, main(["train", "--width", "8", "--depth", "1", "--seed", str(2 ** 64)]), "seed=18446744073709551616")
+    with pytest.raises(bnonly.ConfigError, match=r"seed=18446744073709551616: must be >= 0 and < 2\*\*63"):
+        bnonly.train(seed=2 ** 64, progress=False)
+    with pytest.raises(bnonly.ConfigError, match="data_seed"):
+        bnonly.train(data_seed=2 ** 63, progress=False)
+
+
+def test_2_a_seed_sqlite_cannot_hold_is_refused_before_training_and_the_largest_is_stored(tmp_path, capsys):
+    out = tmp_path / "s"
+    one_line(capsys, 2, main(["sweep", "quick", "--out", str(out), *GRID, "--set", f"seeds=[{2 ** 63}]"]), "seed=")
+    assert not out.exists()  # nothing trained, nothing written
+    assert main(["sweep", "quick", "--out", str(out), *GRID, "--set", f"seeds=[{2 ** 63 - 1}]"]) == 0
+    rows = Store(out / "results.sqlite").runs()
+    assert len(rows) == 2 and {r["seed"] for r in rows} == {2 ** 63 - 1} and all(r["config"]["seed"] == 2 ** 63 - 1 for r in rows)
+
+
+def test_3_a_config_file_that_is_not_utf8(tmp_path, capsys):
+    bad = tmp_path / "bin.toml"
+    bad.write_bytes(b"width = 8\n\xff\xfe\x00garbage")
+    one_line(capsys, 2, main(["train", "--config", str(bad)]), "not UTF-8")
+    one_line(capsys, 2, main(["sweep", str(bad), "--out", str(tmp_path / "o")]), "not UTF-8")
+    assert not (tmp_path / "o").exists()
+
+
+@needs_dev_full
+def test_4_writes_that_fail_at_the_end(good, tmp_path, capsys):
+    before = (good / "results.sqlite").read_bytes()
+    one_line(capsys, 1, main(["export", str(good), str(DEV_FULL)]), "No space left on device")
+    one_line(capsys, 1, main(["export-model", str(good), run_ids(good)["bn"], str(DEV_FULL)]), "No space left on device")
+    code = main(["train", "--width", "8", "--depth", "1", "--subset", "1000", "--epochs", "1", "--json", "--save",
+                 str(DEV_FULL)])
+    out, err = capsys.readouterr()
+    err = err.split("\n", 1)[1]  # (after the device line)
+    assert code == 1 and '"test_accuracy"' in out and err.count("\n") == 1 and "No space left on device" in err
+    assert (good / "results.sqlite").read_bytes() == before  # the store is untouched
+
+
+def test_4_a_failed_write_leaves_the_old_file_whole_and_no_temporary_one(tmp_path):
+    from bnonly import files
+    target = tmp_path / "out.csv"
+    files.write(target, lambda fh: fh.write("old, whole\n"), "export", mode="w")
+
+    def torn(fh):
+        fh.write("new, half")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(bnonly.OutputError, match="export .*out.csv: cannot write it \\(No space left on device\\)"):
+        files.write(target, torn, "export", mode="w")
+    assert target.read_text() == "old, whole\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def evil_blob() -> bytes:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    return zlib.compress(pickle.dumps(Evil()))
+
+
+def wrong_shape_blob() -> bytes:
+    buf = io.BytesIO()
+    torch.save({"input_shape": torch.tensor([1, 28, 28]), "blocks.0.norm.weight": torch.zeros(3)}, buf)
+    return zlib.compress(buf.getvalue())
+
+
+@pytest.mark.parametrize("blob", [bytes.fromhex("00010203"), wrong_shape_blob(), evil_blob()],
+                         ids=["garbage", "wrong-shape", "malicious-pickle"])
+def test_5_a_damaged_model_artefact(good, blob, capsys):
+    bn = run_ids(good)["bn"]
+    edit(good, "UPDATE artefacts SET blob = ? WHERE run_id = ?", blob, bn)
+    err = one_line(capsys, 1, main(["export-model", str(good), bn, str(good / "m.pt")]), "stored model does not load")
+    assert bn in err and "results.sqlite" in err and not (good / "m.pt").exists()
+    one_line(capsys, 0, main(["analyze", str(good)]), f"1 damaged run(s) left out: {bn}")
+    one_line(capsys, 0, main(["report", str(good)]), f"1 damaged run(s) left out: {bn}")
+    assert "1 stored run(s) left out of every statistic as damaged" in (good / "report.md").read_text()
+
+
+@pytest.mark.parametrize("column,value,why", [("config", "{bad", "config is not JSON"),
+                                              ("history", "[1,2", "history is not JSON"),
+                                              ("test_accuracy", "abc", "test_accuracy 'abc' is not a fraction"),
+                                              ("test_accuracy", 7.5, "test_accuracy 7.5 is not a fraction"),
+                                              ("trainable", "bogus", "unknown trainable set 'bogus'")])
+def test_6_7_11_a_hand_edited_row_is_left_out_by_run_id(good, column, value, why, capsys):
+    bn = run_ids(good)["bn"]
+    edit(good, f"UPDATE runs SET {column} = ? WHERE run_id = ?", value, bn)
+    one_line(capsys, 0, main(["report", str(good)]), f"1 damaged run(s) left out: {bn} ({why}")
+    md = (good / "report.md").read_text()
+    assert f"{bn} ({why}" in md and "381.3" not in md and "1 finished" in md
+    assert main(["export", str(good), str(good / "all.csv")]) == 0  # an export copies every row, as stored
+    assert (good / "all.csv").read_text().count("\n") == 3
+    capsys.readouterr()
+    err = one_line(capsys, 1, main(["export-model", str(good), bn, str(good / "m.pt")]), f"run {bn} is damaged ({why}")
+    assert str(good / "results.sqlite") in err  # the store is named; exit 1 (a store problem, not usage)
+    # a re-launch trains the damaged run again (the row is replaced; nothing else is trained)
+    assert main(["sweep", "quick", "--out", str(good)] + GRID) == 0
+    store = Store(good / "results.sqlite")
+    assert len(store.runs()) == 2 and store.damaged == {}
+
+
+@pytest.mark.parametrize("value", ['"x"', "{", "[1]"])
+def test_8_a_hand_edited_schema_version_is_a_damaged_store(good, value, capsys):
+    edit(good, "UPDATE meta SET value = ? WHERE key = 'schema_version'", value)
+    for argv in (["report", str(good)], ["export", str(good), str(good / "x.csv")],
+                 ["sweep", "quick", "--out", str(good)] + GRID):
+        one_line(capsys, 1, main(argv), "damaged results store")
+
+
+def test_9_a_failed_report_leaves_the_previous_one_as_it_was(good, monkeypatch, capsys):
+    assert main(["report", str(good)]) == 0
+    before = {p.name: p.read_bytes() for p in good.iterdir() if p.is_file() and p.suffix != ".sqlite-wal"}
+    from bnonly import reporting
+
+    def half_way(*a, **k):  # the figures of the new report are written, then it fails
+        raise bnonly.DataError("the analysis could not read the data")
+    monkeypatch.setattr(reporting.analysis, "analyze_store", half_way)
+    one_line(capsys, 1, main(["report", str(good)]), "could not read the data")
+    after = {p.name: p.read_bytes() for p in good.iterdir() if p.is_file() and p.suffix != ".sqlite-wal"}
+    assert after.keys() == before.keys() and all(after[k] == before[k] for k in before if not k.startswith("results.sqlite"))
+    assert not [p for p in good.iterdir() if p.name.startswith(".report-")]
+
+
+def test_10_api_arguments_are_checked_first(tmp_path):
+    with pytest.raises(bnonly.ConfigError, match="--workers '2': expected an integer"):
+        bnonly.sweep("quick", tmp_path / "x", workers="2")
+    with pytest.raises(bnonly.ConfigError, match="--data-dir 3: expected a path"):
+        bnonly.sweep("quick", tmp_path / "x", data_dir=3)
+    assert not (tmp_path / "x").exists()
+
+
+def test_11_empty_output_paths_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line(capsys, 2, main(["train", "--width", "8", "--depth", "1", "--save", ""]), "--save '': expected a path")
+    one_line(capsys, 2, main(["sweep", "quick", "--out", ""] + GRID), "--out '': expected a path")
+    one_line(capsys, 2, main(["export", str(tmp_path), ""]), "export '': expected a path")
+    assert list(tmp_path.iterdir()) == []
