@@ -45,6 +45,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -288,6 +289,37 @@ def end_to_end(width: int, depth: int, subset: int, epochs: int, device: str) ->
             "seconds_textbook": t_text, "ratio": t_text / t_engine}
 
 
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save(result: dict, args) -> Path:
+    """The run's result as a file of its own under benchmarks/results/ (the performance page's tables
+    are these files' numbers), with what it was measured on: machine, threads, torch, commit, date;
+    and as the last line of output, one JSON object."""
+    import datetime
+    import platform
+    import subprocess
+
+    from bnonly.device import device_name
+    here = Path(__file__).resolve().parent
+    def git(*a):
+        r = subprocess.run(["git", *a], cwd=here, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
+    now = datetime.datetime.now(datetime.timezone.utc)
+    meta = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), "commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "machine": device_name(result["device"]), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
+    out = {**meta, **result}
+    folder = Path(args.results)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{now:%Y-%m-%d-%H%M}-{result['device']}{'-quick' if args.quick else ''}{'-' + args.only if args.only else ''}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"result: {path}", file=sys.stderr)
+    print(json.dumps(out))
+    return path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short timings (under 8 minutes on 2 cores)")
@@ -295,6 +327,7 @@ def main(argv=None):
     ap.add_argument("--models", type=int, default=12, help="M, models in the batched stack (default 12)")
     ap.add_argument("--only", choices=("mlp", "cifar"), default=None, help="only the MLP rows (and end to end) "
                     "or only the CIFAR ResNet rows")
+    ap.add_argument("--results", default=str(RESULTS), help=f"where the result file goes (default {RESULTS})")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     budget = 1.0 if args.quick else 3.0
@@ -307,7 +340,7 @@ def main(argv=None):
     M = args.models
     cifar = cifar_rows(device, peak, budget, M) if args.only != "mlp" else []
     if args.only == "cifar":
-        print(json.dumps({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "cifar": cifar}))
+        save({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "cifar": cifar}, args)
         return 0
     d = load("mnist", 0.2, 0, 0, device)
 
@@ -358,8 +391,8 @@ def main(argv=None):
         e2e.append(r)
         print(f"  width {width:>4} depth 2: {r['runs']} runs, {r['model_epochs']} model-epochs: sweep "
               f"{r['seconds_engine']:.1f} s, textbook {r['seconds_textbook']:.1f} s -> {r['ratio']:.1f}x", flush=True)
-    print(json.dumps({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "batched_models": M, "end_to_end": e2e,
-                      "configs": rows, "cifar": cifar}))
+    save({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "batched_models": M, "end_to_end": e2e,
+          "configs": rows, "cifar": cifar}, args)
 
 
 if __name__ == "__main__":
