@@ -37,11 +37,11 @@ def add_run_flags(p: argparse.ArgumentParser):
     for f in fields(RunConfig):
         names = [_flag(f.name)] + (["--epochs"] if f.name == "max_epochs" else [])
         if f.name == "trainable":  # each set with its meaning, from the registry
-            choices = " | ".join(f"{n}: {s.help}" for n, s in SETS.items()) + " | "
+            choices = ": " + " | ".join(f"{n}: {s.help}" for n, s in SETS.items())
         else:
-            choices = f"one of {', '.join(CHOICES[f.name])}; " if f.name in CHOICES else ""
+            choices = f": one of {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
         p.add_argument(*names, dest=f.name, metavar=f.type.upper(), default=None,
-                       help=f"{choices}default {f.default!r} (a preset may change it)".replace("%", "%%"))
+                       help=f"{f.metadata['help']}{choices}; default {f.default!r} (a preset may change it)".replace("%", "%%"))
     p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     p.add_argument("--config", default=None, help="TOML file of run settings (flags override it)")
 
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="figures, tables and the claims report of a results directory")
-    rp.add_argument("dir")
+    rp.add_argument("dir", help="a results directory (its results.sqlite); the report is written into it")
     rp.add_argument("--data-dir", default=None, help="the data directory the runs were trained with (for the analysis)")
     rp.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
                     help="only runs with this configuration value (repeatable), e.g. --where max_epochs=10; "
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     an = sub.add_parser("analyze", help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")
-    an.add_argument("dir")
+    an.add_argument("dir", help="a results directory (its results.sqlite); the figures are written into it")
     an.add_argument("--data-dir", default=None, help="the data directory the runs were trained with")
     an.set_defaults(func=cmd_analyze)
 
@@ -249,14 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     rr.set_defaults(func=cmd_reproduce)
 
     ex = sub.add_parser("export", help="export a results store to CSV (or .parquet with pandas/pyarrow)")
-    ex.add_argument("dir")
-    ex.add_argument("path")
+    ex.add_argument("dir", help="a results directory (its results.sqlite)")
+    ex.add_argument("path", help="the file to write: .csv, or .parquet (needs the 'parquet' extra)")
     ex.set_defaults(func=cmd_export)
 
     em = sub.add_parser("export-model", help="write a stored run's trained model as a plain PyTorch state_dict")
-    em.add_argument("dir")
-    em.add_argument("run_id")
-    em.add_argument("path")
+    em.add_argument("dir", help="a results directory (its results.sqlite)")
+    em.add_argument("run_id", help="the run's id (the run_id column of bnonly export or bnonly.results)")
+    em.add_argument("path", help="the file to write the state_dict to (load it with torch.load(path, weights_only=True))")
     em.set_defaults(func=cmd_export_model)
     return p
 

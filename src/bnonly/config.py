@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .data import DATASETS
 from .errors import BnonlyError
@@ -35,49 +35,56 @@ class ConfigError(BnonlyError, ValueError):
     """A bad configuration value; its message is shown to the user as one line."""
 
 
+def _field(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class RunConfig:
+    """One run. Each field's help is its --help text (cli.py) and its line in docs/study.md."""
     # --- model ---
-    model: str = "mlp"                 # mlp | lenet5
-    width: int = 784                   # hidden units per layer (MLP)
-    depth: int = 4                     # hidden blocks (MLP)
-    norm: str = "batchnorm"            # after each hidden linear/conv: batchnorm | layernorm | affine | none
-    gamma_init: str = "uniform(-1,1)"  # ones | uniform(-1,1) | uniform(0,1) | normal(0,1)
-    hidden_beta: bool = False          # hidden BN layers have a shift beta
-    hidden_bias: bool = True           # models built without normalization give their hidden layers a bias
-    bn_momentum: float = 0.1           # PyTorch convention (Keras 0.99 == 0.01 here)
-    bn_eps: float = 1e-5
+    model: str = _field("mlp", "the architecture (models.MODELS)")
+    width: int = _field(784, "hidden units per layer (MLP)")
+    depth: int = _field(4, "hidden blocks (MLP)")
+    norm: str = _field("batchnorm", "the layer after each hidden linear/conv layer")
+    gamma_init: str = _field("uniform(-1,1)", "how gamma starts")
+    hidden_beta: bool = _field(False, "hidden normalization layers have a shift beta")
+    hidden_bias: bool = _field(True, "models built without normalization give their hidden layers a bias")
+    bn_momentum: float = _field(0.1, "BatchNorm running-statistics momentum, PyTorch's convention (Keras 0.99 is 0.01)")
+    bn_eps: float = _field(1e-5, "BatchNorm epsilon")
     # --- what trains ---
-    trainable: str = "bn"              # see sets.SETS
-    random_placement: str = "scattered"  # `random` set: scattered | per-unit | neuron | report-code (whole
-                                       # neurons where a layer's fan-in equals its width, else scattered)
-    random_norm: str = "batch"         # `random` set: BN uses batch statistics (batch) or runs in inference mode
-    random_allocation: str = "even"    # `random` set: per layer as bn (even) | proportional | first | last
-    frozen_trunk_norm: bool = True     # sets that train nothing before the head (out, none) keep the
-                                       # normalization layers; false builds them without
+    trainable: str = _field("bn", "what trains")
+    random_placement: str = _field("scattered", "where `random`'s entries sit in a layer: scattered, exactly k per "
+                                                "output unit, whole units, or report-code (whole units where a "
+                                                "layer's fan-in equals its width, else scattered)")
+    random_norm: str = _field("batch", "`random`'s BatchNorm: batch statistics, or inference mode (normalization "
+                                       "in effect removed)")
+    random_allocation: str = _field("even", "how `random`'s entries are spread over the layers: as bn's (even), "
+                                            "in proportion to each layer's weights, all in the first or the last")
+    frozen_trunk_norm: bool = _field(True, "out and none keep the normalization layers (false builds them without)")
     # --- optimisation ---
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    max_epochs: int = 100
-    patience: int = 3                  # early stopping on validation loss, best weights restored (0 = none:
-                                       # every run trains max_epochs and keeps its last weights)
-    lr_drop_epoch: int = 0             # multiply lr by lr_drop_factor from this epoch on, counted from 1 (0 = never)
-    lr_drop_epochs: str = ""           # more such epochs, comma-separated ("81,121": Frankle et al.'s schedule)
-    lr_drop_factor: float = 0.1
-    precision: str = "fp32"            # fp32 | tf32 (CUDA matmuls in TF32) | bf16 (autocast forward)
+    lr: float = _field(0.01, "SGD learning rate")
+    momentum: float = _field(0.9, "SGD momentum")
+    weight_decay: float = _field(0.0, "weight decay (masked like the gradients)")
+    batch_size: int = _field(128, "mini-batch size")
+    max_epochs: int = _field(100, "at most this many epochs")
+    patience: int = _field(3, "early stopping on validation loss, best weights restored (0: none, every run "
+                              "trains max_epochs and keeps its last weights)")
+    lr_drop_epoch: int = _field(0, "multiply lr by lr_drop_factor from this epoch on, counted from 1 (0: never)")
+    lr_drop_epochs: str = _field("", "more such epochs, comma-separated (\"81,121\": Frankle et al.'s schedule)")
+    lr_drop_factor: float = _field(0.1, "the factor of each drop")
+    precision: str = _field("fp32", "fp32, tf32 (CUDA matmuls in TF32) or bf16 (the training forward under autocast)")
     # --- data ---
-    dataset: str = "mnist"
-    val_fraction: float = 0.2          # held out of the training set for early stopping
-    data_seed: int = 0                 # fixes the train/validation split
-    subset: int = 0                    # use only this many training images (0 = all 60,000)
-    augment: bool = False              # random crop (4 pixels of black padding) and horizontal flip of every
-                                       # training batch, on the device, drawn from the seed (CIFAR's standard)
-    normalize: bool = False            # inputs normalised per channel with the data set's mean and std
-                                       # (data.NORMALIZE: CIFAR-10); otherwise pixels in [0, 1]
+    dataset: str = _field("mnist", "the data set (idx: any directory of IDX files, with --data-dir)")
+    val_fraction: float = _field(0.2, "held out of the training set for early stopping")
+    data_seed: int = _field(0, "fixes the train/validation split")
+    subset: int = _field(0, "use only this many training images (0: all)")
+    augment: bool = _field(False, "random crop (4 pixels of padding) and horizontal flip of every training batch, "
+                                  "drawn from the seed")
+    normalize: bool = _field(False, "inputs normalised per channel with the data set's mean and std (data.NORMALIZE); "
+                                    "otherwise pixels in [0, 1]")
     # --- replicate ---
-    seed: int = 0                      # initial weights, random-set masks and data order
+    seed: int = _field(0, "initial weights, random-set masks and data order")
 
     def __post_init__(self):
         def check(ok, name, msg):
