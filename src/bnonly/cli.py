@@ -32,6 +32,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _default_text(value) -> str:
+    """A default as a TOML file or a flag writes it (false, not False)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
 def add_run_flags(p: argparse.ArgumentParser):
     """One flag per RunConfig field (strings, parsed and validated by the config itself)."""
     for f in fields(RunConfig):
@@ -41,7 +46,7 @@ def add_run_flags(p: argparse.ArgumentParser):
         else:
             choices = f": one of {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
         p.add_argument(*names, dest=f.name, metavar=f.type.upper(), default=None,
-                       help=f"{f.metadata['help']}{choices}; default {f.default!r} (a preset may change it)".replace("%", "%%"))
+                       help=f"{f.metadata['help']}{choices}; default {_default_text(f.default)} (a preset may change it)".replace("%", "%%"))
     p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     p.add_argument("--config", default=None, help="TOML file of run settings (flags override it)")
 
