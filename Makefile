@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of PyTorch (a bare `torch` may pull a multi-GB CUDA build).
 TORCH  ?= torch==2.13.0
 CONFIG ?= quick
-# groups trained in parallel processes: one per core, at most 8 (quick: 230 s with 2 on 2 cores, 424 s with 1)
+# groups trained in parallel processes: one per core, at most 8 (narrow models are bound by Python's dispatch, not arithmetic)
 WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
 OUT    ?= runs/$(CONFIG)
 
@@ -14,14 +14,13 @@ OUT    ?= runs/$(CONFIG)
 # what the sweep and the report need: PyTorch, bnonly, MNIST's data file
 venv: $(VENV)/.installed
 # and for the tests: pytest, pandas for the Python API's DataFrames, and Ray for the Ray executor
-# (`make reproduce` skips these: about 30 s of installing on 2 cores)
+# (`make reproduce` needs none of them)
 test-venv: $(VENV)/.installed-test
 
-# --no-compile, then one import of what bnonly uses: pip byte-compiles every file it installs
-# (PyTorch alone has thousands: its install took 35 s with that, 8 s without, on 2 cores; the whole
-# venv 56-70 s -> 35-41 s), while an import writes the bytecode of the modules it loads, once (with
-# PYTHONDONTWRITEBYTECODE emptied, which Python reads as unset: where it is set, every later
-# process would otherwise compile them again).
+# --no-compile, then one import of what bnonly uses: pip would byte-compile every file it installs
+# (PyTorch has thousands), while the import writes the bytecode of just the modules bnonly loads
+# (PYTHONDONTWRITEBYTECODE emptied, which Python reads as unset: where it is set, every later
+# process would compile them again).
 PIP    := $(PY) -m pip install -q --disable-pip-version-check --no-compile
 WARM   := import bnonly.api, bnonly.cli, bnonly.sweep, bnonly.reporting, bnonly.analysis, bnonly.questions, \
           bnonly.claims, bnonly.cluster, torch.func, matplotlib.backends.backend_agg, matplotlib.backends.backend_svg

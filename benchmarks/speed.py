@@ -13,7 +13,7 @@ training images, batch 128, i.e. 375 steps per epoch), it times:
       vmap(grad(functional_call))) on the same M models, each gathering its own batch (so (c)/(d)
       includes (c)'s saving from gathering once per seed where the models of a seed read one batch
       through a frozen first layer, the BN-like sets; `all` gathers a batch per model in both; with
-      a batch per model everywhere, (c) beat (d) 1.0-2.4x).
+      a batch per model everywhere).
 
 and reports model-epochs per second, achieved GFLOP/s, and efficiency = floor / measured time,
 where floor = max(FLOPs the step needs / torch.mm peak, bytes it must move / copy bandwidth),
@@ -25,18 +25,19 @@ gradient for frozen layers, no input gradient for the first layer.
     python benchmarks/speed.py --quick          # < 8 minutes on 2 CPU cores
     python benchmarks/speed.py --device cpu     # the CPU even where there is a GPU (default: auto)
     python benchmarks/speed.py --only cifar     # just the CIFAR ResNet rows (ResNet-20/56: bn, all, random)
+    python benchmarks/speed.py --table benchmarks/results/FILE.json   # a result file as Markdown tables
 
 CIFAR ResNets (ResNet-20 and -56 with Frankle's preset, on generated 32x32x3 batches) get rows of
-their own: the textbook loop against the stacked engine (stacked.ModuleStack; 3 models on a CPU,
+their own: the textbook loop against the stacked engine (stack_module.ModuleStack; 3 models on a CPU,
 the sweep's stack on a GPU), model-epochs per second and the FLOP efficiency.
 
 Each timing runs whole steps for a fixed wall-time budget after warm-up and converts to epochs of
 375 steps (validation is not included: the textbook loop has none). An MLP row times (a)-(d) in 3
 interleaved rounds (a third of the budget each, every variant in turn): its times are the medians
 over the rounds and its ratios the medians of the rounds' ratios, so that a drift of the machine's
-speed between variants (2-3x within minutes on the 2-core CPU here) does not become a ratio. The
-last line of output is one JSON object with the ratios (c)/(a), (b)/(a), the efficiencies and the
-fraction of torch.mm peak.
+speed between variants does not become a ratio. The result, with the machine, torch version,
+commit and date, goes to a file of its own under benchmarks/results/ and, as one JSON object, to the
+last line of output; `--table FILE` prints a result file's tables as the performance page shows them.
 """
 from __future__ import annotations
 
@@ -199,7 +200,7 @@ CIFAR_STEPS_PER_EPOCH = 352  # 45,000 / 128: CIFAR-10's training set less the fr
 
 def cifar_rows(device: str, peak: float, budget: float, M: int) -> list[dict]:
     """ResNet-20 and ResNet-56 (Frankle's preset) on generated CIFAR-shaped batches: (a) the textbook
-    loop, (c) the stacked engine (stacked.ModuleStack), model-epochs per second and efficiency =
+    loop, (c) the stacked engine (stack_module.ModuleStack), model-epochs per second and efficiency =
     the step's FLOPs (forward; input gradients except into the image; weight gradients where
     weights train) / torch.mm peak / measured time."""
     d = cifar_like(128 * 4, device)
@@ -320,6 +321,34 @@ def save(result: dict, args) -> Path:
     return path
 
 
+def markdown(result: dict, name: str) -> str:
+    """A result file as the performance page's tables: what it was measured on, then its rows."""
+    r = result
+    threads = f", {r['threads']} threads" if "threads" in r else ""
+    note = " Transcribed from the table the run printed, before the benchmark wrote result files." if r.get("transcribed_from") else ""
+    lines = [f"`results/{name}`: {r['machine']}{threads}, torch {r['torch']}, commit {r['commit']}, {r['date']}; "
+             f"torch.mm peak {r['mm_peak_gflops']:,.0f} GFLOP/s, copy {r['copy_gb_per_s']:,.0f} GB/s.{note}", ""]
+    def table(header, rows):
+        lines.extend(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
+    if r.get("configs"):
+        table(["width", "depth", "set", "(a) textbook", "(b) single", "(c) stacked", "M", "(c)/(a)", "(c)/(d) vmap",
+               "of mm peak"],
+              [f"| {c['width']} | {c['depth']} | {c['set']} | {c['model_epochs_per_s']['textbook']:.2f} | "
+               f"{c['model_epochs_per_s']['single']:.2f} | {c['model_epochs_per_s']['batched']:.2f} | "
+               f"{c['batched_models']} | {c['ratio_batched_vs_textbook']:.1f}x | {c['ratio_batched_vs_vmap']:.1f}x | "
+               f"{c['fraction_of_mm_peak']:.0%} |" for c in r["configs"]])
+    if r.get("end_to_end"):
+        table(["end to end", "runs", "model-epochs", "sweep", "textbook", "ratio"],
+              [f"| width {e['width']}, depth {e['depth']} | {e['runs']} | {e['model_epochs']} | "
+               f"{e['seconds_engine']:.1f} s | {e['seconds_textbook']:.1f} s | {e['ratio']:.1f}x |" for e in r["end_to_end"]])
+    if r.get("cifar"):
+        table(["model", "set", "(a) textbook", "(c) stacked", "M", "(c)/(a)", "s per model-epoch (c)"],
+              [f"| {c['model']} | {c['set']} | {c['model_epochs_per_s']['textbook']:.4f} | "
+               f"{c['model_epochs_per_s']['batched']:.4f} | {c['batched_models']} | "
+               f"{c['ratio_batched_vs_textbook']:.2f}x | {c['seconds_per_model_epoch']:.0f} |" for c in r["cifar"]])
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short timings (under 8 minutes on 2 cores)")
@@ -328,7 +357,11 @@ def main(argv=None):
     ap.add_argument("--only", choices=("mlp", "cifar"), default=None, help="only the MLP rows (and end to end) "
                     "or only the CIFAR ResNet rows")
     ap.add_argument("--results", default=str(RESULTS), help=f"where the result file goes (default {RESULTS})")
+    ap.add_argument("--table", metavar="FILE", help="print a result file as Markdown tables, and measure nothing")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text()), Path(args.table).name))
+        return 0
     device = resolve_device(args.device)
     budget = 1.0 if args.quick else 3.0
     torch.manual_seed(0)

@@ -223,7 +223,7 @@ class ChainStack(StackBase):
                 h = self._op(h, i)
             if spec.norm.build is not None:
                 h = self._norm(h, i, training)
-            if spec.pool:  # max-pool and ReLU commute; pooling first makes the ReLU 4x smaller
+            if spec.pool:  # max-pool and ReLU commute; pooling first leaves the ReLU a quarter of the elements
                 h = F.max_pool2d(h.flatten(1, 2), 2).view(*h.shape[:3], h.shape[3] // 2, h.shape[4] // 2)
             h = torch.relu(h)
         hm = h.reshape(h.shape[0], h.shape[1], -1).transpose(0, 1)  # [M, B, F]
