@@ -30,6 +30,16 @@ def test_split_disjoint_fixed_and_sized():
     assert not (tr == tr3).all()
     tr4, va4 = data.split_indices(60000, 0.2, data_seed=0, subset=1000)
     assert len(tr4) == 800 and len(va4) == 200 and not set(tr4.tolist()) & set(va4.tolist())
+    tr5, _ = data.split_indices(60000, 0.2, data_seed=0, subset=60000)
+    assert len(tr5) == len(tr)
+    with pytest.raises(data.DataError, match="more than the 60,000 training images"):
+        data.split_indices(60000, 0.2, data_seed=0, subset=60001)  # not silently all of them
+
+
+def test_subset_beyond_the_data_is_one_line(capsys):
+    assert main(["train", "--subset", "70000", "--width", "10", "--depth", "2", "--max-epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "subset=70000 is more than the 60,000" in err and "Traceback" not in err
 
 
 def test_device_tensors_are_scaled_and_split(mnist_raw):

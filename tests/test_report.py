@@ -188,3 +188,40 @@ def test_the_report_opens_with_bn_against_random_computed_by_hand(tmp_path, caps
     assert md.index("## BN-only against random weights") < md.index("## What was run") < md.index("## Claims")
     assert "In 2 of 2 architectures the paired 95% interval" in md and "bn_vs_random.png" in md
     assert (tmp_path / "bn_vs_random.png").stat().st_size > 0
+
+
+def test_the_headline_says_below_when_bn_is_below_random():
+    """A negative paired difference reads '0.2 ± 6.9 points below', never '-0.2 ... above'."""
+    from bnonly.headline import headline_sentences
+    from bnonly.stats import Stat
+    row = {"architecture": "mlp_w10_d2", "bn": Stat(0.19, 0.03, 3), "random": Stat(0.192, 0.05, 3),
+           "gap": Stat(-0.002, 0.069, 3)}
+    assert headline_sentences([row]) == ["mlp_w10_d2: BN-only 19.0 ± 3.0% (n=3), 0.2 ± 6.9 points (n=3) below an "
+                                         "equal number of random weights (19.2 ± 5.0% (n=3)), paired by seed."]
+
+
+def test_report_out_leaves_the_main_report_as_it_is(tmp_path, capsys):
+    """A store of two studies (max_epochs 100 and 10): `report --where ... --out` writes the smaller
+    study's report into a directory of its own; the main report stays byte for byte."""
+    from bnonly.cli import main
+    from bnonly.config import resolve
+    from bnonly.store import Store
+    runs = []
+    for e, n_seeds in ((100, 3), (10, 2)):
+        for s in range(n_seeds):
+            for t, acc in (("bn", 0.8 + 0.01 * s), ("random", 0.7)):
+                c = resolve("report", width=10, depth=2, trainable=t, seed=s, max_epochs=e)
+                runs.append({"run_id": c.run_id, "status": "finished", "model": "mlp", "width": 10, "depth": 2,
+                             "trainable": t, "seed": s, "dataset": "mnist", "test_accuracy": acc, "epochs_run": 5,
+                             "best_epoch": 4, "trainable_params": 20, "seconds": 1.0, "config": c.__dict__.copy()})
+    Store(tmp_path / "results.sqlite").write(runs)
+    assert main(["report", str(tmp_path)]) == 0
+    main_report = (tmp_path / "report.json").read_bytes()
+    assert json.loads(main_report)["headline"]["architectures"][0]["bn"]["n"] == 3
+    assert main(["report", str(tmp_path), "--where", "max_epochs=10", "--out", str(tmp_path / "e10")]) == 0
+    assert (tmp_path / "report.json").read_bytes() == main_report
+    small = json.loads((tmp_path / "e10" / "report.json").read_text())
+    assert small["headline"]["architectures"][0]["bn"]["n"] == 2 and (tmp_path / "e10" / "bn_vs_random.png").exists()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "report.json")]) == 2
+    assert "is a file" in capsys.readouterr().err

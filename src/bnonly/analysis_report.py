@@ -45,7 +45,8 @@ def condition_name(key, keys=()) -> str:
 
 
 def _pct(st) -> str:
-    return value(st)
+    """'95.1 ± 0.4', or '95.1' from one seed: the text beside it gives n and the % sign."""
+    return value(st).replace(" (n=1)", "")
 
 
 def _arch_groups(groups: dict) -> dict:

@@ -235,15 +235,25 @@ def check_where(where) -> dict:
     return out
 
 
-def report(out: str | os.PathLike, where=None, data_dir: str | None = None) -> Path:
+def report(out: str | os.PathLike, where=None, data_dir: str | None = None, to: str | os.PathLike | None = None) -> Path:
     """Write the report of a results directory (figures, report.md/.html/.json, results.csv,
-    the gamma analysis of the runs with stored models); returns the path of report.html.
-    where={"max_epochs": 10} (or ["max_epochs=10"]) reports only the runs with those values."""
+    the gamma analysis of the runs with stored models) into it, or into the directory `to`;
+    returns the path of report.html. where={"max_epochs": 10} (or ["max_epochs=10"]) reports only
+    the runs with those values."""
     from .reporting import write_report  # matplotlib: loaded when a report is asked for
     where = check_where(where)
     data_dir = None if data_dir is None else str(as_path(data_dir, "--data-dir"))
     store = open_store(as_path(out, "out"))
-    written = write_report(out, where=where, analyze=True, data_dir=data_dir, store=store)
+    dest = Path(out) if to is None else as_path(to, "--out")
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--out {dest}: is a file; give a directory")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {dest}: {e.strerror or e}") from None
+    if not os.access(dest, os.W_OK):
+        raise ConfigError(f"--out {dest}: not writable")
+    written = write_report(dest, where=where, analyze=True, data_dir=data_dir, store=store)
     return written["report.html"]
 
 

@@ -140,14 +140,14 @@ def cmd_sweep(args) -> int:
     return _sweep_status(out, stats)
 
 
-def _report(out_dir, where: dict | None = None, data_dir=None) -> int:
+def _report(out_dir, where: dict | None = None, data_dir=None, to=None) -> int:
     """Write the report, then print its path and its headline: BN-only against random weights."""
-    html = api.report(out_dir, where=where, data_dir=data_dir)
+    html = api.report(out_dir, where=where, data_dir=data_dir, to=to)
     print(f"report: {html} ({len(list(html.parent.glob('*.png')))} figures; results.csv beside it)")
     doc = json.loads((html.parent / "report.json").read_text())
     for sentence in doc["headline"]["sentences"]:
         print(f"  {sentence}")
-    warn_damaged(html.parent / "results.sqlite", doc["damaged"])
+    warn_damaged(Path(out_dir) / "results.sqlite", doc["damaged"])
     return 0
 
 
@@ -180,7 +180,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_report(args) -> int:
-    return _report(args.dir, args.where, args.data_dir)
+    return _report(args.dir, args.where, args.data_dir, args.out)
 
 
 def cmd_reproduce(args) -> int:
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
                     help="only runs with this configuration value (repeatable), e.g. --where max_epochs=10; "
                          "a store that holds several studies reports the largest unless --where selects another")
+    rp.add_argument("--out", default=None, metavar="DIR", help="write the report into DIR instead of the results "
+                    "directory (e.g. one directory for each --where)")
     rp.set_defaults(func=cmd_report)
 
     an = sub.add_parser("analyze", help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")

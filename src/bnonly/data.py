@@ -249,11 +249,16 @@ NORMALIZE = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 
 
 # ---------------------------------------------------------------- split and device tensors
+def subset_size(n: int, subset: int = 0) -> int:
+    """How many of a training set's n examples a run uses: all (subset 0) or `subset`, never more than there are."""
+    if subset > n:
+        raise DataError(f"subset={subset} is more than the {n:,} training images there are (subset = 0 uses them all)")
+    return subset or n
+
+
 def split_indices(n: int, val_fraction: float, data_seed: int, subset: int = 0):
     """Train/validation indices into the training set: disjoint, fixed by data_seed, never the test set."""
-    perm = np.random.default_rng(data_seed).permutation(n)
-    if subset:
-        perm = perm[: min(subset, n)]
+    perm = np.random.default_rng(data_seed).permutation(n)[: subset_size(n, subset)]
     n_val = int(round(len(perm) * val_fraction))
     if n_val < 1 or len(perm) - n_val < 2:
         raise DataError(f"subset={subset} is too small for a validation split of {val_fraction}")
@@ -262,8 +267,7 @@ def split_indices(n: int, val_fraction: float, data_seed: int, subset: int = 0):
 
 def split_sizes(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> tuple[int, int]:
     """How many training and validation examples a run has (its training set split as split_indices does)."""
-    n = len(_raw(dataset, data_dir).y_train)
-    n = min(subset, n) if subset else n
+    n = subset_size(len(_raw(dataset, data_dir).y_train), subset)
     return n - int(round(n * val_fraction)), int(round(n * val_fraction))
 
 

@@ -45,7 +45,8 @@ def device_name(device: str) -> str:
 def describe_device(device: str, threads: int = 0) -> str:
     """The line printed before training: 'device: cuda (NVIDIA H100 80GB HBM3)', 'device: cpu (AMD
     EPYC, 2 threads)' (threads: per group, default torch's)."""
-    extra = "" if device == "cuda" else f", {threads or torch.get_num_threads()} threads"
+    n = threads or torch.get_num_threads()
+    extra = "" if device == "cuda" else f", {n} thread{'s' if n != 1 else ''}"
     return f"device: {device} ({device_name(device)}{extra})"
 
 

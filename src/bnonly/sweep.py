@@ -76,7 +76,9 @@ class SweepConfig:
         for key in table:
             if key not in GRID_KEYS and key not in ("name", "preset") and (
                     key not in FIELD_TYPES or key in LIST_ONLY):
-                raise ConfigError(f"{source}: unknown key {key!r} (grid keys: {', '.join(GRID_KEYS)}; "
+                grid = next((g for g, f in GRID_KEYS.items() if f == key), None)  # 'width': the grid says 'widths'
+                hint = f"did you mean {grid!r}? " if grid else ""
+                raise ConfigError(f"{source}: unknown key {key!r} ({hint}grid keys: {', '.join(GRID_KEYS)}; "
                                   f"or any run setting such as max_epochs, dataset, subset)")
 
     @staticmethod
