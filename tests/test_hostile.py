@@ -191,3 +191,34 @@ def test_11_empty_output_paths_are_refused(tmp_path, capsys, monkeypatch):
     one_line(capsys, 2, main(["sweep", "quick", "--out", ""] + GRID), "--out '': expected a path")
     one_line(capsys, 2, main(["export", str(tmp_path), ""]), "export '': expected a path")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_second_pass_export_onto_the_store_itself(good, capsys):
+    """`export DIR DIR/results.sqlite` would write CSV over every result."""
+    store = good / "results.sqlite"
+    before = store.read_bytes()
+    one_line(capsys, 2, main(["export", str(good), str(store)]), "is the results store itself")
+    one_line(capsys, 2, main(["export-model", str(good), run_ids(good)["bn"], str(store)]), "is the results store itself")
+    assert store.read_bytes() == before and len(Store(store).runs()) == 2
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--width", str(10 ** 20)], "width=100000000000000000000: must be below 2**63"),  # torch's sizes, SQLite's integers
+    (["--lr", "1e39"], "lr=1e+39: must be a finite number"),                          # beyond fp32
+    (["--weight-decay", "1e308"], "weight_decay=1e+308: must be a finite number"),
+    (["--lr-drop-factor", "-1"], "lr_drop_factor=-1.0: must be > 0"),
+])
+def test_second_pass_numbers_torch_cannot_hold(flags, needle, capsys):
+    one_line(capsys, 2, main(["train", "--subset", "500", "--max-epochs", "1", *flags]), needle)
+
+
+def test_second_pass_a_schedule_past_fp32_steps_at_the_largest_float():
+    from bnonly.config import FLOAT32_MAX, resolve
+    c = resolve("report", lr=1e30, lr_drop_epoch=1, lr_drop_factor=1e30)
+    assert c.lr_at(1) == FLOAT32_MAX and resolve("report", lr=0.1, lr_drop_epoch=2).lr_at(2) == pytest.approx(0.01)
+
+
+def test_second_pass_far_too_many_threads_or_workers(tmp_path, capsys):
+    for flag in ("--threads", "--workers"):  # torch segfaults on 99,999 threads
+        one_line(capsys, 2, main(["sweep", "quick", "--out", str(tmp_path / "s"), flag, "99999"] + GRID), f"{flag} 99999")
+    assert not (tmp_path / "s" / "results.sqlite").exists() or not Store(tmp_path / "s" / "results.sqlite").runs()

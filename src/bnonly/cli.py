@@ -189,8 +189,17 @@ def cmd_reproduce(args) -> int:
     return _sweep_status(out, stats) or code
 
 
+def not_the_store(path: str, store_dir, what: str) -> None:
+    """An output path that is the store's own file (or its journal) would overwrite every result."""
+    target = Path(path).resolve()
+    store = (Path(store_dir) / "results.sqlite").resolve()
+    if target == store or target.name.startswith(store.name + "-") and target.parent == store.parent:
+        raise ConfigError(f"{what} {path}: is the results store itself; give another path")
+
+
 def cmd_export(args) -> int:
     api.writable(args.path, "export")
+    not_the_store(args.path, args.dir, "export")
     store = api.open_store(args.dir)
     dest = store.export_parquet(args.path) if args.path.endswith(".parquet") else store.export_csv(args.path)
     print(f"wrote {dest}")
@@ -199,6 +208,7 @@ def cmd_export(args) -> int:
 
 def cmd_export_model(args) -> int:
     api.writable(args.path, "export-model")
+    not_the_store(args.path, args.dir, "export-model")
     model = api.load_model(args.dir, args.run_id)
     save_state_dict(model, args.path, "export-model")
     (row,) = api.open_store(args.dir).runs(run_id=args.run_id)

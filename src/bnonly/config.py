@@ -23,6 +23,7 @@ RANDOM_PLACEMENTS = ("scattered", "per-unit", "neuron", "report-code")
 RANDOM_NORMS = ("batch", "inference")
 RANDOM_ALLOCATIONS = ("even", "proportional", "first", "last")
 PRECISIONS = ("fp32", "tf32", "bf16")
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite fp32: a float setting beyond it cannot reach a tensor
 
 
 # The allowed values of each string field, most of them read from their registries.
@@ -95,9 +96,11 @@ class RunConfig:
             want = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
             if not isinstance(v, want) or (f.type in ("int", "float") and isinstance(v, bool)):
                 raise ConfigError(f"{f.name}={v!r}: expected {f.type}")
+            if f.type == "int" and not abs(v) < 2 ** 63:  # what torch's sizes and the store's SQLite integers hold
+                raise ConfigError(f"{f.name}={v!r}: must be below 2**63")
             if f.type == "float":
-                if not math.isfinite(v):
-                    raise ConfigError(f"{f.name}={v!r}: must be a finite number")
+                if not math.isfinite(v) or abs(v) > FLOAT32_MAX:  # the step multiplies fp32 tensors by it
+                    raise ConfigError(f"{f.name}={v!r}: must be a finite number (at most {FLOAT32_MAX:.3g})")
                 object.__setattr__(self, f.name, float(v))
         for name, allowed in CHOICES.items():
             check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
@@ -112,6 +115,7 @@ class RunConfig:
         check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
         check(self.patience >= 0, "patience", "must be >= 0 (0 = no early stopping)")
         check(self.lr_drop_epoch >= 0, "lr_drop_epoch", "must be >= 0 (0 = never)")
+        check(self.lr_drop_factor > 0, "lr_drop_factor", "must be > 0")
         check(all(e.strip().isdecimal() and int(e) >= 1 for e in self.lr_drop_epochs.split(",")) if self.lr_drop_epochs
               else True, "lr_drop_epochs", "must be epochs >= 1, comma-separated (e.g. \"81,121\")")
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
@@ -128,7 +132,11 @@ class RunConfig:
         """The learning rate of an epoch (counted from 1): lr times lr_drop_factor once for each drop
         epoch (lr_drop_epoch and lr_drop_epochs) it has reached."""
         drops = [int(e) for e in self.lr_drop_epochs.split(",") if e.strip()] + [self.lr_drop_epoch] * bool(self.lr_drop_epoch)
-        return self.lr * self.lr_drop_factor ** sum(epoch >= e for e in drops)
+        try:
+            lr = self.lr * self.lr_drop_factor ** sum(epoch >= e for e in drops)
+        except OverflowError:
+            lr = math.inf
+        return min(lr, FLOAT32_MAX)  # a schedule that grows past fp32 steps at its largest (and diverges)
 
     # ---- identity ----
     @property

@@ -69,8 +69,8 @@ class SweepOptions:
                 raise ConfigError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
         for flag, value, least in (("--group-size", self.group_size, 1), ("--workers", self.workers, 1),
                                    ("--threads", self.threads, 0)):
-            if value < least:
-                raise ConfigError(f"{flag} {value}: must be >= {least}")
+            if not least <= value <= MOST_PROCESSES:  # torch crashes on far more threads than there are cores
+                raise ConfigError(f"{flag} {value}: must be in [{least}, {MOST_PROCESSES}]")
 
     def resolved_device(self) -> str:
         """The device to train on, every flag checked against the executor (and Ray installed where
@@ -91,6 +91,8 @@ class SweepOptions:
             return self.threads
         return torch.get_num_threads() if self.workers <= 1 else max(1, (os.cpu_count() or 1) // self.workers)
 
+
+MOST_PROCESSES = 1024  # the largest --workers, --threads and --group-size taken
 
 OPTION_TYPES = {"device": str, "data_dir": "path", "workers": int, "group_size": int, "threads": int, "estimate": bool,
                 "executor": str, "address": str, "cpus_per_task": int, "gpus_per_task": float}
@@ -179,10 +181,10 @@ def _pool_job(args):
     return args[0], train_group(*args[1:])
 
 
-def pool(work, device: str, options: SweepOptions):
-    """--workers N: groups in N spawned processes."""
+def pool(work, device: str, options: SweepOptions, n_groups: int):
+    """--workers N: groups in N spawned processes (no more than there are groups)."""
     threads = options.group_threads()
-    with mp.get_context("spawn").Pool(options.workers, initializer=_ignore_sigint) as workers:
+    with mp.get_context("spawn").Pool(max(1, min(options.workers, n_groups)), initializer=_ignore_sigint) as workers:
         jobs = ((i, g, device, options.data_dir, None, threads) for i, g in work)
         for i, rows in workers.imap_unordered(_pool_job, jobs):
             yield i, rows, None

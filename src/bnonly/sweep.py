@@ -234,7 +234,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions | N
     if options.executor == "ray":
         finished = cluster.ray_groups(work, device, options, progress)
     elif options.workers > 1:
-        finished = pool(work, device, options)
+        finished = pool(work, device, options, len(groups))
     else:
         finished = inline(work, device, options, progress)
     try:
