@@ -120,8 +120,8 @@ class RunConfig:
               else True, "lr_drop_epochs", "must be epochs >= 1, comma-separated (e.g. \"81,121\")")
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
-        for name in ("seed", "data_seed"):  # what torch's generator and the store's SQLite integers both hold
-            check(0 <= getattr(self, name) < 2 ** 63, name, "must be >= 0 and < 2**63")
+        for name in ("seed", "data_seed"):  # torch's generator takes no negative seed (the bound above caps them)
+            check(getattr(self, name) >= 0, name, "must be >= 0")
         s = SETS[self.trainable]
         if s.needs_beta and not self.hidden_beta and self.norm != "none":
             raise ConfigError(f"trainable={self.trainable!r} needs hidden_beta=true (this preset has no beta in hidden layers)")
