@@ -137,7 +137,10 @@ def test_5_a_damaged_model_artefact(good, blob, capsys):
                                               ("history", "[1,2", "history is not JSON"),
                                               ("test_accuracy", "abc", "test_accuracy 'abc' is not a fraction"),
                                               ("test_accuracy", 7.5, "test_accuracy 7.5 is not a fraction"),
-                                              ("trainable", "bogus", "unknown trainable set 'bogus'")])
+                                              ("trainable", "bogus", "unknown trainable set 'bogus'"),
+                                              ("width", "ten", "width 'ten' is not its config's (8)"),
+                                              ("depth", 3, "depth 3 is not its config's (1)"),
+                                              ("test_accuracy", None, "a finished run without a test accuracy")])
 def test_6_7_11_a_hand_edited_row_is_left_out_by_run_id(good, column, value, why, capsys):
     bn = run_ids(good)["bn"]
     edit(good, f"UPDATE runs SET {column} = ? WHERE run_id = ?", value, bn)
@@ -153,6 +156,11 @@ def test_6_7_11_a_hand_edited_row_is_left_out_by_run_id(good, column, value, why
     assert main(["sweep", "quick", "--out", str(good)] + GRID) == 0
     store = Store(good / "results.sqlite")
     assert len(store.runs()) == 2 and store.damaged == {}
+
+
+def test_a_row_whose_run_id_is_not_its_configs_hash_is_left_out(good, capsys):
+    edit(good, "UPDATE runs SET run_id = 'abc' WHERE run_id = ?", run_ids(good)["bn"])
+    one_line(capsys, 0, main(["report", str(good)]), "1 damaged run(s) left out: abc (run_id 'abc' is not its config's (")
 
 
 @pytest.mark.parametrize("value", ['"x"', "{", "[1]"])
@@ -182,6 +190,8 @@ def test_10_api_arguments_are_checked_first(tmp_path):
         bnonly.sweep("quick", tmp_path / "x", workers="2")
     with pytest.raises(bnonly.ConfigError, match="--data-dir 3: expected a path"):
         bnonly.sweep("quick", tmp_path / "x", data_dir=3)
+    with pytest.raises(bnonly.ConfigError, match="sweep config 5: expected a shipped config's name"):
+        bnonly.load_sweep(5)
     assert not (tmp_path / "x").exists()
 
 

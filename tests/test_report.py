@@ -7,6 +7,7 @@ import pytest
 
 from bnonly import stats
 from bnonly.claims import claims
+from bnonly.config import RunConfig
 from bnonly.verdicts import HELD, NOT_HELD, NOT_MEASURED
 from bnonly.reporting import write_report
 from bnonly.stats import mean_ci
@@ -38,7 +39,7 @@ def _mean_acc(width, depth, trainable, bn784, random784):
 def _run(model, width, depth, trainable, seed, acc, params, status="finished"):
     cfg = {"model": model, "width": width, "depth": depth, "trainable": trainable, "seed": seed,
            "dataset": "mnist", "gamma_init": "uniform(-1,1)", "max_epochs": 100, "subset": 0, "hidden_beta": False}
-    return {"run_id": f"{model}-{width}-{depth}-{trainable}-{seed}", "status": status, "model": model,
+    return {"run_id": RunConfig(**cfg).run_id, "status": status, "model": model,
             "width": width, "depth": depth, "trainable": trainable, "seed": seed, "dataset": "mnist",
             "test_accuracy": acc, "test_loss": 0.3, "val_accuracy": acc, "val_loss": 0.3, "best_epoch": 5,
             "epochs_run": 8, "trainable_params": params, "total_params": 100_000, "seconds": 12.5,

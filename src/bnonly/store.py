@@ -87,9 +87,16 @@ def parse_row(raw: dict) -> tuple[dict | None, str | None]:
     if row.get("config") is None:
         return None, "it has no config"
     try:
-        RunConfig(**row["config"])
+        cfg = RunConfig(**row["config"])
     except (TypeError, ValueError) as e:  # (ConfigError is a ValueError)
         return None, f"its config is not a run's ({str(e).splitlines()[0]})"
+    if row.get("run_id") != cfg.run_id:
+        return None, f"run_id {row.get('run_id')!r} is not its config's ({cfg.run_id})"
+    for c in INDEX_COLUMNS:  # copies of the config's fields, which every table groups by
+        if row.get(c) != getattr(cfg, c):
+            return None, f"{c} {row.get(c)!r} is not its config's ({getattr(cfg, c)!r})"
+    if row["status"] == "finished" and row.get("test_accuracy") is None:
+        return None, "a finished run without a test accuracy"
     for c in FRACTIONS:
         v = row.get(c)
         if v is not None and (isinstance(v, (str, bytes, bool)) or not (v != v or 0 <= v <= 1)):

@@ -172,6 +172,8 @@ def shipped_configs() -> list[str]:
 def load_sweep(spec: str, overrides: list[str] | dict | None = None, source: str = "--set") -> SweepConfig:
     """A sweep from a shipped config name (`quick`, `report`, ...) or a TOML path, then overrides:
     `--set key=value` strings, or a dict of keys and values (the Python API's keywords)."""
+    if not isinstance(spec, (str, Path)):
+        raise ConfigError(f"sweep config {spec!r}: expected a shipped config's name or a .toml path")
     path = Path(spec)
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{spec}.toml"
