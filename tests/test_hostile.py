@@ -192,6 +192,7 @@ def test_10_api_arguments_are_checked_first(tmp_path):
         bnonly.sweep("quick", tmp_path / "x", data_dir=3)
     with pytest.raises(bnonly.ConfigError, match="sweep config 5: expected a shipped config's name"):
         bnonly.load_sweep(5)
+    assert bnonly.load_sweep(Path("quick")).name == "quick"  # a path-like is still a path
     assert not (tmp_path / "x").exists()
 
 

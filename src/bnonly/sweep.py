@@ -8,6 +8,7 @@ Re-launching a sweep skips the runs the store already holds, so an interrupted s
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 import tomllib
@@ -169,11 +170,12 @@ def shipped_configs() -> list[str]:
     return sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".toml"))
 
 
-def load_sweep(spec: str, overrides: list[str] | dict | None = None, source: str = "--set") -> SweepConfig:
+def load_sweep(spec: str | os.PathLike, overrides: list[str] | dict | None = None, source: str = "--set") -> SweepConfig:
     """A sweep from a shipped config name (`quick`, `report`, ...) or a TOML path, then overrides:
     `--set key=value` strings, or a dict of keys and values (the Python API's keywords)."""
-    if not isinstance(spec, (str, Path)):
+    if not isinstance(spec, (str, os.PathLike)):
         raise ConfigError(f"sweep config {spec!r}: expected a shipped config's name or a .toml path")
+    spec = os.fspath(spec)
     path = Path(spec)
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{spec}.toml"
