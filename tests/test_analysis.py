@@ -5,7 +5,8 @@ import torch
 
 from torch import nn
 
-from bnonly.analysis import KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, group, norms, scale_free, switched_off
+from bnonly.analysis import (KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, group, importance, norms, readers,
+                             scale_free, switched_off)
 from bnonly.cli import main
 from bnonly.config import resolve
 from bnonly.data import load
@@ -64,7 +65,7 @@ def test_ablation_variants_equal_the_models_with_those_features_off():
     for j, k in enumerate(KS):
         if k not in (20, 50, 90):
             continue
-        order = [n.weight.abs().argsort() for n in norms(r.model)]
+        order = [i.argsort() for i in importance([n.weight for n in norms(r.model)], readers(r.model))]
         n_off = [round(n.weight.numel() * k / 100) for n in norms(r.model)]
         cases = {"smallest": [o[:n] for o, n in zip(order, n_off)], "largest": [o.flip(0)[:n] for o, n in zip(order, n_off)]}
         for field, off in [*cases.items(), ("random", draws[k][1])]:
@@ -128,12 +129,12 @@ def test_disabled_fraction_is_scale_free_and_the_function_too():
     before_out = m(x)
     free = scale_free(m)
     assert free == [True, True, False]  # the last hidden layer feeds the head: its scale reaches the logits
-    before = fractions([b.norm.weight.detach().clone() for b in m.blocks], free)
+    before = fractions([b.norm.weight.detach().clone() for b in m.blocks], readers(m), free)
     with torch.no_grad():  # layer 1 (followed by layer 2's BatchNorm): gamma and beta x 4
         m.blocks[0].norm.weight.mul_(4.0)
         m.blocks[0].norm.bias.mul_(4.0)
     after_out = m(x)
-    after = fractions([b.norm.weight.detach().clone() for b in m.blocks], free)
+    after = fractions([b.norm.weight.detach().clone() for b in m.blocks], readers(m), free)
     assert torch.allclose(before_out, after_out, atol=1e-4)
     assert after["relative"] == before["relative"] and before["relative"]["per_layer"][2] is None
     assert after["0.1"]["per_layer"][0] < before["0.1"]["per_layer"][0] - 0.03  # not scale-free
@@ -157,13 +158,13 @@ def test_scale_free_layers_of_each_kind_of_model():
 
 
 def test_control_ablation_equals_the_ordered_one_where_gamma_did_not_move():
-    """Ordered by the initial |gamma|, the ablation of a network whose gamma did not move is exactly
-    the smallest-first ablation; after training they part."""
+    """Ordered by the importance at initialisation, the ablation of a network whose gamma did not move
+    is exactly the least-important-first ablation; after training they part."""
     cfg = resolve(width=32, depth=2, subset=3000, max_epochs=1, trainable="bn", lr=0.1)
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
     x, y, xs = d.x_test[:300], d.y_test[:300], d.x_train[:640]
     untrained = build(cfg)
-    initial = [n.weight.detach().clone() for n in norms(untrained)]
+    initial = importance([n.weight.detach().clone() for n in norms(untrained)], readers(untrained))
     same = ablation(untrained, cfg, xs, x, y, initial=initial, draws=0)
     assert same["initial"] == same["smallest"] and "random" not in same
     (r,) = train([cfg])
@@ -179,14 +180,16 @@ def test_known_zero_gammas_give_exactly_that_fraction_and_those_dead_units():
         m.blocks[0].norm.bias.copy_(torch.tensor([0.0, 0.0, -1.0, 0, 0, 0, 0, 0, 0, 0]))
         m.blocks[1].norm.weight.fill_(1.0)
         m.blocks[1].norm.bias.zero_()
+        m.blocks[1].op.weight.fill_(0.1)  # every column of equal norm: a feature's contribution is its |gamma|
+        m.head.weight.fill_(0.1)
         x = torch.rand(500, 1, 28, 28)
         for b in m.blocks:  # statistics of these inputs, so every gamma=1 unit is centred
             b.norm.reset_running_stats()
             b.norm.momentum = None
         m.train()(x)
-    f = fractions([b.norm.weight for b in m.blocks], [True, True])
+    f = fractions([b.norm.weight for b in m.blocks], readers(m), [True, True])
     assert f["relative"]["per_layer"] == [0.3, 0.0] and f["relative"]["all"] == 3 / 20
-    f = fractions([b.norm.weight for b in m.blocks], scale_free(m))  # the last layer is measured absolutely only
+    f = fractions([b.norm.weight for b in m.blocks], readers(m), scale_free(m))  # the last layer: absolutely only
     assert f["relative"]["per_layer"] == [0.3, None] and f["relative"]["all"] == 0.3 and f["0.01"]["all"] == 3 / 20
     # gamma = 0 and beta <= 0: ReLU(beta) = 0 on every input; centred gamma=1 units fire on about half
     assert dead_fraction(m, x) == [0.3, 0.0]
@@ -212,6 +215,8 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "12 runs analyzed" in printed  # random is not analyzed
     assert printed.count("features of the layers followed by a normalization disabled") == 4  # bn and all, 2 archs
+    assert printed.count("Budget: a subset of 2,000 images (1,600 to train on), early stopping (patience 3) within 2 "
+                         "epochs (off the report's protocol in max_epochs, subset)") == 4
     assert "beta_hist_mlp_w16_d2.png" in printed  # the frankle preset has hidden beta
     assert main(["report", str(out)]) == 0
     for f in ("gamma_hist_mlp_w16_d2.png", "gamma_hist_mlp_w16_d2.svg", "ablation_mlp_w16_d1.png", "report.json"):
@@ -220,7 +225,8 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
     assert {"claims", "claims_by_dataset", "mlp_table", "lenet_table", "sections", "gamma_analysis"} <= set(doc)
     assert len(doc["gamma_analysis"]["rows"]) == 2 * 3 and len(doc["gamma_analysis"]["runs"]) == 12
     md = (out / "report.md").read_text()
-    assert "## What the affine parameters learn" in md and "Frankle et al.: 25-33%" in md and "(control)" in md
+    assert "## What the affine parameters learn" in md and "around a third of the random features" in md
+    assert "(control)" in md and "Frankle et al.: 25-33%" not in md
     assert "n/a: no hidden beta" not in md and "cannot die" not in md
 
 
@@ -232,8 +238,9 @@ def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):
     a = analyze_run({"run_id": cfg.run_id, "config": cfg.__dict__, "test_accuracy": r.test_accuracy}, r.artefact)
     assert a["has_beta"] is False and a["dead"] is None and a["rare"] is None
     assert a["ablation"]["untrained"] and a["ablation"]["initial"] and a["scale_free"] == [True, False]
-    sec, (header, rows) = section([a], tmp_path, {}, 0.1135)
+    sec, (header, rows) = section([a, {**a, "status": "diverged"}], tmp_path, {}, 0.1135)
     assert rows[0][header.index("dead units (%)")] == "n/a: no trained hidden beta"
+    assert rows[0][header.index("n")] == "2 (1 diverged)"
     assert any("cannot die" in b.get("text", "") for b in sec["blocks"])
 
 

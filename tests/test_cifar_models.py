@@ -255,22 +255,28 @@ def test_frankle_claims_verdicts_for_chosen_accuracies():
     def verdicts(runs):
         return [c["verdict"] for c in frankle_claims(runs)]
     # per seed, bn - random = gap, gap - 2, gap - 4 points: (gap - 2) ± 5.0 points (t interval, n = 3)
-    assert verdicts(frankle_runs({"resnet14": 0.2, "resnet56": 0.3})) == ["held", "held"]
-    # F1 is judged at the deepest ResNet run ("sufficiently deep"); the shallower ones are listed, not judged
-    assert verdicts(frankle_runs({"resnet14": 0.3, "resnet56": 0.02}))[0] == "did not hold"   # 0 ± 5 at ResNet-56
-    assert verdicts(frankle_runs({"resnet14": 0.3, "resnet56": 0.12}))[0] == "inconclusive"   # 10 ± 5 straddles 10
-    deep = frankle_claims(frankle_runs({"resnet14": 0.02, "resnet56": 0.3}))[0]
-    assert deep["verdict"] == "held" and "not judged: resnet14: +0.0 ± 5.0 points" in deep["measured"]
-    assert verdicts(frankle_runs({"resnet14": 0.3, "resnet56": 0.2}))[1] == "did not hold"    # the gap shrinks
+    assert verdicts(frankle_runs({"resnet14": 0.2, "resnet110": 0.3})) == ["held", "held"]
+    # F1 is judged at ResNet-110 and deeper ("sufficiently deep"); shallower ones are listed, not judged
+    assert verdicts(frankle_runs({"resnet14": 0.3, "resnet110": 0.02}))[0] == "did not hold"   # 0 ± 5 at ResNet-110
+    assert verdicts(frankle_runs({"resnet14": 0.3, "resnet110": 0.12}))[0] == "inconclusive"   # 10 ± 5 straddles 10
+    deep = frankle_claims(frankle_runs({"resnet14": 0.02, "resnet110": 0.3}))[0]
+    assert deep["verdict"] == "held" and "shallower, not judged: resnet14: +0.0 ± 5.0 points" in deep["measured"]
+    assert deep["label"] == "held at ResNet-110 of 110–866"
+    assert verdicts(frankle_runs({"resnet14": 0.3, "resnet110": 0.2}))[1] == "did not hold"    # the gap shrinks
+    # every deep ResNet must hold: one refuted among them refutes F1
+    assert verdicts(frankle_runs({"resnet110": 0.3, "resnet218": 0.02}))[0] == "did not hold"
+    # a store of ResNets shallower than 110 layers cannot test a claim about sufficiently deep ones
+    shallow = frankle_claims(frankle_runs({"resnet14": 0.3, "resnet56": 0.3}))[0]
+    assert shallow["verdict"] == "not testable at this depth" and "resnet56: +28.0 ± 5.0 points" in shallow["measured"]
     # a verdict rests on Frankle's protocol: an epoch cap or another data set is "not testable at this budget"
-    capped = frankle_claims(frankle_runs({"resnet14": 0.2, "resnet56": 0.3}, max_epochs=10))
+    capped = frankle_claims(frankle_runs({"resnet14": 0.2, "resnet110": 0.3}, max_epochs=10))
     assert [c["verdict"] for c in capped] == ["not testable at this budget"] * 2
     assert "stopped by max_epochs = 10" in capped[0]["measured"] and "rule gives 'held'" in capped[0]["measured"]
-    other = frankle_claims(frankle_runs({"resnet14": 0.2, "resnet56": 0.3}, dataset="fashion-mnist"))
+    other = frankle_claims(frankle_runs({"resnet14": 0.2, "resnet110": 0.3}, dataset="fashion-mnist"))
     assert other[0]["verdict"] == "not testable at this budget" and "dataset" in other[0]["measured"]
     for off in ({"lr_drop_factor": 0.5}, {"val_fraction": 0.5}, {"random_placement": "scattered"}, {"normalize": False}):
-        assert frankle_claims(frankle_runs({"resnet14": 0.2}, **off))[0]["verdict"] == "not testable at this budget", off
-    assert verdicts(frankle_runs({"resnet14": 0.2})) == ["held", "not measured"]
+        assert frankle_claims(frankle_runs({"resnet110": 0.2}, **off))[0]["verdict"] == "not testable at this budget", off
+    assert verdicts(frankle_runs({"resnet110": 0.2})) == ["held", "not measured"]
 
 
 def test_report_puts_measured_next_to_published(tmp_path):

@@ -88,12 +88,14 @@ def test_claim4_small_growth_within_noise_does_not_hold():
 def test_claim5_flat_curve_does_not_hold():
     # width helps, but accuracy is flat from depth 2 on: no rise up to depth 4, so no levelling "after 4"
     runs = [run("bn", s, acc + 0.001 * s, width=w, depth=d)
-            for w, acc in ((10, 0.6), (784, 0.95)) for d in (2, 4, 6) for s in SEEDS]
+            for w, acc in ((10, 0.6), (20, 0.7), (784, 0.95)) for d in (2, 4, 6) for s in SEEDS]
     c5 = claim(runs, 5)
     assert c5["verdict"] == NOT_HELD and "depth 2 → 4 +0.0" in c5["measured"]
+    # w20 d2 and w10 d4 train as many parameters (40): the wider is 10 points better there
     runs = [run("bn", s, acc + (0.02 if d >= 4 else 0) + 0.001 * s, width=w, depth=d)
-            for w, acc in ((10, 0.6), (784, 0.93)) for d in (2, 4, 6) for s in SEEDS]
-    assert claim(runs, 5)["verdict"] == HELD
+            for w, acc in ((10, 0.6), (20, 0.7), (784, 0.93)) for d in (2, 4, 6) for s in SEEDS]
+    c5 = claim(runs, 5)
+    assert c5["verdict"] == HELD and "wider − deeper per doubling +8.0 ± 0.0 points (n=3) over 1 pair" in c5["measured"]
 
 
 def test_other_data_sets_do_not_get_mnist_thresholds():
@@ -130,7 +132,7 @@ def test_two_study_store_is_never_pooled(tmp_path):
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["study"] == {} and [c["verdict"] for c in doc["claims"]][2] == NOT_TESTABLE
     assert all(c["verdict"] != NOT_HELD for c in doc["claims"])
-    assert set(doc["claims"][0]) == {"id", "claim", "rule", "measured", "verdict"}
+    assert set(doc["claims"][0]) == {"id", "claim", "rule", "measured", "verdict", "scope", "setting", "label"}
 
 
 def test_report_states_the_budget(tmp_path):
@@ -226,7 +228,7 @@ def test_every_verdict_names_its_setting_and_a_weakened_baseline():
 def test_chance_is_the_majority_class_rate():
     """MNIST's most common test digit (1) is 11.35%: cells at it, or at 11.2% (above 1/10), are not above chance."""
     from bnonly.stats import chance
-    assert chance("mnist") == 0.1135 and chance("fashion-mnist") == 0.1
+    assert chance("mnist").rate == 0.1135 and chance("fashion-mnist").rate == 0.1
     at = [run("bn", s, 0.1135, width=w) for s in SEEDS for w in (10, 100)]
     c1 = claim(at, 1)
     assert c1["verdict"] == NOT_HELD and "Against chance 11.35%" in c1["measured"] and "11.35%" in c1["rule"]
@@ -259,7 +261,7 @@ def test_refutations_are_controlled_across_cells():
     refute 'every cell is above chance'; among 2 cells it does, and a clear one does among 14."""
     barely = (0.1100, 0.1105, 0.1110)
     assert claim(null_cells(14, barely), 1)["verdict"] == INCONCLUSIVE
-    assert "0 refuted (Holm, across 14 cells)" in claim(null_cells(14, barely), 1)["measured"]
+    assert "0 refuted (Holm, across the claim's 14 tests)" in claim(null_cells(14, barely), 1)["measured"]
     assert claim(null_cells(2, barely), 1)["verdict"] == NOT_HELD
     assert claim(null_cells(14, (0.100, 0.1001, 0.1002)), 1)["verdict"] == NOT_HELD
     # "most cells" (claim 4): half or more refuted puts a majority out of reach, one of many does not
@@ -271,7 +273,7 @@ def test_refutations_are_controlled_across_cells():
         return out
     assert claim(gaps([0.02, -0.02]), 4)["verdict"] == NOT_HELD  # 1 of 2 refuted: no majority possible
     assert claim(gaps([-0.004] + [0.02] * 4 + [0.03]), 4)["verdict"] == HELD  # 5 of 6 hold; the one below is not Holm-refuted
-    assert "refuted in 0 (Holm)" in claim(gaps([-0.004] + [0.02] * 4 + [0.03]), 4)["measured"]
+    assert "refuted in 0 (Holm, across the claim's 7 tests)" in claim(gaps([-0.004] + [0.02] * 4 + [0.03]), 4)["measured"]
 
 
 def test_claim4_names_its_confound():

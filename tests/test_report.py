@@ -12,7 +12,7 @@ from bnonly.verdicts import HELD, NOT_HELD, NOT_MEASURED
 from bnonly.reporting import write_report
 from bnonly.stats import mean_ci
 
-WIDTHS, DEPTHS, SEEDS = (10, 100, 784), (2, 4, 6), (0, 1, 2)
+WIDTHS, DEPTHS, SEEDS = (10, 20, 100, 784), (2, 4, 6), (0, 1, 2)  # w20 d2 and w10 d4: equal bn parameters
 MLP_SETS = ("all", "all-nobn", "bn", "random", "bn+out", "out", "none")
 
 
@@ -24,7 +24,7 @@ def _params(width, depth, trainable):
 
 
 def _mean_acc(width, depth, trainable, bn784, random784):
-    wide = {10: 0.45, 100: 0.80, 784: bn784}[width]
+    wide = {10: 0.45, 20: 0.55, 100: 0.80, 784: bn784}[width]
     if trainable == "bn":  # a rise up to depth 4, then level
         return wide + (0.0 if depth >= 4 else -0.02) + 0.002 * (depth - 4)
     if trainable == "random":
@@ -60,7 +60,7 @@ def make_runs(bn784=0.95, random784=0.80, widths=WIDTHS, lenet=True, mlp=True):
     if lenet:
         for t, m, p in (("all", 0.98, 61706), ("bn", 0.30, 266), ("random", 0.275, 266), ("none", 0.10, 0)):
             for s in SEEDS:
-                runs.append(_run("lenet5", 784, 4, t, s, float(m + rng.normal(0, 0.005)), p))
+                runs.append(_run("lenet5", 784, 4, t, s, float(m + rng.normal(0, 0.002)), p))
     if mlp:
         runs.append(_run("mlp", 784, 6, "all-nobn", 9, math.nan, _params(784, 6, "all-nobn"), status="diverged"))
     return runs
@@ -124,7 +124,7 @@ def test_write_report_full(tmp_path):
         assert f"({stem}.png)" in md
     assert "1 diverged" in md and "gamma_init = uniform(-1,1)" in md
     assert md.index("## Claims") < md.index("## Figures") < md.index("## MLP")
-    assert " ± " in md and md.count("| held |") == 6
+    assert " ± " in md and md.count("| held") == 6 and "| held at depths 4, 6 of 4–14 |" in md
 
 
 @pytest.mark.parametrize("kind", ["empty", "diverged-only", "lenet-only", "one-width-one-seed"])
@@ -195,8 +195,10 @@ def test_the_headline_says_below_when_bn_is_below_random():
     """A negative paired difference reads '0.2 ± 6.9 points below', never '-0.2 ... above'."""
     from bnonly.headline import headline_sentences
     from bnonly.stats import Stat
-    row = {"architecture": "mlp_w10_d2", "bn": Stat(0.19, 0.03, 3), "random": Stat(0.192, 0.05, 3),
-           "gap": Stat(-0.002, 0.069, 3)}
+    def half(h):  # a Stat whose 95% interval is ± h over 3 seeds
+        return h / stats.t975(2)
+    row = {"architecture": "mlp_w10_d2", "bn": Stat(0.19, half(0.03), 3), "random": Stat(0.192, half(0.05), 3),
+           "gap": Stat(-0.002, half(0.069), 3)}
     assert headline_sentences([row]) == ["mlp_w10_d2: BN-only 19.0 ± 3.0% (n=3), 0.2 ± 6.9 points (n=3) below an "
                                          "equal number of random weights (19.2 ± 5.0% (n=3)), paired by seed."]
 

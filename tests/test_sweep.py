@@ -24,7 +24,7 @@ def test_shipped_grids_expand():
     assert {c.trainable for c in q.runs()} >= {"bn", "random"}  # the report's central comparison
     assert all(c.subset == 0 and c.max_epochs == 100 and c.patience == 3 for c in q.runs())  # the protocol
     c = load_sweep("claims")
-    assert len(c.runs()) == 2 * 3 * 4 * 3 + 4 * 3
+    assert len(c.runs()) == 3 * 3 * 4 * 3 + 4 * 3  # widths 10, 20, 784 x depths 2, 4, 8; LeNet-5
     assert all(c.subset == 0 and c.max_epochs == 100 for c in c.runs())
     r = load_sweep("report")
     assert len(r.runs()) == 7 * 7 * 7 * 3 + 7 * 3

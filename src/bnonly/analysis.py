@@ -1,33 +1,6 @@
-"""What the affine parameters learn: gamma/beta distributions, disabled features, dead units, ablation.
-
-Frankle, Schwab & Morcos (ICLR 2021, Section 5, "Examining the values of gamma and beta") report
-that BatchNorm-only training disables between a quarter and a third of the random features (gamma
-close to 0, by absolute thresholds), and ReLUs whose output is 0 for every test example. Per stored
-run (rebuilt from its artefact) this measures:
-
-- **disabled features, scale-free**, on the layers followed by a normalization: |gamma| below
-  RELATIVE (10%) of the root-mean-square |gamma| of its own layer. Where a layer feeds, through its
-  ReLU, the next layer and that layer's normalization, multiplying its gamma and beta by any c > 0
-  leaves the network's function unchanged (the next normalization divides c out, up to eps): an
-  absolute threshold such as |gamma| < 0.1 partly measures that free scale, a relative one does not
-  (tested). That holds for every hidden layer of a chain but the last (which feeds the head) and,
-  in a ResNet, for the first layer of each block only: the second, the shortcut's and the stem's
-  feed the residual sum, where a layer's whole gamma scale matters (a shrinking one switches a
-  branch off, which no relative measure sees). Those layers are measured by the absolute thresholds
-  (Frankle et al.'s kind of measure, computed on every layer) and by their layer's gamma scale (RMS
-  |gamma| learned over initial), reported per layer. Fractions are weighted by feature count.
-- **dead units** (where the model has beta, in a chain of blocks: not in residual networks, where a
-  unit's output is added to the shortcut before its ReLU): the ReLU output is 0 for every test example; and, as a
-  second column, units active on fewer than 1% of them. Without hidden beta (the `report` preset)
-  ReLU(gamma * x_hat) is positive on about half the inputs whenever gamma != 0, so units cannot die:
-  the analysis says so instead of printing zeros.
-- **ablation**: test accuracy with k% of every layer's features switched off (gamma = beta = 0),
-  smallest |gamma| first, largest first and at random (RANDOM_DRAWS draws), with BatchNorm running
-  statistics re-estimated on STAT_BATCHES training batches after switching off (the intact
-  network's statistics no longer describe the next layers' inputs). Two controls: the trained
-  network with the features of smallest *initial* |gamma| switched off first (features that start
-  small contribute little whether or not training learns to disable them), and the untrained
-  network ablated smallest |gamma| first.
+"""What the affine parameters learn: disabled features, the gamma scale of each layer, dead units,
+and the ablation that switches features off (Frankle et al., Section 5; docs/study.md says what each
+measure is, on which layers, and why it does not change when the network's function does not).
 """
 from __future__ import annotations
 
@@ -47,7 +20,7 @@ from .stats import config_of
 from .store import Store
 from .trainable import ArtefactError, Plan, plan, rebuild
 
-RELATIVE = 0.1                      # disabled: |gamma| < 10% of its layer's RMS |gamma|
+RELATIVE = 0.1                      # disabled: a contribution below 10% of its layer's RMS contribution
 THRESHOLDS = (0.01, 0.05, 0.1)      # absolute |gamma| thresholds (secondary: not scale-free)
 RARE = 0.01                         # "rarely active": on fewer than 1% of test examples
 KS = tuple(range(0, 101, 10))
@@ -57,10 +30,31 @@ STAT_BATCHES = 20                   # batches of 128 training images that re-est
 ANALYZED_SETS = tuple(n for n, s in SETS.items() if s.trains_affine)  # the sets whose gamma/beta train
 
 
-def disabled(gamma: torch.Tensor, relative: float = RELATIVE) -> torch.Tensor:
-    """Which features of one layer are disabled: |gamma| < relative x the layer's RMS |gamma|."""
-    rms = gamma.pow(2).mean().sqrt()
-    return gamma.abs() < relative * rms
+def disabled(contribution: torch.Tensor, relative: float = RELATIVE) -> torch.Tensor:
+    """Which features of one layer are disabled: a contribution below `relative` x the layer's RMS."""
+    rms = contribution.pow(2).mean().sqrt()
+    return contribution < relative * rms
+
+
+def readers(model) -> list[torch.Tensor | None]:
+    """Per unit (model.units() order): the weight of the layer that alone reads its features through
+    its ReLU: in a chain the next block's linear/conv or, for the last, the head; in a residual
+    network the block's second conv for its first layer, None for the others (they feed the residual
+    sum, which the shortcut adds to)."""
+    units = model.units()
+    if is_chain(model):
+        return [units[i + 1][1].weight if i + 1 < len(units) else model.head.weight for i in range(len(units))]
+    by_name = {name: op for name, op, _ in units}
+    return [by_name[name[:-len("conv1")] + "conv2"].weight if name.endswith(".conv1") else None for name, _, _ in units]
+
+
+def contributions(gamma: torch.Tensor, reader: torch.Tensor) -> torch.Tensor:
+    """Per feature j: |gamma_j| times the norm of what the next layer reads of it (the column j of a
+    linear layer, a conv's input channel j, the j-th block of columns of a linear layer after a
+    flattened conv). Scaling gamma_j and beta_j by c > 0 and that column by 1/c leaves the network's
+    function unchanged (ReLU is positively homogeneous) and this product as it was."""
+    w = reader.detach().reshape(reader.shape[0], gamma.numel(), -1)
+    return gamma.detach().abs() * w.pow(2).sum((0, 2)).sqrt()
 
 
 def scale_free(model) -> list[bool]:
@@ -75,13 +69,20 @@ def scale_free(model) -> list[bool]:
             for name, _, _ in units]
 
 
-def fractions(gammas: list[torch.Tensor], free: list[bool]) -> dict:
-    """Disabled fractions, weighted by feature count, and per layer: the scale-free one ('relative',
-    on the layers `free` marks; None where there is none) and one per absolute threshold (every layer)."""
-    kept = [g for g, f in zip(gammas, free) if f]
-    n = sum(g.numel() for g in kept)
-    out = {"relative": {"all": sum(int(disabled(g).sum()) for g in kept) / n if n else None,
-                        "per_layer": [int(disabled(g).sum()) / g.numel() if f else None for g, f in zip(gammas, free)]}}
+def importance(gammas: list[torch.Tensor], reads: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """Per layer, what a feature contributes: contributions() where a layer alone reads it, |gamma| elsewhere."""
+    return [g.detach().abs() if r is None else contributions(g, r) for g, r in zip(gammas, reads)]
+
+
+def fractions(gammas: list[torch.Tensor], reads: list[torch.Tensor | None], free: list[bool]) -> dict:
+    """Disabled fractions, weighted by feature count, and per layer: the scale-free one ('relative':
+    contributions() below RELATIVE of their layer's RMS, on the layers `free` marks, those a
+    normalization follows; None where there is none) and one per absolute threshold on |gamma|
+    (every layer)."""
+    off = [int(disabled(contributions(g, r)).sum()) if f else None for g, r, f in zip(gammas, reads, free)]
+    n = sum(g.numel() for g, o in zip(gammas, off) if o is not None)
+    out = {"relative": {"all": sum(o for o in off if o is not None) / n if n else None,
+                        "per_layer": [None if o is None else o / g.numel() for g, o in zip(gammas, off)]}}
     total = sum(g.numel() for g in gammas)
     for t in THRESHOLDS:
         out[str(t)] = {"all": sum(int((g.abs() < t).sum()) for g in gammas) / total,
@@ -130,17 +131,18 @@ def switched_off(model, idx: list[torch.Tensor]):
 
 def ablation(model: Net, cfg: RunConfig, x_stats: torch.Tensor, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
              initial: list[torch.Tensor] | None = None, draws: int = RANDOM_DRAWS) -> dict:
-    """Accuracy on (x, y) with k% of every normalization layer's features off, k in KS: smallest |gamma|
-    first, largest first, `draws` random choices, and with `initial` (each layer's gamma at
-    initialisation) the control: smallest initial |gamma| first. BatchNorm statistics are
+    """Accuracy on (x, y) with k% of every normalization layer's features off, k in KS: least
+    important first (importance(): |gamma| times what reads it, where one layer alone does), most
+    important first, `draws` random choices, and with `initial` (each layer's importance at
+    initialisation) the control: least important at initialisation first. BatchNorm statistics are
     re-estimated on x_stats (training images, in batches of 128) for every variant, the intact model
     included; all variants run as one stack of copies of the model (each what switched_off gives:
     tested)."""
     gen = torch.Generator().manual_seed(seed)
-    orders = {"smallest": [n.weight.abs().argsort() for n in norms(model)]}
+    orders = {"smallest": [i.argsort() for i in importance([n.weight for n in norms(model)], readers(model))]}
     orders["largest"] = [o.flip(0) for o in orders["smallest"]]
     if initial is not None:
-        orders["initial"] = [g.abs().argsort() for g in initial]
+        orders["initial"] = [i.argsort() for i in initial]
     per_k = len(orders) + draws
     offs = []  # per variant, per layer: the features switched off
     for k in KS:
@@ -186,14 +188,16 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
     act = activity(model, d.x_test) if has_beta and is_chain(model) else None
     x_stats = d.x_train[: 128 * STAT_BATCHES]  # a fixed slice of the training set (its order is fixed)
     x, y = d.x_test[:ABLATION_EXAMPLES], d.y_test[:ABLATION_EXAMPLES]
-    abl = ablation(model, cfg, x_stats, x, y, seed=cfg.seed, initial=init)
+    abl = ablation(model, cfg, x_stats, x, y, seed=cfg.seed, initial=importance(init, readers(initial)))
     abl["untrained"] = ablation(initial, cfg, x_stats, x, y, draws=0)["smallest"]
     free = scale_free(model)
     n_units = [a.numel() for a in act] if act else None
     return {"run_id": row["run_id"], "config": row["config"], "test_accuracy": row["test_accuracy"],
+            "status": row.get("status"), "epochs_run": row.get("epochs_run"),
             "gamma": [g.tolist() for g in gammas], "gamma_initial": [g.tolist() for g in init],
             "beta": [None if b is None else b.tolist() for b in betas], "has_beta": has_beta,
-            "scale_free": free, "disabled": fractions(gammas, free), "disabled_initial": fractions(init, free),
+            "scale_free": free, "disabled": fractions(gammas, readers(model), free),
+            "disabled_initial": fractions(init, readers(initial), free),
             "layer_scale": layer_scales(gammas, init),
             "dead": None if act is None else sum(int((a == 0).sum()) for a in act) / sum(n_units),
             "rare": None if act is None else sum(int((a < RARE).sum()) for a in act) / sum(n_units),

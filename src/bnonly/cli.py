@@ -147,6 +147,8 @@ def _report(out_dir, where: dict | None = None, data_dir=None, to=None) -> int:
     doc = json.loads((html.parent / "report.json").read_text())
     for sentence in doc["headline"]["sentences"]:
         print(f"  {sentence}")
+    if doc["headline"].get("answer"):
+        print(f"  {doc['headline']['answer']}")
     warn_damaged(Path(out_dir) / "results.sqlite", doc["damaged"])
     return 0
 
@@ -171,7 +173,7 @@ def cmd_analyze(args) -> int:
     from .stats import chance
     groups = group(analyses)
     written: dict = {}
-    plot(groups, Path(args.dir), written, chance(analyses[0]["config"].get("dataset"), args.data_dir))
+    plot(groups, Path(args.dir), written, chance(analyses[0]["config"].get("dataset"), args.data_dir).rate)
     print(md_table(*table(groups)))
     for a in answers(groups):
         print(a)

@@ -227,6 +227,7 @@ DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "cifar10":
 NUM_CLASSES = 10
 # Test-set label counts that the loaders check (so they are facts about any copy that loads).
 TEST_COUNTS = {"mnist": MNIST_TEST_COUNTS, "fashion-mnist": [1000] * 10}
+TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000}  # (a subset this large is the whole training set)
 
 
 def majority_rate(dataset: str, data_dir=None) -> float | None:

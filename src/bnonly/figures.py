@@ -1,4 +1,5 @@
-"""Figures: accuracy against depth (the report's Figures 1-3) and against trainable parameters.
+"""Figures: accuracy against depth (the report's Figures 1-3), against trainable parameters, the
+headline's bn against random, and learning curves.
 
 Every figure is saved as PNG and SVG through `save_figure`; colours and set order come from the
 trainable-set registry.
@@ -14,8 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from .models import arch_name  # noqa: E402
 from .sets import color, ordered  # noqa: E402
-from .stats import counted  # noqa: E402
+from .stats import config_of, counted, mean_ci  # noqa: E402
 
 DPI = 120
 
@@ -135,4 +137,69 @@ def plot_bn_vs_random(rows: list[dict], out_dir: Path, written: dict, chance: fl
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.grid(alpha=0.3, axis="y")
     save_figure(fig, out_dir, "bn_vs_random", written)
+    return None
+
+
+def learning_curves(runs) -> dict[str, dict]:
+    """Per architecture (models.arch_name): its epoch cap and, per set, [(epoch, Stat)] of the
+    validation accuracy over the seeds still training at that epoch (an early-stopped run ends)."""
+    out: dict[str, dict] = {}
+    for r in counted(runs):
+        c = config_of(r)
+        arch = out.setdefault(arch_name(c), {"cap": c["max_epochs"], "model": c["model"], "width": c["width"] or 0,
+                                             "depth": c["depth"] or 0, "sets": {}})
+        arch["cap"] = max(arch["cap"], c["max_epochs"])
+        per_epoch = arch["sets"].setdefault(c["trainable"], {})
+        for i, h in enumerate(r.get("history") or []):
+            if h.get("val_accuracy") is not None:
+                per_epoch.setdefault(int(h.get("epoch", i + 1)), []).append(h["val_accuracy"])
+    for arch in out.values():
+        arch["sets"] = {t: [(e, mean_ci(v)) for e, v in sorted(arch["sets"][t].items())]
+                        for t in ordered(arch["sets"]) if arch["sets"][t]}
+    return {k: v for k, v in out.items() if v["sets"]}
+
+
+def plot_learning_curves(runs, out_dir: Path, written: dict, chance: float) -> str | None:
+    """Validation accuracy against epoch, one panel per architecture (a row per model and width, a
+    column per depth), one line per set (mean over the seeds still training, band: 95% interval while
+    every seed trains), the epoch cap dashed."""
+    curves = learning_curves(runs)
+    if not curves:
+        return "No run with a per-epoch history, so the learning curves are not drawn."
+    rows = sorted({(v["model"] != "mlp", v["model"], v["width"]) for v in curves.values()})
+    cols = sorted({v["depth"] for v in curves.values()})
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.6 * len(cols) + 1.6, 2.1 * len(rows)), squeeze=False,
+                             sharey=True)
+    used = set()
+    for name, v in curves.items():
+        i, j = rows.index((v["model"] != "mlp", v["model"], v["width"])), cols.index(v["depth"])
+        ax = axes[i][j]
+        used.add((i, j))
+        for t, pts in v["sets"].items():
+            es, st = [e for e, _ in pts], [s for _, s in pts]
+            ax.plot(es, [s.mean for s in st], color=color(t), linewidth=1.2, label=t)
+            every = [(e, s) for e, s in pts if s.n == st[0].n > 1]  # the band while every seed still trains
+            ax.fill_between([e for e, _ in every], [s.lo for _, s in every], [s.hi for _, s in every],
+                            color=color(t), alpha=0.2, linewidth=0)
+        ax.axvline(v["cap"], color="black", linestyle="--", linewidth=0.8)
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_title(name, fontsize=8)
+        ax.set(ylim=(0, 1), xlim=(0, v["cap"] * 1.03))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if (i, j) not in used:
+                axes[i][j].set_visible(False)
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    order = ordered(handles)
+    fig.legend([handles[k] for k in order] + [Line2D([], [], color="black", linestyle="--")], order + ["epoch cap"],
+               loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    fig.supxlabel("epoch", fontsize=9)
+    fig.supylabel("validation accuracy", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out_dir, "learning_curves", written)
     return None

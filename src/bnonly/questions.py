@@ -21,7 +21,7 @@ from .figures import save_figure  # noqa: E402
 from .models import arch_name  # noqa: E402
 from .render import figure, table  # noqa: E402
 from .sets import SETS  # noqa: E402
-from .stats import config_of, counted, mean_ci, paired, value  # noqa: E402
+from .stats import accuracy, budget_sentence, config_of, counted, gap, value  # noqa: E402
 
 
 def is_baseline(r) -> bool:
@@ -32,7 +32,7 @@ def is_baseline(r) -> bool:
 
 
 def _by(runs, trainable, key) -> dict:
-    """{setting: {(arch, dataset): {seed: accuracy}}} of the counted runs of `trainable`, setting = key(r)."""
+    """{setting: {(arch, dataset): {seed: run}}} of the counted runs of `trainable`, setting = key(r)."""
     out = defaultdict(lambda: defaultdict(dict))
     for r in counted(runs):
         c = config_of(r)
@@ -41,7 +41,7 @@ def _by(runs, trainable, key) -> dict:
             if c["seed"] in cell:
                 raise ValueError(f"two {trainable} runs of {arch_name(c)} seed {c['seed']}: configurations differ "
                                  "in more than the seed (split the store by study first)")
-            cell[c["seed"]] = float(r["test_accuracy"])
+            cell[c["seed"]] = r
     return out
 
 
@@ -50,27 +50,30 @@ def _label(arch: str, ds: str) -> str:
 
 
 def _answer(groups, a, b, label_a: str, label_b: str) -> tuple[str, dict] | None:
-    """A sentence and a table block: per architecture, a and b and their paired difference a − b."""
+    """A sentence and a table block: per architecture, a and b and their paired difference a − b,
+    the sentence with the budget its runs rest on."""
     archs = sorted(set(groups.get(a, {})) & set(groups.get(b, {})))
-    rows, up, down, measured = [], 0, 0, 0
+    rows, up, down, measured, used = [], 0, 0, 0, []
     for k in archs:
         common = sorted(set(groups[a][k]) & set(groups[b][k]))  # both sides over the seeds they share
-        sa, sb = ({s: g[k][s] for s in common} for g in (groups[a], groups[b]))
-        d = paired(sa, sb)
+        ca, cb = ({s: g[k][s] for s in common} for g in (groups[a], groups[b]))
+        d = gap(ca, cb)
         if d.n == 0:
             continue
+        used += list(ca.values()) + list(cb.values())
         measured += d.n >= 2
         up += d.n >= 2 and d.lo > 0
         down += d.n >= 2 and d.hi < 0
-        rows.append([_label(*k), value(mean_ci(sa.values())), value(mean_ci(sb.values())), value(d, signed=True),
-                     str(d.n)])
+        rows.append([_label(*k), value(accuracy(ca)), value(accuracy(cb)), value(d, signed=True), str(d.n)])
     if not rows:
         return None
     text = (f"{label_a} − {label_b}, paired by seed per architecture: the 95% interval lies above 0 in {up} and "
             f"below 0 in {down} of {measured} architectures with ≥ 2 seeds"
-            + (f", and includes 0 in the other {measured - up - down}." if measured - up - down else "."))
+            + (f", and includes 0 in the other {measured - up - down}." if measured - up - down else ".")
+            + " " + budget_sentence(used))
     caption = (f"Test accuracy (%) of {label_a} and {label_b}, mean ± 95% interval over seeds; difference = paired "
-               "per-seed difference in points with its 95% t interval; n = seeds.")
+               "per-seed difference in points with its 95% t interval; n = seeds; (k diverged) where runs diverged "
+               "(counted at their best weights).")
     return text, table(["architecture", label_a, label_b, "difference (points)", "n"], rows, caption=caption)
 
 
@@ -79,7 +82,7 @@ def _bars(groups, conditions, trainable, out_dir: Path, stem: str, written: dict
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(archs) * len(conditions) / 2), 3.6))
     width = 0.8 / len(conditions)
     for i, c in enumerate(conditions):
-        stats = [mean_ci(groups.get(c, {}).get(k, {}).values()) for k in archs]
+        stats = [accuracy(groups.get(c, {}).get(k, {})) for k in archs]
         xs = [j + (i - (len(conditions) - 1) / 2) * width for j in range(len(archs))]
         ax.bar(xs, [s.mean for s in stats], width, yerr=[s.half for s in stats], capsize=2, label=str(c))
     ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")

@@ -31,7 +31,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:0.92em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f2f2f2} tr:nth-child(even) td{background:#fafafa}
 td.held{background:#dff3df!important;font-weight:600} td.did-not-hold{background:#f8dada!important;font-weight:600}
-td.not-measured,td.not-testable-at-this-budget,td.not-applicable{background:#eee!important;color:#555}
+td.not-measured,td.not-testable-at-this-budget,td.not-testable-at-this-depth,td.not-applicable{background:#eee!important;color:#555}
 td.inconclusive{background:#fff3cd!important}
 figure{margin:1.2em 0} img{max-width:100%;height:auto}
 figcaption,caption{font-size:0.9em;color:#555;text-align:left} .note{color:#555}"""
@@ -66,13 +66,13 @@ CLAIMS_CAPTION = ("Each claim judged by its numbered rule below. In 'measured', 
 def claims_table(claims) -> dict:
     """The claims as a table block, verdicts coloured."""
     return table(["#", "claim", "measured", "verdict"],
-                 [[str(c["id"]), c["claim"], c["measured"], c["verdict"]] for c in claims], verdict_col=3,
-                 caption=CLAIMS_CAPTION)
+                 [[str(c["id"]), c["claim"], c["measured"], c.get("label", c["verdict"])] for c in claims],
+                 verdict_col=3, caption=CLAIMS_CAPTION)
 
 
-def claims_blocks(claims) -> list[dict]:
-    """A claims table and its rules."""
-    return [claims_table(claims), {"kind": "rules", "items": [c["rule"] for c in claims]}]
+def claims_blocks(claims, deciding: str) -> list[dict]:
+    """A claims table, how a claim is decided, and the claims' rules."""
+    return [claims_table(claims), note(deciding), {"kind": "rules", "items": [c["rule"] for c in claims]}]
 
 
 # ----------------------------------------------------------------------------- Markdown
@@ -116,13 +116,21 @@ def render_md(title: str, sections: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------- HTML
+VERDICT_CLASSES = ("held", "did not hold", "inconclusive", "not testable at this budget", "not testable at this depth",
+                   "not measured", "not applicable")  # a verdict cell's colour (CSS), from how its text begins
+
+
+def _verdict_class(v: str) -> str:
+    return next((c for c in VERDICT_CLASSES if v.startswith(c)), "").replace(" ", "-")
+
+
 def html_table(header, rows, verdict_col: int | None = None, caption: str | None = None) -> str:
     out = ["<table>"] + ([f"<caption>{html.escape(caption)}</caption>"] if caption else [])
     out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
     for r in rows:
         tds = []
         for i, v in enumerate(r):
-            cls = f' class="{v.replace(" ", "-")}"' if i == verdict_col else ""
+            cls = f' class="{_verdict_class(str(v))}"' if i == verdict_col else ""
             tds.append(f"<td{cls}>{html.escape(str(v))}</td>")
         out.append("<tr>" + "".join(tds) + "</tr>")
     return "\n".join(out + ["</table>"])

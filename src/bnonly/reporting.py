@@ -29,8 +29,8 @@ from .device import EngineOptions, device_name, resolve_device
 from .errors import BnonlyError
 from .executors import duration
 from .groups import estimate_seconds
-from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params, plot_bn_vs_random
-from .headline import headline, headline_section, headline_sentences
+from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params, plot_bn_vs_random, plot_learning_curves
+from .headline import headline, headline_answer, headline_section, headline_sentences
 from .models import MODELS, arch_name
 from .render import claims_blocks, figure, json_sections, note, render_html, render_md, table, text
 from .sets import ordered
@@ -39,7 +39,7 @@ from .stats import (PROTOCOL_TEXT, accuracy, budget_gaps, cell, cells, chance, c
                     gap, lenet_stats, mlp_stats, studies, value)
 from .store import Store
 from .sweep import CONFIG_DIR, load_sweep
-from .verdicts import NOT_MEASURED
+from .verdicts import DECIDING, NOT_MEASURED
 from .version import __version__
 
 CONFIG_FIELDS = ("gamma_init", "hidden_beta", "hidden_bias", "bn_momentum", "bn_eps", "lr", "momentum",
@@ -110,7 +110,7 @@ def frankle_section(runs) -> dict:
               "available here: in OpenLTH, Frankle et al.'s code, the BN-only flag others_frozen leaves it trainable "
               "(bnonly's bn+out) unless output_frozen is also set (bnonly's bn), so compare with both. "
               + FRANKLE_PROTOCOL_TEXT + "."),
-        *claims_blocks(frankle_claims(runs))]}
+        *claims_blocks(frankle_claims(runs), DECIDING)]}
 
 
 # ----------------------------------------------------------------------------- what to run next
@@ -230,8 +230,8 @@ def budget_text(study: list[dict]) -> str:
             "'not testable at this budget' here; `bnonly sweep claims` runs the protocol.")
 
 
-def how_to_read(chance_rate: float) -> str:
-    return (f"Chance is the test set's majority-class rate, {100 * chance_rate:.2f}% (what a network that always predicts "
+def how_to_read(chance_rate: float, chance_basis: str) -> str:
+    return (f"Chance is {chance_basis}, {100 * chance_rate:.2f}% (what a network that always predicts "
             "the most common class scores; dashed grey line). Accuracies are test accuracies; a cell or "
             "line is the mean over seeds, and ± / the shaded band is the 95% Student-t interval over seeds "
             "(t quantile for n−1 degrees of freedom). With a single seed there is no interval (marked n=1). "
@@ -255,6 +255,11 @@ def _figure_items(written) -> list[tuple[str, str, str]]:
         items.append(("accuracy_vs_params", "Test accuracy against trainable parameters, every finished run "
                                             "(o = MLP, ^ = LeNet-5, D = ResNet, v = VGG; set 'none' has 0 parameters "
                                             "and is drawn at x = 1)."))
+    if "learning_curves.png" in written:
+        items.append(("learning_curves", "Validation accuracy against epoch, one panel per architecture, one line per "
+                                         "set: the mean over the seeds still training at each epoch (an early-stopped "
+                                         "run ends there), band: 95% interval while every seed still trains; dashed: the epoch cap, "
+                                         "dotted: chance."))
     return [(f"{s}.png", f"{s}.svg", c) for s, c in items]
 
 
@@ -339,11 +344,12 @@ def _write_report(out_dir: Path, to: Path, runs, title, analyses, where, analyze
     runs = [r for r in study if questions.is_baseline(r) and config_of(r)["dataset"] == main_ds]
     mlp, lenet = mlp_stats(runs), lenet_stats(runs)
     written: dict[str, Path] = {}
-    rate = chance(main_ds, data_dir)
+    rate, basis = chance(main_ds, data_dir)
     answer = headline(runs)
     answer_skipped = plot_bn_vs_random(answer, to, written, rate)
     skipped = [s for s in (plot_accuracy_vs_depth(mlp, to, written, rate),
-                           plot_accuracy_vs_params(runs, to, written, rate)) if s]
+                           plot_accuracy_vs_params(runs, to, written, rate),
+                           plot_learning_curves(runs, to, written, rate)) if s]
     summary = summary_text(all_runs, study, sweep, selected=bool(where))
     if len(split) > 1:
         summary.append(f"The store holds {len(split)} studies (runs that differ in more than the seed: "
@@ -357,9 +363,9 @@ def _write_report(out_dir: Path, to: Path, runs, title, analyses, where, analyze
     mlp_t, lenet_t = mlp_table(mlp), lenet_table(runs, lenet)
     n_note = "Cells: mean ± 95% t interval over seeds, in %; n seeds = the number of seeds in the row's cells."
     sections = [
-        headline_section(answer, written, answer_skipped, rate),
+        headline_section(answer, written, answer_skipped, rate, basis),
         {"title": "What was run", "blocks": [text(" ".join(summary)), text(budget_text(study))]},
-        {"title": "Claims", "blocks": claims_blocks(cl_main)},
+        {"title": "Claims", "blocks": claims_blocks(cl_main, DECIDING)},
         {"title": "Figures", "blocks": [figure(png, cap, svg) for png, svg, cap in _figure_items(written)]
                                        + [note(s) for s in skipped]},
         {"title": "MLP test accuracy (%)",
@@ -389,18 +395,19 @@ def _write_report(out_dir: Path, to: Path, runs, title, analyses, where, analyze
                                   data_dir)
         sections.append({"title": f"Claims on {ds}",
                          "blocks": [{"kind": "question", "text": f"Do the report's six claims hold on {ds}?"},
-                                    *claims_blocks(claims_by_ds[ds])]})
+                                    *claims_blocks(claims_by_ds[ds], DECIDING)]})
     if damaged:
         sections[1]["blocks"].append(note(f"{len(damaged)} stored run(s) left out of every statistic as damaged: "
                                           + "; ".join(f"{k} ({v})" for k, v in sorted(damaged.items())) + "."))
     if len(split) > 1:
         sections.append(_other_studies(split[1:], out_dir, where))
-    sections.append({"title": "How to read this", "blocks": [text(how_to_read(rate))]})
+    sections.append({"title": "How to read this", "blocks": [text(how_to_read(rate, basis))]})
 
     doc = {"study": fields, "studies": [describe_study(f) for f, _ in split], "damaged": damaged,
-           "headline": {"sentences": headline_sentences(answer), "chance": rate,
+           "headline": {"answer": headline_answer(answer) if answer else None,
+                        "sentences": headline_sentences(answer), "chance": rate,
                         "architectures": [{"architecture": r["architecture"],
-                                           **{k: r[k]._asdict() for k in ("bn", "random", "gap")}} for r in answer]},
+                                           **{k: r[k].as_dict() for k in ("bn", "random", "gap")}} for r in answer]},
            "claims": cl_main,
            "claims_by_dataset": claims_by_ds,
            "mlp_table": dict(zip(("header", "rows"), mlp_t)),

@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
-from dataclasses import dataclass
+from scipy.special import stdtr, stdtrit  # Student's t CDF and quantile (what scipy.stats.t calls)
 
-from .config import GRID_FIELDS, RunConfig
-from .data import NUM_CLASSES, majority_rate
+from .config import GRID_FIELDS, RunConfig, resolve
+from .data import NUM_CLASSES, TRAIN_SIZES, majority_rate
 from .models import MODELS
 from .sets import SETS, ordered
 
 
 class Stat(NamedTuple):
     mean: float
-    half: float  # half-width of the 95% interval (0 when n == 1: the interval is just the mean)
+    se: float  # standard error of the mean (0 from one value: no interval)
     n: int
     diverged: int = 0  # how many of the n runs (or pairs) had a diverged run: counted at their best weights
+
+    @property
+    def half(self) -> float:
+        """Half-width of the 95% Student-t interval (0 when n == 1: the interval is just the mean)."""
+        return t975(self.n - 1) * self.se if self.n >= 2 else (0.0 if self.n == 1 else math.nan)
 
     @property
     def lo(self) -> float:
@@ -35,70 +42,23 @@ class Stat(NamedTuple):
     def hi(self) -> float:
         return self.mean + self.half
 
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz's method, as
-    in Numerical Recipes, 3rd ed., section 6.4)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
+    def as_dict(self) -> dict:
+        return {**self._asdict(), "half": self.half}
 
 
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+@lru_cache(maxsize=None)
+def t975(df: int) -> float:
+    """t_{0.975, df}: the 95% two-sided interval's quantile, for any df >= 1."""
+    return float(stdtrit(df, 0.975))
 
 
 def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with df degrees of freedom."""
-    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t with df degrees of freedom (bisection on t_cdf, to 1e-12)."""
-    if not 0 < p < 1 or df <= 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2
-    while hi - lo > 1e-12 * max(1.0, hi):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
-def t975(df: int) -> float:
-    """t_{0.975, df}: the 95% two-sided interval's quantile, for any df >= 1."""
-    return _T975[df] if df in _T975 else _T975.setdefault(df, t_quantile(0.975, df))
-
-
-_T975: dict[int, float] = {}
+    return float(stdtr(df, t))
 
 
 def mean_ci(values) -> Stat:
-    """Mean and 95% Student-t half-interval over seeds; NaN/None values are dropped."""
+    """Mean and 95% Student-t interval over seeds; NaN/None values are dropped."""
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     n = len(xs)
     if n == 0:
@@ -107,7 +67,7 @@ def mean_ci(values) -> Stat:
     if n == 1:
         return Stat(mean, 0.0, 1)
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    return Stat(mean, t975(n - 1) * sd / math.sqrt(n), n)
+    return Stat(mean, sd / math.sqrt(n), n)
 
 
 def counted(runs) -> list[dict]:
@@ -139,7 +99,8 @@ DEFAULTS = dict(RunConfig().__dict__)
 def config_of(r) -> dict:
     """A run's configuration with the defaults of this version filled in (older stores, hand-built rows)
     and the fields that do not apply to it normalised: width/depth of a model without them, the norm
-    of a set built without one, the allocation of a set without random entries."""
+    of a set built without one, the allocation of a set without random entries, a subset as large as
+    the training set (it is the whole set: the same split)."""
     c = {**DEFAULTS, **(r.get("config") or {}), **{k: r[k] for k in ("model", "width", "depth", "trainable",
                                                                       "seed", "dataset") if r.get(k) is not None}}
     if c["model"] in MODELS and not MODELS[c["model"]].sized:
@@ -149,6 +110,8 @@ def config_of(r) -> dict:
         c["norm"] = "none"
     if s is not None and not s.random_entries:
         c["random_allocation"] = "even"
+    if c["subset"] and c["subset"] >= TRAIN_SIZES.get(c["dataset"], math.inf):
+        c["subset"] = 0
     return c
 
 
@@ -225,12 +188,20 @@ def lenet_stats(runs) -> dict[str, Stat]:
 
 
 # ----------------------------------------------------------------------------- chance
-def chance(dataset: str | None, data_dir=None) -> float:
+class Chance(NamedTuple):
+    rate: float
+    basis: str  # how the rate was found, for the text beside it
+
+
+def chance(dataset: str | None, data_dir=None) -> Chance:
     """Chance: the test set's majority-class rate, what a network that always predicts the most
-    common class scores (MNIST: 11.35%, class 1's 1,135 of 10,000); 1 / classes where the test labels
-    cannot be read (a data set on a disk this process does not have)."""
+    common class scores (MNIST: 11.35%, class 1's 1,135 of 10,000); 1 / classes, said so, where the
+    test labels cannot be read (a data set on a disk this process does not have)."""
     rate = majority_rate(dataset or "mnist", data_dir)
-    return 1 / NUM_CLASSES if rate is None else rate
+    if rate is None:
+        return Chance(1 / NUM_CLASSES, f"1 / {NUM_CLASSES} classes: the test labels of {dataset} could not be read "
+                                       "here, so not its majority-class rate")
+    return Chance(rate, "the test set's majority-class rate")
 
 
 # ----------------------------------------------------------------------------- protocol and setting
@@ -261,6 +232,8 @@ class Protocol:
     values: dict               # field -> the value the protocol trains with
     schedules: tuple           # the learning-rate schedules it allows (schedule())
     text: str
+    presets: tuple = ()        # the published settings (config.PRESETS) its claims were made in
+    notes: dict = field(default_factory=dict)  # (setting field, value) -> what it does to a comparison
 
     @property
     def setting(self) -> tuple:
@@ -275,14 +248,26 @@ class Protocol:
 # The report's protocol (its section 3 and its code): 48,000 training images (MNIST's 60,000 less a
 # 20% validation split), early stopping on validation loss with patience 3 within 100 epochs, SGD lr
 # 0.01, momentum 0.9, batch 128, no weight decay, fp32, pixels in [0, 1] without augmentation; a
-# constant learning rate, or the published code's x0.1 from the 71st epoch.
+# constant learning rate, or the published code's x0.1 from the 71st epoch. Its claims were made in
+# two published settings: its text (preset `report`) and its code (`report-code`).
 REPORT = Protocol("the report's protocol", {
     "subset": 0, "val_fraction": 0.2, "max_epochs": 100, "patience": 3, "lr": 0.01, "momentum": 0.9,
     "batch_size": 128, "weight_decay": 0.0, "precision": "fp32", "augment": False, "normalize": False},
     ((), ((71,), 0.1)),
     "the report's protocol is early stopping (patience 3) within 100 epochs on 48,000 training images, SGD lr "
     "0.01 (constant, or x0.1 from epoch 71 as in its code), momentum 0.9, batch 128, no weight decay, fp32, no "
-    "augmentation or input normalisation")
+    "augmentation or input normalisation",
+    presets=("report", "report-code"),
+    notes={
+        ("random_norm", "batch"): "random keeps BatchNorm with batch statistics (Frankle et al.'s matched "
+                                  "baseline): a stronger baseline than the one behind the report's numbers, whose "
+                                  "code ran random's BatchNorm in inference mode",
+        ("random_norm", "inference"): "random's BatchNorm runs in inference mode, as in the report's code (its "
+                                      "normalization in effect removed): a weaker baseline than Frankle et al.'s",
+        ("random_placement", "neuron"): "random trains whole output units",
+        ("random_placement", "report-code"): "random trains two whole output units of every layer whose fan-in "
+                                             "equals its width (the report's notebook)",
+    })
 PROTOCOL, PROTOCOL_TEXT = REPORT.values, REPORT.text
 
 
@@ -306,6 +291,41 @@ def budget_gaps(runs, protocol: Protocol = REPORT) -> str | None:
     return "; ".join(parts) + f"; {protocol.text}"
 
 
+def _images(c: dict) -> str:
+    """The training data of a configuration: 'all 48,000 training images', 'a subset of 1,000 images (800 to train on)'."""
+    if c["subset"]:
+        return f"a subset of {c['subset']:,} images ({c['subset'] - round(c['subset'] * c['val_fraction']):,} to train on)"
+    n = TRAIN_SIZES.get(c["dataset"])
+    return (f"all {n - round(n * c['val_fraction']):,} training images" if n else
+            f"the whole training set less a {100 * c['val_fraction']:g}% validation split")
+
+
+def _epochs(c: dict) -> str:
+    return (f"early stopping (patience {c['patience']}) within {c['max_epochs']} epochs" if c["patience"] else
+            f"{c['max_epochs']} epochs without early stopping")
+
+
+def budget_sentence(runs, protocol: Protocol = REPORT) -> str:
+    """The budget a conclusion rests on, as one sentence: the data and epochs of its runs, whether
+    that is the protocol (and where not, in which fields), how many of its runs ended at the epoch
+    cap and how many diverged. '' without runs."""
+    if not runs:
+        return ""
+    cfgs = [(r, config_of(r)) for r in runs]
+    data = " / ".join(sorted({_images(c) for _, c in cfgs}))
+    epochs = " / ".join(sorted({_epochs(c) for _, c in cfgs}))
+    off = sorted({k for _, c in cfgs for k in protocol.gaps(c)})
+    where = protocol.name if not off else f"off {protocol.name} in {', '.join(off)}"
+    stopping = [(r, c) for r, c in cfgs if c["patience"]]
+    capped = sum((r.get("epochs_run") or 0) >= c["max_epochs"] for r, c in stopping)
+    diverged = sum(r.get("status") == "diverged" for r in runs)
+    cap = (f"{capped} of {len(stopping)} runs ended at the epoch cap" if len(stopping) == len(cfgs) else
+           f"{capped} of {len(stopping)} early-stopping runs ended at the epoch cap" if stopping else
+           "every run trained to its last epoch")
+    return (f"Budget: {data}, {epochs} ({where}); {cap}, "
+            f"{diverged or 'none'} diverged.")
+
+
 def _show(c: dict, field: str) -> str:
     if field == "learning-rate schedule":
         s = schedule(c)
@@ -313,32 +333,51 @@ def _show(c: dict, field: str) -> str:
     return str(c[field]).lower() if isinstance(c[field], bool) else str(c[field])
 
 
-# What a setting's value does to a comparison, where it changes what a claim's label means.
-SETTING_NOTES = {
-    ("random_norm", "inference"): "random's BatchNorm runs in inference mode (its normalization in effect removed: "
-                                  "a weaker baseline than Frankle et al.'s)",
-    ("random_placement", "neuron"): "random trains whole output units",
-    ("random_placement", "report-code"): "random trains two whole output units of every layer whose fan-in equals "
-                                         "its width (the report's notebook)",
-}
+def _shown(c: dict, protocol: Protocol) -> list[str]:
+    """The setting fields that apply to a run: the random baseline's to `random`, frozen_trunk_norm to
+    the sets with a frozen trunk, hidden_bias to the sets built without normalization."""
+    s = SETS.get(c["trainable"])
+    return [f for f in protocol.setting
+            if (not f.startswith("random_") or c["trainable"] == "random")
+            and (f != "frozen_trunk_norm" or (s is not None and not s.trains_trunk))
+            and (f != "hidden_bias" or (s is not None and s.without_norm))]
+
+
+@lru_cache(maxsize=None)
+def _preset_values(preset: str, model: str, trainable: str) -> dict:
+    return resolve(preset, model=model, trainable=trainable).__dict__ if model in MODELS else {}
+
+
+def published(runs, protocol: Protocol = REPORT) -> tuple[str | None, list[str]]:
+    """The published setting (one of protocol.presets) whose values every run's setting fields have,
+    else None with the fields in which the runs differ from every one of them."""
+    cfgs = [config_of(r) for r in runs]
+    off: dict[str, set] = {}
+    for p in protocol.presets:
+        off[p] = {f for c in cfgs for f in _shown(c, protocol)
+                  if c["trainable"] in SETS and c[f] != _preset_values(p, c["model"], c["trainable"]).get(f, c[f])}
+        if not off[p]:
+            return p, []
+    return None, sorted(set.intersection(*off.values())) if off else []
 
 
 def setting_text(runs, protocol: Protocol = REPORT) -> str:
-    """The setting of the runs a verdict rests on, every field with its value(s), and what a value
-    does to the comparison where it changes what a label means."""
+    """The setting of the runs a verdict rests on, every field with its value(s), what a value does
+    to the comparison where it changes what a label means, and whether it is a published setting."""
     cfgs = [config_of(r) for r in runs]
     if not cfgs:
         return ""
-    sets = {c["trainable"] for c in cfgs}
-    shown = [f for f in protocol.setting
-             if (not f.startswith("random_") or "random" in sets)
-             and (f != "frozen_trunk_norm" or sets & {"out", "none"})
-             and (f != "hidden_bias" or any(SETS[t].without_norm for t in sets if t in SETS))]
-    values = {f: sorted({_show(c, f) for c in cfgs if not f.startswith("random_") or c["trainable"] == "random"})
-              for f in shown}  # (the random baseline's fields, of its runs)
-    notes = "; ".join(SETTING_NOTES[(f, v)] for f in shown for v in values[f] if (f, v) in SETTING_NOTES)
-    return ("Setting: " + ", ".join(f"{f} = {'/'.join(v)}" for f, v in values.items()) + "."
-            + (f" {notes[0].upper()}{notes[1:]}." if notes else ""))
+    fields_ = [f for f in protocol.setting if any(f in _shown(c, protocol) for c in cfgs)]
+    values = {f: sorted({_show(c, f) for c in cfgs if f in _shown(c, protocol)}) for f in fields_}
+    notes = "; ".join(protocol.notes[(f, v)] for f in fields_ for v in values[f] if (f, v) in protocol.notes)
+    out = ("Setting: " + ", ".join(f"{f} = {'/'.join(v)}" for f, v in values.items()) + "."
+           + (f" {notes[0].upper()}{notes[1:]}." if notes else ""))
+    preset, differ = published(runs, protocol)
+    if protocol.presets and preset is None:
+        names = " nor ".join(f"`{p}`" for p in protocol.presets)
+        out += (f" Outside the published settings: neither {names} (it differs from each in "
+                f"{', '.join(differ) or 'a mix of their fields'}), so the verdict is about this setting, not theirs.")
+    return out
 
 
 def pct(x: float) -> str:

@@ -1,30 +1,38 @@
-"""How a rule decides a claim: verdicts, a cell's one-sided test, Holm's procedure across cells,
-and the budget and setting every verdict names. claims.py (the report's claims) and frankle.py
-(Frankle et al.'s) decide with these.
-
-- A cell (an architecture) holds when its 95% interval lies wholly on the claim's side of the
-  boundary, and is refuted when a one-sided t test at 2.5% (the interval's tail) puts it on the
-  other side.
-- "Every cell" holds when every cell holds (an intersection-union test: each at 2.5%, so the claim
-  at 2.5%), and did not hold when Holm's procedure across the cells refutes one (the chance of a
-  false refutation stays 2.5% however many cells there are); otherwise it is inconclusive.
-- "Most cells" holds when more than half hold, and did not hold when Holm's procedure refutes half
-  or more (a majority is then out of reach).
-- A cell with one seed has no interval: it is "not measured", and so is the claim unless its
-  measured cells already refute it.
-- A verdict stands only for runs that followed the protocol; otherwise it is "not testable at this
-  budget", with the reason and what the rule gave at this budget. Every verdict names its setting.
+"""How a rule decides a claim: a cell's one-sided test, Holm's procedure across every test of a
+claim (its cells and its parts, one family), and the budget, setting and scope every verdict names.
+claims.py (the report's claims) and frankle.py (Frankle et al.'s) decide with these; docs/study.md
+states the rules.
 """
 from __future__ import annotations
 
-from .stats import Protocol, Stat, budget_gaps, setting_text, t975, t_cdf
+from dataclasses import dataclass, field
+
+from .stats import Protocol, Stat, budget_gaps, budget_sentence, published, setting_text, t_cdf
 
 HELD, NOT_HELD, NOT_MEASURED = "held", "did not hold", "not measured"
 NOT_TESTABLE, NOT_APPLICABLE = "not testable at this budget", "not applicable"
+NOT_TESTABLE_DEPTH = "not testable at this depth"  # every run is shallower than the claim speaks of
 INCONCLUSIVE = "inconclusive"  # an interval straddles the rule's boundary: more seeds would decide
-VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTABLE, NOT_MEASURED, NOT_APPLICABLE)
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTABLE, NOT_TESTABLE_DEPTH, NOT_MEASURED, NOT_APPLICABLE)
 ALPHA = 0.025            # one-sided: the tail of a 95% two-sided interval
 FEW = "needs ≥ 2 seeds per cell for an interval"
+
+# How every claim is decided, printed above the rules in the report and in docs/study.md word for
+# word (a test checks it); decide() and judged() apply it.
+DECIDING = (
+    "A cell holds when its 95% interval over seeds lies wholly on the claim's side of the rule's boundary, and is "
+    "refuted when a one-sided t test at 2.5% puts it on the other side; a cell with one seed has no interval. Every "
+    "test of a claim, over its cells and its parts, is one family: Holm's procedure across all of them decides which "
+    "are refuted, so a true claim is refuted at most 2.5% of the time however many cells and parts it has (checked "
+    "by simulation). A part that needs every cell holds when every cell holds, did not hold when one is refuted, is "
+    "not measured when a cell has one seed, and is inconclusive otherwise (more seeds would decide); a part that "
+    "needs most cells holds when more than half hold, and did not hold when half or more are refuted (a majority is "
+    "then out of reach). A claim did not hold when one of its parts did not, even where another cannot be measured; "
+    "otherwise it is not measured while a part lacks its cells or seeds, inconclusive while a part is, and held when "
+    "every part holds. A claim about a range of cells names those it was judged on where they are not all of them. "
+    "A verdict stands only for runs at the protocol (otherwise: not testable at this budget, with what the rule gave "
+    "there); every verdict names its budget (data, epochs, how many runs ended at the epoch cap and how many "
+    "diverged) and its setting, and is marked where that setting is outside the published ones.")
 
 
 def fmt(s: Stat, points: bool = False) -> str:
@@ -47,7 +55,7 @@ class Test:
         self.stat, self.outcome, self.p = s, None, None
         if s.n < 2:
             return
-        df, se = s.n - 1, s.half / t975(s.n - 1)  # (a zero spread decides outright)
+        df, se = s.n - 1, s.se  # (a zero spread decides outright)
         if band is None:  # the claim: above the boundary
             self.p = (0.0 if s.mean <= above else 1.0) if se == 0 else t_cdf((s.mean - above) / se, df)
             held = s.lo > above
@@ -70,57 +78,107 @@ def holm(tests: list[Test]) -> set[int]:
     return out
 
 
-def every(tests: list[Test]) -> tuple[str, str]:
-    """The 'every cell' verdict and its counts."""
-    measured = [t for t in tests if t.outcome is not None]
-    refuted = holm(tests)
-    held = sum(t.outcome == 1 for t in measured)
-    counts = f"{held} of {cells_text(len(tests))} hold, {len(refuted)} refuted (Holm, across {cells_text(len(measured))})"
-    if len(measured) < len(tests):
-        counts += f", {len(tests) - len(measured)} with one seed"
-    if refuted:
-        return NOT_HELD, counts
-    if len(measured) < len(tests):
-        return NOT_MEASURED, counts
-    return (HELD if held == len(tests) else INCONCLUSIVE), counts
+@dataclass
+class Part:
+    """One part of a claim: its tests, and whether it needs `every` test to hold or `most` of them
+    (more than half). `unit` names what a test is about in the counts ('cells', 'widths')."""
+    tests: list[Test]
+    rule: str = "every"
+    unit: str = "cells"
+    where: str = "in"
+    # filled in by decide():
+    verdict: str = NOT_MEASURED
+    held: int = 0
+    refuted: int = 0
+    family: int = 0  # how many tests Holm's procedure ran across (the claim's)
+
+    @property
+    def missing(self) -> int:
+        return sum(t.outcome is None for t in self.tests)
+
+    def counts(self) -> str:
+        n = len(self.tests)
+        holm_ = f"Holm, across the claim's {self.family} test{'s' if self.family != 1 else ''}"
+        if self.rule == "most":
+            return (f"above 0 {self.where} {self.held} of {n} {self.unit}, refuted {self.where} {self.refuted} "
+                    f"({holm_})")
+        text = f"{self.held} of {n} {self.unit if n != 1 else self.unit.rstrip('s')} hold, {self.refuted} refuted ({holm_})"
+        return text + (f", {self.missing} with one seed" if self.missing else "")
 
 
-def cells_text(n: int) -> str:
-    return f"{n} cell" + ("" if n == 1 else "s")
+def decide(*parts: Part) -> str:
+    """A claim's verdict from its parts. Every test of every part is one family: Holm's procedure
+    across all of them decides which are refuted, so the chance that a true claim is refuted stays
+    ALPHA however many cells and parts it has. A part
+    - 'every': did not hold when a test is refuted; held when every test holds (an intersection-union
+      test: each at ALPHA, so the part at ALPHA); not measured when a test has one seed; else inconclusive;
+    - 'most': did not hold when half or more are refuted (a majority is out of reach); held when more
+      than half hold; not measured when neither and a test has one seed; else inconclusive.
+    The claim: did not hold when a part did not; not measured when a part is; inconclusive when a
+    part is; held when every part holds. A part without tests is not measured."""
+    family = [t for p in parts for t in p.tests]
+    refuted = holm(family)
+    i = 0
+    for p in parts:
+        n = len(p.tests)
+        p.refuted = sum(j in refuted for j in range(i, i + n))
+        p.held = sum(t.outcome == 1 for t in p.tests)
+        p.family = len(family)
+        i += n
+        if not n:
+            p.verdict = NOT_MEASURED
+        elif p.rule == "every":
+            p.verdict = (NOT_HELD if p.refuted else NOT_MEASURED if p.missing else
+                         HELD if p.held == n else INCONCLUSIVE)
+        else:
+            p.verdict = (NOT_HELD if p.refuted >= n / 2 else HELD if p.held > n / 2 else
+                         NOT_MEASURED if p.missing else INCONCLUSIVE)
+    return combine(*(p.verdict for p in parts))
 
 
-def most(tests: list[Test], unit: str = "cells", where: str = "in") -> tuple[str, str]:
-    """The 'most cells' verdict (more than half hold) and its counts."""
-    measured = [t for t in tests if t.outcome is not None]
-    refuted, held = holm(tests), sum(t.outcome == 1 for t in measured)
-    counts = f"above 0 {where} {held} of {len(tests)} {unit}, refuted {where} {len(refuted)} (Holm)"
-    if len(refuted) >= len(tests) / 2:
-        return NOT_HELD, counts
-    if len(measured) < len(tests):
-        return NOT_MEASURED, counts
-    return (HELD if held > len(tests) / 2 else INCONCLUSIVE), counts
-
-
-def one(test: Test) -> str:
-    return {None: NOT_MEASURED, 1: HELD, -1: NOT_HELD, 0: INCONCLUSIVE}[test.outcome]
-
-
-def both(*verdicts: str) -> str:
+def combine(*verdicts: str) -> str:
     for v in (NOT_HELD, NOT_MEASURED, INCONCLUSIVE):
         if v in verdicts:
             return v
     return HELD
 
 
-def judged(measured: str, verdict: str, used: list[dict], protocol: Protocol) -> tuple[str, str]:
-    """A rule's verdict with the setting it rests on named, and "not testable at this budget" where
-    its runs are off the protocol (what the rule gave at this budget said)."""
-    if verdict not in (HELD, NOT_HELD, INCONCLUSIVE):
-        return measured, verdict
-    if not used:
+@dataclass
+class Finding:
+    """What a rule found: the measured text, its verdict at face value, the runs it rests on, and,
+    for a claim about a range of cells, which of them it was judged on ('depths 4, 8 of 4–14')."""
+    measured: str
+    verdict: str
+    used: list = field(default_factory=list)
+    scope: str = ""
+
+
+def judged(f: Finding, protocol: Protocol) -> dict:
+    """A finding as the report shows it: {measured, verdict, scope, setting}. A verdict names the
+    budget and setting it rests on; it is "not testable at this budget" where its runs are off the
+    protocol (what the rule gave at this budget said); `setting` is the published setting its runs
+    are in (one of protocol.presets), "none" outside them, None without a verdict."""
+    out = {"measured": f.measured, "verdict": f.verdict, "scope": f.scope, "setting": None}
+    if f.verdict not in (HELD, NOT_HELD, INCONCLUSIVE):
+        return out
+    if not f.used:
         raise AssertionError("a verdict must name the runs it rests on")
-    measured += " " + setting_text(used, protocol)
-    gaps = budget_gaps(used, protocol)
+    out["measured"] += " " + budget_sentence(f.used, protocol) + " " + setting_text(f.used, protocol)
+    out["setting"] = published(f.used, protocol)[0] or "none"
+    gaps = budget_gaps(f.used, protocol)
     if gaps:
-        return measured + f" At this budget the rule gives '{verdict}', but {gaps}.", NOT_TESTABLE
-    return measured, verdict
+        out["measured"] += f" At this budget the rule gives '{f.verdict}', but {gaps}."
+        out["verdict"] = NOT_TESTABLE
+    return out
+
+
+def verdict_label(c: dict) -> str:
+    """A claim's verdict as the report shows it: with its scope where a universal claim was judged on
+    part of its cells ('held at depths 4, 8 of 4–14'), and marked where its runs are in neither
+    published setting."""
+    v = c["verdict"]
+    if c.get("scope") and v in (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTABLE):
+        v += f" at {c['scope']}"
+    if c.get("setting") == "none":
+        v += ", outside the published settings"
+    return v

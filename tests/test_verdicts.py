@@ -1,0 +1,300 @@
+"""Verdicts with known answers: each rule fed stores whose right answer is known, and each claim's
+false-refutation rate at its boundary checked by simulation."""
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bnonly import claims as claims_mod
+from bnonly import verdicts
+from bnonly.claims import claims, rules
+from bnonly.config import resolve
+from bnonly.frankle import FRANKLE_RULES
+from bnonly.models import build
+from bnonly.reporting import write_report
+from bnonly.stats import chance
+from bnonly.verdicts import ALPHA, HELD, INCONCLUSIVE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE
+
+SEEDS = (0, 1, 2)
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def run(trainable, seed, acc, width=784, depth=4, model="mlp", epochs=30, status="finished", preset="report",
+        params=None, history=None, **cfg):
+    c = resolve(preset, model=model, width=width, depth=depth, trainable=trainable, seed=seed, **cfg)
+    return {"run_id": c.run_id, "status": status, "model": model, "width": width, "depth": depth,
+            "trainable": trainable, "seed": seed, "dataset": c.dataset, "test_accuracy": acc, "epochs_run": epochs,
+            "best_epoch": epochs - 3, "trainable_params": params or width * depth, "seconds": 1.0,
+            "config": c.__dict__.copy(), "history": history or []}
+
+
+def claim(runs, i):
+    return claims(runs)[i - 1]
+
+
+# ----------------------------------------------------------------------------- 1. F1 at depth
+def test_f1_on_resnet14_alone_is_not_testable_at_this_depth():
+    """bn − random = +6.1 ± 0.4 points at ResNet-14 only: a claim about sufficiently deep ResNets is
+    not testable there (it said 'did not hold')."""
+    from bnonly.frankle import frankle_claims
+    runs = []
+    for s, g in zip(SEEDS, (0.059, 0.061, 0.063)):
+        for t, acc in (("bn", 0.45 + 0.01 * s), ("random", 0.45 + 0.01 * s - g)):
+            runs.append(run(t, s, acc, model="resnet14", preset="frankle", epochs=160, params=1120))
+    f1 = frankle_claims(runs)[0]
+    assert f1["verdict"] == "not testable at this depth" and "+6.1 ± 0.5 points" in f1["measured"]
+
+
+# ----------------------------------------------------------------------------- 2. claim 5 part 1
+def saturating_store(advantage: float, seeds: int):
+    """bn at widths 10-80, depths 2, 4, 8, accuracy a saturating function of the trainable-parameter
+    count p = width x depth alone, plus `advantage` per doubling of width, plus per-run noise."""
+    rng = np.random.default_rng(3)
+    runs = []
+    for w in (10, 20, 40, 80):
+        for d in (2, 4, 8):
+            p = w * d
+            base = 0.95 - 0.5 * math.exp(-p / 50) + advantage * math.log2(w / 10)
+            for s in range(seeds):
+                runs.append(run("bn", s, base + rng.normal(0, 0.002), width=w, depth=d, params=p))
+    return runs
+
+
+def test_claim5_at_equal_parameters_is_fair_to_a_function_of_the_count_alone():
+    """Accuracy a saturating function of the parameter count alone: no width or depth effect, so the
+    rule gives neither held nor did not hold (the old slopes gave -0.7 points per doubling)."""
+    c5 = claim(saturating_store(0.0, 3), 5)
+    assert "wider − deeper per doubling" in c5["measured"] and c5["verdict"] == INCONCLUSIVE, c5["measured"]
+    # matched pairs: w20 d2 ~ w10 d4, w40 d2 ~ w20 d4 ~ w10 d8, ... (equal counts, k = 2 or 4)
+    pairs = claims_mod.matched_pairs({(w, d): {0: {"trainable_params": w * d}} for w in (10, 20, 40, 80)
+                                      for d in (2, 4, 8)})
+    assert ((20, 2), (10, 4), 1.0) in pairs and ((40, 2), (10, 8), 2.0) in pairs and len(pairs) == 8
+
+
+def test_claim5_holds_with_a_real_width_advantage_at_equal_parameters():
+    """+0.4 points per doubling of width at equal parameter counts, 10 seeds: held (the old rule said
+    'did not hold')."""
+    c5 = claim(saturating_store(0.004, 10), 5)
+    assert c5["verdict"] == HELD and "wider − deeper per doubling +0.4" in c5["measured"], c5["measured"]
+
+
+# ----------------------------------------------------------------------------- 3. multiplicity
+def simulation():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("false_refutation", ROOT / "benchmarks" / "false_refutation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("claim_id", ["1", "2", "3", "4", "5", "6", "F1", "F2"])
+def test_false_refutation_rate_at_the_boundary_is_within_its_level(claim_id):
+    """Every test of the claim at its boundary (the claim just true), n = 3 seeds, 4,000 simulated
+    stores: the claim is refuted at most ALPHA of the time (binomial slack: 2.6 standard errors)."""
+    sims = 4000
+    rate = simulation().false_refutations(claim_id, sims)
+    assert rate <= ALPHA + 2.6 * math.sqrt(ALPHA * (1 - ALPHA) / sims), rate
+
+
+def test_the_simulation_sees_an_uncorrected_family(monkeypatch):
+    """Each test at 2.5% on its own (no Holm across parts): claims 5 and 6 are refuted far more often
+    than their level, so the simulation above can fail."""
+    sim = simulation()
+    monkeypatch.setattr(verdicts, "holm", sim.uncorrected)
+    assert sim.false_refutations("5", 4000) > 0.05 and sim.false_refutations("6", 4000) > 0.04
+
+
+def test_docs_quote_the_simulated_rates():
+    result = json.loads((ROOT / "results" / "verdicts" / "false-refutation.json").read_text())
+    study = _words((DOCS / "study.md").read_text())
+    for key in ("rates", "each_test_alone"):
+        quoted = ", ".join(f"{100 * result[key][c]:.1f}% ({c})" for c in result[key])
+        assert quoted in study, quoted
+    assert f"{result['sims']:,} simulated stores" in study
+
+
+# ----------------------------------------------------------------------------- 4. the gamma measure
+def test_disabled_fraction_does_not_see_a_rescaling_of_features_and_their_readers():
+    """In `all` the next layer trains: gamma_j, beta_j x c and the next layer's column j x 1/c leave
+    the function as it was, and the disabled fraction too (|gamma| alone moved 6.2% -> 30.5%)."""
+    from bnonly.analysis import fractions, importance, readers, scale_free
+    cfg = resolve("frankle", width=64, depth=3, trainable="all")
+    m = build(cfg).eval()
+    x = torch.rand(300, 1, 28, 28)
+    gammas = [b.norm.weight.detach().clone() for b in m.blocks]
+    before, logits = fractions(gammas, readers(m), scale_free(m)), m(x)
+    order = [i.argsort() for i in importance(gammas, readers(m))]
+    with torch.no_grad():
+        for layer, reader in ((0, m.blocks[1].op), (2, m.head)):  # a layer a normalization follows, and the last
+            m.blocks[layer].norm.weight[:32] *= 1e-3
+            m.blocks[layer].norm.bias[:32] *= 1e-3
+            reader.weight[:, :32] *= 1e3
+    gammas = [b.norm.weight.detach().clone() for b in m.blocks]
+    after = fractions(gammas, readers(m), scale_free(m))
+    assert torch.allclose(m(x), logits, atol=1e-4)
+    assert after["relative"]["all"] == pytest.approx(before["relative"]["all"], abs=1e-12)
+    assert after["relative"]["per_layer"] == pytest.approx(before["relative"]["per_layer"][:2] + [None]) or \
+        after["relative"]["per_layer"][2] is None
+    assert after["0.1"]["per_layer"][0] > before["0.1"]["per_layer"][0] + 0.3  # |gamma| < 0.1 is not invariant
+    assert all(torch.equal(a, b) for a, b in zip(order, [i.argsort() for i in importance(gammas, readers(m))]))
+
+
+def test_no_measure_is_printed_beside_frankles_number():
+    from bnonly.analysis_report import FRANKLE_DISABLED, table
+    header, _ = table({})
+    assert not any("Frankle" in h for h in header) and "around a third" in FRANKLE_DISABLED
+
+
+# ----------------------------------------------------------------------------- 6, 7. budget and diverged
+def test_the_headline_names_its_budget(tmp_path):
+    runs = [run(t, s, acc + 0.01 * s, width=100, depth=2, subset=1000, max_epochs=2, epochs=2)
+            for t, acc in (("bn", 0.6), ("random", 0.3)) for s in SEEDS]
+    write_report(tmp_path, runs=runs)
+    answer = json.loads((tmp_path / "report.json").read_text())["headline"]["answer"]
+    assert answer.startswith("In 1 of 1 architectures the paired 95% interval of BN-only − random lies above 0. "
+                             "Budget: a subset of 1,000 images (800 to train on), early stopping (patience 3) within "
+                             "2 epochs (off the report's protocol in max_epochs, subset); 6 of 6 runs ended at the "
+                             "epoch cap, none diverged."), answer
+    assert answer in (tmp_path / "report.md").read_text()
+
+
+def test_every_verdict_names_its_budget_and_diverged_runs():
+    bn = [run("bn", s, 0.95 + 0.001 * s, epochs=100 if s else 40) for s in SEEDS]
+    rnd = [run("random", s, 0.8 + 0.001 * s, status="diverged" if s == 2 else "finished") for s in SEEDS]
+    c3 = claim(bn + rnd, 3)
+    assert ("Budget: all 48,000 training images, early stopping (patience 3) within 100 epochs (the report's "
+            "protocol); 2 of 6 runs ended at the epoch cap, 1 diverged.") in c3["measured"]
+    # claim 4's growth and claim 5's width part count their diverged seeds
+    runs = []
+    for d in (2, 8):
+        for s in SEEDS:
+            runs += [run("all", s, 0.97, depth=d, status="diverged" if (d, s) == (8, 1) else "finished"),
+                     run("all-nobn", s, 0.96 - 0.001 * d - 0.001 * s, depth=d)]
+    assert "w784: +0.6 ± 0.0 points (n=3, 1 diverged)" in claim(runs, 4)["measured"]
+    runs = [run("bn", s, 0.7 + 0.001 * s, width=20, depth=2, params=40, status="diverged" if s == 0 else "finished")
+            for s in SEEDS] + [run("bn", s, 0.6, width=10, depth=4, params=40) for s in SEEDS]
+    assert "+10.1 ± 0.2 points (n=3, 1 diverged) over 1 pair" in claim(runs, 5)["measured"]
+
+
+def test_frankles_growth_counts_diverged_runs():
+    from bnonly.frankle import frankle_claims
+    runs = []
+    for s in SEEDS:
+        for m, g in (("resnet14", 0.1), ("resnet110", 0.2)):
+            runs += [run("bn", s, 0.6 + 0.01 * s, model=m, preset="frankle", epochs=160),
+                     run("random", s, 0.6 - g, model=m, preset="frankle", epochs=160,
+                         status="diverged" if (m, s) == ("resnet14", 0) else "finished")]
+    f2 = frankle_claims(runs)[1]
+    assert "(n=3, 1 diverged)" in f2["measured"] and f2["verdict"] == HELD
+
+
+def test_question_answers_name_their_budget_and_diverged_runs(tmp_path):
+    from bnonly.questions import sections
+    q = [run("bn", s, 0.8 + 0.01 * s + (0.02 if n == "batchnorm" else 0), width=100, depth=2, norm=n, subset=8000,
+             max_epochs=10, epochs=10, status="diverged" if (n, s) == ("affine", 1) else "finished")
+         for n in ("batchnorm", "affine") for s in SEEDS]
+    (sec,) = sections(q, tmp_path, {}, 0.1135)
+    answer = next(b["text"] for b in sec["blocks"] if b["kind"] == "answer")
+    assert "Budget: a subset of 8,000 images (6,400 to train on), early stopping (patience 3) within 10 epochs " \
+           "(off the report's protocol in max_epochs, subset); 6 of 6 runs ended at the epoch cap, 1 diverged." in answer
+    tab = next(b for b in sec["blocks"] if b["kind"] == "table")
+    assert "(1 diverged)" in tab["rows"][0][1]
+
+
+# ----------------------------------------------------------------------------- 8. claim 6's parts
+def test_claim6_is_refuted_by_one_part_whatever_the_other():
+    bn = [run("bn", s, 0.90 + 0.001 * s, model="lenet5") for s in SEEDS]
+    assert claim(bn + [run("random", 0, 0.5, model="lenet5")], 6)["verdict"] == NOT_HELD  # random: one seed
+    assert claim(bn, 6)["verdict"] == NOT_HELD                                            # no random at all
+    at30 = [run("bn", s, 0.30 + 0.001 * s, model="lenet5") for s in SEEDS]
+    assert claim(at30, 6)["verdict"] == NOT_MEASURED
+
+
+# ----------------------------------------------------------------------------- 9. coverage
+def test_universal_claims_name_the_cells_they_were_judged_on():
+    runs = [run(t, s, acc + 0.001 * s, depth=d) for d in (4, 8) for t, acc in (("bn", 0.95), ("random", 0.8))
+            for s in SEEDS]
+    cl = claims(runs)
+    assert cl[1]["label"] == "held at depths 4, 8 of 4–14" and cl[2]["label"] == "held at depths 4, 8 of 4–14"
+    assert cl[0]["label"] == "held at 2 of the report's 49 cells (widths 784; depths 4, 8)"
+    every = [run("bn", s, 0.95 + 0.001 * s, depth=d) for d in (4, 6, 8, 10, 12, 14) for s in SEEDS]
+    assert claim(every, 2)["label"] == "held"
+
+
+# ----------------------------------------------------------------------------- 10. settings
+def test_setting_notes_say_stronger_or_weaker_and_mark_unpublished_settings():
+    runs = [run(t, s, acc + 0.001 * s) for t, acc in (("bn", 0.95), ("random", 0.8)) for s in SEEDS]
+    c3 = claim(runs, 3)
+    assert "a stronger baseline than the one behind the report's numbers" in c3["measured"]
+    assert c3["label"] == "held at depths 4 of 4–14" and c3["setting"] == "report"
+    code = [run(t, s, acc + 0.001 * s, preset="report-code") for t, acc in (("bn", 0.95), ("random", 0.8))
+            for s in SEEDS]
+    c3 = claim(code, 3)
+    assert "a weaker baseline than Frankle et al.'s" in c3["measured"] and c3["setting"] == "report-code"
+    for odd in ({"bn_eps": 100.0}, {"bn_momentum": 1.0}, {"gamma_init": "ones"}):
+        c2 = claim([run("bn", s, 0.95 + 0.001 * s, **odd) for s in SEEDS], 2)
+        assert c2["verdict"] == HELD and c2["setting"] == "none", odd
+        assert c2["label"].endswith(", outside the published settings")
+        assert f"differs from each in {next(iter(odd))}" in c2["measured"]
+
+
+# ----------------------------------------------------------------------------- 11. the small items
+def test_a_subset_of_all_60000_images_is_the_protocol():
+    runs = [run("bn", s, 0.95 + 0.001 * s, subset=60000) for s in SEEDS]
+    assert claim(runs, 2)["verdict"] == HELD
+
+
+def test_chance_says_when_it_is_not_the_majority_class_rate():
+    rate, basis = chance("idx", "/nonexistent")
+    assert rate == 0.1 and "could not be read" in basis
+    assert "1 / 10 classes" in rules(rate, basis)[0]
+
+
+def test_most_holds_once_a_majority_holds_whatever_the_one_seed_cells():
+    runs = []
+    for d in (2, 4, 6):
+        for s in SEEDS:
+            runs += [run("all", s, 0.97, depth=d), run("all-nobn", s, 0.95 - 0.002 * d - 0.001 * s, depth=d)]
+    runs += [run("all", 0, 0.97, width=10, depth=2), run("all-nobn", 0, 0.95, width=10, depth=2)]  # one seed
+    c4 = claim(runs, 4)
+    assert "above 0 in 3 of 4 cells" in c4["measured"] and c4["verdict"] == HELD, c4["measured"]
+
+
+def test_claim3_rule_names_the_relative_reading():
+    assert "9.5 points" in rules(0.1135)[2]
+
+
+# ----------------------------------------------------------------------------- learning curves
+def test_learning_curves_are_the_mean_over_the_seeds_still_training(tmp_path):
+    from bnonly.figures import learning_curves
+    hist = {0: [0.5, 0.6], 1: [0.7, 0.8, 0.9], 2: [0.6, 0.7, 0.8]}
+    runs = [run("bn", s, 0.9, width=10, depth=2, max_epochs=3, epochs=len(h),
+                history=[{"epoch": e + 1, "val_accuracy": v} for e, v in enumerate(h)]) for s, h in hist.items()]
+    runs += [run("random", s, 0.5, width=10, depth=2, max_epochs=3, epochs=1,
+                 history=[{"epoch": 1, "val_accuracy": 0.3}]) for s in SEEDS]
+    curves = learning_curves(runs)
+    assert set(curves) == {"mlp_w10_d2"} and curves["mlp_w10_d2"]["cap"] == 3
+    bn = curves["mlp_w10_d2"]["sets"]["bn"]
+    assert [e for e, _ in bn] == [1, 2, 3] and [st.n for _, st in bn] == [3, 3, 2]
+    assert [round(st.mean, 6) for _, st in bn] == [0.6, 0.7, 0.85]
+    assert curves["mlp_w10_d2"]["sets"]["random"][0][1].mean == pytest.approx(0.3)
+    written = write_report(tmp_path, runs=runs)
+    assert "learning_curves.png" in written and "learning_curves.png" in (tmp_path / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- the rules, as documented
+def _words(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("`", "")).strip()
+
+
+def test_docs_state_every_rule_as_the_code_applies_it():
+    study = _words((DOCS / "study.md").read_text())
+    rate, basis = chance("mnist")
+    for i, rule in enumerate(rules(rate, basis) + FRANKLE_RULES):
+        assert _words(rule) in study, f"rule {i + 1} of the code is not in docs/study.md word for word"
+    assert _words(verdicts.DECIDING) in study, "docs/study.md does not say how a claim is decided as the code does"
