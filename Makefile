@@ -22,8 +22,8 @@ test-venv: $(VENV)/.installed-test
 # (PYTHONDONTWRITEBYTECODE emptied, which Python reads as unset: where it is set, every later
 # process would compile them again).
 PIP    := $(PY) -m pip install -q --disable-pip-version-check --no-compile
-WARM   := import bnonly.api, bnonly.cli, bnonly.sweep, bnonly.reporting, bnonly.analysis, bnonly.questions, \
-          bnonly.claims, bnonly.cluster, torch.func, matplotlib.backends.backend_agg, matplotlib.backends.backend_svg
+WARM   := import bnonly.api, bnonly.cli, bnonly.sweeps.run, bnonly.sweeps.ray, bnonly.reports.build, bnonly.study.gamma, \
+          torch.func, matplotlib.backends.backend_agg, matplotlib.backends.backend_svg
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnonly import claims, frankle, verdicts
+from bnonly.study import claims, frankle, verdicts
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "verdicts" / "false-refutation.json"
 RULES = {"1": claims.claim1, "2": claims.claim2, "3": claims.claim3, "4": claims.claim4, "5": claims.claim5,

@@ -21,8 +21,8 @@ import statistics
 import torch
 from timing import best_time, copy_bandwidth, floor_seconds, interleaved, mm_peak, work_per_step
 
-from bnonly.config import resolve
-from bnonly.engine import Group, Hooks
+from bnonly.config.run import resolve
+from bnonly.engine.loop import Training, Hooks
 
 CONFIGS = [(10, 6, "all"), (10, 6, "bn"), (100, 2, "all-nobn"), (100, 6, "all"), (100, 6, "bn")]
 ROUNDS, STEPS, SEEDS = 5, 40, 3
@@ -51,15 +51,15 @@ def torch_costs() -> dict:
     return {"op": plain, "autograd_op": (fifty - one) / 49, "backward_call": one - one_fwd}
 
 
-def group(width: int, depth: int, trainable: str, batch: int) -> Group:
+def group(width: int, depth: int, trainable: str, batch: int) -> Training:
     cfgs = [resolve("report", model="mlp", width=width, depth=depth, trainable=trainable, seed=s, batch_size=batch)
             for s in range(SEEDS)]
-    g = Group(cfgs, "cpu", None)
+    g = Training(cfgs, "cpu", None)
     g.n_batches = STEPS
     return g
 
 
-def epoch(g: Group):
+def epoch(g: Training):
     """One call: STEPS steps of g's epoch loop."""
     return lambda: g.train_epoch(2, Hooks())
 

@@ -28,7 +28,7 @@ gradient for frozen layers, no input gradient for the first layer.
     python benchmarks/speed.py --table benchmarks/results/FILE.json   # a result file as Markdown tables
 
 CIFAR ResNets (ResNet-20 and -56 with Frankle's preset, on generated 32x32x3 batches) get rows of
-their own: the textbook loop against the stacked engine (stack_module.ModuleStack; 3 models on a CPU,
+their own: the textbook loop against the stacked engine (stack_module.FunctionalStack; 3 models on a CPU,
 the sweep's stack on a GPU), model-epochs per second and the FLOP efficiency.
 
 Each timing runs whole steps for a fixed wall-time budget after warm-up and converts to epochs of
@@ -53,13 +53,15 @@ import torch.nn.functional as F
 from timing import ROUNDS, copy_bandwidth, floor_seconds, interleaved, mm_peak, ratio, sync, timed, work_per_step
 from torch.utils.data import DataLoader, TensorDataset
 
-from bnonly.config import resolve
-from bnonly.data import Tensors, load
-from bnonly.device import DEVICES, EngineOptions, resolve_device
-from bnonly.engine import Group, gather
-from bnonly.models import build
-from bnonly.stacking import stack_cap, stack_order
-from bnonly.trainable import plan
+from bnonly.config.run import resolve
+from bnonly.engine.data import Tensors, load
+from bnonly.config.options import DEVICES
+from bnonly.engine.device import EngineOptions, resolve_device
+from bnonly.engine.loop import Training, gather
+from bnonly.registry.nets import build
+from bnonly.sweeps.plan import stack_cap
+from bnonly.engine.stack import stack_order
+from bnonly.engine.masks import plan
 
 STEPS_PER_EPOCH = 375  # 48,000 / 128
 
@@ -103,10 +105,10 @@ def textbook(cfg, d, device):
 def engine_step(cfg, d, device, m, seeds=3):
     """(b)/(c) bnonly: m models as one stack, as the sweep stacks them: `seeds` seeds, the models of
     one seed (in a sweep, its trainable sets) sharing that seed's batches, in the engine's stack
-    order; each call one batch of the engine's own epoch loop (engine.Group.batches) and its step."""
+    order; each call one batch of the engine's own epoch loop (engine.Training.batches) and its step."""
     S = min(seeds, m)
     cfgs = [cfg.replace(seed=i % S) for i in range(m)]
-    group = Group([cfgs[i] for i in stack_order(cfgs)], device, None, data=d)
+    group = Training([cfgs[i] for i in stack_order(cfgs)], device, None, data=d)
     group.n_batches = len(d.y_train) // cfg.batch_size  # full batches only
     batches = iter(())
 
@@ -200,7 +202,7 @@ CIFAR_STEPS_PER_EPOCH = 352  # 45,000 / 128: CIFAR-10's training set less the fr
 
 def cifar_rows(device: str, peak: float, budget: float, M: int) -> list[dict]:
     """ResNet-20 and ResNet-56 (Frankle's preset) on generated CIFAR-shaped batches: (a) the textbook
-    loop, (c) the stacked engine (stack_module.ModuleStack), model-epochs per second and efficiency =
+    loop, (c) the stacked engine (stack_module.FunctionalStack), model-epochs per second and efficiency =
     the step's FLOPs (forward; input gradients except into the image; weight gradients where
     weights train) / torch.mm peak / measured time."""
     d = cifar_like(128 * 4, device)
@@ -274,9 +276,10 @@ def end_to_end(width: int, depth: int, subset: int, epochs: int, device: str) ->
     loop over the same runs, each for the epochs the sweep ran it."""
     import tempfile
 
-    from bnonly.executors import SweepOptions
+    from bnonly.config.options import SweepOptions
     from bnonly.store import Store
-    from bnonly.sweep import SweepConfig, run_sweep
+    from bnonly.config.grid import SweepConfig
+    from bnonly.sweeps.run import run_sweep
     sweep = SweepConfig(name="e2e", preset="report", models=["mlp"], widths=[width], depths=[depth],
                         trainable=REPORT_SETS, seeds=[0, 1, 2], settings={"max_epochs": epochs, "subset": subset})
     with tempfile.TemporaryDirectory() as tmp:
@@ -301,7 +304,7 @@ def save(result: dict, args) -> Path:
     import platform
     import subprocess
 
-    from bnonly.device import device_name
+    from bnonly.engine.device import device_name
     here = Path(__file__).resolve().parent
     def git(*a):
         r = subprocess.run(["git", *a], cwd=here, capture_output=True, text=True)

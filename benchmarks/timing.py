@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from bnonly.sets import SETS
+from bnonly.registry.sets import SETS
 
 
 def sync(device):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bnonly import data
+from bnonly.registry import data
 
 
 @pytest.fixture(scope="session")

@@ -5,16 +5,15 @@ import torch
 
 from torch import nn
 
-from bnonly.analysis import (KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, group, importance, norms, readers,
-                             scale_free, switched_off)
+from bnonly.study.gamma import KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, conditions, importance, norms, readers, scale_free, switched_off
 from bnonly.cli import main
-from bnonly.config import resolve
-from bnonly.data import load
-from bnonly.engine import evaluate, train
-from bnonly.models import Block, Net, build
-from bnonly.stack import Batch, Rows
-from bnonly.stack_chain import ChainStack
-from bnonly.trainable import Plan, plan
+from bnonly.config.run import resolve
+from bnonly.engine.data import load
+from bnonly.engine.loop import evaluate, train
+from bnonly.registry.nets import Block, Net, build
+from bnonly.engine.stack import Batch, Rows
+from bnonly.engine.fused import FusedStack
+from bnonly.engine.masks import Plan, plan
 
 
 def test_dead_units_on_a_hand_built_model():
@@ -39,7 +38,7 @@ def test_ablation_ends_equal_the_model_and_its_constant_output():
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
     x, y, xs = d.x_test[:500], d.y_test[:500], d.x_train[:1280]
     abl = ablation(r.model, cfg, xs, x, y)
-    fresh = ChainStack.from_models([r.model], [plan(build(cfg), cfg)])
+    fresh = FusedStack.from_models([r.model], [plan(build(cfg), cfg)])
     fresh.reestimate_statistics(xs.split(128), Rows([0]))
     _, acc = evaluate(fresh, Batch(x[None], y[None], Rows([0])), (1, 28, 28))
     assert KS[0] == 0 and KS[-1] == 100 and len(abl["random"][0]) == RANDOM_DRAWS
@@ -69,7 +68,7 @@ def test_ablation_variants_equal_the_models_with_those_features_off():
         n_off = [round(n.weight.numel() * k / 100) for n in norms(r.model)]
         cases = {"smallest": [o[:n] for o, n in zip(order, n_off)], "largest": [o.flip(0)[:n] for o, n in zip(order, n_off)]}
         for field, off in [*cases.items(), ("random", draws[k][1])]:
-            alone = ChainStack.from_models([switched_off(r.model, off)], [plan(build(cfg), cfg)])
+            alone = FusedStack.from_models([switched_off(r.model, off)], [plan(build(cfg), cfg)])
             alone.reestimate_statistics(xs.split(128), Rows([0]))
             acc = float(evaluate(alone, Batch(x[None], y[None], Rows([0])), (1, 28, 28))[1][0])
             got = abl[field][j][1] if field == "random" else abl[field][j]
@@ -107,8 +106,8 @@ def test_ablation_with_fresh_statistics_equals_the_model_without_those_features(
     ablated = switched_off(r.model, [torch.tensor(off), torch.tensor([], dtype=torch.long)])
     everything = Plan({n: True for n, _ in ablated.named_parameters()})
     small = _mlp_without(r.model, cfg, off)
-    a = ChainStack.from_models([ablated], [everything])
-    b = ChainStack.from_models([small], [Plan({n: True for n, _ in small.named_parameters()})])
+    a = FusedStack.from_models([ablated], [everything])
+    b = FusedStack.from_models([small], [Plan({n: True for n, _ in small.named_parameters()})])
     batch = Batch(x[None], y[None], Rows([0]))
     stale = a.forward(batch, training=False)
     for s in (a, b):
@@ -147,7 +146,7 @@ def test_disabled_fraction_is_scale_free_and_the_function_too():
 def test_scale_free_layers_of_each_kind_of_model():
     """A chain: every layer but the last, where the next layer normalizes; a ResNet: a block's first
     layer only (its second, the shortcut's and the stem's feed the residual sum)."""
-    from bnonly.models import ResNet
+    from bnonly.registry.nets import ResNet
     assert scale_free(build(resolve("frankle", width=8, depth=4, norm="layernorm", trainable="bn"))) == [True] * 3 + [False]
     assert scale_free(build(resolve("frankle", width=8, depth=3, norm="affine", trainable="bn"))) == [False] * 3
     assert scale_free(build(resolve("frankle", model="lenet5", trainable="bn"))) == [True, True, True, False]
@@ -200,7 +199,7 @@ def test_two_conditions_are_not_pooled():
     b = {"config": resolve(width=8, depth=2, seed=1).__dict__}
     c = {"config": resolve(width=8, depth=2, seed=0, norm="layernorm").__dict__}
     d = {"config": resolve(width=8, depth=2, seed=0, max_epochs=10).__dict__}
-    g = group([a, b, c, d])
+    g = conditions([a, b, c, d])
     assert sorted(len(v) for v in g.values()) == [1, 1, 2]
 
 
@@ -231,8 +230,8 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
 
 
 def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):
-    from bnonly.analysis import analyze_run
-    from bnonly.analysis_report import section
+    from bnonly.study.gamma import analyze_run
+    from bnonly.reports.gamma import section
     cfg = resolve("report", width=16, depth=2, subset=1000, max_epochs=1, trainable="bn")
     (r,) = train([cfg])
     a = analyze_run({"run_id": cfg.run_id, "config": cfg.__dict__, "test_accuracy": r.test_accuracy}, r.artefact)
@@ -245,10 +244,10 @@ def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):
 
 
 def test_two_studies_never_share_a_figure_name(tmp_path):
-    from bnonly.analysis_report import condition_name as _name
+    from bnonly.reports.gamma import condition_name as _name
     a = {"config": resolve(width=8, depth=2, trainable="bn").__dict__}
     b = {"config": resolve(width=8, depth=2, trainable="bn", max_epochs=10).__dict__}
-    g = group([a, b])
+    g = conditions([a, b])
     names = {_name(k, g) for k in g}
     assert len(names) == 2 and all(n.startswith("mlp_w8_d2_") for n in names)
     assert {_name(k, [k]) for k in g} == {"mlp_w8_d2"}

@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from bnonly import data
-from bnonly.config import resolve
-from bnonly.engine import train
-from bnonly.models import MODELS, build
-from bnonly.device import EngineOptions
-from bnonly.engine import stack_of
-from bnonly.stack import Batch, Rows
-from bnonly.stack_module import ModuleStack
-from bnonly.sweep import load_sweep
-from bnonly.trainable import plan
+from bnonly.engine import data as tensors
+from bnonly.registry import data
+from bnonly.config.run import resolve
+from bnonly.engine.loop import train
+from bnonly.registry.models import MODELS
+from bnonly.registry.nets import build
+from bnonly.engine.device import EngineOptions
+from bnonly.engine.loop import stack_of
+from bnonly.engine.stack import Batch, Rows
+from bnonly.engine.functional import FunctionalStack
+from bnonly.config.layers import load_sweep
+from bnonly.engine.masks import plan
 
 FASHION = data.FASHION_MNIST_DIR.is_dir()
 needs_fashion = pytest.mark.skipif(not FASHION, reason="Debian package dataset-fashion-mnist not installed "
@@ -79,7 +81,7 @@ def _stack_data(cfgs, shape=(3, 16, 16), batch=8):
 
 
 def test_chains_and_residual_networks():
-    from bnonly.models import VGG, ResNet, is_chain
+    from bnonly.registry.nets import VGG, ResNet, is_chain
     assert is_chain(VGG(11)) and is_chain(build(resolve())) and not is_chain(ResNet(14))
     with pytest.raises(ValueError, match="one of 11, 16"):
         VGG(13)
@@ -92,7 +94,7 @@ def test_module_stack_of_one_computes_what_the_module_computes():
         x = batch.x
         batch = Batch(x[:1], None, Rows([0]))
         stack = stack_of([m], [plan(m, cfg)])
-        assert isinstance(stack, ModuleStack)
+        assert isinstance(stack, FunctionalStack)
         m.train()
         torch.testing.assert_close(stack.forward(batch, training=True)[0], m(x[0]), rtol=1e-4, atol=1e-4)
         for n, b in m.named_buffers():
@@ -128,12 +130,12 @@ def test_vmap_path_equals_a_call_per_model():
 def test_augment_crops_and_flips_with_the_padding_value():
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
     fill = torch.tensor([-1.0, -2.0, -3.0])
-    a = data.augment(x, fill, torch.Generator().manual_seed(0), pad=2)
-    b = data.augment(x, fill, torch.Generator().manual_seed(0), pad=2)
+    a = tensors.augment(x, fill, torch.Generator().manual_seed(0), pad=2)
+    b = tensors.augment(x, fill, torch.Generator().manual_seed(0), pad=2)
     assert torch.equal(a, b) and a.shape == x.shape  # a function of the generator
     seen = set()
     for s in range(40):
-        y = data.augment(x, fill, torch.Generator().manual_seed(s), pad=2)
+        y = tensors.augment(x, fill, torch.Generator().manual_seed(s), pad=2)
         for i in range(2):
             padded = torch.nn.functional.pad(x[i] - fill.view(3, 1, 1), (2, 2, 2, 2)) + fill.view(3, 1, 1)
             windows = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
@@ -159,13 +161,13 @@ def write_cifar(tmp_path, n=200):
 
 def test_cifar_format_normalised_and_trained_with_the_preset(tmp_path):
     root = write_cifar(tmp_path)
-    plain = data.load("cifar10", 0.1, 0, 0, "cpu", str(root))
+    plain = tensors.load("cifar10", 0.1, 0, 0, "cpu", str(root))
     assert 0 <= float(plain.x_train.min()) and float(plain.x_train.max()) <= 1 and plain.fill.abs().max() == 0
-    d = data.load("cifar10", 0.1, 0, 0, "cpu", str(root), normalize=True)
+    d = tensors.load("cifar10", 0.1, 0, 0, "cpu", str(root), normalize=True)
     assert d.input_shape == (3, 32, 32) and len(d.y_train) == 900
     mean, std = data.NORMALIZE["cifar10"]
     torch.testing.assert_close(d.fill, -torch.tensor(mean) / torch.tensor(std))
-    raw = data._raw("cifar10", str(root))
+    raw = data.raw("cifar10", str(root))
     first = torch.from_numpy(raw.x_test[0]).float() / 255
     torch.testing.assert_close(d.x_test[0], (first - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))
     cfgs = [resolve("frankle", model="resnet14", trainable=t, max_epochs=2, lr_drop_epochs="2") for t in ("bn", "random")]
@@ -224,7 +226,7 @@ def test_resnet14_bn_only_trains_above_chance_on_fashion_mnist():
 
 
 def test_frankle_study_config():
-    from bnonly.sweep import SweepConfig
+    from bnonly.config.grid import SweepConfig
     # a sweep that names no data set takes the preset's: CIFAR-10 for Frankle's models
     assert {c.dataset for c in SweepConfig(preset="frankle", models=["resnet20", "mlp"]).runs()} == {"cifar10", "mnist"}
     s = load_sweep("frankle")
@@ -250,7 +252,7 @@ def frankle_runs(gaps: dict, noise=(0.0, 0.01, -0.01), **kw):
 
 
 def test_frankle_claims_verdicts_for_chosen_accuracies():
-    from bnonly.frankle import frankle_claims
+    from bnonly.study.frankle import frankle_claims
 
     def verdicts(runs):
         return [c["verdict"] for c in frankle_claims(runs)]
@@ -280,7 +282,7 @@ def test_frankle_claims_verdicts_for_chosen_accuracies():
 
 
 def test_report_puts_measured_next_to_published(tmp_path):
-    from bnonly.reporting import write_report
+    from bnonly.reports.build import write_report
     # a second norm in the same study is another setting: reported apart, never pooled into the cells
     write_report(tmp_path, runs=frankle_runs({"resnet14": 0.2, "resnet110": 0.3})
                  + frankle_runs({"resnet14": 0.0}, norm="layernorm"))

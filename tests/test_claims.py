@@ -3,12 +3,13 @@ import json
 
 import pytest
 
-from bnonly.claims import claims
-from bnonly.verdicts import HELD, INCONCLUSIVE, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE
+from bnonly.study.claims import claims
+from bnonly.study.verdicts import HELD, INCONCLUSIVE, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE
 from bnonly.cli import main
-from bnonly.config import resolve
-from bnonly.reporting import write_report
-from bnonly.stats import budget_gaps, cells, studies
+from bnonly.config.run import resolve
+from bnonly.reports.build import write_report
+from bnonly.study.protocol import off_protocol
+from bnonly.study.runs import cells, studies
 from bnonly.store import Store
 
 SEEDS = (0, 1, 2)
@@ -60,7 +61,7 @@ def test_capped_runs_are_not_testable_at_this_budget():
     # the same accuracies under the protocol: did not hold
     bn = [run("bn", s, 0.60) for s in SEEDS]
     assert claim(bn, 2)["verdict"] == NOT_HELD
-    assert budget_gaps(bn) is None
+    assert off_protocol(bn) is None
 
 
 def test_one_seed_is_not_measured_and_bands_can_fail():
@@ -152,8 +153,8 @@ def test_where_rejects_unknown_fields(tmp_path, capsys):
 
 
 def test_report_code_preset_is_the_published_code():
-    from bnonly.engine import train
-    from bnonly.models import build
+    from bnonly.engine.loop import train
+    from bnonly.registry.nets import build
     for t in ("out", "none"):  # built without BatchNorm layers, as the report's code did
         assert all(b.norm is None for b in build(resolve("report-code", trainable=t, width=8, depth=2)).blocks)
     assert all(b.norm is not None for b in build(resolve("report-code", trainable="bn", width=8, depth=2)).blocks)
@@ -177,12 +178,13 @@ def test_sweep_prints_its_estimate_before_training(tmp_path, capsys):
 def test_open_question_answers_are_paired_per_architecture(tmp_path):
     """layernorm is exactly 2 points below batchnorm in every seed at w100 (a paired interval of 0 width,
     though the seeds spread by 6 points), and equal at w400: one architecture below 0, one at 0."""
-    from bnonly.questions import sections
+    from bnonly.reports.sections import question_sections
+    from bnonly.study.questions import questions
     runs = []
     for s, base in zip(SEEDS, (0.90, 0.93, 0.96)):
         runs += [run("bn", s, base, width=100), run("bn", s, base - 0.02, width=100, norm="layernorm"),
                  run("bn", s, base, width=400), run("bn", s, base, width=400, norm="layernorm")]
-    (sec,) = sections(runs, tmp_path, {}, 0.1135)
+    (sec,) = question_sections(questions(runs), tmp_path, {}, 0.1135)
     question = next(b["text"] for b in sec["blocks"] if b["kind"] == "question")
     assert "no beta in this study" in question  # the report's preset has no shift: the question says what is tested
     answer = next(b["text"] for b in sec["blocks"] if b["kind"] == "answer")
@@ -196,9 +198,9 @@ def test_open_question_answers_are_paired_per_architecture(tmp_path):
 def test_every_config_field_is_grid_replicate_protocol_or_setting():
     """A new RunConfig field must be placed: checked by a protocol, or named as part of the setting."""
     from dataclasses import fields
-    from bnonly.frankle import FRANKLE
-    from bnonly.config import GRID_FIELDS, RunConfig
-    from bnonly.stats import REPLICATE, REPORT, SCHEDULE
+    from bnonly.study.frankle import FRANKLE
+    from bnonly.config.run import GRID_FIELDS, RunConfig
+    from bnonly.study.protocol import REPLICATE, REPORT, SCHEDULE
     for protocol in (REPORT, FRANKLE):
         placed = set(GRID_FIELDS) | set(REPLICATE) | set(protocol.values) | set(SCHEDULE) | set(protocol.setting)
         assert {f.name for f in fields(RunConfig)} - placed == set(), protocol.name
@@ -217,17 +219,19 @@ def test_a_run_off_the_protocol_in_any_checked_field_is_not_testable(field, valu
 
 
 def test_every_verdict_names_its_setting_and_a_weakened_baseline():
-    bn = [run("bn", s, 0.95 + 0.001 * s) for s in SEEDS]
+    bn = [run("bn", s, 0.95 + 0.001 * s, random_norm="inference") for s in SEEDS]  # as a sweep sets it: on every run
     rnd = [run("random", s, 0.80 + 0.001 * s, random_norm="inference") for s in SEEDS]
     c3 = claim(bn + rnd, 3)
     assert c3["verdict"] == HELD and "random_norm = inference" in c3["measured"]
     assert "gamma_init = uniform(-1,1)" in c3["measured"] and "a weaker baseline" in c3["measured"]
     assert "random_norm" not in claim(bn, 2)["measured"]  # claim 2 rests on bn alone
+    with pytest.raises(ValueError, match="several studies"):  # bn and random of two sweeps are never paired
+        claim([run("bn", s, 0.95 + 0.001 * s) for s in SEEDS] + rnd, 3)
 
 
 def test_chance_is_the_majority_class_rate():
     """MNIST's most common test digit (1) is 11.35%: cells at it, or at 11.2% (above 1/10), are not above chance."""
-    from bnonly.stats import chance
+    from bnonly.study.runs import chance
     assert chance("mnist").rate == 0.1135 and chance("fashion-mnist").rate == 0.1
     at = [run("bn", s, 0.1135, width=w) for s in SEEDS for w in (10, 100)]
     c1 = claim(at, 1)

@@ -4,7 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from bnonly import data
+from bnonly.engine import data as tensors
+from bnonly.registry import data
 from bnonly.cli import main
 
 
@@ -43,7 +44,7 @@ def test_subset_beyond_the_data_is_one_line(capsys):
 
 
 def test_device_tensors_are_scaled_and_split(mnist_raw):
-    d = data.load("mnist", 0.2, 0, 0)
+    d = tensors.load("mnist", 0.2, 0, 0)
     assert d.x_train.shape == (48000, 1, 28, 28) and d.x_val.shape[0] == 12000 and d.x_test.shape[0] == 10000
     assert float(d.x_train.min()) == 0.0 and float(d.x_train.max()) == 1.0
 

@@ -4,10 +4,11 @@ import pickle
 import numpy as np
 import pytest
 
-from bnonly import data
+from bnonly.engine import data as tensors
+from bnonly.registry import data
 from bnonly.cli import main
-from bnonly.config import resolve
-from bnonly.engine import train
+from bnonly.config.run import resolve
+from bnonly.engine.loop import train
 
 
 @pytest.mark.skipif(not data.FASHION_MNIST_DIR.is_dir(),
@@ -20,8 +21,8 @@ def test_fashion_mnist_counts():
 
 def test_missing_fashion_mnist_names_the_package(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data, "FASHION_MNIST_DIR", tmp_path / "absent")
-    data._raw.cache_clear()
-    data.load.cache_clear()
+    data.raw.cache_clear()
+    tensors.load.cache_clear()
     assert main(["train", "--dataset", "fashion-mnist", "--width", "8", "--depth", "1"]) == 1
     err = capsys.readouterr().err
     assert "apt-get install dataset-fashion-mnist" in err and err.count("\n") == 1

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bnonly import api, cli
-from bnonly.config import ConfigError, RunConfig
-from bnonly.sweep import shipped_configs
+from bnonly import cli
+from bnonly.config.grid import shipped_configs
+from bnonly.config.layers import load_sweep
+from bnonly.config.options import SweepOptions
+from bnonly.config.run import RunConfig
+from bnonly.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -91,10 +94,10 @@ def test_every_command_line_shown_parses_and_its_values_are_accepted(page):
             args = parser.parse_args(argv)
             # beyond the flags' names: the run fields, the sweep's keys and options, checked as a run checks them
             if args.command == "train":
-                cli.run_config_from_args(args)
+                cli.train_config(args)
             elif args.command in ("sweep", "reproduce"):
-                api.sweep_config(args.config, args.set)
-                cli.options_from_args(args)
+                load_sweep(args.config, args.set)
+                SweepOptions(**cli.sweep_options(args))
         except (SystemExit, ConfigError) as e:
             pytest.fail(f"{page.name}: {line}: {e}")
 

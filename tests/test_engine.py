@@ -3,14 +3,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bnonly.config import resolve
-from bnonly.data import load
-from bnonly.engine import train
-from bnonly.models import build
-from bnonly.device import EngineOptions
-from bnonly.stack import Batch, Rows
-from bnonly.stack_chain import ChainStack
-from bnonly.trainable import plan
+from bnonly.config.run import resolve
+from bnonly.engine.data import load
+from bnonly.engine.loop import train
+from bnonly.registry.nets import build
+from bnonly.engine.device import EngineOptions
+from bnonly.engine.stack import Batch, Rows
+from bnonly.engine.fused import FusedStack
+from bnonly.engine.masks import plan
 
 SMALL = dict(model="mlp", width=32, depth=2, subset=3000, max_epochs=1)
 
@@ -33,7 +33,7 @@ def test_stack_of_one_computes_what_the_module_computes():
     for cfg in (small("frankle", trainable="all"), small(trainable="all-nobn"),
                 resolve("frankle", model="lenet5", trainable="bn", subset=3000)):
         m = build(cfg)
-        stack = ChainStack.from_models([m], [plan(m, cfg)])
+        stack = FusedStack.from_models([m], [plan(m, cfg)])
         x = torch.rand(64, 1, 28, 28)
         batch = Batch(x[None], None, Rows([0]))
         m.train()
@@ -53,7 +53,7 @@ def test_grouped_conv_path_equals_per_model_convs():
     out = {}
     for grouped in (False, True):
         options = replace(EngineOptions.for_device("cpu"), grouped_conv=grouped)
-        stack = ChainStack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)], options=options)
+        stack = FusedStack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)], options=options)
         logits = stack.forward(batch, training=True)
         logits.square().sum().backward()
         out[grouped] = (logits.detach(), {n: p.grad for n, p in stack.params.items() if p.requires_grad},
@@ -195,13 +195,13 @@ def test_shared_first_layer_runs_once_per_seed_and_equals_per_model():
         for m, c in zip(models, cfgs):
             same = models[0 if c.seed == 0 else 4]
             assert all(torch.equal(a.weight, b.weight) for (_, a, _), (_, b, _) in zip(m.units(), same.units()))
-        stack = ChainStack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+        stack = FusedStack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
         assert stack.shares_first_layer
         x = torch.rand(2, 16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
         per_seed = Batch(x, None, Rows([0, 0, 0, 0, 1, 1, 1, 1]))
         assert per_seed.rows.first_model == [0, 4] and per_seed.rows.index is not None
         shared = stack.forward(per_seed, training=False)
-        alone = torch.cat([ChainStack.from_models([m], [plan(m, c)]).forward(Batch(x[c.seed][None], None, Rows([0])), False)
+        alone = torch.cat([FusedStack.from_models([m], [plan(m, c)]).forward(Batch(x[c.seed][None], None, Rows([0])), False)
                            for m, c in zip(models, cfgs)])
         torch.testing.assert_close(shared, alone, rtol=1e-5, atol=1e-5)
 
@@ -223,11 +223,11 @@ def test_first_layer_cache_equals_streaming(model, sets):
 
 
 def test_first_layer_cache_is_used_only_where_it_applies():
-    from bnonly import engine
+    from bnonly.engine.loop import Training
     d = load("mnist", 0.2, 0, 2000)
     def group(*sets, options=EngineOptions.for_device("cpu"), **kw):
         cfgs = [small(trainable=t, seed=s, subset=2000, **kw) for s in (0, 1) for t in sets]
-        return engine.Group(cfgs, "cpu", None, options=options)
+        return Training(cfgs, "cpu", None, options=options)
     g = group("bn", "out")
     assert g.first is not None and g.first.train.shape == (2, len(d.y_train), 32)
     assert g.first.val.shape == (2, len(d.y_val), 32) and g.first.test.shape == (2, 10000, 32)
@@ -263,7 +263,7 @@ def test_random_entries_train_as_a_masked_dense_weight_would():
     cfg = small(trainable="random", subset=3000, lr=0.05)
     m = build(cfg)
     p = plan(m, cfg)
-    stack = ChainStack.from_models([m], [p])
+    stack = FusedStack.from_models([m], [p])
     # the first layer keeps its initial (the seed's) weight, so its dense part can be shared; its entries correct it
     assert set(stack.entries) == {"blocks.0.op.weight", "blocks.1.op.weight"}
     assert stack.shares_first_layer
@@ -303,10 +303,10 @@ def test_random_group_whose_models_all_stop_at_once_and_random_in_bf16():
 def test_evaluation_in_cache_sized_chunks_equals_one_pass(model):
     """On a CPU evaluate() passes cache-sized chunks (EngineOptions.eval_floats; 256 images for three
     LeNet-5s, 1,747 for three 100-wide MLPs): the same losses and accuracies as the whole set at once."""
-    from bnonly.engine import evaluate
+    from bnonly.engine.loop import evaluate
     cfgs = [small(model=model, width=100, trainable=t, seed=0) for t in ("bn", "all", "out")]
     models = [build(c) for c in cfgs]
-    stack = ChainStack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
+    stack = FusedStack.from_models(models, [plan(m, c) for m, c in zip(models, cfgs)])
     d = load("mnist", 0.2, 0, 3000)
     x, y = d.x_test[:4000], d.y_test[:4000]
     shape = tuple(x.shape[1:])

@@ -174,11 +174,11 @@ def test_8_a_hand_edited_schema_version_is_a_damaged_store(good, value, capsys):
 def test_9_a_failed_report_leaves_the_previous_one_as_it_was(good, monkeypatch, capsys):
     assert main(["report", str(good)]) == 0
     before = {p.name: p.read_bytes() for p in good.iterdir() if p.is_file() and p.suffix != ".sqlite-wal"}
-    from bnonly import reporting
+    from bnonly.reports import build
 
     def half_way(*a, **k):  # the figures of the new report are written, then it fails
         raise bnonly.DataError("the analysis could not read the data")
-    monkeypatch.setattr(reporting.analysis, "analyze_store", half_way)
+    monkeypatch.setattr(build, "analyze_store", half_way)
     one_line(capsys, 1, main(["report", str(good)]), "could not read the data")
     after = {p.name: p.read_bytes() for p in good.iterdir() if p.is_file() and p.suffix != ".sqlite-wal"}
     assert after.keys() == before.keys() and all(after[k] == before[k] for k in before if not k.startswith("results.sqlite"))
@@ -190,7 +190,7 @@ def test_10_api_arguments_are_checked_first(tmp_path):
         bnonly.sweep("quick", tmp_path / "x", workers="2")
     with pytest.raises(bnonly.ConfigError, match="--data-dir 3: expected a path"):
         bnonly.sweep("quick", tmp_path / "x", data_dir=3)
-    with pytest.raises(bnonly.ConfigError, match="sweep config 5: expected a shipped config's name"):
+    with pytest.raises(bnonly.ConfigError, match="config int: expected a shipped study name"):
         bnonly.load_sweep(5)
     assert bnonly.load_sweep(Path("quick")).name == "quick"  # a path-like is still a path
     assert not (tmp_path / "x").exists()
@@ -224,7 +224,7 @@ def test_second_pass_numbers_torch_cannot_hold(flags, needle, capsys):
 
 
 def test_second_pass_a_schedule_past_fp32_steps_at_the_largest_float():
-    from bnonly.config import FLOAT32_MAX, resolve
+    from bnonly.config.run import FLOAT32_MAX, resolve
     c = resolve("report", lr=1e30, lr_drop_epoch=1, lr_drop_factor=1e30)
     assert c.lr_at(1) == FLOAT32_MAX and resolve("report", lr=0.1, lr_drop_epoch=2).lr_at(2) == pytest.approx(0.01)
 

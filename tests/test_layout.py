@@ -1,5 +1,6 @@
-"""The layout's promises: no import cycles (imports inside functions counted), no private names
-used across modules, and registries that every module reads (an unknown kind raises)."""
+"""The layout's promises: subpackages by role in one-way layers (no import goes up a layer; imports
+inside functions counted), no import cycles, no private names used across modules, and registries
+that every module reads (an unknown kind raises)."""
 import ast
 from pathlib import Path
 
@@ -7,56 +8,93 @@ import pytest
 import torch
 from torch import nn
 
-from bnonly import norms, sets
-from bnonly.config import ConfigError, resolve
-from bnonly.models import MODELS, arch_name, build
-from bnonly.stack_chain import ChainStack
-from bnonly.trainable import parts, plan
+from bnonly.registry import norms, sets
+from bnonly.errors import ConfigError
+from bnonly.config.run import resolve
+from bnonly.registry.models import MODELS, arch_name
+from bnonly.registry.nets import build
+from bnonly.engine.fused import FusedStack
+from bnonly.engine.masks import parts, plan
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "bnonly"
+# The layers, bottom first: a module may import its own layer and those below it, never one above.
+LAYERS = (("errors", "files", "version"), ("registry",), ("config",), ("store",), ("engine",),
+          ("sweeps", "study"), ("reports",), ("api",), ("cli", "__main__", "__init__"))
+LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
-def _imports(path: Path) -> list[tuple[str, list[str]]]:
+def modules() -> dict[str, Path]:
+    """'engine.loop' -> its file, for every module of the package (packages' __init__ as their name)."""
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = p.relative_to(PKG).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)] = p
+    return out
+
+
+def imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
     """(imported bnonly module, names) for every relative import anywhere in the file, functions
     included; only `if TYPE_CHECKING:` imports (never executed) are left out."""
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
             node.body = []
+    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+    known = modules()
     out = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:  # from .x import a, b
-                out.append((node.module.split(".")[0], [a.name for a in node.names]))
-            else:            # from . import x, y
-                out += [(a.name, []) for a in node.names]
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1]
+            target = ".".join(base + (node.module.split(".") if node.module else []))
+            if target in known:
+                out.append((target, [a.name for a in node.names if f"{target}.{a.name}" not in known]))
+            out += [(f"{target}.{a.name}", []) for a in node.names if f"{target}.{a.name}" in known]
     return out
 
 
-def test_no_import_cycles_counting_imports_inside_functions():
-    modules = {p.stem for p in PKG.glob("*.py")}
-    graph = {p.stem: {m for m, _ in _imports(p) if m in modules and m != p.stem} for p in PKG.glob("*.py")}
-    graph["__init__"] = set()  # the package namespace imports its modules; none imports it back
+def graph() -> dict[str, set[str]]:
+    return {m: {t for t, _ in imports(m, p) if t != m} for m, p in modules().items()}
+
+
+def layer_errors(g: dict[str, set[str]]) -> list[str]:
+    """Every import that goes up a layer (the package's face, __init__, imports lazily: it is the top)."""
+    return [f"{m} imports {t}" for m, ts in g.items() for t in ts
+            if LEVEL[t.split(".")[0]] > LEVEL[m.split(".")[0]]]
+
+
+def cycle(g: dict[str, set[str]]) -> list[str] | None:
     state = {}
 
     def visit(m, path):
         state[m] = "open"
-        for n in sorted(graph[m]):
+        for n in sorted(g.get(m, ())):
             if state.get(n) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(path + [m, n]))
-            if n not in state:
-                visit(n, path + [m])
+                return path + [m, n]
+            if n not in state and (found := visit(n, path + [m])):
+                return found
         state[m] = "done"
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [])
-    assert "reporting" not in graph["questions"] | graph["analysis"] | graph["analysis_report"]
-    assert "cli" not in graph["api"]  # the command line calls the API, never the reverse
-    assert "sweep" not in graph["cluster"] and "cluster" not in graph["groups"]
+    return next((c for m in sorted(g) if m not in state and (c := visit(m, []))), None)
+
+
+def test_every_module_has_a_layer_and_imports_only_its_own_or_lower():
+    g = graph()
+    assert all(m.split(".")[0] in LEVEL for m in g), sorted(m for m in g if m.split(".")[0] not in LEVEL)
+    assert layer_errors(g) == []
+    assert "study" not in {t.split(".")[0] for m, ts in g.items() if m.startswith("sweeps") for t in ts}
+    assert "sweeps" not in {t.split(".")[0] for m, ts in g.items() if m.startswith("study") for t in ts}
+
+
+def test_the_layer_check_fails_on_an_import_that_goes_up_and_on_a_cycle():
+    g = graph()
+    up = {**g, "engine.loop": g["engine.loop"] | {"reports.build"}}  # the engine importing the report
+    assert layer_errors(up) == ["engine.loop imports reports.build"]
+    assert cycle(g) is None
+    assert cycle({**g, "registry.sets": g["registry.sets"] | {"registry.models"},
+                  "registry.models": g["registry.models"] | {"registry.sets"}}) is not None
 
 
 def test_modules_of_one_concern_none_over_450_lines_and_three_benchmark_scripts():
-    sizes = {p.name: len(p.read_text().splitlines()) for p in PKG.glob("*.py")}
+    sizes = {m: len(p.read_text().splitlines()) for m, p in modules().items()}
     assert max(sizes.values()) <= 450, {n: k for n, k in sizes.items() if k > 450}
     scripts = [p.name for p in (PKG.parents[1] / "benchmarks").glob("*.py") if "__main__" in p.read_text()]
     assert sorted(scripts) == ["false_refutation.py", "op_costs.py", "speed.py"], scripts
@@ -66,7 +104,7 @@ def test_device_rules_are_options_not_module_switches():
     """What depends on the device is one EngineOptions field; no module holds a switch (an upper-case
     name bound to True, False or None) that a test would have to monkeypatch."""
     switches = []
-    for p in PKG.glob("*.py"):
+    for p in PKG.rglob("*.py"):
         for node in ast.parse(p.read_text()).body:
             if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant) \
                     and any(node.value.value is v for v in (True, False, None)):
@@ -78,17 +116,18 @@ def test_device_rules_are_options_not_module_switches():
 
 def test_no_private_names_across_modules():
     offenders = []
-    for p in PKG.glob("*.py"):
-        for module, names in _imports(p):
-            offenders += [f"{p.name}: {module}.{n}" for n in names if n.startswith("_") and n != "__version__"]
+    stems = {m.split(".")[-1] for m in modules()}
+    for m, p in modules().items():
+        for module, names in imports(m, p):
+            offenders += [f"{m}: {module}.{n}" for n in names if n.startswith("_") and n != "__version__"]
         for node in ast.walk(ast.parse(p.read_text())):  # module._name attribute access on a bnonly module
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_") \
-                    and not node.attr.startswith("__") and node.value.id in {q.stem for q in PKG.glob("*.py")}:
-                offenders.append(f"{p.name}: {node.value.id}.{node.attr}")
+                    and not node.attr.startswith("__") and node.value.id in stems:
+                offenders.append(f"{m}: {node.value.id}.{node.attr}")
     assert offenders == []
 
 
-@pytest.mark.parametrize("name", sets.NAMES)
+@pytest.mark.parametrize("name", list(sets.SETS))
 def test_every_set_is_one_registry_entry(name):
     """Each set: help, colour, and a plan whose trained parameters are exactly its parts."""
     s = sets.SETS[name]
@@ -122,12 +161,12 @@ def test_unknown_norm_layer_raises_in_the_batched_engine():
     assert [norms.kind_of(b.norm).name for b in model.blocks] == ["batchnorm", "batchnorm"]
     model.blocks[1].norm = nn.InstanceNorm1d(8, affine=True)  # a kind bnonly does not know
     with pytest.raises(TypeError, match="InstanceNorm1d is not a normalization kind"):
-        ChainStack.from_models([model], [plan(build(cfg), cfg)])
+        FusedStack.from_models([model], [plan(build(cfg), cfg)])
     with pytest.raises(ValueError, match="unknown norm"):
         norms.norm_layer("groupnorm", 8, False, True, 0.1, 1e-5)
 
 
-@pytest.mark.parametrize("kind", [k for k in norms.NAMES if k != "none"])
+@pytest.mark.parametrize("kind", [k for k in norms.NORMS if k != "none"])
 def test_every_norm_kind_builds_and_is_recognised(kind):
     layer = norms.norm_layer(kind, 6, conv=False, hidden_beta=False, momentum=0.1, eps=1e-5)
     assert norms.kind_of(layer).name == kind and layer.bias is None and layer.weight.shape == (6,)
@@ -139,3 +178,16 @@ def test_one_name_per_architecture():
     assert arch_name({"model": "lenet5", "width": 784, "depth": 4}) == "lenet5"
     assert {"mlp", "lenet5", "resnet14", "vgg16"} <= set(MODELS) and MODELS["mlp"].sized and not MODELS["lenet5"].sized
     assert arch_name({"model": "resnet56x2", "width": 784, "depth": 4}) == "resnet56x2"
+
+
+def test_help_and_usage_errors_load_no_torch():
+    """`bnonly --help` and a usage error answer from the configuration layer alone."""
+    import subprocess
+    import sys
+    code = ("import sys, bnonly.cli as c\n"
+            "for argv in (['--help'], ['sweep', '--help'], ['train', '--width', 'x']):\n"
+            "    try: c.main(argv)\n"
+            "    except SystemExit: pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

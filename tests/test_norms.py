@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from bnonly.config import ConfigError, resolve
-from bnonly.models import build
-from bnonly.stack import Batch, Rows
-from bnonly.stack_chain import ChainStack
-from bnonly.sweep import load_sweep
-from bnonly.trainable import plan
+from bnonly.errors import ConfigError
+from bnonly.config.run import resolve
+from bnonly.registry.nets import build
+from bnonly.engine.stack import Batch, Rows
+from bnonly.engine.fused import FusedStack
+from bnonly.config.layers import load_sweep
+from bnonly.engine.masks import plan
 
 
 def counts(preset="report", **kw):
@@ -70,7 +71,7 @@ def test_affine_has_no_normalization():
 def test_stack_matches_module_for_each_norm(model, norm):
     cfg = resolve("frankle", model=model, width=32, depth=2, norm=norm, trainable="bn+out")
     m = build(cfg).train()
-    stack = ChainStack.from_models([m], [plan(m, cfg)])
+    stack = FusedStack.from_models([m], [plan(m, cfg)])
     x = torch.rand(16, 1, 28, 28)
     torch.testing.assert_close(stack.forward(Batch(x[None], None, Rows([0])), training=True)[0], m(x), rtol=1e-4, atol=1e-4)
 

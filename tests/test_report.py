@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from bnonly import stats
-from bnonly.claims import claims
-from bnonly.config import RunConfig
-from bnonly.verdicts import HELD, NOT_HELD, NOT_MEASURED
-from bnonly.reporting import write_report
-from bnonly.stats import mean_ci
+from bnonly.study import stats
+from bnonly.study.claims import claims
+from bnonly.config.run import RunConfig
+from bnonly.study.verdicts import HELD, NOT_HELD, NOT_MEASURED
+from bnonly.reports.build import write_report
+from bnonly.study.stats import mean_ci
 
 WIDTHS, DEPTHS, SEEDS = (10, 20, 100, 784), (2, 4, 6), (0, 1, 2)  # w20 d2 and w10 d4: equal bn parameters
 MLP_SETS = ("all", "all-nobn", "bn", "random", "bn+out", "out", "none")
@@ -162,7 +162,7 @@ def test_the_report_opens_with_bn_against_random_computed_by_hand(tmp_path, caps
     9 points, mean 10, sd 1, so the paired 95% interval is ± t(0.975, 2) x 1 / sqrt(3) = ± 2.48 points;
     bn's own interval is ± 4.303 x 2 / sqrt(3) = ± 4.97 points."""
     from bnonly.cli import main
-    from bnonly.config import resolve
+    from bnonly.config.run import resolve
     from bnonly.store import Store
     runs = []
     for w, shift in ((10, 0.0), (100, 0.1)):
@@ -193,8 +193,8 @@ def test_the_report_opens_with_bn_against_random_computed_by_hand(tmp_path, caps
 
 def test_the_headline_says_below_when_bn_is_below_random():
     """A negative paired difference reads '0.2 ± 6.9 points below', never '-0.2 ... above'."""
-    from bnonly.headline import headline_sentences
-    from bnonly.stats import Stat
+    from bnonly.study.headline import headline_sentences
+    from bnonly.study.stats import Stat
     def half(h):  # a Stat whose 95% interval is ± h over 3 seeds
         return h / stats.t975(2)
     row = {"architecture": "mlp_w10_d2", "bn": Stat(0.19, half(0.03), 3), "random": Stat(0.192, half(0.05), 3),
@@ -207,7 +207,7 @@ def test_report_out_leaves_the_main_report_as_it_is(tmp_path, capsys):
     """A store of two studies (max_epochs 100 and 10): `report --where ... --out` writes the smaller
     study's report into a directory of its own; the main report stays byte for byte."""
     from bnonly.cli import main
-    from bnonly.config import resolve
+    from bnonly.config.run import resolve
     from bnonly.store import Store
     runs = []
     for e, n_seeds in ((100, 3), (10, 2)):

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from bnonly.cli import main
-from bnonly.config import ConfigError, resolve
+from bnonly.errors import ConfigError
+from bnonly.config.run import resolve
 from bnonly.store import Store
-from bnonly.device import EngineOptions
-from bnonly.stacking import plan_groups
-from bnonly.sweep import load_sweep, parse_set
+from bnonly.engine.device import EngineOptions
+from bnonly.sweeps.plan import plan_groups
+from bnonly.config.layers import load_sweep, parse_set
 
 TINY = ["--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","random"]',
         "--set", "seeds=[0,1]", "--set", "subset=2000", "--set", "max_epochs=2", "--set", 'models=["mlp"]']
@@ -59,6 +60,9 @@ def test_overrides_and_grouping():
     ("widths = 'x'\n", "widths must be"),
     ("trainable = ['bn', 'nope']\n", "trainable='nope'"),
     ("max_epochs = 0\n", "max_epochs"),
+    ("", "an empty sweep file"),
+    ("# a comment only\n", "an empty sweep file"),
+    ("norm = 'none'\ntrainable = ['bn', 'random']\n", "the grid has no runs"),
 ])
 def test_bad_sweep_configs(tmp_path, text, needle, capsys):
     f = tmp_path / "bad.toml"
@@ -68,6 +72,20 @@ def test_bad_sweep_configs(tmp_path, text, needle, capsys):
     assert main(["sweep", str(f), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle.strip("'") in err
+
+
+def test_config_holes_are_one_line_errors_naming_their_source(capsys):
+    """`--config ''` for a run or a sweep, and an override that names the flag it came from (not the
+    study's file): each one line, exit 2."""
+    for argv, needle in ((["train", "--config", ""], "--config '': expected a path"),
+                         (["reproduce", "--config", "", "--out", "/tmp/never"], "sweep config '': expected a shipped study"),
+                         (["sweep", "quick", "--set", "name=[1]"], "--set: name must be a string"),
+                         (["sweep", "quick", "--set", "widths=10"], "--set: widths must be a non-empty list")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, (argv, err)
+    with pytest.raises(ConfigError, match="sweep\\(\\): preset must be a string"):
+        load_sweep("quick", keywords={"preset": 3})
 
 
 def sweep_cmd(out):
@@ -156,7 +174,7 @@ def test_reproduce_writes_report_and_skips_finished(tmp_path, capsys):
 
 
 def test_questions_study_report_has_every_section(tmp_path):
-    from bnonly.data import FASHION_MNIST_DIR
+    from bnonly.registry.data import FASHION_MNIST_DIR
     datasets = '["mnist","fashion-mnist"]' if FASHION_MNIST_DIR.is_dir() else '["mnist"]'
     out = tmp_path / "q"
     args = ["reproduce", "--config", "questions", "--out", str(out), "--set", "widths=[8]", "--set", "depths=[1]",
@@ -180,13 +198,13 @@ def test_questions_study_report_has_every_section(tmp_path):
 def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
     import torch
 
-    from bnonly.config import RunConfig
-    from bnonly.data import load
-    from bnonly.engine import evaluate
-    from bnonly.models import build
-    from bnonly.stack import Batch, Rows
-    from bnonly.stack_chain import ChainStack
-    from bnonly.trainable import plan, rebuild
+    from bnonly.config.run import RunConfig
+    from bnonly.engine.data import load
+    from bnonly.engine.loop import evaluate
+    from bnonly.registry.nets import build
+    from bnonly.engine.stack import Batch, Rows
+    from bnonly.engine.fused import FusedStack
+    from bnonly.engine.masks import plan, rebuild
     out = tmp_path / "m"
     assert main(["sweep", "quick", "--out", str(out), "--group-size", "1"] + TINY + ["--set", "widths=[8]",
                  "--set", 'trainable=["bn","random","all"]', "--set", "seeds=[0]"]) == 0
@@ -201,7 +219,7 @@ def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
             assert len(blob) < 20_000  # only what trained: gamma, plus BN statistics
         model = rebuild(cfg, blob)
         d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset)
-        stack = ChainStack.from_models([model], [plan(build(cfg), cfg)])
+        stack = FusedStack.from_models([model], [plan(build(cfg), cfg)])
         _, acc = evaluate(stack, Batch(d.x_test[None], d.y_test[None], Rows([0])), d.input_shape)
         assert float(acc[0]) == r["test_accuracy"]  # exactly the stored number
         # export-model: a plain state_dict that loads with weights_only=True into a fresh model
@@ -218,7 +236,7 @@ def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
 def test_parallel_executors_start_the_longest_groups_first():
     """--workers and Ray start BN-like groups (the longest under early stopping) first, each kind by
     its weights x models, so that no long group starts last while other workers idle."""
-    from bnonly.stacking import longest_first
+    from bnonly.sweeps.plan import longest_first
     runs = [resolve("report", model="mlp", width=w, depth=d, trainable=t, seed=s)
             for w in (10, 100) for d in (2, 6) for t in ("all", "bn") for s in (0, 1)]
     order = [(g[0].trainable, g[0].width, g[0].depth, len(g)) for g in longest_first(plan_groups(runs, EngineOptions.for_device("cpu")))]
@@ -230,8 +248,8 @@ def test_stacks_by_kind_and_the_cpu_cap():
     """A sweep stacks runs by the work their sets need (stacking.stack_kind, read off the set
     registry): dense weight gradients, gamma/beta and random's gathered entries, or the head
     alone; a CPU caps dense stacks so their weights stay cache-sized, a GPU stacks them whole."""
-    from bnonly.sets import SETS
-    from bnonly.stacking import stack_kind
+    from bnonly.registry.sets import SETS
+    from bnonly.sweeps.plan import stack_kind
     kinds = {t: stack_kind(resolve("frankle", trainable=t)) for t in SETS}
     assert kinds == {"all": "dense", "all-nobn": "dense", "bn": "affine", "bn+out": "affine", "random": "entries",
                      "out": "head", "none": "head", "gamma": "affine", "beta": "affine"}

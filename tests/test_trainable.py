@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from bnonly.config import ConfigError, resolve
-from bnonly.models import build
-from bnonly.trainable import plan
+from bnonly.errors import ConfigError
+from bnonly.config.run import resolve
+from bnonly.registry.nets import build
+from bnonly.engine.masks import plan
 
 W, D = 784, 4
 HIDDEN_W = 784 * 784 * D          # hidden weights of a 784x4 MLP on 784 inputs

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bnonly import claims as claims_mod
-from bnonly import verdicts
-from bnonly.claims import claims, rules
-from bnonly.config import resolve
-from bnonly.frankle import FRANKLE_RULES
-from bnonly.models import build
-from bnonly.reporting import write_report
-from bnonly.stats import chance
-from bnonly.verdicts import ALPHA, HELD, INCONCLUSIVE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE
+from bnonly.study import claims as claims_mod, verdicts
+from bnonly.study.claims import claims, rules
+from bnonly.config.run import resolve
+from bnonly.study.frankle import FRANKLE_RULES
+from bnonly.registry.nets import build
+from bnonly.reports.build import write_report
+from bnonly.study.runs import chance
+from bnonly.study.verdicts import ALPHA, HELD, INCONCLUSIVE, NOT_HELD, NOT_MEASURED
 
 SEEDS = (0, 1, 2)
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +40,7 @@ def claim(runs, i):
 def test_f1_on_resnet14_alone_is_not_testable_at_this_depth():
     """bn − random = +6.1 ± 0.4 points at ResNet-14 only: a claim about sufficiently deep ResNets is
     not testable there (it said 'did not hold')."""
-    from bnonly.frankle import frankle_claims
+    from bnonly.study.frankle import frankle_claims
     runs = []
     for s, g in zip(SEEDS, (0.059, 0.061, 0.063)):
         for t, acc in (("bn", 0.45 + 0.01 * s), ("random", 0.45 + 0.01 * s - g)):
@@ -119,33 +118,64 @@ def test_docs_quote_the_simulated_rates():
 
 
 # ----------------------------------------------------------------------------- 4. the gamma measure
-def test_disabled_fraction_does_not_see_a_rescaling_of_features_and_their_readers():
-    """In `all` the next layer trains: gamma_j, beta_j x c and the next layer's column j x 1/c leave
-    the function as it was, and the disabled fraction too (|gamma| alone moved 6.2% -> 30.5%)."""
-    from bnonly.analysis import fractions, importance, readers, scale_free
-    cfg = resolve("frankle", width=64, depth=3, trainable="all")
-    m = build(cfg).eval()
-    x = torch.rand(300, 1, 28, 28)
-    gammas = [b.norm.weight.detach().clone() for b in m.blocks]
-    before, logits = fractions(gammas, readers(m), scale_free(m)), m(x)
-    order = [i.argsort() for i in importance(gammas, readers(m))]
+def _rescale(model, features, c: float):
+    """Three rescalings that leave an `all` network's function (in inference mode) as it was: for
+    every hidden layer a normalization follows, (1) gamma and beta of `features` x c, what reads
+    them x 1/c; (2) the reader's rows `features` x 1/c with its BatchNorm's statistics; (3) the whole
+    layer's gamma and beta x 3 (the next normalization divides it out: its statistics x 3)."""
+    from bnonly.registry.nets import is_chain
+    units = model.units()
+    pairs = ([(units[i][2], units[i + 1][1], units[i + 1][2]) for i in range(len(units) - 1)] if is_chain(model) else
+             [(b.norm1, b.conv2, b.norm2) for b in model.blocks])
     with torch.no_grad():
-        for layer, reader in ((0, m.blocks[1].op), (2, m.head)):  # a layer a normalization follows, and the last
-            m.blocks[layer].norm.weight[:32] *= 1e-3
-            m.blocks[layer].norm.bias[:32] *= 1e-3
-            reader.weight[:, :32] *= 1e3
-    gammas = [b.norm.weight.detach().clone() for b in m.blocks]
-    after = fractions(gammas, readers(m), scale_free(m))
-    assert torch.allclose(m(x), logits, atol=1e-4)
-    assert after["relative"]["all"] == pytest.approx(before["relative"]["all"], abs=1e-12)
-    assert after["relative"]["per_layer"] == pytest.approx(before["relative"]["per_layer"][:2] + [None]) or \
-        after["relative"]["per_layer"][2] is None
-    assert after["0.1"]["per_layer"][0] > before["0.1"]["per_layer"][0] + 0.3  # |gamma| < 0.1 is not invariant
-    assert all(torch.equal(a, b) for a, b in zip(order, [i.argsort() for i in importance(gammas, readers(m))]))
+        for norm, reader, next_norm in pairs:
+            f = [j for j in features if j < norm.weight.numel()]
+            per = reader.weight.shape[1] // norm.weight.numel()  # columns per feature (a flattened conv's block)
+            cols = [j * per + k for j in f for k in range(per)]
+            norm.weight[f] *= c
+            if norm.bias is not None:
+                norm.bias[f] *= c
+            reader.weight[:, cols] /= c
+            rows = [j for j in features if j < reader.weight.shape[0]]  # x 1/c: large, so eps stays negligible
+            reader.weight[rows] /= c
+            next_norm.running_mean[rows] /= c
+            next_norm.running_var[rows] /= c * c
+            norm.weight.mul_(3.0)
+            if norm.bias is not None:
+                norm.bias.mul_(3.0)
+            next_norm.running_mean.mul_(3.0)
+            next_norm.running_var.mul_(9.0)
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet5", "resnet14"])
+def test_disabled_fraction_does_not_see_rescalings_that_keep_the_function(model):
+    """In `all` the next layer trains: gamma_j, beta_j x c with the next layer's column j x 1/c, a
+    reader's row x c with its statistics, and a layer's gamma x c leave the function as it was, and
+    the disabled fraction and the ablation's order too; |gamma| < 0.1 moves."""
+    from bnonly.study.gamma import fractions, importance, readers, scale_free
+    cfg = resolve("frankle", model=model, width=64, depth=3, trainable="all")
+    shape = (3, 32, 32) if model == "resnet14" else (1, 28, 28)
+    m = build(cfg, shape).eval()
+    with torch.no_grad():  # statistics and gammas of a trained-looking network, not the initial ones
+        for _, _, norm in m.units():
+            norm.running_var.uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(64, *shape)
+
+    def measure():
+        gammas = [n.weight.detach().clone() for _, _, n in m.units()]
+        order = [i.argsort() for i, f in zip(importance(gammas, readers(m)), scale_free(m)) if f]
+        return fractions(gammas, readers(m), scale_free(m)), order
+    (before, order), logits = measure(), m(x)
+    _rescale(m, list(range(0, 64, 2)), 1e-3)
+    after, order_after = measure()
+    assert torch.allclose(m(x), logits, atol=1e-3, rtol=1e-3)
+    assert after["relative"] == before["relative"]  # feature counts: exactly equal
+    assert all(torch.equal(a, b) for a, b in zip(order, order_after))
+    assert after["0.1"]["all"] != before["0.1"]["all"]  # |gamma| < 0.1 is not invariant
 
 
 def test_no_measure_is_printed_beside_frankles_number():
-    from bnonly.analysis_report import FRANKLE_DISABLED, table
+    from bnonly.reports.gamma import FRANKLE_DISABLED, table
     header, _ = table({})
     assert not any("Frankle" in h for h in header) and "around a third" in FRANKLE_DISABLED
 
@@ -182,7 +212,7 @@ def test_every_verdict_names_its_budget_and_diverged_runs():
 
 
 def test_frankles_growth_counts_diverged_runs():
-    from bnonly.frankle import frankle_claims
+    from bnonly.study.frankle import frankle_claims
     runs = []
     for s in SEEDS:
         for m, g in (("resnet14", 0.1), ("resnet110", 0.2)):
@@ -194,11 +224,12 @@ def test_frankles_growth_counts_diverged_runs():
 
 
 def test_question_answers_name_their_budget_and_diverged_runs(tmp_path):
-    from bnonly.questions import sections
+    from bnonly.reports.sections import question_sections
+    from bnonly.study.questions import questions
     q = [run("bn", s, 0.8 + 0.01 * s + (0.02 if n == "batchnorm" else 0), width=100, depth=2, norm=n, subset=8000,
              max_epochs=10, epochs=10, status="diverged" if (n, s) == ("affine", 1) else "finished")
          for n in ("batchnorm", "affine") for s in SEEDS]
-    (sec,) = sections(q, tmp_path, {}, 0.1135)
+    (sec,) = question_sections(questions(q), tmp_path, {}, 0.1135)
     answer = next(b["text"] for b in sec["blocks"] if b["kind"] == "answer")
     assert "Budget: a subset of 8,000 images (6,400 to train on), early stopping (patience 3) within 10 epochs " \
            "(off the report's protocol in max_epochs, subset); 6 of 6 runs ended at the epoch cap, 1 diverged." in answer
@@ -240,7 +271,7 @@ def test_setting_notes_say_stronger_or_weaker_and_mark_unpublished_settings():
         c2 = claim([run("bn", s, 0.95 + 0.001 * s, **odd) for s in SEEDS], 2)
         assert c2["verdict"] == HELD and c2["setting"] == "none", odd
         assert c2["label"].endswith(", outside the published settings")
-        assert f"differs from each in {next(iter(odd))}" in c2["measured"]
+        assert f"differs from `report` in {next(iter(odd))}" in c2["measured"]
 
 
 # ----------------------------------------------------------------------------- 11. the small items
@@ -271,7 +302,7 @@ def test_claim3_rule_names_the_relative_reading():
 
 # ----------------------------------------------------------------------------- learning curves
 def test_learning_curves_are_the_mean_over_the_seeds_still_training(tmp_path):
-    from bnonly.figures import learning_curves
+    from bnonly.reports.figures import learning_curves
     hist = {0: [0.5, 0.6], 1: [0.7, 0.8, 0.9], 2: [0.6, 0.7, 0.8]}
     runs = [run("bn", s, 0.9, width=10, depth=2, max_epochs=3, epochs=len(h),
                 history=[{"epoch": e + 1, "val_accuracy": v} for e, v in enumerate(h)]) for s, h in hist.items()]

@@ -1,8 +1,8 @@
-"""The Python API: what the command line does, as functions for notebooks and scripts.
+"""The Python API: each operation of the command line as one function, for notebooks and scripts.
 
     import bnonly
     r = bnonly.train(width=100, depth=2, trainable="bn", max_epochs=5)   # one run -> Result
-    df = bnonly.sweep("quick", "runs/q", widths=[10], max_epochs=5)       # a grid -> DataFrame
+    s = bnonly.sweep("quick", "runs/q", widths=[10], max_epochs=5)       # a grid -> Sweep
     df = bnonly.results("runs/q")                                        # the store -> DataFrame
     html = bnonly.report("runs/q")                                       # figures, claims -> report.html
     model = bnonly.load_model("runs/q", df.run_id[0])                    # a trained nn.Module
@@ -19,26 +19,18 @@ import multiprocessing as mp
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from .config import DEFAULT_PRESET, FIELD_TYPES, ConfigError, RunConfig, parse_value, resolve
-from .data import load
-from .device import describe_device, resolve_device
-from .engine import Hooks, Result
-from .engine import train as train_group
-from .errors import out_of_memory
-from .executors import SweepOptions
+from .config.grid import SweepConfig
+from .config.layers import load_sweep, parse_where, path_arg, run_config
+from .config.options import OPTIONS, SweepOptions
+from .config.run import RunConfig
+from .errors import ConfigError, out_of_memory
 from .store import COLUMNS, INDEX_COLUMNS, Store, StoreError
-from .sweep import SweepConfig, load_sweep, run_sweep, shipped_configs
 
-
-def as_path(value, what: str) -> Path:
-    """A path argument (str or os.PathLike, not empty), or a one-line ConfigError naming it."""
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
-        raise ConfigError(f"{what} {value!r}: expected a path")
-    return Path(value)
+# The engine, the sweeps and the report load torch (and matplotlib): each function imports them
+# after its arguments are checked, so a usage error answers at once.
 
 
 @contextmanager
@@ -55,24 +47,23 @@ def memory_errors():
 
 # ---------------------------------------------------------------------------- one run
 def train(config: RunConfig | None = None, *, preset: str | None = None, device: str = "auto",
-          data_dir: str | None = None, progress: bool = True, **fields) -> Result:
+          data_dir: str | None = None, progress: bool = True, **fields):
     """Train one run and return its Result: test_accuracy, history (one dict per epoch), best_epoch,
     trainable_params, trainable_by_layer, status, device and `model`, the trained nn.Module.
 
     Give the run's fields as keywords (`width=100, trainable="bn"`, any RunConfig field), on top of
     a preset (default 'report'), or a RunConfig (keywords then change it). device 'auto' (default)
     takes the GPU when there is one. progress=False trains silently."""
-    if config is not None:
-        if preset is not None:
-            raise ConfigError("give a RunConfig or a preset, not both")
-        if not isinstance(config, RunConfig):
-            raise ConfigError(f"config: expected a RunConfig, got {type(config).__name__}")
-        cfg = resolve(DEFAULT_PRESET, **{**dataclasses.asdict(config), **fields})
-    else:
-        cfg = resolve(preset or DEFAULT_PRESET, **fields)
+    cfg = run_config(config, preset, **fields)
+    from tqdm.auto import tqdm
+
+    from .engine.data import load
+    from .engine.device import describe_device, resolve_device
+    from .engine.loop import Hooks, train as train_group
     device = resolve_device(device)
-    data_dir = None if data_dir is None else str(as_path(data_dir, "--data-dir"))
-    load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, device, data_dir, cfg.normalize)  # cached: a data error comes first
+    data_dir = None if data_dir is None else str(path_arg(data_dir, "--data-dir"))
+    load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, device, data_dir,
+         cfg.normalize)  # cached: a data error comes first
     if progress:
         tqdm.write(describe_device(device), file=sys.stderr)
     bar = tqdm(total=0, unit="batch", file=sys.stderr, disable=not progress or None, leave=False, dynamic_ncols=True)
@@ -105,7 +96,7 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 def writable(path: str | os.PathLike, what: str) -> Path:
     """An output file path that can be written: checked before any work starts."""
-    p = as_path(path, what)
+    p = path_arg(path, what)
     if p.is_dir():
         raise ConfigError(f"{what} {path}: is a directory; give a file path")
     parent = p.parent if str(p.parent) else Path(".")
@@ -114,28 +105,6 @@ def writable(path: str | os.PathLike, what: str) -> Path:
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ConfigError(f"{what} {path}: not writable")
     return p
-
-
-def sweep_config(config: str | os.PathLike | SweepConfig, overrides: list[str] | dict | None = None) -> SweepConfig:
-    """A sweep: a shipped study, a TOML path or a SweepConfig, with overrides: `--set key=value`
-    strings, or a dict of keys and values (the Python API's keywords)."""
-    if isinstance(config, SweepConfig):
-        return SweepConfig.from_dict({**config.to_dict(), **dict(overrides)}, source="sweep()") if overrides else config
-    if isinstance(config, (str, os.PathLike)):
-        return load_sweep(str(config), overrides, source="sweep()" if isinstance(overrides, dict) else "--set")
-    raise ConfigError(f"config {type(config).__name__}: expected a shipped study name ({', '.join(shipped_configs())}), "
-                      "a TOML path or a SweepConfig")
-
-
-def run(config: str | os.PathLike | SweepConfig = "quick", out: str | os.PathLike | None = None,
-        overrides: list[str] | dict | None = None, options: SweepOptions | None = None,
-        progress: bool = True) -> tuple[Path, dict]:
-    """Train the runs of a sweep (sweep_config) that the store in `out` (default runs/NAME) lacks:
-    what `bnonly sweep` and bnonly.sweep() do; returns (out, stats)."""
-    spec = sweep_config(config, overrides)
-    out = check_out_dir(as_path(out, "--out") if out is not None else f"runs/{spec.name}")
-    with memory_errors():
-        return out, run_sweep(spec, out, options, quiet=not progress)
 
 
 def check_main_guard(workers: int, caller) -> None:
@@ -157,24 +126,36 @@ def check_main_guard(workers: int, caller) -> None:
         raise ConfigError(message)
 
 
-OPTIONS = tuple(f.name for f in dataclasses.fields(SweepOptions))
+@dataclass
+class Sweep:
+    """What bnonly.sweep() did: its results directory, the runs of its grid, and how many it trained
+    (trained, failed, skipped: already in the store, by_others: trained by another sweep on it)."""
+    out: Path
+    run_ids: list
+    stats: dict
+
+    def results(self):
+        """The grid's runs as a pandas DataFrame (see bnonly.results)."""
+        return results(self.out, run_ids=set(self.run_ids))
 
 
 def sweep(config: str | os.PathLike | SweepConfig = "quick", out: str | os.PathLike | None = None, *,
-          progress: bool = True, **keywords):
-    """Run (or resume) a sweep and return its runs as a DataFrame (see `results`).
+          sets: list[str] | None = None, progress: bool = True, **keywords) -> Sweep:
+    """Run (or resume) a sweep: train the runs of its grid that the store in `out` (default
+    runs/NAME) lacks. `bnonly sweep` and `bnonly reproduce` call this.
 
-    config: a shipped study (`bnonly sweep --help` lists them), a TOML path, or a SweepConfig.
-    Keywords are SweepOptions (device, data_dir, workers, group_size, threads, estimate, executor,
-    address, cpus_per_task, gpus_per_task: the flags of `bnonly sweep`) or override the config's
-    keys, as `--set` does: `widths=[10, 100]`, `seeds=[0, 1]`, `max_epochs=5`. The store, the
-    grouping, resuming and every check are the command line's (`run`)."""
+    config: a shipped study (`bnonly sweep --help` lists them), a TOML path, or a SweepConfig. `sets`:
+    `--set KEY=VALUE` strings (TOML values). Keywords are SweepOptions (device, data_dir, workers,
+    group_size, threads, estimate, executor, address, cpus_per_task, gpus_per_task: the flags of
+    `bnonly sweep`), or override the config's keys as `sets` does: `widths=[10, 100]`, `max_epochs=5`."""
     options = SweepOptions(**{k: v for k, v in keywords.items() if k in OPTIONS})  # typed: one line, before anything
-    pandas()  # before any training: the result is a DataFrame
     check_main_guard(options.workers, inspect.currentframe().f_back)
-    spec = sweep_config(config, {k: v for k, v in keywords.items() if k not in OPTIONS})
-    out, _ = run(spec, out, options=options, progress=progress)
-    return results(out, run_ids={c.run_id for c in spec.runs()})
+    spec = load_sweep(config, sets, {k: v for k, v in keywords.items() if k not in OPTIONS})
+    out = check_out_dir(path_arg(out, "--out") if out is not None else f"runs/{spec.name}")
+    from .sweeps import run as sweep_run
+    with memory_errors():
+        stats = sweep_run.run(spec, out, options, quiet=not progress)
+    return Sweep(out, [c.run_id for c in spec.runs()], stats)
 
 
 # ---------------------------------------------------------------------------- results
@@ -192,7 +173,8 @@ def pandas():
     return pd
 
 
-RESULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("run_id", "config", *INDEX_COLUMNS))  # (the config's own columns)
+RESULT_COLUMNS = tuple(c for c in COLUMNS
+                       if c not in ("run_id", "config", *INDEX_COLUMNS))  # (the config's own columns)
 
 
 def results(out: str | os.PathLike, run_ids=None):
@@ -201,7 +183,7 @@ def results(out: str | os.PathLike, run_ids=None):
     metrics and bookkeeping of RESULT_COLUMNS. `history` holds the run's list of per-epoch dicts
     (pd.DataFrame(df.history[i]) is its curve) and `trainable_by_layer` a dict of counts per layer."""
     pd = pandas()
-    rows = open_store(as_path(out, "out")).runs()
+    rows = open_store(path_arg(out, "out")).runs()
     if run_ids is not None:
         rows = [r for r in rows if r["run_id"] in run_ids]
     fields = [f.name for f in dataclasses.fields(RunConfig)]
@@ -210,41 +192,17 @@ def results(out: str | os.PathLike, run_ids=None):
     return pd.DataFrame(table, columns=["run_id", *fields, *RESULT_COLUMNS])
 
 
-def check_where(where) -> dict:
-    """`--where` as {field: value}: from "FIELD=VALUE" strings (the command line's) or a dict
-    (values as typed, or as text); each field a run field, each value parsed as that field's type."""
-    if where is None:
-        return {}
-    items = where.items() if isinstance(where, dict) else None
-    if items is None:
-        if isinstance(where, str):
-            where = [where]
-        if not isinstance(where, (list, tuple)) or not all(isinstance(w, str) for w in where):
-            raise ConfigError(f"where {where!r}: expected a dict of field values or FIELD=VALUE strings")
-        items = []
-        for item in where:
-            key, sep, value = item.partition("=")
-            items.append((key.strip() if sep else None, value.strip(), item))
-    else:
-        items = [(k, v, f"{k}={v}") for k, v in items]
-    out = {}
-    for key, value, item in items:
-        if key not in FIELD_TYPES:
-            raise ConfigError(f"--where {item!r}: expected FIELD=VALUE with a run field ({', '.join(FIELD_TYPES)})")
-        out[key] = parse_value(key, value if isinstance(value, str) else str(value))
-    return out
-
-
-def report(out: str | os.PathLike, where=None, data_dir: str | None = None, to: str | os.PathLike | None = None) -> Path:
+def report(out: str | os.PathLike, where=None, data_dir: str | None = None,
+           to: str | os.PathLike | None = None) -> Path:
     """Write the report of a results directory (figures, report.md/.html/.json, results.csv,
     the gamma analysis of the runs with stored models) into it, or into the directory `to`;
     returns the path of report.html. where={"max_epochs": 10} (or ["max_epochs=10"]) reports only
     the runs with those values."""
-    from .reporting import write_report  # matplotlib: loaded when a report is asked for
-    where = check_where(where)
-    data_dir = None if data_dir is None else str(as_path(data_dir, "--data-dir"))
-    store = open_store(as_path(out, "out"))
-    dest = Path(out) if to is None else as_path(to, "--out")
+    from .reports.build import write_report  # matplotlib: loaded when a report is asked for
+    where = parse_where(where)
+    data_dir = None if data_dir is None else str(path_arg(data_dir, "--data-dir"))
+    store = open_store(path_arg(out, "out"))
+    dest = Path(out) if to is None else path_arg(to, "--out")
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"--out {dest}: is a file; give a directory")
     try:
@@ -259,8 +217,8 @@ def report(out: str | os.PathLike, where=None, data_dir: str | None = None, to: 
 
 def load_model(out: str | os.PathLike, run_id: str):
     """The trained model of a stored run, as a plain nn.Module in eval mode (on the CPU)."""
-    from .trainable import ArtefactError, rebuild
-    store = open_store(as_path(out, "out"))
+    from .engine.masks import ArtefactError, rebuild
+    store = open_store(path_arg(out, "out"))
     if not isinstance(run_id, str):
         raise ConfigError(f"run {run_id!r}: expected a run id (a string)")
     rows = store.runs(run_id=run_id)

@@ -1,8 +1,9 @@
-"""Command line: `bnonly train`, `bnonly sweep`, `bnonly report`, `bnonly reproduce`.
+"""Command line: `bnonly train`, `sweep`, `report`, `reproduce`, `analyze`, `export`, `export-model`.
 
-Bad input gives one line on stderr and exit code 2; data problems exit 1; never a traceback.
-Each command imports the modules it needs inside its function, so that `bnonly --help` and the
-argument checks do not wait for matplotlib, the report and the executors to load.
+Each command parses its flags and calls the API function of the same operation (api.py). Bad
+input gives one line on stderr and exit code 2; data problems exit 1; never a traceback. Only the
+configuration layer is imported up front, so `bnonly --help` and usage errors answer without
+loading torch; a command imports the API when it runs.
 """
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import api, files
-from .config import CHOICES, DEFAULT_PRESET, PRESETS, ConfigError, RunConfig, load_toml, parse_value, resolve
-from .data import DataError
-from .errors import BnonlyError, OutOfMemory
-from .executors import OPTION_TYPES, RAY, SweepOptions
-from .models import arch_name
-from .sets import SETS
-from .sweep import shipped_configs
-from .version import __version__
+from .config.grid import shipped_configs
+from .config.layers import run_config
+from .config.options import RAY, SweepOptions, option_type
+from .config.run import CHOICES, DEFAULT_PRESET, PRESETS, RunConfig
+from .errors import BnonlyError, ConfigError, OutOfMemory
+from .registry.data import DataError
+from .registry.models import arch_name
+from .registry.sets import SETS
+from .version import __version__, code_version, label
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,29 +48,21 @@ def add_run_flags(p: argparse.ArgumentParser):
         else:
             choices = f": one of {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
         p.add_argument(*names, dest=f.name, metavar=f.type.upper(), default=None,
-                       help=f"{f.metadata['help']}{choices}; default {_default_text(f.default)} (a preset may change it)".replace("%", "%%"))
+                       help=(f"{f.metadata['help']}{choices}; default {_default_text(f.default)} "
+                             "(a preset may change it)").replace("%", "%%"))
     p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     p.add_argument("--config", default=None, help="TOML file of run settings (flags override it)")
 
 
-def run_config_from_args(args) -> RunConfig:
-    values = {}
-    preset = DEFAULT_PRESET
-    if args.config:
-        table = load_toml(args.config)
-        preset = table.pop("preset", preset)
-        values.update(table)
-    preset = args.preset or preset
-    for f in fields(RunConfig):
-        text = getattr(args, f.name)
-        if text is not None:
-            values[f.name] = parse_value(f.name, text)
-    return resolve(preset, **values)
-
-
 # ---------------------------------------------------------------------------- train
+def train_config(args) -> RunConfig:
+    """The run of `bnonly train`: its preset, its --config file, then its flags."""
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
+    return run_config(preset=args.preset, file=args.config, flags=flags)
+
+
 def cmd_train(args) -> int:
-    cfg = run_config_from_args(args)
+    cfg = train_config(args)
     if args.save is not None:
         api.writable(args.save, "--save")
     r = api.train(cfg, device=args.device, data_dir=args.data_dir)
@@ -104,23 +98,26 @@ def add_option_flags(p: argparse.ArgumentParser, names=None):
         if f.metadata.get("group") == RAY and names is None:
             ray = ray or p.add_argument_group(RAY)
         target = ray if f.metadata.get("group") == RAY and names is None else p
-        kind, help = OPTION_TYPES[f.name], f.metadata["help"]
+        kind, help = option_type(f.name), f.metadata["help"]
         if kind is bool:  # on by default: the flag turns it off
             target.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
                                 help=f"do not {help[0].lower()}{help[1:]}")
             continue
         default = "" if f.default is None else f" (default {f.default})"
-        target.add_argument(_flag(f.name), dest=f.name, type=str if kind == "path" else kind, default=f.default,
-                            choices=f.metadata.get("choices"), metavar=None if f.metadata.get("choices") else f.name.upper(),
+        target.add_argument(_flag(f.name), dest=f.name, type=kind, default=f.default,
+                            choices=f.metadata.get("choices"),
+                            metavar=None if f.metadata.get("choices") else f.name.upper(),
                             help=(help + default).replace("%", "%%"))
 
 
-def options_from_args(args) -> SweepOptions:
-    return SweepOptions(**{f.name: getattr(args, f.name) for f in fields(SweepOptions)})
+def sweep_options(args) -> dict:
+    """The SweepOptions of `bnonly sweep` and `reproduce`, as bnonly.sweep()'s keywords."""
+    return {f.name: getattr(args, f.name) for f in fields(SweepOptions)}
 
 
 def _sweep(args):
-    return api.run(args.config, args.out, args.set, options_from_args(args))
+    s = api.sweep(args.config, args.out, sets=args.set, **sweep_options(args))
+    return s.out, s.stats
 
 
 FAILED_RUNS = 3  # exit code of a sweep that ended with failed runs
@@ -161,17 +158,17 @@ def warn_damaged(store, damaged: dict) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from .analysis import analyze_store, group
-    from .analysis_report import answers, plot, table
-    from .render import md_table
+    from .reports.gamma import answers, plot, table
+    from .reports.render import md_table
+    from .study.gamma import analyze_store, conditions
+    from .study.runs import chance
     store = api.open_store(args.dir)
     analyses, left_out = analyze_store(store, args.data_dir)
     warn_damaged(store.path, {**store.damaged, **left_out})
     if not analyses:
         print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
         return 0
-    from .stats import chance
-    groups = group(analyses)
+    groups = conditions(analyses)
     written: dict = {}
     plot(groups, Path(args.dir), written, chance(analyses[0]["config"].get("dataset"), args.data_dir).rate)
     print(md_table(*table(groups)))
@@ -233,8 +230,9 @@ def _add_sweep_flags(p, default_config=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bnonly", description="Train BatchNorm and only BatchNorm: MLPs and LeNet-5 on MNIST, CIFAR ResNets and VGG.")
-    p.add_argument("--version", action="version", version=f"bnonly {__version__}")
+    p = _Parser(prog="bnonly",
+                description="Train BatchNorm and only BatchNorm: MLPs and LeNet-5 on MNIST, CIFAR ResNets and VGG.")
+    p.add_argument("--version", action="version", version=f"bnonly {__version__} ({label(code_version())})")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one model and print its result")
@@ -258,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "directory (e.g. one directory for each --where)")
     rp.set_defaults(func=cmd_report)
 
-    an = sub.add_parser("analyze", help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")
+    an = sub.add_parser("analyze",
+                        help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")
     an.add_argument("dir", help="a results directory (its results.sqlite); the figures are written into it")
     an.add_argument("--data-dir", default=None, help="the data directory the runs were trained with")
     an.set_defaults(func=cmd_analyze)
@@ -275,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     em = sub.add_parser("export-model", help="write a stored run's trained model as a plain PyTorch state_dict")
     em.add_argument("dir", help="a results directory (its results.sqlite)")
     em.add_argument("run_id", help="the run's id (the run_id column of bnonly export or bnonly.results)")
-    em.add_argument("path", help="the file to write the state_dict to (load it with torch.load(path, weights_only=True))")
+    em.add_argument("path",
+                    help="the file to write the state_dict to (load it with torch.load(path, weights_only=True))")
     em.set_defaults(func=cmd_export_model)
     return p
 

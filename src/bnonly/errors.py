@@ -12,6 +12,10 @@ class BnonlyError(Exception):
     (OutOfMemory)."""
 
 
+class ConfigError(BnonlyError, ValueError):
+    """A bad configuration value, flag or file; its message is shown to the user as one line."""
+
+
 class OutputError(BnonlyError, RuntimeError):
     """A result that was computed but could not be written (it was printed or stored first)."""
 

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import files
-from .config import ConfigError, RunConfig
-from .errors import BnonlyError
-from .sets import SETS
+from .config.run import RunConfig
+from .errors import BnonlyError, ConfigError
+from .registry.sets import SETS
 
 # The runs table, column by column with its SQL type: the one statement of a result's fields. A
 # run's summary (engine.Result.summary(), `bnonly train --json`) holds the RESULT_FIELDS; the
@@ -127,7 +127,8 @@ class Store:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.executescript(SCHEMA)
                     if not existed or db.execute("SELECT 1 FROM meta WHERE key='schema_version'").fetchone() is None:
-                        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
+                        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                                   (json.dumps(SCHEMA_VERSION),))
                 break
             except sqlite3.OperationalError as e:
                 if "locked" in str(e) and attempt < 199:
@@ -158,7 +159,8 @@ class Store:
                                  "another --out") from None
             raise StoreError(f"{self.path}: corrupt results store ({e}); nothing was written to it") from None
         if ok != [("ok",)]:
-            raise StoreError(f"{self.path}: corrupt results store (SQLite quick_check: {ok[0][0]}); nothing was written to it")
+            raise StoreError(f"{self.path}: corrupt results store (SQLite quick_check: {ok[0][0]}); "
+                             "nothing was written to it")
         if tables and "runs" not in tables:
             raise StoreError(f"{self.path}: an SQLite file, but not a bnonly results store (no runs table)")
         version = self._meta_values(meta).get("schema_version")

@@ -1,0 +1,71 @@
+"""Devices: which one a run uses, what it is called, and the engine's rules for it.
+
+Every rule of the engine that depends on the device is one field of `EngineOptions`, derived from
+the device by `EngineOptions.for_device` and passed to the engine, the stacks and the planner; a
+test that wants another rule passes other options.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from dataclasses import dataclass
+
+import torch
+
+from ..config.options import DEVICES
+from ..errors import ConfigError
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' (the default everywhere): cuda when PyTorch sees a GPU, else cpu."""
+    if device not in DEVICES:
+        raise ConfigError(f"device {device!r}: must be one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but this PyTorch sees no CUDA GPU")
+    return device
+
+
+@functools.lru_cache(maxsize=None)  # read once per process, not once per stored run
+def device_name(device: str) -> str:
+    """'NVIDIA H100 80GB HBM3' for cuda; the CPU's model name (from /proc/cpuinfo where there is one)."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return name or platform.processor() or platform.machine()
+
+
+def describe_device(device: str, threads: int = 0) -> str:
+    """The line printed before training: 'device: cuda (NVIDIA H100 80GB HBM3)', 'device: cpu (AMD
+    EPYC, 2 threads)' (threads: per group, default torch's)."""
+    n = threads or torch.get_num_threads()
+    extra = "" if device == "cuda" else f", {n} thread{'s' if n != 1 else ''}"
+    return f"device: {device} ({device_name(device)}{extra})"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine computes on one device (docs/performance.md has the measurements behind each)."""
+    grouped_conv: bool              # a stack's convolutions as one grouped convolution, else one per model
+    vmap: bool                      # a FunctionalStack's models in one torch.func.vmap call, else one call each
+    stack_weights: int | None       # a stack that trains hidden weights holds at most this many (all models'
+                                    # together: cache-sized on a CPU); None: no cap
+    eval_floats: int                # evaluation runs examples in chunks whose widest activations, all models
+                                    # together, hold about this many floats
+    first_layer_cache_mb: float     # a frozen first layer's output for the whole data set is kept when it
+                                    # fits in this many MiB (0: computed per batch)
+
+    @classmethod
+    def for_device(cls, device: str) -> "EngineOptions":
+        """A GPU step is bound by kernel launches: one launch for all models, and no cap. A CPU is
+        bound by its caches and by PyTorch's cost per op: a convolution per model, capped stacks
+        of trained weights, cache-sized evaluation chunks."""
+        cuda = device == "cuda"
+        cache = float(os.environ.get("BNONLY_FIRST_LAYER_CACHE_MB", 1024))  # 3 seeds of MNIST at width 784: 0.66 GB
+        return cls(grouped_conv=cuda, vmap=cuda, stack_weights=None if cuda else 4_000_000,
+                   eval_floats=2 ** 25 if cuda else 2 ** 19, first_layer_cache_mb=cache)

@@ -1,0 +1,119 @@
+"""The local executors (this process, or worker processes), the progress bar and the sweep's log
+lines. The Ray executor is ray.py; run.py picks one.
+
+An executor takes the groups this process has claimed, as (index, group) pairs, and yields
+(index, rows, node) as each group finishes; only the sweep's own process writes the store.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import sys
+
+import torch
+from tqdm.auto import tqdm  # widgets in a notebook, text in a terminal
+
+from ..config.options import SweepOptions
+from ..engine.loop import Hooks
+from ..registry.models import arch_name
+from .plan import train_group
+
+
+def group_threads(options: SweepOptions) -> int:
+    """Torch threads per group: --threads, or the cores divided among the workers."""
+    if options.threads:
+        return options.threads
+    return torch.get_num_threads() if options.workers <= 1 else max(1, (os.cpu_count() or 1) // options.workers)
+
+
+def describe(row: dict) -> str:
+    """A finished run's line in the sweep's log."""
+    c = row["config"]
+    arch = arch_name(c)
+    if row["status"] == "failed":
+        return f"{arch} {c['trainable']} seed {c['seed']}: FAILED ({row['error']})"
+    return (f"{arch} {c['trainable']:8s} seed {c['seed']}: test {row['test_accuracy']:.4f} "
+            f"({row['epochs_run']} epochs, {row['trainable_params']:,} trained, {row['seconds']:.1f} s, "
+            f"{row['status']})")
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h'."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+class Progress:
+    """One bar over the whole sweep, in model-steps. Its total is an upper bound (every run going to
+    max_epochs), lowered as models stop early, so the ETA shrinks towards the truth. Executors
+    report per batch (inline), per epoch (Ray tasks) or per finished group (process pool)."""
+
+    def __init__(self, groups, steps_per_epoch, quiet: bool):
+        self.groups = groups
+        self.n_batches = [steps_per_epoch(g[0]) for g in groups]
+        self.bound = [sum(c.max_epochs for c in g) * n for g, n in zip(groups, self.n_batches)]
+        self.shown = [0] * len(groups)     # steps counted for group i
+        self.lowered = [0] * len(groups)   # steps group i will not take (early stops)
+        self.active = [len(g) for g in groups]
+        self.last_epoch = [0] * len(groups)
+        self.bar = tqdm(total=sum(self.bound), unit="step", unit_scale=True, file=sys.stderr,
+                        disable=quiet or None, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} model-steps [{elapsed}<{remaining} (at most)]")
+
+    def _advance(self, i, n):
+        n = max(0, min(n, self.bound[i] - self.lowered[i] - self.shown[i]))
+        self.shown[i] += n
+        self.bar.update(n)
+
+    def batch(self, i, n_models):
+        self._advance(i, n_models)
+
+    def epoch(self, i, epoch, n_active, counted_batches=False):
+        """Group i ended `epoch` with n_active models still training. An epoch seen before (a Ray
+        task re-run after its worker died starts again from epoch 1) is ignored."""
+        if epoch <= self.last_epoch[i]:
+            return
+        self.last_epoch[i] = epoch
+        if not counted_batches:
+            self._advance(i, self.active[i] * self.n_batches[i])
+        saved = (self.active[i] - n_active) * (self.groups[i][0].max_epochs - epoch) * self.n_batches[i]
+        self.lowered[i] += saved
+        self.bar.total -= saved
+        self.active[i] = n_active
+        self.bar.refresh()
+
+    def done(self, i):
+        self._advance(i, self.bound[i])
+        self.last_epoch[i] = math.inf  # late progress events of a finished group change nothing
+
+    def close(self):
+        self.bar.close()
+
+
+def inline(work, device: str, options: SweepOptions, progress: Progress):
+    """The default executor: one group after another in this process."""
+    for i, g in work:
+        hooks = Hooks(batch=lambda e, b, n, m, i=i: progress.batch(i, m),
+                      epoch=lambda e, n, i=i: progress.epoch(i, e, n, counted_batches=True))
+        yield i, train_group(g, device, options.data_dir, hooks, options.threads), None
+
+
+def _ignore_sigint():
+    """Worker processes leave Ctrl-C to the parent, which stops the pool (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pool_job(args):
+    return args[0], train_group(*args[1:])
+
+
+def pool(work, device: str, options: SweepOptions, n_groups: int):
+    """--workers N: groups in N spawned processes (no more than there are groups)."""
+    threads = group_threads(options)
+    with mp.get_context("spawn").Pool(max(1, min(options.workers, n_groups)), initializer=_ignore_sigint) as workers:
+        jobs = ((i, g, device, options.data_dir, None, threads) for i, g in work)
+        for i, rows in workers.imap_unordered(_pool_job, jobs):
+            yield i, rows, None

@@ -1,0 +1,94 @@
+"""Sharing a store: several sweeps may train into one (two terminals, two nodes).
+
+Each sweep claims a group in the store before it trains it and keeps the claim alive with a
+heartbeat; a group whose claim is older than LEASE_STALE seconds belongs to a process that died and
+is taken over, at once where that process ran on this machine and is gone.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+import uuid
+
+from ..config.run import RunConfig
+from ..store import Store
+
+LEASE_HEARTBEAT = float(os.environ.get("BNONLY_LEASE_HEARTBEAT", 20))
+LEASE_STALE = float(os.environ.get("BNONLY_LEASE_STALE", 120))
+
+
+def group_id(group: list[RunConfig]) -> str:
+    """The name under which a store leases a group: a hash of its runs' ids."""
+    return hashlib.sha256(",".join(sorted(c.run_id for c in group)).encode()).hexdigest()[:16]
+
+
+def owner_gone(owner: str) -> bool:
+    """A lease owner is gone at once when it ran on this machine and its process no longer exists
+    (a sweep killed here is resumed without waiting for its claims to go stale)."""
+    host, pid, _ = owner.split(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+class Leases:
+    """This process's claims on groups of a store, kept alive by a background heartbeat."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.by_others = 0
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._run, daemon=True)
+        self._beat.start()
+
+    def _run(self):
+        while not self._stop.wait(LEASE_HEARTBEAT):
+            try:
+                self.store.heartbeat(self.owner)
+            except Exception:  # noqa: BLE001 - a missed beat only risks a takeover, never a lost row
+                pass
+
+    def work(self, groups: list[list[RunConfig]], progress):
+        """(index, group) for every group this process claims, lazily; a group another live process
+        holds is looked at again later, and dropped once that process has written its runs."""
+        pending = list(range(len(groups)))
+        while pending:
+            waiting, done = [], self._done_ids()
+            for i in pending:
+                if all(c.run_id in done for c in groups[i]):
+                    self.by_others += len(groups[i])
+                    progress.done(i)
+                elif self.store.claim(group_id(groups[i]), self.owner, LEASE_STALE, gone=owner_gone):
+                    if all(c.run_id in self._done_ids() for c in groups[i]):  # written between the look and the claim
+                        self.store.release(self.owner, group_id(groups[i]))
+                        self.by_others += len(groups[i])
+                        progress.done(i)
+                    else:
+                        yield i, groups[i]
+                else:
+                    waiting.append(i)
+            pending = waiting
+            if pending:
+                time.sleep(min(5.0, LEASE_HEARTBEAT))
+
+    def _done_ids(self) -> set[str]:
+        """The runs no group needs to train: ended, or written by another sweep since this one started."""
+        return self.store.ended_ids() | self.store.ids_since(self.started)
+
+    def close(self):
+        self._stop.set()
+        try:
+            self.store.release(self.owner)
+        except Exception:  # noqa: BLE001 - stale claims are taken over anyway
+            pass

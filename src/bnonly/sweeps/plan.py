@@ -1,0 +1,122 @@
+"""A sweep's plan: which runs train together as one stack (same configuration but for
+engine/stack.py's PER_MODEL_FIELDS, and one stack kind: docs/engine.md says what each kind computes),
+how many, in what order; training a planned group into store rows; and what the groups will cost.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..config.run import RunConfig
+from ..engine.device import EngineOptions
+from ..engine.loop import Hooks, measure_seconds, train
+from ..engine.stack import shared_config
+from ..registry.data import DataError
+from ..registry.models import MODELS
+from ..registry.nets import build
+from ..registry.sets import SETS
+
+KINDS = ("dense", "entries", "affine", "head")
+
+
+def stack_kind(cfg: RunConfig) -> str:
+    """The work cfg's set needs from a stack (KINDS, see the module's docstring)."""
+    s = SETS[cfg.trainable]
+    if "hidden" in s.parts or (s.random_entries and MODELS[cfg.model].convolutional):
+        return "dense"
+    if s.random_entries:
+        return "entries"
+    return "affine" if s.trains_trunk else "head"
+
+
+def stack_key(cfg: RunConfig) -> tuple[str, str]:
+    """Runs with one key train as one stack in a sweep (up to stack_cap of them)."""
+    return shared_config(cfg), stack_kind(cfg)
+
+
+def hidden_weights(cfg: RunConfig) -> int:
+    """The weights of cfg's model in its hidden layers (every linear or conv layer but the head)."""
+    return sum(op.weight.numel() for _, op, _ in build(cfg).units())
+
+
+def stack_cap(cfg: RunConfig, options: EngineOptions, max_group: int = 32, threads: int = 1) -> int:
+    """How many runs like cfg one stack holds: max_group, or for a dense stack on a CPU as many as
+    keep their weights, gradients and momentum cache-sized (options.stack_weights), rounded down to
+    a multiple of the group's threads (a batched matmul splits its models over the threads)."""
+    if stack_kind(cfg) != "dense" or options.stack_weights is None:
+        return max_group
+    n = max(1, min(max_group, options.stack_weights // hidden_weights(cfg)))
+    return n - n % threads if n > threads else n
+
+
+def plan_groups(cfgs: list[RunConfig], options: EngineOptions, max_group: int = 32,
+                threads: int = 1) -> list[list[RunConfig]]:
+    """The runs as groups that train as one stack each, in grid order, at most stack_cap runs each
+    (for groups that train on `threads` threads)."""
+    by_key: dict[tuple, list[RunConfig]] = {}
+    for c in cfgs:
+        by_key.setdefault(stack_key(c), []).append(c)
+    out = []
+    for g in by_key.values():
+        n = stack_cap(g[0], options, max_group, threads)
+        out += [g[i:i + n] for i in range(0, len(g), n)]
+    return out
+
+
+def longest_first(groups: list[list[RunConfig]]) -> list[list[RunConfig]]:
+    """The order in which parallel executors (--workers, Ray) start groups: the longest expected
+    first, so that no long group starts last while the other workers idle. Stacks that train no
+    hidden weights first (they learn slowest, and early stopping ends them last), then each kind by
+    its weights times runs times epochs."""
+    def expected(g: list[RunConfig]):
+        return stack_kind(g[0]) != "dense", hidden_weights(g[0]) * len(g) * g[0].max_epochs
+    return sorted(groups, key=expected, reverse=True)
+
+
+def train_group(group: list[RunConfig], device: str, data_dir, hooks: Hooks | None = None,
+                threads: int = 0) -> list[dict]:
+    """Train one group (inline, in a worker process or in a Ray task) into summary rows. A crash,
+    or a run the engine refuses (ConfigError, e.g. an impossible random allocation), is recorded as
+    `failed` rows with the error (tried again on re-launch) instead of ending the sweep; a data
+    error ends it with its one-line message, since every group would hit it."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return [{**r.summary(), "artefact": r.artefact}
+                for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
+    except DataError:
+        raise
+    except Exception as e:
+        return failed_rows(group, f"{type(e).__name__}: {e}")
+    finally:
+        torch.set_num_threads(before)
+
+
+def failed_rows(group: list[RunConfig], error: str) -> list[dict]:
+    return [{"run_id": c.run_id, "status": "failed", "error": error, "config": c.__dict__.copy()} for c in group]
+
+
+def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None,
+                     batches: int = 3) -> tuple[float, int, int]:
+    """The compute of these groups on this machine if every run goes to max_epochs, from a short
+    measurement: each distinct group shape (stack key and size) runs a few steps of its real epoch
+    loop and an evaluation (engine.measure_seconds). Returns (seconds, shapes measured, groups left
+    out): a group that cannot run here (out of memory, an impossible `random_allocation`) is left
+    out, and its own training records the error; a data error ends the sweep."""
+    timed: dict[tuple, dict | None] = {}
+    total, left_out = 0.0, 0
+    for g in groups:
+        shape = (stack_key(g[0]), len(g))  # a key holds the whole config but the per-model fields: data, budget
+        if shape not in timed:
+            try:
+                timed[shape] = measure_seconds(g, device, data_dir, batches)
+            except DataError:
+                raise
+            except Exception:  # noqa: BLE001 - the group's own training will record the error
+                timed[shape] = None
+        t = timed[shape]
+        if t is None:
+            left_out += 1
+            continue
+        total += g[0].max_epochs * t["epoch"] + t["once"]
+    return total, len(timed), left_out
