@@ -31,6 +31,11 @@ CIFAR ResNets (ResNet-20 and -56 with Frankle's preset, on generated 32x32x3 bat
 their own: the textbook loop against the stacked engine (stack_module.FunctionalStack; 3 models on a CPU,
 the sweep's stack on a GPU), model-epochs per second and the FLOP efficiency.
 
+The stack policies time a sweep of the narrow grid (width 10 at depths 2 and 4, and width 100 at
+depth 2; `bn`, `random`, `all`, `out`, 3 seeds, 3 epochs of all of MNIST, one process) with the sets
+of an architecture in one stack per kind against sharing stacks as EngineOptions does by default,
+in interleaved rounds.
+
 Each timing runs whole steps for a fixed wall-time budget after warm-up and converts to epochs of
 375 steps (validation is not included: the textbook loop has none). An MLP row times (a)-(d) in 3
 interleaved rounds (a third of the budget each, every variant in turn): its times are the medians
@@ -270,27 +275,69 @@ def textbook_run(cfg, device, epochs: int) -> float:
     return time.perf_counter() - t0
 
 
-def end_to_end(width: int, depth: int, subset: int, epochs: int, device: str) -> dict:
-    """A quick-sized slice of a real sweep, all seven of the report's sets of one architecture x 3
-    seeds, through run_sweep (grouping, stacking, validation, test, the store) against the textbook
-    loop over the same runs, each for the epochs the sweep ran it."""
+NARROW_SETS = ["bn", "random", "all", "out"]  # the narrow end-to-end row's sets (widths 10, depths 2 and 4)
+
+
+def end_to_end(width: int, depths: list[int], subset: int, epochs: int, device: str, sets=REPORT_SETS) -> dict:
+    """A quick-sized slice of a real sweep, `sets` x 3 seeds of one width at `depths`, through the
+    sweep (grouping, stacking, validation, test, the store; one process) against the textbook loop
+    over the same runs, each for the epochs the sweep ran it."""
     import tempfile
 
+    from bnonly.config.grid import SweepConfig
     from bnonly.config.options import SweepOptions
     from bnonly.store import Store
-    from bnonly.config.grid import SweepConfig
-    from bnonly.sweeps.run import run_sweep
-    sweep = SweepConfig(name="e2e", preset="report", models=["mlp"], widths=[width], depths=[depth],
-                        trainable=REPORT_SETS, seeds=[0, 1, 2], settings={"max_epochs": epochs, "subset": subset})
+    from bnonly.sweeps.run import run
+    sweep = SweepConfig(name="e2e", preset="report", models=["mlp"], widths=[width], depths=list(depths),
+                        trainable=list(sets), seeds=[0, 1, 2], settings={"max_epochs": epochs, "subset": subset})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run_sweep(sweep, tmp, SweepOptions(device=device, estimate=False), quiet=True)
+        run(sweep, tmp, SweepOptions(device=device, estimate=False), quiet=True)
         t_engine = time.perf_counter() - t0
         rows = Store(f"{tmp}/results.sqlite").runs()
     t_text = sum(textbook_run(resolve("report", **r["config"]), device, r["epochs_run"]) for r in rows)
-    return {"width": width, "depth": depth, "runs": len(rows), "subset": subset, "max_epochs": epochs,
-            "model_epochs": sum(r["epochs_run"] for r in rows), "seconds_engine": t_engine,
-            "seconds_textbook": t_text, "ratio": t_text / t_engine}
+    return {"width": width, "depth": "/".join(map(str, depths)), "sets": list(sets), "runs": len(rows),
+            "subset": subset, "max_epochs": epochs, "model_epochs": sum(r["epochs_run"] for r in rows),
+            "seconds_engine": t_engine, "seconds_textbook": t_text, "ratio": t_text / t_engine}
+
+
+POLICIES = {"apart": {"BNONLY_FROZEN_STACK_WEIGHTS": "0", "BNONLY_ONE_STACK_WEIGHTS": "0"}, "shared": {}}
+
+
+def stack_policies(device: str, rounds: int = 2) -> list[dict]:
+    """The sweep's time with the sets of an architecture apart (one stack per kind: dense, entries,
+    gamma/beta, head) and shared (EngineOptions' default: the frozen sets together, and at width 10
+    every set), in interleaved rounds: the narrow grid of width 10 (depths 2 and 4) and width 100."""
+    import os
+    import tempfile
+
+    from bnonly.config.grid import SweepConfig
+    from bnonly.config.options import SweepOptions
+    from bnonly.sweeps.run import run
+    out = []
+    for width, depths in ((10, [2, 4]), (100, [2])):
+        sweep = SweepConfig(name="policy", preset="report", models=["mlp"], widths=[width], depths=depths,
+                            trainable=NARROW_SETS, seeds=[0, 1, 2], settings={"max_epochs": 3})
+        times = {name: [] for name in POLICIES}
+        for _ in range(rounds):
+            for name, env in POLICIES.items():
+                saved = {k: os.environ.get(k) for k in ("BNONLY_FROZEN_STACK_WEIGHTS", "BNONLY_ONE_STACK_WEIGHTS")}
+                os.environ.update(env)
+                try:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        t0 = time.perf_counter()
+                        run(sweep, tmp, SweepOptions(device=device, estimate=False), quiet=True)
+                        times[name].append(time.perf_counter() - t0)
+                finally:
+                    for k, v in saved.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
+        out.append({"width": width, "depth": "/".join(map(str, depths)), "sets": NARROW_SETS, "rounds": rounds,
+                    "seconds_apart": times["apart"], "seconds_shared": times["shared"],
+                    "ratio": statistics.median(a / b for a, b in zip(times["apart"], times["shared"]))})
+    return out
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -342,8 +389,15 @@ def markdown(result: dict, name: str) -> str:
                f"{c['fraction_of_mm_peak']:.0%} |" for c in r["configs"]])
     if r.get("end_to_end"):
         table(["end to end", "runs", "model-epochs", "sweep", "textbook", "ratio"],
-              [f"| width {e['width']}, depth {e['depth']} | {e['runs']} | {e['model_epochs']} | "
+              [f"| width {e['width']}, depth {e['depth']}"
+               + (f", {'/'.join(e['sets'])}" if e.get("sets", REPORT_SETS) != REPORT_SETS else "")
+               + f" | {e['runs']} | {e['model_epochs']} | "
                f"{e['seconds_engine']:.1f} s | {e['seconds_textbook']:.1f} s | {e['ratio']:.1f}x |" for e in r["end_to_end"]])
+    if r.get("stack_policies"):
+        table(["stack policy", "rounds", "sets apart", "sets shared", "apart / shared"],
+              [f"| width {p['width']}, depth {p['depth']}, {'/'.join(p['sets'])} | {p['rounds']} | "
+               f"{statistics.median(p['seconds_apart']):.1f} s | {statistics.median(p['seconds_shared']):.1f} s | "
+               f"{p['ratio']:.2f}x |" for p in r["stack_policies"]])
     if r.get("cifar"):
         table(["model", "set", "(a) textbook", "(c) stacked", "M", "(c)/(a)", "s per model-epoch (c)"],
               [f"| {c['model']} | {c['set']} | {c['model_epochs_per_s']['textbook']:.4f} | "
@@ -418,17 +472,25 @@ def main(argv=None):
                       f"| {floor_step / ta:>7.0%} {floor_step / tb:>7.0%} {floor_step / tc:>7.0%} {m:>3} "
                       f"| {1 / (td * STEPS_PER_EPOCH):>8.2f} {r_dc:>6.1f}x", flush=True)
     subset, epochs = (8000, 3) if args.quick else (0, 3)
-    print(f"end to end: all 7 sets x 3 seeds of one MLP, {epochs} epochs at most, "
+    print(f"end to end: 3 seeds of each set, {epochs} epochs at most, "
           f"{f'{subset:,} images' if subset else 'all of MNIST'}; a sweep (start-up, validation, test, store) "
           "vs the textbook loop over the same runs", flush=True)
     e2e = []
-    for width in (100, 784):
-        r = end_to_end(width, 2, subset, epochs, device)
+    for width, depths, sets, n in ((10, (2, 4), NARROW_SETS, 0), (100, (2,), REPORT_SETS, subset),
+                                   (784, (2,), REPORT_SETS, subset)):
+        r = end_to_end(width, depths, n, epochs, device, sets)  # the narrow row on all of MNIST, --quick or not
         e2e.append(r)
-        print(f"  width {width:>4} depth 2: {r['runs']} runs, {r['model_epochs']} model-epochs: sweep "
-              f"{r['seconds_engine']:.1f} s, textbook {r['seconds_textbook']:.1f} s -> {r['ratio']:.1f}x", flush=True)
+        print(f"  width {width:>4} depth {r['depth']}, {', '.join(sets)}: {r['runs']} runs, {r['model_epochs']} "
+              f"model-epochs: sweep {r['seconds_engine']:.1f} s, textbook {r['seconds_textbook']:.1f} s -> "
+              f"{r['ratio']:.1f}x", flush=True)
+    print("stack policies: the sets of an architecture apart (one stack per kind) or shared, 3 epochs of all "
+          "of MNIST, interleaved rounds", flush=True)
+    policies = stack_policies(device)
+    for p in policies:
+        print(f"  width {p['width']} depth {p['depth']}: apart {statistics.median(p['seconds_apart']):.1f} s, "
+              f"shared {statistics.median(p['seconds_shared']):.1f} s -> {p['ratio']:.2f}x", flush=True)
     save({"device": device, "mm_peak_gflops": peak, "copy_gb_per_s": bw, "batched_models": M, "end_to_end": e2e,
-          "configs": rows, "cifar": cifar}, args)
+          "stack_policies": policies, "configs": rows, "cifar": cifar}, args)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
 @pytest.mark.parametrize("model,sets", [("mlp", ("bn", "random", "all")),   # first layer trains: a batch per model
                                         ("mlp", ("bn", "bn+out", "out")),    # frozen: one batch per seed, shared
                                         ("mlp", ("bn", "random", "none")),   # random's entries: gathered gradients
+                                        ("mlp", ("all", "bn", "bn+out", "random", "out", "none")),  # one stack (width 10)
                                         ("lenet5", ("bn", "gamma"))])
 def test_group_equals_runs_alone(model, sets):
     # seeds interleaved on purpose: the engine orders the stack (engine.stack_order) and returns results in input order

@@ -42,8 +42,8 @@ def test_overrides_and_grouping():
     assert len(runs) == 2 * 2 * 2 * 2
     assert all(c.max_epochs == 2 and c.subset == 2000 for c in runs)
     groups = plan_groups(runs, EngineOptions.for_device("cpu"))
-    # one stack per MLP architecture and kind: bn's (affine) apart from random's (gathered entries)
-    assert len(groups) == 8 and all(len(g) == 2 and len({c.trainable for c in g}) == 1 for g in groups)
+    # width 8: one stack per MLP architecture, bn with random (its gathered entries)
+    assert len(groups) == 4 and all(len(g) == 4 and {c.trainable for c in g} == {"bn", "random"} for g in groups)
     assert parse_set(["preset=frankle", "widths=[1, 2]"]) == {"preset": "frankle", "widths": [1, 2]}
     # norm 'none': no sets that need a norm layer, and `all` is `all-nobn` (one run, not two)
     none = load_sweep("quick", ['norms=["batchnorm","none"]', "widths=[8]", "depths=[1]", "seeds=[0]", 'models=["mlp"]',
@@ -240,27 +240,32 @@ def test_parallel_executors_start_the_longest_groups_first():
     runs = [resolve("report", model="mlp", width=w, depth=d, trainable=t, seed=s)
             for w in (10, 100) for d in (2, 6) for t in ("all", "bn") for s in (0, 1)]
     order = [(g[0].trainable, g[0].width, g[0].depth, len(g)) for g in longest_first(plan_groups(runs, EngineOptions.for_device("cpu")))]
-    assert order == [("bn", 100, 6, 2), ("bn", 100, 2, 2), ("bn", 10, 6, 2), ("bn", 10, 2, 2),
-                     ("all", 100, 6, 2), ("all", 100, 2, 2), ("all", 10, 6, 2), ("all", 10, 2, 2)]
+    assert order == [("bn", 100, 6, 2), ("bn", 100, 2, 2), ("all", 10, 6, 4), ("all", 10, 2, 4),  # width 10: all
+                     ("all", 100, 6, 2), ("all", 100, 2, 2)]                                      # with bn
 
 
 def test_stacks_by_kind_and_the_cpu_cap():
-    """A sweep stacks runs by the work their sets need (stacking.stack_kind, read off the set
-    registry): dense weight gradients, gamma/beta and random's gathered entries, or the head
-    alone; a CPU caps dense stacks so their weights stay cache-sized, a GPU stacks them whole."""
+    """A sweep stacks runs by the work their sets need (sweeps/plan.py: stack_kind, read off the set
+    registry): dense weight gradients, gamma/beta, random's gathered entries, or the head alone; on
+    a CPU every set of a width-10 model in one stack, on a GPU the frozen sets together; a CPU caps
+    dense stacks so their weights stay cache-sized."""
     from bnonly.registry.sets import SETS
     from bnonly.sweeps.plan import stack_kind
     kinds = {t: stack_kind(resolve("frankle", trainable=t)) for t in SETS}
     assert kinds == {"all": "dense", "all-nobn": "dense", "bn": "affine", "bn+out": "affine", "random": "entries",
                      "out": "head", "none": "head", "gamma": "affine", "beta": "affine"}
     assert stack_kind(resolve(model="lenet5", trainable="random")) == "dense"  # its conv weights train through masks
-    runs = [resolve("report", width=784, depth=4, trainable=t, seed=s) for t in ("all", "bn", "random", "out", "none")
-            for s in range(3)]
-    cpu = sorted((sorted({c.trainable for c in g}), len(g)) for g in plan_groups(runs, EngineOptions.for_device("cpu")))
-    assert cpu == [(["all"], 1)] * 3 + [(["bn"], 3), (["none", "out"], 6), (["random"], 3)]  # 784 x 784 x 4: 1 per stack
-    cuda = sorted((sorted({c.trainable for c in g}), len(g)) for g in plan_groups(runs, EngineOptions.for_device("cuda")))
-    assert cuda == [(["all"], 3), (["bn"], 3), (["none", "out"], 6), (["random"], 3)]
-    assert [len(g) for g in plan_groups(runs, EngineOptions.for_device("cuda"), max_group=4)] == [3, 3, 3, 4, 2]
+    def plan(width, device, **kw):
+        runs = [resolve("report", width=width, depth=4, trainable=t, seed=s)
+                for t in ("all", "bn", "random", "out", "none") for s in range(3)]
+        return sorted((sorted({c.trainable for c in g}), len(g))
+                      for g in plan_groups(runs, EngineOptions.for_device(device), **kw))
+    assert plan(784, "cpu") == [(["all"], 1)] * 3 + [(["bn"], 3), (["none", "out"], 6), (["random"], 3)]  # 1 per stack
+    frozen = ["bn", "none", "out", "random"]
+    assert plan(100, "cpu") == [(["all"], 3), (["bn"], 3), (["none", "out"], 6), (["random"], 3)]
+    assert plan(10, "cpu") == [(["all", *frozen], 15)]             # every set shares a stack
+    assert plan(784, "cuda") == [(["all"], 3), (frozen, 12)]
+    assert sorted(n for _, n in plan(784, "cuda", max_group=4)) == [3, 4, 4, 4]
     two = [resolve("report", width=784, depth=2, trainable="all", seed=s) for s in range(5)]  # a cap of 3 models
     assert [len(g) for g in plan_groups(two, EngineOptions.for_device("cpu"))] == [3, 2]
     assert [len(g) for g in plan_groups(two, EngineOptions.for_device("cpu"), threads=2)] == [2, 2, 1]  # a multiple of 2

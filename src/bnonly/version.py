@@ -4,6 +4,7 @@ changes. Every run stores it (engine/loop.py: versions), so a store says which c
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -28,9 +29,13 @@ def _git(*args: str) -> str | None:
 @lru_cache(maxsize=None)
 def code_version() -> dict:
     """{'bnonly': the package version, 'commit': the checkout's commit or None, 'dirty': whether
-    tracked files differ from it (None outside a checkout)}; read once per process."""
-    commit = _git("rev-parse", "HEAD") if (CHECKOUT / ".git").exists() else None
-    dirty = None if commit is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
+    tracked files differ from it (None outside a checkout)}; read once per process. A copy of the
+    tree without its git history (a remote machine's) names its commit in BNONLY_COMMIT."""
+    if (CHECKOUT / ".git").exists():
+        commit = _git("rev-parse", "HEAD")
+        dirty = None if commit is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
+    else:
+        commit, dirty = os.environ.get("BNONLY_COMMIT") or None, None
     return {"bnonly": __version__, "commit": commit, "dirty": dirty}
 
 

@@ -59,6 +59,10 @@ class EngineOptions:
                                     # together, hold about this many floats
     first_layer_cache_mb: float     # a frozen first layer's output for the whole data set is kept when it
                                     # fits in this many MiB (0: computed per batch)
+    frozen_stack_weights: int | None  # the sets whose hidden weights stay frozen share one stack where the
+                                    # model's hidden weights are at most this many (None: always)
+    one_stack_weights: int          # every set of an architecture shares that stack where its hidden weights
+                                    # are at most this many (a first layer that trains costs little there)
 
     @classmethod
     def for_device(cls, device: str) -> "EngineOptions":
@@ -67,5 +71,12 @@ class EngineOptions:
         of trained weights, cache-sized evaluation chunks."""
         cuda = device == "cuda"
         cache = float(os.environ.get("BNONLY_FIRST_LAYER_CACHE_MB", 1024))  # 3 seeds of MNIST at width 784: 0.66 GB
+        # Which sets share a stack (docs/performance.md has the measurements): on a CPU every set of a
+        # model with at most 20,000 hidden weights (784 x 20 + ...: width 10 shares, width 100 does
+        # not pay); on a GPU the frozen sets always (not measured yet: launches, not arithmetic, bound it).
+        frozen = os.environ.get("BNONLY_FROZEN_STACK_WEIGHTS")
+        one = os.environ.get("BNONLY_ONE_STACK_WEIGHTS")
         return cls(grouped_conv=cuda, vmap=cuda, stack_weights=None if cuda else 4_000_000,
-                   eval_floats=2 ** 25 if cuda else 2 ** 19, first_layer_cache_mb=cache)
+                   eval_floats=2 ** 25 if cuda else 2 ** 19, first_layer_cache_mb=cache,
+                   frozen_stack_weights=None if cuda else int(frozen) if frozen is not None else 20_000,
+                   one_stack_weights=int(one) if one is not None else 0 if cuda else 20_000)

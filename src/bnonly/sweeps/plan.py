@@ -4,6 +4,9 @@ how many, in what order; training a planned group into store rows; and what the 
 """
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+
 import torch
 
 from ..config.run import RunConfig
@@ -15,27 +18,40 @@ from ..registry.models import MODELS
 from ..registry.nets import build
 from ..registry.sets import SETS
 
-KINDS = ("dense", "entries", "affine", "head")
+KINDS = ("dense", "frozen", "entries", "affine", "head")
 
 
-def stack_kind(cfg: RunConfig) -> str:
-    """The work cfg's set needs from a stack (KINDS, see the module's docstring)."""
+def stack_kind(cfg: RunConfig, options: EngineOptions | None = None) -> str:
+    """The work cfg's set needs from a stack (docs/engine.md): `dense` where hidden weights train;
+    every other set (their hidden weights stay frozen) in one `frozen` stack where the options allow
+    it for this model's size (a small model's step costs its ops, not its arithmetic), else apart:
+    `entries` (random's), `affine` (gamma/beta) and `head` (nothing before the head trains)."""
     s = SETS[cfg.trainable]
+    if options is not None and hidden_weights(cfg) <= options.one_stack_weights:
+        return "frozen"
     if "hidden" in s.parts or (s.random_entries and MODELS[cfg.model].convolutional):
         return "dense"
+    limit = None if options is None else options.frozen_stack_weights
+    if options is not None and (limit is None or hidden_weights(cfg) <= limit):
+        return "frozen"
     if s.random_entries:
         return "entries"
     return "affine" if s.trains_trunk else "head"
 
 
-def stack_key(cfg: RunConfig) -> tuple[str, str]:
+def stack_key(cfg: RunConfig, options: EngineOptions | None = None) -> tuple[str, str]:
     """Runs with one key train as one stack in a sweep (up to stack_cap of them)."""
-    return shared_config(cfg), stack_kind(cfg)
+    return shared_config(cfg), stack_kind(cfg, options)
 
 
 def hidden_weights(cfg: RunConfig) -> int:
     """The weights of cfg's model in its hidden layers (every linear or conv layer but the head)."""
-    return sum(op.weight.numel() for _, op, _ in build(cfg).units())
+    return _hidden_weights(shared_config(cfg))
+
+
+@lru_cache(maxsize=None)
+def _hidden_weights(shared: str) -> int:
+    return sum(op.weight.numel() for _, op, _ in build(RunConfig(**{**json.loads(shared), "trainable": "all"})).units())
 
 
 def stack_cap(cfg: RunConfig, options: EngineOptions, max_group: int = 32, threads: int = 1) -> int:
@@ -54,7 +70,7 @@ def plan_groups(cfgs: list[RunConfig], options: EngineOptions, max_group: int = 
     (for groups that train on `threads` threads)."""
     by_key: dict[tuple, list[RunConfig]] = {}
     for c in cfgs:
-        by_key.setdefault(stack_key(c), []).append(c)
+        by_key.setdefault(stack_key(c, options), []).append(c)
     out = []
     for g in by_key.values():
         n = stack_cap(g[0], options, max_group, threads)
@@ -64,11 +80,11 @@ def plan_groups(cfgs: list[RunConfig], options: EngineOptions, max_group: int = 
 
 def longest_first(groups: list[list[RunConfig]]) -> list[list[RunConfig]]:
     """The order in which parallel executors (--workers, Ray) start groups: the longest expected
-    first, so that no long group starts last while the other workers idle. Stacks that train no
-    hidden weights first (they learn slowest, and early stopping ends them last), then each kind by
-    its weights times runs times epochs."""
+    first, so that no long group starts last while the other workers idle. Stacks with a set that
+    trains no hidden weights first (they learn slowest, and early stopping ends them last), then
+    each by its weights times runs times epochs."""
     def expected(g: list[RunConfig]):
-        return stack_kind(g[0]) != "dense", hidden_weights(g[0]) * len(g) * g[0].max_epochs
+        return any(stack_kind(c) != "dense" for c in g), hidden_weights(g[0]) * len(g) * g[0].max_epochs
     return sorted(groups, key=expected, reverse=True)
 
 

@@ -1,0 +1,56 @@
+"""Publish a study's report as data: copy report.md, report.json, results.csv and the figures of a
+results directory into results/STUDY/, with made.json saying which code, machine and command made
+it (read from the runs themselves). The README's headline table and docs/study.md's measured cells
+are these files' numbers (tests/test_results.py checks them).
+
+    python results/publish.py runs/quick quick --command "make reproduce" [--wall SECONDS]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from bnonly.store import Store
+from bnonly.version import label
+
+HERE = Path(__file__).resolve().parent
+FILES = ("report.md", "report.json", "results.csv")
+
+
+def made(runs: list[dict], command: str, wall: float | None) -> dict:
+    versions = Counter(label(r.get("versions")) for r in runs)
+    machines = Counter(f"{(r.get('versions') or {}).get('device_name')} ({r.get('device')}, "
+                       f"{(r.get('versions') or {}).get('threads')} threads)" for r in runs)
+    first = runs[0].get("versions") or {}
+    return {"command": command, "code": dict(versions), "commit": first.get("commit"), "dirty": first.get("dirty"),
+            "bnonly": first.get("bnonly"), "torch": first.get("torch"), "machines": dict(machines),
+            "runs": len(runs), "compute_seconds": round(sum(r.get("seconds") or 0 for r in runs), 1),
+            "wall_seconds": wall, "published": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path, help="a results directory with its report written (bnonly report)")
+    ap.add_argument("study", help="the name under results/")
+    ap.add_argument("--command", required=True, help="the command that made it")
+    ap.add_argument("--wall", type=float, default=None, help="its wall time in seconds, where measured")
+    args = ap.parse_args()
+    runs = Store(args.run_dir / "results.sqlite", create=False).runs()
+    dest = HERE / args.study
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in FILES:
+        shutil.copy(args.run_dir / name, dest / name)
+    for png in sorted(args.run_dir.glob("*.png")):
+        shutil.copy(png, dest / png.name)
+    (dest / "made.json").write_text(json.dumps(made(runs, args.command, args.wall), indent=1) + "\n")
+    print(f"published {len(runs)} runs to {dest}")
+
+
+if __name__ == "__main__":
+    main()
