@@ -21,6 +21,18 @@ HERE = Path(__file__).resolve().parent
 FILES = ("report.md", "report.json", "results.csv")
 
 
+def headline_table(doc: dict) -> str:
+    """The README's headline table from a report.json: per MLP, bn, random and their paired difference."""
+    def stat(d, unit="%", signed=False):
+        return f"{100 * d['mean']:{'+' if signed else ''}.1f} ± {100 * d['half']:.1f}{unit}"
+    rows = ["| MLP | `bn` | `random` | `bn` − `random`, paired per seed |", "|---|---|---|---|"]
+    for a in doc["headline"]["architectures"]:
+        w, d = a["architecture"].split("_")[1:]
+        rows.append(f"| width {w[1:]}, {d[1:]} layers | {stat(a['bn'])} | {stat(a['random'])} | "
+                    f"{stat(a['gap'], ' points', True)} |")
+    return "\n".join(rows)
+
+
 def made(runs: list[dict], command: str, wall: float | None) -> dict:
     versions = Counter(label(r.get("versions")) for r in runs)
     machines = Counter(f"{(r.get('versions') or {}).get('device_name')} ({r.get('device')}, "
@@ -50,6 +62,9 @@ def main() -> None:
         shutil.copy(png, dest / png.name)
     (dest / "made.json").write_text(json.dumps(made(runs, args.command, args.wall), indent=1) + "\n")
     print(f"published {len(runs)} runs to {dest}")
+    doc = json.loads((dest / "report.json").read_text())
+    if doc["headline"]["architectures"]:
+        print(headline_table(doc))
 
 
 if __name__ == "__main__":

@@ -219,12 +219,13 @@ def answers(groups: dict) -> list[str]:
         absolute = mean_ci(a["disabled"]["0.1"]["all"] for a in runs)
         sm, rd, full = (_curve(groups, key, "smallest")[j], _curve(groups, key, "random")[j],
                         _curve(groups, key, "smallest")[0])
-        sentence = (f"{condition_name(key, groups)}, {key[3]} (n={len(runs)}): {_pct(learned)}% of the features "
-                    "of the layers "
-                    f"followed by a normalization disabled (|gamma| times the norm of what reads it below "
-                    f"{100 * RELATIVE:g}% of their layer's RMS), against {_mean(init)}% at initialisation; by the "
-                    f"absolute |gamma| < 0.1 on every layer, {_pct(absolute)}%. Switching off the 30% least important "
-                    f"features moves accuracy from {_pct(full)}% to {_pct(sm)}%")
+        scale_free = (f"{_pct(learned)}% of the features of the layers followed by a normalization disabled "
+                      f"(|gamma| times the norm of what reads it below {100 * RELATIVE:g}% of their layer's RMS), "
+                      f"against {_mean(init)}% at initialisation" if learned.n else
+                      "no layer is followed by a normalization, so there is no scale-free fraction")
+        sentence = (f"{condition_name(key, groups)}, {key[3]} (n={len(runs)}): {scale_free}; by the absolute |gamma| "
+                    f"< 0.1 on every layer, {_pct(absolute)}%. Switching off the 30% least important features moves "
+                    f"accuracy from {_pct(full)}% to {_pct(sm)}%")
         if all("initial" in a["ablation"] for a in runs):
             sentence += (", the 30% least important at initialisation (control) to "
                          f"{_pct(_curve(groups, key, 'initial')[j])}%")

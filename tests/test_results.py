@@ -1,0 +1,51 @@
+"""The study's own results, kept as data under results/: the README's headline and times are their
+numbers, and each published study says which code, machine and command made it."""
+import csv
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+README = (ROOT / "README.md").read_text()
+
+
+def publish():
+    spec = importlib.util.spec_from_file_location("publish", RESULTS / "publish.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def published() -> list[Path]:
+    return sorted(p.parent for p in RESULTS.glob("*/made.json"))
+
+
+@pytest.mark.parametrize("study", published(), ids=lambda p: p.name)
+def test_a_published_study_has_its_report_its_runs_and_its_maker(study):
+    made = json.loads((study / "made.json").read_text())
+    doc = json.loads((study / "report.json").read_text())
+    assert (study / "report.md").is_file() and (study / "results.csv").is_file()
+    assert made["command"] and made["machines"] and len(made["code"]) == 1 and made["commit"]
+    with (study / "results.csv").open(newline="") as fh:
+        assert made["runs"] == len(list(csv.DictReader(fh))) > 0
+    assert doc["code_versions"] == made["code"]  # the report names the code version its runs share
+    for png in re.findall(r"\(([\w.-]+\.png)\)", (study / "report.md").read_text()):
+        assert (study / png).is_file(), png
+
+
+def test_the_readme_headline_is_results_quick():
+    doc = json.loads((RESULTS / "quick" / "report.json").read_text())
+    made = json.loads((RESULTS / "quick" / "made.json").read_text())
+    assert publish().headline_table(doc) in README
+    minutes = made["wall_seconds"] / 60
+    assert f"at commit\n{made['commit'][:7]}" in README or f"at commit {made['commit'][:7]}" in README
+    assert f"in {minutes:.1f} minutes" in README and f"| {minutes:.1f} min (`make reproduce`) |" in README
+    assert f"takes about {minutes:.0f} minutes" in README
+    labels = {c["id"]: c["label"] for c in doc["claims"]}
+    assert labels[1] == "held at 4 of the report's 49 cells (widths 10, 100; depths 2, 4)"
+    assert labels[4] == "inconclusive" and all(labels[i] == "not measured" for i in (2, 3, 5, 6))
+    assert "results/quick/bn_vs_random.png" in README and (RESULTS / "quick" / "bn_vs_random.png").is_file()
