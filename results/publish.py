@@ -1,6 +1,7 @@
-"""Publish a study's report as data: copy report.md, report.json, results.csv and the figures of a
-results directory into results/STUDY/, with made.json saying which code, machine and command made
-it (read from the runs themselves). The README's headline table and docs/study.md's measured cells
+"""Publish a study's report as data: write the report of a results directory (with this checkout's
+code), then copy report.md, report.json, results.csv and the figures into results/STUDY/, with
+made.json saying which code, machine and command made the runs (read from the runs themselves) and
+which code wrote the report. The README's headline table and docs/study.md's measured cells
 are these files' numbers (tests/test_results.py checks them).
 
     python results/publish.py runs/quick quick --command "make reproduce" [--wall SECONDS]
@@ -14,8 +15,9 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from bnonly.api import report
 from bnonly.store import Store
-from bnonly.version import label
+from bnonly.version import code_version, label
 
 HERE = Path(__file__).resolve().parent
 FILES = ("report.md", "report.json", "results.csv")
@@ -40,17 +42,19 @@ def made(runs: list[dict], command: str, wall: float | None) -> dict:
     first = runs[0].get("versions") or {}
     return {"command": command, "code": dict(versions), "commit": first.get("commit"), "dirty": first.get("dirty"),
             "bnonly": first.get("bnonly"), "torch": first.get("torch"), "machines": dict(machines),
-            "runs": len(runs), "compute_seconds": round(sum(r.get("seconds") or 0 for r in runs), 1),
+            "report_by": label(code_version()), "runs": len(runs),
+            "compute_seconds": round(sum(r.get("seconds") or 0 for r in runs), 1),
             "wall_seconds": wall, "published": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path, help="a results directory with its report written (bnonly report)")
+    ap.add_argument("run_dir", type=Path, help="a results directory (its results.sqlite)")
     ap.add_argument("study", help="the name under results/")
     ap.add_argument("--command", required=True, help="the command that made it")
     ap.add_argument("--wall", type=float, default=None, help="its wall time in seconds, where measured")
     args = ap.parse_args()
+    report(args.run_dir)
     runs = Store(args.run_dir / "results.sqlite", create=False).runs()
     dest = HERE / args.study
     if dest.exists():
