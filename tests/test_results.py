@@ -49,3 +49,14 @@ def test_the_readme_headline_is_results_quick():
     assert labels[1] == "held at 4 of the report's 49 cells (widths 10, 100; depths 2, 4)"
     assert labels[4] == "inconclusive" and all(labels[i] == "not measured" for i in (2, 3, 5, 6))
     assert "results/quick/bn_vs_random.png" in README and (RESULTS / "quick" / "bn_vs_random.png").is_file()
+
+
+def test_the_readme_times_of_the_studies_are_the_files():
+    estimates = json.loads((RESULTS / "estimates.json").read_text())["studies"]
+    questions = json.loads((RESULTS / "questions" / "made.json").read_text())
+    rows = {line.split("|")[1].strip(" `"): line for line in README.splitlines() if line.startswith("| `")}
+    assert f"estimated {estimates['claims']['seconds'] / 3600:.1f} h" in rows["claims"]
+    assert f"estimated {estimates['report']['seconds'] / 3600:.0f} h" in rows["report"]
+    assert f"estimated {estimates['frankle']['seconds'] / 3600:.0f} h" in rows["frankle"]
+    assert f"{questions['wall_seconds'] / 60:.1f} min" in rows["questions"]
+    assert all(estimates[s]["runs"] == int(rows[s].split("|")[2].replace(",", "")) for s in estimates)
