@@ -213,7 +213,8 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
     assert main(["analyze", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "12 runs analyzed" in printed  # random is not analyzed
-    assert printed.count("features of the layers followed by a normalization disabled") == 4  # bn and all, 2 archs
+    assert printed.count("features of the layers followed by a normalization disabled") == 2  # bn and all at depth 2
+    assert printed.count("no layer is followed by a normalization") == 2  # at depth 1 the one layer feeds the head
     assert printed.count("Budget: a subset of 2,000 images (1,600 to train on), early stopping (patience 3) within 2 "
                          "epochs (off the report's protocol in max_epochs, subset)") == 4
     assert "beta_hist_mlp_w16_d2.png" in printed  # the frankle preset has hidden beta

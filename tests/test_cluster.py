@@ -20,7 +20,7 @@ from bnonly.config.layers import load_sweep
 from bnonly.sweeps.run import run as run_sweep
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # test clusters on loopback only
-# 2 widths x 2 depths x 3 sets x 2 seeds + LeNet-5 3 sets x 2 seeds = 30 runs in 14 groups
+# 2 widths x 2 depths x 3 sets x 2 seeds + LeNet-5 3 sets x 2 seeds = 30 runs in 6 groups
 TINY = ['models=["mlp","lenet5"]', "widths=[8,16]", "depths=[1,2]", 'trainable=["bn","random","all"]',
         "seeds=[0,1]", "subset=2000", "max_epochs=2"]
 RAY_BIN = str(Path(sys.executable).parent / "ray")
@@ -80,8 +80,8 @@ def test_two_node_cluster_gives_the_local_results_on_both_nodes(two_nodes, tmp_p
     local, remote = _results(tmp_path / "local"), _results(tmp_path / "ray")
     assert len(local) == 30 and all(s == "finished" for s, _, _ in local.values())
     assert remote == local  # same run ids, statuses, test accuracies and per-epoch histories, bit for bit
-    assert stats["trained"] == 30 and len(stats["nodes"]) == 2 and sum(stats["nodes"].values()) == 14
-    # 14 groups: per MLP architecture bn, random (gathered gradients) and all (4 x 3), LeNet-5 bn and random+all
+    assert stats["trained"] == 30 and len(stats["nodes"]) == 2 and sum(stats["nodes"].values()) == 6
+    # 6 groups: one per MLP architecture (widths 8 and 16 share a stack), LeNet-5 bn and random+all
     # a second launch on the cluster finds everything done
     again = run_sweep(sweep, tmp_path / "ray", SweepOptions(executor="ray", address=two_nodes), quiet=True)
     assert again["skipped"] == 30 and again["trained"] == 0

@@ -214,12 +214,17 @@ def init_weights(model: nn.Module, gamma_init: str, generator: torch.Generator) 
     return model
 
 
-def build(cfg, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Module:
-    """The model of a run (a config.RunConfig, read by field), initialised from its seed: the same
-    seed gives the same random network."""
+def structure(cfg, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """The model of a run (a config.RunConfig, read by field) as PyTorch initialises it; under
+    `torch.device("meta")` its shapes alone, allocating nothing."""
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}")
-    model = MODELS[cfg.model].build(sys.modules[__name__], cfg, tuple(input_shape), num_classes,
-                                    norm=cfg.effective_norm, hidden_beta=cfg.hidden_beta, bn_momentum=cfg.bn_momentum,
-                                    bn_eps=cfg.bn_eps, hidden_bias=cfg.hidden_bias)
-    return init_weights(model, cfg.gamma_init, torch.Generator().manual_seed(cfg.seed))
+    return MODELS[cfg.model].build(sys.modules[__name__], cfg, tuple(input_shape), num_classes,
+                                   norm=cfg.effective_norm, hidden_beta=cfg.hidden_beta, bn_momentum=cfg.bn_momentum,
+                                   bn_eps=cfg.bn_eps, hidden_bias=cfg.hidden_bias)
+
+
+def build(cfg, input_shape=(1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """The model of a run, initialised from its seed: the same seed gives the same random network."""
+    return init_weights(structure(cfg, input_shape, num_classes), cfg.gamma_init,
+                        torch.Generator().manual_seed(cfg.seed))

@@ -15,7 +15,7 @@ from ..engine.loop import Hooks, measure_seconds, train
 from ..engine.stack import shared_config
 from ..registry.data import DataError
 from ..registry.models import MODELS
-from ..registry.nets import build
+from ..registry.nets import structure
 from ..registry.sets import SETS
 
 KINDS = ("dense", "frozen", "entries", "affine", "head")
@@ -51,7 +51,9 @@ def hidden_weights(cfg: RunConfig) -> int:
 
 @lru_cache(maxsize=None)
 def _hidden_weights(shared: str) -> int:
-    return sum(op.weight.numel() for _, op, _ in build(RunConfig(**{**json.loads(shared), "trainable": "all"})).units())
+    with torch.device("meta"):  # shapes only: a model too large to build is counted, not allocated
+        model = structure(RunConfig(**{**json.loads(shared), "trainable": "all"}))
+    return sum(op.weight.numel() for _, op, _ in model.units())
 
 
 def stack_cap(cfg: RunConfig, options: EngineOptions, max_group: int = 32, threads: int = 1) -> int:

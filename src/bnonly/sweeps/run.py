@@ -71,7 +71,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     if options.workers > 1 or options.executor == "ray":  # groups at once: start the long ones first
         groups = longest_first(groups)
     log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
-        f"{len(todo)} to train in {len(groups)} groups"
+        f"{len(todo)} to train in {len(groups)} group{'s' if len(groups) != 1 else ''}"
         + (f" on Ray (device {device}: " + ("resolved on the cluster)" if device == "auto" else "every task)")
            if options.executor == "ray" else f"; {describe_device(device, group_threads(options))}"
            + (f" per group, {options.workers} groups at a time" if options.workers > 1 else "")))
@@ -84,7 +84,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
         log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs ("
             + ("early stopping ends most runs sooner" if stops else "no early stopping here: every run does")
             + f"{f'; --workers {options.workers} share it' if options.workers > 1 else ''}); "
-            f"measured on {shapes} group shapes in {time.perf_counter() - t0:.1f} s"
+            f"measured on {shapes} group shape{'s' if shapes != 1 else ''} in {time.perf_counter() - t0:.1f} s"
             + (f"; {left_out} group(s) could not be measured (their training will say why)" if left_out else ""))
         store.set_meta("estimate", {"seconds": secs, "runs": len(todo), "device": device,
                                     "machine": device_name(device), "threads": group_threads(options),
