@@ -186,7 +186,7 @@ def test_questions_study_report_has_every_section(tmp_path):
         assert f"## {title}" in md
     # affine, layernorm, 3 allocations (and bn vs random on fashion-mnist)
     n = 5 + ("fashion" in datasets)
-    assert md.count("paired by seed per architecture: the 95% interval") == n
+    assert md.count("paired by seed per architecture and data set: the 95% interval") == n
     assert md.count("| difference (points) | n |") == n and "| mlp_w8_d1 |" in md
     for f in ("question_affine.png", "question_layernorm.png", "question_allocation.png"):
         assert (out / f).stat().st_size > 0

@@ -168,7 +168,7 @@ def pandas():
     try:
         import pandas as pd  # optional: the 'pandas' extra
     except ImportError:
-        raise ConfigError("bnonly.results and bnonly.sweep return a pandas DataFrame: pip install "
+        raise ConfigError("bnonly.results and Sweep.results return a pandas DataFrame: pip install "
                           "'bnonly[pandas]'") from None
     return pd
 

@@ -224,9 +224,11 @@ def load_cifar10(data_dir=None) -> Raw:
 
 DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "idx": load_idx}
 NUM_CLASSES = 10
-# Test-set label counts that the loaders check (so they are facts about any copy that loads).
-TEST_COUNTS = {"mnist": MNIST_TEST_COUNTS, "fashion-mnist": [1000] * 10}
-TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000}  # (a subset this large is the whole training set)
+# Each data set's published test-set label counts (MNIST's and Fashion-MNIST's loaders check them, so
+# they are facts about any copy that loads; CIFAR-10's 1,000 a class, Krizhevsky 2009) and training-set
+# sizes (a subset this large is the whole training set).
+TEST_COUNTS = {"mnist": MNIST_TEST_COUNTS, "fashion-mnist": [1000] * 10, "cifar10": [1000] * 10}
+TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
 
 
 def majority_rate(dataset: str, data_dir=None) -> float | None:

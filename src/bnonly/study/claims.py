@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from .protocol import REPORT
-from .runs import accuracies, accuracy, cells, chance, config_of, difference, studies
+from .runs import accuracies, accuracy, cells, chance, config_of, difference, diverged_seeds, studies
 from .stats import differences, mean_ci, paired, show
 from .verdicts import FEW, NOT_APPLICABLE, NOT_MEASURED, Finding, Part, Test, decide, judged, runs_of, verdict_label
 
@@ -44,14 +44,16 @@ def rules(chance_rate: float, chance_basis: str = "the test set's majority-class
         "95% interval over seeds. Held if its lower end exceeds 10 percentage points at every such depth (bnonly "
         "reads the report's 'more than 10% less' as 10 points; read as 10% of bn's accuracy it would be about 9.5 "
         f"points at 95%); the claim speaks of depths {_list(DEPTHS_2_3)}.",
-        "Part 1, per (width, depth): the paired per-seed difference all − all-nobn ('gap'), held when its interval "
-        "lies above 0 in more than half of the cells. Part 2, per width with ≥ 2 depths: the paired per-seed growth "
-        "of the gap from the shallowest to the deepest depth, held when its interval lies above 0 at more than half "
-        "of the widths. Held if both parts hold.",
+        "Part 1, per (width, depth): the paired per-seed difference all − all-nobn ('gap'), held when more than half "
+        "of the cells are shown above 0 (a partial-conjunction test). Part 2, per width with ≥ 2 depths: the paired "
+        "per-seed growth of the gap from the shallowest to the deepest depth, held when more than half of the widths "
+        "are shown above 0. Held if both parts hold.",
         "Part 1, width against depth at equal trainable parameters: for every pair of bn cells with the same number "
-        "of trainable parameters, one k times wider and the other k times deeper, per seed the accuracy of the wider "
-        "minus that of the deeper, divided by log2(k) (points per doubling), averaged over the pairs. Held if its 95% "
-        "interval over seeds lies above 0 (a function of the parameter count alone gives exactly 0). Part 2, at the "
+        "of trainable parameters, one k times wider and the other k times deeper, the paired difference wider − "
+        "deeper per seed, regressed on log2(k) through the origin (points per doubling: sum of log2(k) x difference "
+        "over sum of log2(k)², so a pair with k near 1 weighs little), over the seeds the judged pairs share (a pair "
+        "with fewer than 2 seeds in common with the others is named and left out). Held if its 95% interval over "
+        "seeds lies above 0 (a function of the parameter count alone gives exactly 0). Part 2, at the "
         "widest width with a depth below 4, depth 4 and a deeper one: the paired rise from the shallowest depth to "
         "depth 4 has its interval above 0, and "
         f"the paired change from depth 4 to the deepest depth has its interval inside ±{100 * LEVEL5:.0f} points. "
@@ -90,7 +92,7 @@ def claim1(c, chance_rate) -> Finding:
     scope = "" if len(grid) == n else (f"{len(grid)} of the report's {n} cells ({where})" if len(grid) == len(bn) else
                                        f"{len(bn)} cells, {len(grid)} of them the report's {n} ({where})")
     return Finding(f"Against chance {100 * chance_rate:.2f}%: {part.counts()}; lowest: {show(worst.stat)} at width "
-                   f"{w}, depth {d}.", verdict, runs_of(bn), scope)
+                   f"{w}, depth {d}.", verdict, runs_of(bn), scope, [part])
 
 
 def claim2(c, chance_rate) -> Finding:
@@ -101,7 +103,7 @@ def claim2(c, chance_rate) -> Finding:
     part = Part(list(tests.values()), unit="depths")
     verdict = decide(part)
     text = "; ".join(f"depth {d}: {show(t.stat)}" for d, t in tests.items()) + f" ({part.counts()})."
-    return Finding(text, verdict, runs_of(bn), _scope(sorted(bn), DEPTHS_2_3, "depths", "4–14"))
+    return Finding(text, verdict, runs_of(bn), _scope(sorted(bn), DEPTHS_2_3, "depths", "4–14"), [part])
 
 
 def claim3(c, chance_rate) -> Finding:
@@ -115,7 +117,7 @@ def claim3(c, chance_rate) -> Finding:
     text = "bn − random: " + "; ".join(f"depth {d}: {show(t.stat, ' points', True)}" for d, t in tests.items())
     text += f" (above 10 points: {part.counts()})."
     return Finding(text, verdict, runs_of({d: bn[(784, d)] for d in depths}, {d: rnd[(784, d)] for d in depths}),
-                   _scope(depths, DEPTHS_2_3, "depths", "4–14"))
+                   _scope(depths, DEPTHS_2_3, "depths", "4–14"), [part])
 
 
 def confound4(runs) -> str:
@@ -131,9 +133,10 @@ def confound4(runs) -> str:
             ", so the gap measures that difference too.")
 
 
-def _diverged(cells_: list[dict], seeds) -> int:
-    """How many of `seeds` have a diverged run in any of the cells."""
-    return sum(any(cl.get(s, {}).get("status") == "diverged" for cl in cells_) for s in seeds)
+def _cells_scope(keys) -> str:
+    """'4 cells (widths 10, 784; depths 2, 8)': the MLP cells a claim was judged on."""
+    return (f"{len(keys)} cell{'s' if len(keys) != 1 else ''} (widths {_list(sorted({w for w, _ in keys}))}; depths "
+            f"{_list(sorted({d for _, d in keys}))})")
 
 
 def claim4(c, chance_rate) -> Finding:
@@ -153,16 +156,17 @@ def claim4(c, chance_rate) -> Finding:
             lo, hi = (w, min(ds)), (w, max(ds))
             st = paired(seeds[hi], seeds[lo])
             common = set(seeds[hi]) & set(seeds[lo])
-            growth[w] = Test(st._replace(diverged=_diverged([a[lo], a[hi], b[lo], b[hi]], common)), above=0.0)
+            growth[w] = Test(st._replace(diverged=diverged_seeds(a[lo], a[hi], b[lo], b[hi], seeds=common)),
+                             above=0.0)
     grows = Part(list(growth.values()), rule="most", unit="widths", where="at")
     verdict = decide(helps, grows)
-    text = f"all − all-nobn: interval {helps.counts()}"
+    text = f"all − all-nobn: {helps.counts()}"
     if not growth:
         text += "; 'more so at depth' not measured (needs a width with ≥ 2 depths)."
     else:
         text += "; growth of the gap from the shallowest to the deepest depth: " + ", ".join(
             f"w{w}: {show(t.stat, ' points', True)}" for w, t in growth.items()) + f" ({grows.counts()})."
-    return Finding(text, verdict, used)
+    return Finding(text, verdict, used, _cells_scope(pairs), [helps, grows])
 
 
 def matched_pairs(bn: dict) -> list[tuple[tuple, tuple, float]]:
@@ -182,25 +186,54 @@ def _params(cell: dict) -> float | None:
     return float(ps[0]) if ps else None
 
 
+def slope(acc: dict, pairs: list[tuple[tuple, tuple, float]], seeds) -> Stat:
+    """Points per doubling over the seeds: per seed, the pairs' differences wider − deeper regressed on
+    log2 k through the origin, sum L d / sum L² (a pair of k near 1 weighs little); mean and t interval
+    of those per-seed slopes (pairs that share a cell stay correctly correlated)."""
+    s2 = sum(k * k for _, _, k in pairs)
+    return mean_ci([sum(k * (acc[wide][s] - acc[deep][s]) for wide, deep, k in pairs) / s2 for s in sorted(seeds)])
+
+
+def judged_pairs(bn: dict, pairs: list) -> tuple[list, set]:
+    """The pairs judged and the seeds they share: each pair over the seeds both its cells have, the
+    pairs with the most seeds first, each kept while the kept pairs still share ≥ 2 seeds."""
+    seeds_of = [set(bn[wide]) & set(bn[deep]) for wide, deep, _ in pairs]
+    kept, common = [], set()
+    for i in sorted(range(len(pairs)), key=lambda i: -len(seeds_of[i])):
+        shared = seeds_of[i] if not kept else common & seeds_of[i]
+        if len(shared) >= 2:
+            kept.append(i)
+            common = shared
+    return [pairs[i] for i in sorted(kept)], common
+
+
 def claim5(c, chance_rate) -> Finding:
     bn = _mlp(c, "bn")
     if not bn:
         return Finding("No BN-only MLP runs.", NOT_MEASURED)
     acc = {k: accuracies(v) for k, v in bn.items()}
-    texts, used = [], {}
+    texts, used, scope = [], {}, []
     pairs = matched_pairs(bn)
-    seeds = sorted(set.intersection(*(set(acc[k]) for p in pairs for k in p[:2]))) if pairs else []
+    kept, seeds = judged_pairs(bn, pairs)
     width_part = Part([], unit="tests")
-    if pairs and seeds:
-        st = mean_ci([sum((acc[wide][s] - acc[deep][s]) / k for wide, deep, k in pairs) / len(pairs) for s in seeds])
-        st = st._replace(diverged=_diverged([bn[k] for p in pairs for k in p[:2]], seeds))
+
+    def name(p):
+        return f"w{p[0][0]} d{p[0][1]} vs w{p[1][0]} d{p[1][1]}"
+    if kept:
+        st = slope(acc, kept, seeds)._replace(diverged=diverged_seeds(*(bn[k] for p in kept for k in p[:2]),
+                                                                      seeds=seeds))
         width_part.tests.append(Test(st, above=0.0))
-        used.update((id(r), r) for p in pairs for k in p[:2] for s, r in bn[k].items() if s in seeds)
+        used.update((id(r), r) for p in kept for k in p[:2] for s_, r in bn[k].items() if s_ in seeds)
         texts.append(f"at equal trainable parameters, wider − deeper per doubling {show(st, ' points', True)} over "
-                     f"{len(pairs)} pair(s) of cells "
-                     f"({'; '.join(f'w{a[0]} d{a[1]} vs w{b[0]} d{b[1]}' for a, b, _ in pairs)})")
+                     f"{len(kept)} pair(s) of cells, seeds {', '.join(map(str, sorted(seeds)))} ("
+                     + "; ".join(f"{name(p)}: {show(difference(bn[p[0]], bn[p[1]]), ' points', True, 'one')}"
+                                 for p in kept) + ")"
+                     + "".join(f"; {name(p)} not judged (fewer than 2 seeds shared with the others)"
+                               for p in pairs if p not in kept))
+        scope.append("pairs " + ", ".join(name(p) for p in kept))
     elif pairs:
-        texts.append("width vs depth not measured (the cells of equal trainable-parameter counts share no seed)")
+        texts.append("width vs depth not measured (no pair of cells of equal trainable-parameter counts has ≥ 2 "
+                     "seeds in common)")
     else:
         texts.append("width vs depth not measured (needs two bn cells with equal trainable-parameter counts, one "
                      "k times wider and the other k times deeper, e.g. width 20 depth 2 and width 10 depth 4)")
@@ -217,12 +250,14 @@ def claim5(c, chance_rate) -> Finding:
         used.update((id(r), r) for k in ((wide, low), (wide, 4), (wide, deep)) for r in bn[k].values())
         texts.append(f"at width {wide}: depth {low} → 4 {show(rise, ' points', True)}, depth 4 → {deep} "
                      f"{show(change, ' points', True)}")
+        scope.append(f"levelling at width {wide}, depths {low}, 4, {deep}")
     else:
         texts.append("levelling not measured (needs a width with a depth below 4, depth 4 and a deeper one)")
     verdict = decide(width_part, level_part)
     measured = [p for p in (width_part, level_part) if p.tests and p.verdict != NOT_MEASURED]
     partial = " (partially measured)" if len(measured) == 1 else ""
-    return Finding("; ".join(texts) + "." + partial, verdict, list(used.values()))
+    return Finding("; ".join(texts) + "." + partial, verdict, list(used.values()), "; ".join(scope),
+                   [width_part, level_part])
 
 
 def claim6(c, chance_rate) -> Finding:
@@ -230,14 +265,15 @@ def claim6(c, chance_rate) -> Finding:
     if "bn" not in lenet:
         return Finding("Needs LeNet-5 runs of bn (and random).", NOT_MEASURED)
     bn = Test(accuracy(lenet["bn"]), band=BAND6)
-    d = Test(difference(lenet["bn"], lenet["random"]), band=GAP6) if "random" in lenet else None
-    verdict = decide(Part([bn]), Part([d] if d else []))
+    d = Test(difference(lenet["bn"], lenet["random"]), band=GAP6, open_low=True) if "random" in lenet else None
+    parts = [Part([bn]), Part([d] if d else [])]
+    verdict = decide(*parts)
     text = f"LeNet-5 BN-only {show(bn.stat)}; " + (f"bn − random {show(d.stat, ' points', True)}" if d else
                                                    "bn − random not measured (no random runs)")
     if bn.outcome is None or (d is not None and d.outcome is None):
         text += f" ({FEW})"
     used = runs_of({t: lenet[t] for t in ("bn", "random") if t in lenet})
-    return Finding(text + ".", verdict, used)
+    return Finding(text + ".", verdict, used, parts=parts)
 
 
 CLAIM_RULES = (claim1, claim2, claim3, claim4, claim5, claim6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..registry.models import MODELS
 from .protocol import Protocol
-from .runs import accuracies, cells, difference
+from .runs import accuracies, cells, difference, diverged_seeds
 from .stats import differences, paired, show
 from .verdicts import (FEW, NOT_MEASURED, NOT_TESTABLE_DEPTH, Finding, Part, Test, decide, judged, runs_of,
                        verdict_label)
@@ -73,25 +73,38 @@ def resnets(c) -> dict[str, dict[str, dict]]:
             for t in ("all", "bn", "bn+out", "random")}
 
 
+def wide_resnets(c) -> list[str]:
+    """The study's wide ResNets (x2, x4): F1 and F2 speak of standard-width ones and do not judge them."""
+    return sorted({m for (m, _, _, _) in c if m in MODELS and m.startswith("resnet") and MODELS[m].widen != 1},
+                  key=lambda m: (MODELS[m].layers, MODELS[m].widen))
+
+
+def _not_judged(c) -> str:
+    wide = wide_resnets(c)
+    return (f"; not judged, wider than the standard 16/32/64 channels the claim is read at: {', '.join(wide)}"
+            if wide else "")
+
+
 def frankle1(c) -> Finding:
     r = resnets(c)
     depths = [m for m in r["bn"] if m in r["random"]]
     if not depths:
-        return Finding("No standard-width ResNet with both bn and random runs.", NOT_MEASURED)
+        return Finding("No standard-width ResNet with both bn and random runs" + _not_judged(c) + ".", NOT_MEASURED)
     gaps = {m: difference(r["bn"][m], r["random"][m]) for m in depths}
     deep = [m for m in depths if MODELS[m].layers >= DEEP]
     shallow = "; ".join(f"{m}: {show(g, ' points', True)}" for m, g in gaps.items() if m not in deep)
     if not deep:
-        return Finding(f"bn − random, all shallower than ResNet-{DEEP} (not judged): {shallow}.", NOT_TESTABLE_DEPTH)
+        return Finding(f"bn − random, all shallower than ResNet-{DEEP} (not judged): {shallow}{_not_judged(c)}.",
+                       NOT_TESTABLE_DEPTH, runs_of({m: r["bn"][m] for m in depths}, {m: r["random"][m] for m in depths}))
     part = Part([Test(gaps[m], above=FAR) for m in deep], unit="depths")
     verdict = decide(part)
     text = "bn − random: " + "; ".join(f"{m}: {show(gaps[m], ' points', True)}" for m in deep) + f" ({part.counts()})"
     if shallow:
-        text += f"; shallower, not judged: {shallow}"
+        text += f"; shallower than ResNet-{DEEP}, not judged: {shallow}"
     run_depths = [MODELS[m].layers for m in deep]
     scope = "" if set(PAPER_DEPTHS) <= set(run_depths) else f"ResNet-{', '.join(map(str, run_depths))} of {DEEP}–866"
-    return Finding(text + ".", verdict, runs_of({m: r["bn"][m] for m in deep}, {m: r["random"][m] for m in deep}),
-                   scope)
+    return Finding(text + _not_judged(c) + ".", verdict,
+                   runs_of({m: r["bn"][m] for m in deep}, {m: r["random"][m] for m in deep}), scope, [part])
 
 
 def frankle2(c) -> Finding:
@@ -104,13 +117,13 @@ def frankle2(c) -> Finding:
                     differences(accuracies(r["bn"][lo]), accuracies(r["random"][lo])))
     cells_ = [r[t][m] for t in ("bn", "random") for m in (lo, hi)]
     seeds = set.intersection(*(set(cl) for cl in cells_))
-    growth = growth._replace(diverged=sum(any(cl[s].get("status") == "diverged" for cl in cells_) for s in seeds))
+    growth = growth._replace(diverged=diverged_seeds(*cells_, seeds=seeds))
     used = runs_of({m: r["bn"][m] for m in (lo, hi)}, {m: r["random"][m] for m in (lo, hi)})
     if growth.n < 2:
         return Finding(FEW + " (paired by seed).", NOT_MEASURED, used)
-    return Finding(f"growth of bn − random from {lo} to {hi}: {show(growth, ' points', True)}.",
-                   decide(Part([Test(growth, above=0.0)])),
-                   used)
+    part = Part([Test(growth, above=0.0)])
+    return Finding(f"growth of bn − random from {lo} to {hi}: {show(growth, ' points', True)}{_not_judged(c)}.",
+                   decide(part), used, parts=[part])
 
 
 def frankle_claims(runs) -> list[dict]:

@@ -188,20 +188,39 @@ def ablation(model: Net, cfg: RunConfig, x_stats: torch.Tensor, x: torch.Tensor,
     return out
 
 
+@torch.no_grad()
+def own_statistics(model: Net, x_stats: torch.Tensor) -> Net:
+    """The model with its BatchNorm running statistics estimated on x_stats (batches of 128, a plain
+    average, as the ablation re-estimates them), in inference mode: the initial network measured with
+    its own statistics, not a fresh module's defaults (mean 0, variance 1)."""
+    bns = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))
+           and m.track_running_stats]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+    model.train()
+    for xb in x_stats.split(128):
+        model(xb)
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    return model.eval()
+
+
 def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
     cfg = RunConfig(**row["config"])
     model = rebuild(cfg, blob)
-    initial = build(cfg, model.input_shape)
     d = load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, "cpu", data_dir, cfg.normalize)
     gammas = [n.weight.detach().clone() for n in norms(model)]
     betas = [n.bias.detach().clone() if n.bias is not None else None for n in norms(model)]
-    init = [n.weight.detach().clone() for n in norms(initial)]
     # units can die only where beta exists and trains (a frozen beta stays 0: ReLU(gamma x_hat) fires
     # on about half the inputs whenever gamma != 0); a unit's own ReLU output exists in a chain of
     # blocks (in a residual block the norm's output is added to the shortcut first)
     has_beta = all(b is not None for b in betas) and "beta" in SETS[cfg.trainable].parts
     act = activity(model, d.x_test) if has_beta and is_chain(model) else None
     x_stats = d.x_train[: 128 * STAT_BATCHES]  # a fixed slice of the training set (its order is fixed)
+    initial = own_statistics(build(cfg, model.input_shape), x_stats)
+    init = [n.weight.detach().clone() for n in norms(initial)]
     x, y = d.x_test[:ABLATION_EXAMPLES], d.y_test[:ABLATION_EXAMPLES]
     abl = ablation(model, cfg, x_stats, x, y, seed=cfg.seed, initial=importance(init, readers(initial)))
     abl["untrained"] = ablation(initial, cfg, x_stats, x, y, draws=0)["smallest"]

@@ -69,7 +69,8 @@ class Question:
 def answer(groups, a, b, label_a: str, label_b: str) -> Answer | None:
     """Per architecture, a and b over the seeds they share and their paired difference a − b."""
     archs = sorted(set(groups.get(a, {})) & set(groups.get(b, {})))
-    rows, up, down, measured, used = [], 0, 0, 0, []
+    rows, used = [], []
+    count: dict[str, list[int]] = {}  # per data set: [above 0, below 0, architectures with ≥ 2 seeds]
     for k in archs:
         common = sorted(set(groups[a][k]) & set(groups[b][k]))
         ca, cb = ({s: g[k][s] for s in common} for g in (groups[a], groups[b]))
@@ -77,17 +78,22 @@ def answer(groups, a, b, label_a: str, label_b: str) -> Answer | None:
         if d.n == 0:
             continue
         used += list(ca.values()) + list(cb.values())
-        measured += d.n >= 2
-        up += d.n >= 2 and d.lo > 0
-        down += d.n >= 2 and d.hi < 0
+        n = count.setdefault(k[1], [0, 0, 0])
+        n[0] += d.n >= 2 and d.lo > 0
+        n[1] += d.n >= 2 and d.hi < 0
+        n[2] += d.n >= 2
         rows.append([label(*k), show(accuracy(ca), "", count="one"), show(accuracy(cb), "", count="one"),
                      show(d, "", True, "one"), str(d.n)])
     if not rows:
         return None
-    text = (f"{label_a} − {label_b}, paired by seed per architecture: the 95% interval lies above 0 in {up} and "
-            f"below 0 in {down} of {measured} architectures with ≥ 2 seeds"
-            + (f", and includes 0 in the other {measured - up - down}." if measured - up - down else ".")
-            + " " + budget_sentence(used))
+
+    def counted_on(ds: str) -> str:
+        up, down, measured = count[ds]
+        where = f" on {ds}" if len(count) > 1 else ""
+        return (f"above 0 in {up} and below 0 in {down} of {measured} architectures with ≥ 2 seeds{where}"
+                + (f" (0 included in the other {measured - up - down})" if measured - up - down else ""))
+    text = (f"{label_a} − {label_b}, paired by seed per architecture and data set: the 95% interval lies "
+            + "; ".join(counted_on(ds) for ds in sorted(count)) + ". " + budget_sentence(used))
     caption = (f"Test accuracy (%) of {label_a} and {label_b}, mean ± 95% interval over seeds; difference = paired "
                "per-seed difference in points with its 95% t interval; n = seeds; (k diverged) where runs diverged "
                "(counted at their best weights).")

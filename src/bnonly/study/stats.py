@@ -19,11 +19,16 @@ class Stat(NamedTuple):
     se: float  # standard error of the mean (0 from one value: no interval)
     n: int
     diverged: int = 0  # how many of the n runs (or pairs) had a diverged run: counted at their best weights
+    df: float | None = None  # its degrees of freedom where not n - 1 (a Welch combination)
+
+    @property
+    def dof(self) -> float:
+        return self.n - 1 if self.df is None else self.df
 
     @property
     def half(self) -> float:
         """Half-width of the 95% Student-t interval (0 when n == 1: the interval is just the mean)."""
-        return t975(self.n - 1) * self.se if self.n >= 2 else (0.0 if self.n == 1 else math.nan)
+        return t975(self.dof) * self.se if self.n >= 2 else (0.0 if self.n == 1 else math.nan)
 
     @property
     def lo(self) -> float:
@@ -34,13 +39,19 @@ class Stat(NamedTuple):
         return self.mean + self.half
 
     def as_dict(self) -> dict:
-        return {**self._asdict(), "half": self.half}
+        return {k: v for k, v in {**self._asdict(), "half": self.half}.items() if k != "df" or v is not None}
 
 
 @lru_cache(maxsize=None)
-def t975(df: int) -> float:
-    """t_{0.975, df}: the 95% two-sided interval's quantile, for any df >= 1."""
+def t975(df: float) -> float:
+    """t_{0.975, df}: the 95% two-sided interval's quantile, for any df > 0."""
     return float(stdtrit(df, 0.975))
+
+
+@lru_cache(maxsize=None)
+def t_quantile(q: float, df: float) -> float:
+    """The q-quantile of Student's t with df degrees of freedom (df = inf: the normal's)."""
+    return float(stdtrit(df, q))
 
 
 def t_cdf(t: float, df: float) -> float:
