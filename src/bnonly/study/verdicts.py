@@ -179,9 +179,9 @@ class Part:
         n = len(self.tests)
         unit = self.unit if n != 1 else self.unit.rstrip("s")
         if self.rule == "most":
-            return (f"shown above 0 {self.where} at least {self.shown} of {n} {unit}, at or below it {self.where} at "
-                    f"least {self.refuted} ({self.held} intervals above 0 on their own)")
-        text = f"{self.held} of {n} {unit} hold{'s' if n == 1 else ''}, at least {self.refuted} shown off the claim's side"
+            return (f"{self.shown} of {n} {unit} shown above 0 and {self.refuted} at or below it (partial conjunctions; "
+                    f"{self.held} with their own interval above 0)")
+        text = f"{self.held} of {n} {unit} hold{'s' if n == 1 else ''}, {self.refuted or 'none'} shown off the claim's side"
         return text + (f", {self.missing} with fewer than 2 seeds" if self.missing else "")
 
     def power(self) -> str:
@@ -200,9 +200,9 @@ class Part:
         unit = self.unit.rstrip("s")
         decide = (f"about {need} seeds per {unit} would decide it at the observed means" if need <= MOST_SEEDS else
                   "no number of seeds would decide it at the observed means (a mean on its boundary)")
-        return (f"Power: at the measured spread (sd up to {100 * sd:.1f} points per seed), {'/'.join(map(str, n))} "
-                f"seeds tell a {unit} {100 * worst.detectable():.1f} points from the boundary ({100 * POWER:.0f}% "
-                f"power, one-sided {100 * ALPHA:.1f}% per {unit}); {decide}.")
+        return (f"at the measured spread (sd up to {100 * sd:.1f} points per seed), {'/'.join(map(str, n))} seeds "
+                f"tell a {unit} {100 * worst.detectable():.1f} points from the boundary ({100 * POWER:.0f}% power, "
+                f"one-sided {100 * ALPHA:.1f}% per {unit}); {decide}")
 
 
 def decide(*parts: Part) -> str:
@@ -268,7 +268,8 @@ def judged(f: Finding, protocol: Protocol) -> dict:
     if not f.used:
         raise AssertionError("a verdict must name the runs it rests on")
     if f.verdict == INCONCLUSIVE:
-        out["measured"] += "".join(" " + p.power() for p in f.parts if p.verdict == INCONCLUSIVE and p.power())
+        said = [p.power() for p in f.parts if p.verdict == INCONCLUSIVE and p.power()]
+        out["measured"] += f" Power: {'; '.join(said)}." if said else ""
     out["measured"] += " " + budget_sentence(f.used, protocol) + " " + setting_text(f.used, protocol)
     out["setting"] = published(f.used, protocol)[0] or "none"
     off = off_protocol(f.used, protocol)
