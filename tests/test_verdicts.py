@@ -148,6 +148,10 @@ def test_docs_and_results_quote_the_simulated_rates():
     assert f"{result['sims']:,} simulated stores" in study
     for case, rate in result["power"].items():
         assert f"{case}: {100 * rate:.0f}%" in study, case
+    for quantity in ("bn accuracy", "bn − random, paired", "all − all-nobn, paired"):
+        row = result["seeds"][quantity]
+        assert " / ".join(map(str, row["seeds at median_sd"])) + " | " + " / ".join(
+            map(str, row["seeds at largest_sd"])) in study, quantity
 
 
 # ----------------------------------------------------------------------------- 3b. the third review's cases
