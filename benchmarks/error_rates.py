@@ -260,6 +260,25 @@ def saturating(rng, advantage: float) -> dict:
     return c
 
 
+def wide(rng, bn: float, gap: float, sd: float) -> dict:
+    """bn at width 784, depths 4-14, and random `gap` below it (paired sd `sd`)."""
+    c = {}
+    for d in claims.DEPTHS_2_3:
+        b = bn + rng.normal(0, 0.002, SEEDS)
+        c[("mlp", 784, d, "bn")] = _cell(b)
+        c[("mlp", 784, d, "random")] = _cell(b - gap + rng.normal(0, sd, SEEDS))
+    return c
+
+
+def resnets(rng, gaps: dict, sd: float) -> dict:
+    c = {}
+    for m, gap in gaps.items():
+        b = 0.6 + rng.normal(0, 0.005, SEEDS)
+        c[(m, None, None, "bn")] = _cell(b)
+        c[(m, None, None, "random")] = _cell(b - gap + rng.normal(0, sd, SEEDS))
+    return c
+
+
 def lenet(rng, sd: float) -> dict:
     b = 0.30 + rng.normal(0, 0.01, SEEDS)
     return {("lenet5", None, None, "bn"): _cell(b),
@@ -275,6 +294,14 @@ POWER_CASES = {
         ("4", lambda rng: grid_claim4(rng, deep_gaps(8, claims.REPORT_WIDTHS[:6]), 0.003), verdicts.HELD),
     "claim 4, BatchNorm helping in 35 of 49 cells (3-7 points, growing with depth), 14 at 0: held":
         ("4", lambda rng: grid_claim4(rng, deep_gaps(6, claims.REPORT_WIDTHS), 0.003), verdicts.HELD),
+    "claim 2, bn at 95% (sd 0.2 points) at depths 4-14: held": ("2", lambda rng: wide(rng, 0.95, 0.12, 0.01),
+                                                                 verdicts.HELD),
+    "claim 3, bn − random 12 points (paired sd 1 point) at depths 4-14: held":
+        ("3", lambda rng: wide(rng, 0.95, 0.12, 0.01), verdicts.HELD),
+    "F1, bn − random 20 points (paired sd 2 points) at ResNet-110 and -218: held":
+        ("F1", lambda rng: resnets(rng, {"resnet110": 0.2, "resnet218": 0.2}, 0.02), verdicts.HELD),
+    "F2, the gap growing by 5 points from ResNet-14 to -110 (paired sd 2 points): held":
+        ("F2", lambda rng: resnets(rng, {"resnet14": 0.15, "resnet110": 0.2}, 0.02), verdicts.HELD),
     "claim 5, +0.4 points per doubling: held": ("5", lambda rng: saturating(rng, 0.004), verdicts.HELD),
     "claim 5, no width effect: held": ("5", lambda rng: saturating(rng, 0.0), verdicts.HELD),
     "claim 6, bn 30%, bn − random +2.5 points, paired sd 1.5 points: held": ("6", lambda rng: lenet(rng, 0.015),

@@ -262,7 +262,7 @@ def test_frankle_claims_verdicts_for_chosen_accuracies():
     assert verdicts(frankle_runs({"resnet14": 0.3, "resnet110": 0.02}))[0] == "did not hold"   # 0 ± 5 at ResNet-110
     assert verdicts(frankle_runs({"resnet14": 0.3, "resnet110": 0.12}))[0] == "inconclusive"   # 10 ± 5 straddles 10
     deep = frankle_claims(frankle_runs({"resnet14": 0.02, "resnet110": 0.3}))[0]
-    assert deep["verdict"] == "held" and "shallower, not judged: resnet14: +0.0 ± 5.0 points" in deep["measured"]
+    assert deep["verdict"] == "held" and "shallower than ResNet-110, not judged: resnet14: +0.0 ± 5.0 points" in deep["measured"]
     assert deep["label"] == "held at ResNet-110 of 110–866"
     assert verdicts(frankle_runs({"resnet14": 0.3, "resnet110": 0.2}))[1] == "did not hold"    # the gap shrinks
     # every deep ResNet must hold: one refuted among them refutes F1

@@ -2,6 +2,7 @@
 inside functions counted), no import cycles, no private names used across modules, and registries
 that every module reads (an unknown kind raises)."""
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -32,28 +33,66 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
-    """(imported bnonly module, names) for every relative import anywhere in the file, functions
-    included; only `if TYPE_CHECKING:` imports (never executed) are left out."""
-    tree = ast.parse(path.read_text())
+def package_of(name: str, is_package: bool) -> str:
+    """The package a module's relative imports resolve against: 'bnonly.engine' for engine.loop."""
+    if name == "__init__":
+        return "bnonly"
+    parts = name.split(".")
+    return ".".join(["bnonly", *(parts if is_package else parts[:-1])])
+
+
+def source_imports(name: str, source: str, is_package: bool = False) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """Every import of a bnonly module in a module's source, in any form, functions included: (the
+    module imported, the names taken from it), and the dynamic imports (importlib's import_module,
+    __import__) the layout refuses. Forms: `import bnonly.x.y [as z]`, `from bnonly.x import y`,
+    `from .x import y`, `from . import x`, `from .. import x` (resolved by importlib.util.resolve_name).
+    Only `if TYPE_CHECKING:` imports (never executed) are left out."""
+    known = set(modules())
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
             node.body = []
-    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
-    known = modules()
-    out = []
+    package = package_of(name, is_package)
+
+    def inside(full: str) -> str | None:  # 'bnonly.engine.loop' -> 'engine.loop'; 'bnonly' -> '__init__'
+        if full == "bnonly":
+            return "__init__"
+        return full[len("bnonly."):] if full.startswith("bnonly.") else None
+    out, dynamic = [], []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = package[:len(package) - node.level + 1]
-            target = ".".join(base + (node.module.split(".") if node.module else []))
-            if target in known:
-                out.append((target, [a.name for a in node.names if f"{target}.{a.name}" not in known]))
-            out += [(f"{target}.{a.name}", []) for a in node.names if f"{target}.{a.name}" in known]
+        if isinstance(node, ast.Import):
+            out += [(target, []) for a in node.names if (target := inside(a.name)) is not None]
+        elif isinstance(node, ast.ImportFrom):
+            full = (importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level
+                    else node.module)
+            target = inside(full)
+            if target is None:
+                continue
+            prefix = "" if target == "__init__" else target + "."
+            submodules = [a.name for a in node.names if f"{prefix}{a.name}" in known]
+            names = [a.name for a in node.names if a.name not in submodules]
+            out += [(target, names)] if names else []
+            out += [(f"{prefix}{n}", []) for n in submodules]
+        elif isinstance(node, ast.Call):
+            f = node.func
+            called = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            if called in ("import_module", "__import__"):
+                dynamic.append(f"{name}: {called}() at line {node.lineno}")
+    return out, dynamic
+
+
+def imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
+    return source_imports(name, path.read_text(), path.name == "__init__.py")[0]
+
+
+def graph(sources: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """module -> the bnonly modules it imports; `sources` replaces some modules' text (the self-tests)."""
+    sources = sources or {}
+    out = {}
+    for m, p in modules().items():
+        found, _ = source_imports(m, sources.get(m) or p.read_text(), p.name == "__init__.py")
+        out[m] = {t for t, _ in found if t != m}
     return out
-
-
-def graph() -> dict[str, set[str]]:
-    return {m: {t for t, _ in imports(m, p) if t != m} for m, p in modules().items()}
 
 
 def layer_errors(g: dict[str, set[str]]) -> list[str]:
@@ -84,13 +123,44 @@ def test_every_module_has_a_layer_and_imports_only_its_own_or_lower():
     assert "sweeps" not in {t.split(".")[0] for m, ts in g.items() if m.startswith("study") for t in ts}
 
 
-def test_the_layer_check_fails_on_an_import_that_goes_up_and_on_a_cycle():
+def test_the_graph_sees_every_import_form_in_the_package():
+    """Edges the old parser missed: cli -> api (`from . import api`), cli -> files, store -> files."""
     g = graph()
-    up = {**g, "engine.loop": g["engine.loop"] | {"reports.build"}}  # the engine importing the report
-    assert layer_errors(up) == ["engine.loop imports reports.build"]
-    assert cycle(g) is None
-    assert cycle({**g, "registry.sets": g["registry.sets"] | {"registry.models"},
-                  "registry.models": g["registry.models"] | {"registry.sets"}}) is not None
+    assert {"api", "files"} <= g["cli"] and "files" in g["store"], (g["cli"], g["store"])
+
+
+def test_no_dynamic_imports_in_src():
+    found = [d for m, p in modules().items() for d in source_imports(m, p.read_text(), p.name == "__init__.py")[1]]
+    assert found == []
+
+
+def injected(module: str, line: str) -> dict[str, set[str]]:
+    """The graph with `line` added to the top of module's source text."""
+    return graph({module: line + "\n" + modules()[module].read_text()})
+
+
+@pytest.mark.parametrize("module,line,error", [
+    ("errors", "from . import cli", "errors imports cli"),
+    ("engine.loop", "from bnonly.reports.build import write_report", "engine.loop imports reports.build"),
+    ("engine.loop", "import bnonly.reports.build", "engine.loop imports reports.build"),
+    ("engine.loop", "from .. import api", "engine.loop imports api"),
+    ("engine.loop", "from ..reports import build", "engine.loop imports reports.build"),
+    ("store", "import bnonly.api as api", "store imports api"),
+])
+def test_the_layer_check_fails_on_every_form_of_an_upward_import(module, line, error):
+    assert layer_errors(graph()) == []
+    assert error in layer_errors(injected(module, line))
+
+
+def test_the_checks_fail_on_a_cycle_and_on_a_dynamic_import():
+    cyclic = injected("files", "from .store import Store")  # store imports files already
+    assert cycle(cyclic) is not None and cycle(graph()) is None
+    for line in ('importlib.import_module("bnonly.api")', '__import__("bnonly.api")'):
+        _, dynamic = source_imports("engine.loop", line + "\n")
+        assert dynamic and "engine.loop" in dynamic[0]
+    # a function-level import is seen too
+    inner = "def f():\n    from ..reports import figures\n    return figures\n"
+    assert "engine.loop imports reports.figures" in layer_errors(injected("engine.loop", inner))
 
 
 def test_modules_of_one_concern_none_over_450_lines_and_three_benchmark_scripts():
