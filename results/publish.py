@@ -35,13 +35,24 @@ def headline_table(doc: dict) -> str:
     return "\n".join(rows)
 
 
+def machine_label(run: dict) -> str:
+    """'AMD EPYC (family 25, model 17, AVX512; cpu, 1 thread)': the processor as the numbers depend on
+    it (older runs recorded the name alone)."""
+    v = run.get("versions") or {}
+    cpu = ", ".join(x for x in (v.get("cpu_family") and f"family {v['cpu_family']}",
+                                v.get("cpu_model") and f"model {v['cpu_model']}", v.get("cpu_capability")) if x)
+    threads = v.get("threads")
+    return (f"{v.get('device_name')} ({cpu + '; ' if cpu else ''}{run.get('device')}, {threads} "
+            f"thread{'s' if threads != 1 else ''})")
+
+
 def made(runs: list[dict], command: str, wall: float | None) -> dict:
     versions = Counter(label(r.get("versions")) for r in runs)
-    machines = Counter(f"{(r.get('versions') or {}).get('device_name')} ({r.get('device')}, "
-                       f"{(r.get('versions') or {}).get('threads')} threads)" for r in runs)
+    machines = Counter(machine_label(r) for r in runs)
     first = runs[0].get("versions") or {}
     return {"command": command, "code": dict(versions), "commit": first.get("commit"), "dirty": first.get("dirty"),
-            "bnonly": first.get("bnonly"), "torch": first.get("torch"), "machines": dict(machines),
+            "bnonly": first.get("bnonly"), "code_hash": first.get("code"), "torch": first.get("torch"),
+            "mkl": first.get("mkl"), "machines": dict(machines),
             "report_by": label(code_version()), "runs": len(runs),
             "compute_seconds": round(sum(r.get("seconds") or 0 for r in runs), 1),
             "wall_seconds": wall, "published": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

@@ -81,6 +81,10 @@ def test_two_node_cluster_gives_the_local_results_on_both_nodes(two_nodes, tmp_p
     assert len(local) == 30 and all(s == "finished" for s, _, _ in local.values())
     assert remote == local  # same run ids, statuses, test accuracies and per-epoch histories, bit for bit
     assert stats["trained"] == 30 and len(stats["nodes"]) == 2 and sum(stats["nodes"].values()) == 6
+    from bnonly.version import code_version  # every row names the driver's code, its machine the worker's
+    mine = code_version()
+    assert all({k: r["versions"][k] for k in mine} == mine and r["versions"]["cpu_capability"]
+               for r in Store(tmp_path / "ray" / "results.sqlite").runs())
     # 6 groups: one per MLP architecture (widths 8 and 16 share a stack), LeNet-5 bn and random+all
     # a second launch on the cluster finds everything done
     again = run_sweep(sweep, tmp_path / "ray", SweepOptions(executor="ray", address=two_nodes), quiet=True)

@@ -1,6 +1,9 @@
 """A normal (non-editable) install runs the shipped studies: the configs are package data."""
+import json
+import os
 import shutil
 import site
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -35,5 +38,13 @@ def test_wheel_install_runs_a_shipped_sweep_outside_the_checkout(tmp_path):
                        cwd=work, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "sweep quick: 4 trained (0 failed)" in r.stderr and (work / "out" / "results.sqlite").is_file()
+    # a wheel records the hash of the code it runs (the same files as this checkout: the same hash), no commit
+    from bnonly.version import code_hash
+    probe = "import json, bnonly.version as v; print(json.dumps(v.code_version()))"
+    v = json.loads(subprocess.run([str(py), "-c", probe], cwd=work, check=True, capture_output=True, text=True,
+                                  env={k: x for k, x in os.environ.items() if k != "BNONLY_COMMIT"}).stdout)
+    assert v["code"] == code_hash() and v["commit"] is None and v["bnonly"]
+    with sqlite3.connect(work / "out" / "results.sqlite") as db:
+        assert {json.loads(x)["code"] for (x,) in db.execute("SELECT versions FROM runs")} == {code_hash()}
     bad = subprocess.run([str(env / "bin" / "bnonly"), "sweep", "nosuch"], cwd=work, capture_output=True, text=True)
     assert bad.returncode == 2 and "shipped: claims, frankle, questions, quick, report" in bad.stderr

@@ -22,12 +22,23 @@ from .errors import BnonlyError, ConfigError, OutOfMemory
 from .registry.data import DataError
 from .registry.models import arch_name
 from .registry.sets import SETS
-from .version import __version__, code_version, label
+from .version import __version__, code_hash
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's default prints the whole usage)
         raise ConfigError(message)
+
+
+class VersionAction(argparse.Action):
+    """`bnonly --version`: the package version and the hash of the code it runs (no git: version.py)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and the code's hash, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"bnonly {__version__} (code {code_hash()})")
+        parser.exit()
 
 
 def _flag(name: str) -> str:
@@ -232,7 +243,7 @@ def _add_sweep_flags(p, default_config=None):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bnonly",
                 description="Train BatchNorm and only BatchNorm: MLPs and LeNet-5 on MNIST, CIFAR ResNets and VGG.")
-    p.add_argument("--version", action="version", version=f"bnonly {__version__} ({label(code_version())})")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one model and print its result")

@@ -8,25 +8,16 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..version import configs_dir
 from ..registry.models import MODELS
 from ..registry.sets import SETS
 from .run import DEFAULT_PRESET, FIELD_TYPES, GRID_KEYS, RunConfig, resolve
 
 
-def _config_dir():
-    """The shipped studies: the package data `bnonly.configs` of an install (a wheel's too); from a
-    source tree on PYTHONPATH (no install), the repository's configs/ folder."""
-    try:
-        return resources.files("bnonly.configs")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[3] / "configs"
-
-
-CONFIG_DIR = _config_dir()
+CONFIG_DIR = configs_dir()  # the shipped studies (version.py: they are code, hashed with it)
 
 
 def shipped_configs() -> list[str]:

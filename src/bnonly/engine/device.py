@@ -11,6 +11,7 @@ import os
 import platform
 from dataclasses import dataclass
 
+import numpy
 import torch
 
 from ..config.options import DEVICES
@@ -38,6 +39,37 @@ def device_name(device: str) -> str:
     except OSError:
         name = ""
     return name or platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_facts() -> dict:
+    """What a CPU's float results depend on beyond its name: family, model and stepping (from
+    /proc/cpuinfo where there is one) and the vector instructions torch's kernels use
+    (torch.backends.cpu.get_cpu_capability(): 'AVX2', 'AVX512', ...), and the MKL build."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for ln in fh:
+                key, _, value = ln.partition(":")
+                if not key.strip():
+                    break  # the first processor's block is enough
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    config = torch.__config__.show()
+    mkl = next((ln.split("Version", 1)[1].strip(" :") for ln in config.splitlines() if "Math Kernel Library" in ln),
+               None)
+    return {"cpu_vendor": info.get("vendor_id"), "cpu_family": info.get("cpu family"), "cpu_model": info.get("model"),
+            "cpu_stepping": info.get("stepping"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": mkl}
+
+
+def machine(device: str = "cpu") -> dict:
+    """What a run's numbers depend on besides its configuration and code: the processor as its
+    float order depends on it (name, family, model, stepping, vector capability), the threads a
+    matmul splits over (its summation order, hence its last bits), and the libraries."""
+    return {"device_name": device_name(device), **cpu_facts(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
 def describe_device(device: str, threads: int = 0) -> str:

@@ -8,11 +8,9 @@ alone, so runs of one seed see the same mini-batches whatever else is in the gro
 from __future__ import annotations
 
 import math
-import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-import numpy
 import torch
 import torch.nn.functional as F
 
@@ -20,10 +18,9 @@ from ..config.run import RunConfig
 from ..registry.data import split_sizes
 from ..registry.nets import Net, build
 from ..registry.sets import SETS
-from ..store import RESULT_FIELDS
 from ..version import code_version
 from . import data as data_mod
-from .device import EngineOptions, device_name, resolve_device
+from .device import EngineOptions, machine, resolve_device
 from .functional import FunctionalStack
 from .fused import FusedStack
 from .masks import Plan, pack, plan
@@ -58,17 +55,12 @@ class Result:
     artefact: bytes | None = field(default=None, repr=False)  # what trained, packed (masks.pack)
 
     def summary(self) -> dict:
-        """The run as the store keeps it (store.RESULT_FIELDS): what `bnonly train --json` prints."""
-        given = {"run_id": self.config.run_id, "config": self.config.__dict__.copy(), "versions": versions(self.device)}
-        return {k: given[k] if k in given else getattr(self, k) for k in RESULT_FIELDS}
-
-
-def versions(device: str = "cpu") -> dict:
-    """What a run's numbers depend on besides its config: the code (version, commit, whether the
-    tree was dirty), library versions and the processor."""
-    return {**code_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version(), "device_name": device_name(device),
-            "threads": torch.get_num_threads()}  # a matmul's summation order, hence the last bits, depend on it
+        """The run as a dict of plain values (what `bnonly train --json` prints and the store keeps):
+        its fields but the model, its run id and configuration, and `versions`: the machine it ran on
+        and the code that ran it (the store stamps the code of the process that writes the row)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("config", "model", "artefact")}
+        return {"run_id": self.config.run_id, "config": self.config.__dict__.copy(), **out,
+                "versions": {**machine(self.device), **code_version()}}
 
 
 def stack_of(models: list[torch.nn.Module], plans: list[Plan], device="cpu",

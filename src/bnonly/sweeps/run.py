@@ -115,6 +115,16 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     return stats
 
 
+def stamped(row: dict) -> dict:
+    """A row as the sweep stores it: the machine it ran on (the worker's) and the code of this sweep
+    (the driver's: a Ray worker's own copy need not know its commit); a worker whose code differs
+    keeps its hash as `worker_code`."""
+    mine, got = code_version(), dict(row.get("versions") or {})
+    if got.get("code") and got["code"] != mine["code"]:
+        got["worker_code"] = got["code"]
+    return {**row, "versions": {**got, **mine}}
+
+
 def _write_results(finished, store: Store, progress: Progress, log, total: int, skipped: int, release) -> dict:
     """Store each group's rows as the executor yields them (one transaction per group); the stats."""
     t0 = time.perf_counter()
@@ -123,7 +133,7 @@ def _write_results(finished, store: Store, progress: Progress, log, total: int, 
     try:
         for i, rows, node in finished:
             progress.done(i)
-            store.write(rows, release=release(i))
+            store.write([stamped(r) for r in rows], release=release(i))
             if node:
                 nodes[node] += 1
             for r in rows:
