@@ -218,9 +218,26 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
     assert printed.count("Budget: a subset of 2,000 images (1,600 to train on), early stopping (patience 3) within 2 "
                          "epochs (off the report's protocol in max_epochs, subset)") == 4
     assert "beta_hist_mlp_w16_d2.png" in printed  # the frankle preset has hidden beta
+    analysis = sorted(p.name for p in (out / "analysis").iterdir())  # its own folder, its own manifest
+    assert "ablation_mlp_w16_d1.png" in analysis and ".bnonly-analysis.json" in analysis
+    (out / "holiday.png").write_bytes(b"a user's picture")  # files bnonly never wrote, beside the report
+    (out / "analysis" / "notes.svg").write_text("<svg/>")
     assert main(["report", str(out)]) == 0
     for f in ("gamma_hist_mlp_w16_d2.png", "gamma_hist_mlp_w16_d2.svg", "ablation_mlp_w16_d1.png", "report.json"):
         assert (out / f).stat().st_size > 0, f
+    assert sorted(p.name for p in (out / "analysis").iterdir()) == sorted(analysis + ["notes.svg"])
+    # the report replaces what its manifest lists, and only that; so does the analysis
+    listed = json.loads((out / ".bnonly-report.json").read_text())
+    assert "report.md" in listed and "holiday.png" not in listed
+    (out / "stale.png").write_bytes(b"from an earlier report")
+    (out / ".bnonly-report.json").write_text(json.dumps(listed + ["stale.png", "../escape.png"]))
+    (tmp_path / "escape.png").write_bytes(b"outside")
+    assert main(["report", str(out)]) == 0
+    assert not (out / "stale.png").exists() and (out / "holiday.png").read_bytes() == b"a user's picture"
+    assert (tmp_path / "escape.png").exists() and (out / "gamma_hist_mlp_w16_d2.png").exists()
+    assert main(["analyze", str(out)]) == 0
+    assert (out / "report.md").exists() and (out / "analysis" / "notes.svg").exists()
+    assert not list(out.glob(".report-*")) and not list((out / "analysis").glob(".analysis-*"))
     doc = json.loads((out / "report.json").read_text())
     assert {"claims", "claims_by_dataset", "mlp_table", "lenet_table", "sections", "gamma_analysis"} <= set(doc)
     assert len(doc["gamma_analysis"]["rows"]) == 2 * 3 and len(doc["gamma_analysis"]["runs"]) == 12

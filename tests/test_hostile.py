@@ -155,7 +155,7 @@ def test_6_7_11_a_hand_edited_row_is_left_out_by_run_id(good, column, value, why
     # a re-launch trains the damaged run again (the row is replaced; nothing else is trained)
     assert main(["sweep", "quick", "--out", str(good)] + GRID) == 0
     store = Store(good / "results.sqlite")
-    assert len(store.runs()) == 2 and store.damaged == {}
+    assert len(store.runs()) == 2 and store.read()[1] == {}
 
 
 def test_a_row_whose_run_id_is_not_its_configs_hash_is_left_out(good, capsys):

@@ -60,3 +60,13 @@ def test_the_readme_times_of_the_studies_are_the_files():
     assert f"estimated {estimates['frankle']['seconds'] / 3600:.0f} h" in rows["frankle"]
     assert f"{questions['wall_seconds'] / 60:.1f} min" in rows["questions"]
     assert all(estimates[s]["runs"] == int(rows[s].split("|")[2].replace(",", "")) for s in estimates)
+
+
+def test_the_readme_says_how_far_numbers_move_between_cpus():
+    r = json.loads((RESULTS / "two-cpus-quick.json").read_text())
+    text = re.sub(r"\s+", " ", README)
+    assert (f"{r['identical']} of the {r['runs']} runs bit for bit, {r['differ']} others by a median of "
+            f"{r['median_points']:.2f} and at most {r['largest_points']:.1f} points") in text
+    assert f"({r['epochs_differ']} early stops at another epoch)" in text
+    assert f"moved by at most {max(r['headline_largest_move_points'].values()):.1f} points" in text
+    assert r["same_verdicts"] and "every verdict stayed the same" in text

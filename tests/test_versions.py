@@ -127,3 +127,13 @@ def test_a_store_of_two_code_versions_is_said_by_the_sweep_and_listed_by_the_rep
     doc = json.loads((out / "report.json").read_text())
     assert doc["code_versions"] == {"bnonly 0.1.0": 1, mine: 1}
     assert "These runs mix 2 code versions: " in (out / "report.md").read_text()
+
+
+def test_a_sweep_records_the_environment_that_changes_how_it_runs(tmp_path, monkeypatch, capsys):
+    """BNONLY_* variables decide how groups stack, what they cache, the leases' timing: each sweep
+    names them and keeps them in its store's meta."""
+    monkeypatch.setenv("BNONLY_ONE_STACK_WEIGHTS", "20000")  # the CPU default: the same runs, said
+    out = tmp_path / "s"
+    assert main(["sweep", "quick", "--out", str(out), "--set", "seeds=[0]"] + TINY) == 0
+    assert "environment (recorded with the sweep): " in capsys.readouterr().err
+    assert Store(out / "results.sqlite").meta()["environment"]["BNONLY_ONE_STACK_WEIGHTS"] == "20000"

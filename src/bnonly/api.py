@@ -202,7 +202,13 @@ def report(out: str | os.PathLike, where=None, data_dir: str | None = None,
     where = parse_where(where)
     data_dir = None if data_dir is None else str(path_arg(data_dir, "--data-dir"))
     store = open_store(path_arg(out, "out"))
-    dest = Path(out) if to is None else path_arg(to, "--out")
+    dest = output_dir(Path(out) if to is None else path_arg(to, "--out"))
+    written = write_report(dest, where=where, analyze=True, data_dir=data_dir, store=store)
+    return written["report.html"]
+
+
+def output_dir(dest: Path) -> Path:
+    """A directory to write into, made where missing; one line where it cannot be."""
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"--out {dest}: is a file; give a directory")
     try:
@@ -211,8 +217,37 @@ def report(out: str | os.PathLike, where=None, data_dir: str | None = None,
         raise ConfigError(f"--out {dest}: {e.strerror or e}") from None
     if not os.access(dest, os.W_OK):
         raise ConfigError(f"--out {dest}: not writable")
-    written = write_report(dest, where=where, analyze=True, data_dir=data_dir, store=store)
-    return written["report.html"]
+    return dest
+
+
+def analyze(out: str | os.PathLike, data_dir: str | None = None, to: str | os.PathLike | None = None) -> dict:
+    """The gamma analysis of every analysable run of a results directory, on its own: figures into
+    `to` (default OUT/analysis; staged, and replacing only what the previous analysis wrote, never a
+    report's files), and {'runs', 'table' (header, rows), 'answers', 'figures', 'left_out' (runs
+    whose model does not load), 'damaged' (rows that do not parse)}."""
+    from .reports.build import write_analysis  # matplotlib: loaded when an analysis is asked for
+    data_dir = None if data_dir is None else str(path_arg(data_dir, "--data-dir"))
+    store = open_store(path_arg(out, "out"))
+    dest = output_dir(Path(out) / "analysis" if to is None else path_arg(to, "--out"))
+    result = write_analysis(dest, store, data_dir)
+    return {**result, "damaged": store.read()[1], "dir": dest}
+
+
+def export(out: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Every stored run as one table: Parquet where `path` ends in .parquet (the 'parquet' extra), CSV
+    otherwise; never over the store's own file. Returns the path written."""
+    dest = writable(path, "export")
+    not_the_store(dest, out, "export")
+    store = open_store(path_arg(out, "out"))
+    return store.export_parquet(dest) if dest.suffix.lower() == ".parquet" else store.export_csv(dest)
+
+
+def not_the_store(path: str | os.PathLike, store_dir, what: str) -> None:
+    """An output path that is the store's own file (or its journal) would overwrite every result."""
+    target = Path(path).resolve()
+    store = (Path(store_dir) / "results.sqlite").resolve()
+    if target == store or target.name.startswith(store.name + "-") and target.parent == store.parent:
+        raise ConfigError(f"{what} {path}: is the results store itself; give another path")
 
 
 def load_model(out: str | os.PathLike, run_id: str):
@@ -221,9 +256,9 @@ def load_model(out: str | os.PathLike, run_id: str):
     store = open_store(path_arg(out, "out"))
     if not isinstance(run_id, str):
         raise ConfigError(f"run {run_id!r}: expected a run id (a string)")
-    rows = store.runs(run_id=run_id)
-    if run_id in store.damaged:
-        raise StoreError(f"{store.path}: run {run_id} is damaged ({store.damaged[run_id]})")
+    rows, damaged = store.read(run_id=run_id)
+    if run_id in damaged:
+        raise StoreError(f"{store.path}: run {run_id} is damaged ({damaged[run_id]})")
     blob = store.artefact(run_id)
     if not rows or blob is None:
         raise ConfigError(f"run {run_id!r}: no finished run with a stored model in {store.path}")

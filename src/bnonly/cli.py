@@ -169,23 +169,16 @@ def warn_damaged(store, damaged: dict) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from .reports.gamma import answers, plot, table
     from .reports.render import md_table
-    from .study.gamma import analyze_store, conditions
-    from .study.runs import chance
-    store = api.open_store(args.dir)
-    analyses, left_out = analyze_store(store, args.data_dir)
-    warn_damaged(store.path, {**store.damaged, **left_out})
-    if not analyses:
+    result = api.analyze(args.dir, args.data_dir, args.out)
+    warn_damaged(Path(args.dir) / "results.sqlite", {**result["damaged"], **result["left_out"]})
+    if not result["runs"]:
         print("nothing to analyze: no finished run of bn, bn+out, all, gamma or beta with a stored model")
         return 0
-    groups = conditions(analyses)
-    written: dict = {}
-    plot(groups, Path(args.dir), written, chance(analyses[0]["config"].get("dataset"), args.data_dir).rate)
-    print(md_table(*table(groups)))
-    for a in answers(groups):
+    print(md_table(*result["table"]))
+    for a in result["answers"]:
         print(a)
-    print(f"{len(analyses)} runs analyzed; figures: {', '.join(n for n in written if n.endswith('.png'))}")
+    print(f"{result['runs']} runs analyzed; figures in {result['dir']}: {', '.join(result['figures'])}")
     return 0
 
 
@@ -199,26 +192,14 @@ def cmd_reproduce(args) -> int:
     return _sweep_status(out, stats) or code
 
 
-def not_the_store(path: str, store_dir, what: str) -> None:
-    """An output path that is the store's own file (or its journal) would overwrite every result."""
-    target = Path(path).resolve()
-    store = (Path(store_dir) / "results.sqlite").resolve()
-    if target == store or target.name.startswith(store.name + "-") and target.parent == store.parent:
-        raise ConfigError(f"{what} {path}: is the results store itself; give another path")
-
-
 def cmd_export(args) -> int:
-    api.writable(args.path, "export")
-    not_the_store(args.path, args.dir, "export")
-    store = api.open_store(args.dir)
-    dest = store.export_parquet(args.path) if args.path.endswith(".parquet") else store.export_csv(args.path)
-    print(f"wrote {dest}")
+    print(f"wrote {api.export(args.dir, args.path)}")
     return 0
 
 
 def cmd_export_model(args) -> int:
     api.writable(args.path, "export-model")
-    not_the_store(args.path, args.dir, "export-model")
+    api.not_the_store(args.path, args.dir, "export-model")
     model = api.load_model(args.dir, args.run_id)
     save_state_dict(model, args.path, "export-model")
     (row,) = api.open_store(args.dir).runs(run_id=args.run_id)
@@ -269,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze",
                         help="what the affine parameters learn: gamma/beta, disabled and dead units, ablation")
-    an.add_argument("dir", help="a results directory (its results.sqlite); the figures are written into it")
+    an.add_argument("dir", help="a results directory (its results.sqlite)")
     an.add_argument("--data-dir", default=None, help="the data directory the runs were trained with")
+    an.add_argument("--out", default=None, help="where the figures go (default: DIR/analysis; the report's own "
+                                                 "files are never touched)")
     an.set_defaults(func=cmd_analyze)
 
     rr = sub.add_parser("reproduce", help="sweep + report in one command")

@@ -111,7 +111,6 @@ def parse_row(raw: dict) -> tuple[dict | None, str | None]:
 class Store:
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
-        self.damaged: dict[str, str] = {}  # run_id -> why, of the rows the last runs() left out
         existed = self.path.exists()
         if existed:
             self.check()
@@ -244,18 +243,6 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
-    def add_meta(self, key: str, entries: dict) -> dict:
-        """Merge entries into the dict stored under key, the first writer of each entry winning
-        (one transaction, BEGIN IMMEDIATE: concurrent writers see each other's entries); returns
-        the stored dict."""
-        with self._tx(immediate=True) as db:
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            stored = json.loads(row[0]) if row else {}
-            merged = {**entries, **stored}
-            if merged != stored:
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(merged)))
-            return merged
-
     def meta(self) -> dict:
         with self._tx() as db:
             return self._meta_values(dict(db.execute("SELECT key, value FROM meta").fetchall()))
@@ -271,18 +258,22 @@ class Store:
                                  "to it") from None
         return out
 
-    def runs(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> list[dict]:
-        """Stored runs as dicts (JSON columns decoded), ordered by run_id; optionally only some. A row
-        whose fields do not parse or are out of range (a hand-edited or damaged row) is left out and
-        named in `self.damaged` ({run_id: reason}); a re-launched sweep trains it again."""
-        rows, self.damaged = [], {}
+    def read(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> tuple[list[dict], dict]:
+        """(stored runs as dicts, JSON columns decoded, ordered by run_id; optionally only some, and
+        {run_id: why} of the rows left out: whose fields do not parse or are out of range, a
+        hand-edited or damaged row, which a re-launched sweep trains again)."""
+        rows, damaged = [], {}
         for raw in self._raw_rows(status, run_id):
             row, why = parse_row(raw)
             if why:
-                self.damaged[raw.get("run_id")] = why
+                damaged[raw.get("run_id")] = why
             else:
                 rows.append(row)
-        return rows
+        return rows, damaged
+
+    def runs(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> list[dict]:
+        """The stored runs that parse (read() says which did not)."""
+        return self.read(status, run_id)[0]
 
     def _raw_rows(self, status=None, run_id=None) -> list[dict]:
         where, args = [], []

@@ -67,7 +67,6 @@ SETS: dict[str, TrainableSet] = {s.name: s for s in (
     _set("gamma", "BatchNorm gamma only", "#e377c2", "gamma"),
     _set("beta", "BatchNorm beta only", "#17becf", "beta"),
 )}
-NAMES = tuple(SETS)
 
 
 def color(name: str) -> str:

@@ -31,7 +31,25 @@ from .sections import (budget_text, claims_section, code_versions, figure_items,
                        summary_text)
 from .tables import cifar_models, lenet_table, mlp_table
 
-REPORT_FILES = ("*.png", "*.svg", "report.md", "report.html", "report.json", "results.csv")
+MANIFEST = ".bnonly-report.json"     # what the last report wrote here: all it may replace
+ANALYSIS_MANIFEST = ".bnonly-analysis.json"
+
+
+def replace_files(staging: Path, out_dir: Path, written: dict, manifest: str = MANIFEST) -> None:
+    """Move the staged files into out_dir, then remove what the previous report (its manifest) wrote
+    and this one did not, and list this one's files in the manifest: files bnonly never wrote, and
+    those of another writer with its own manifest (the analysis, a report beside it), stay."""
+    listed = out_dir / manifest
+    try:
+        previous = {n for n in json.loads(listed.read_text()) if isinstance(n, str) and Path(n).name == n}
+    except (OSError, ValueError, TypeError):
+        previous = set()
+    for name in written:
+        os.replace(staging / name, out_dir / name)
+    for name in previous - set(written):
+        (out_dir / name).unlink(missing_ok=True)
+    (staging / manifest).write_text(json.dumps(sorted(written)) + "\n")
+    os.replace(staging / manifest, listed)
 
 
 def select(runs, where: dict | None) -> list[dict]:
@@ -66,7 +84,7 @@ def cover(out_dir: Path, runs, where: dict | None, store: Store | None) -> Cover
     meta, damaged = {}, {}
     if runs is None:
         store = store or Store(out_dir / "results.sqlite")
-        runs, meta, damaged = store.runs(), store.meta(), dict(store.damaged)
+        (runs, damaged), meta = store.read(), store.meta()
     else:
         store = None
     selected = select(runs, where)
@@ -97,14 +115,34 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         written: dict[str, Path] = {}
         sections, doc = build(c, out_dir, staging, written, analyses or [], data_dir, where)
         write_files(staging, written, title, sections, doc, c.store)
-        for pattern in REPORT_FILES:  # the previous report's files: none of them is left beside the new ones
-            for old in out_dir.glob(pattern):
-                old.unlink()
-        for name in written:
-            os.replace(staging / name, out_dir / name)
+        replace_files(staging, out_dir, written)
         return {name: out_dir / name for name in written}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_analysis(out_dir, store: Store, data_dir=None) -> dict:
+    """The gamma analysis of every analysable run in `store` on its own, staged like the report and
+    moved into out_dir with a manifest of its own: {'runs', 'table' (header, rows), 'answers',
+    'figures', 'left_out' ({run_id: why})}."""
+    from ..study.gamma import conditions
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    analyses, left_out = analyze_store(store, data_dir)
+    out = {"runs": len(analyses), "table": None, "answers": [], "figures": [], "left_out": left_out}
+    if not analyses:
+        return out
+    staging = Path(tempfile.mkdtemp(prefix=".analysis-", dir=out_dir))
+    try:
+        groups = conditions(analyses)
+        written: dict[str, Path] = {}
+        gamma.plot(groups, staging, written, chance(analyses[0]["config"].get("dataset"), data_dir).rate)
+        out.update(table=gamma.table(groups), answers=gamma.answers(groups),
+                   figures=sorted(n for n in written if n.endswith(".png")))
+        replace_files(staging, out_dir, written, ANALYSIS_MANIFEST)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def build(c: Covered, out_dir: Path, to: Path, written: dict, analyses: list, data_dir, where) -> tuple[list, dict]:

@@ -10,19 +10,23 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from ..registry.models import arch_name  # noqa: E402
-from ..registry.sets import color, ordered  # noqa: E402
-from ..study.questions import label  # noqa: E402
-from ..study.runs import accuracy, config_of, counted  # noqa: E402
-from ..study.stats import mean_ci  # noqa: E402
+from ..registry.models import arch_name
+from ..registry.sets import color, ordered
+from ..study.questions import label
+from ..study.runs import accuracy, config_of, counted
+from ..study.stats import mean_ci
 
 DPI = 120
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
+    """A figure and its axes outside pyplot: no global backend is chosen and no figure is kept open,
+    so a notebook's backend stays as it was."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def save_figure(fig, out_dir: Path, stem: str, written: dict) -> None:
@@ -31,7 +35,6 @@ def save_figure(fig, out_dir: Path, stem: str, written: dict) -> None:
         path = out_dir / f"{stem}.{ext}"
         fig.savefig(path, dpi=DPI, bbox_inches="tight")
         written[path.name] = path
-    plt.close(fig)
 
 
 def _depth_panel(ax, mlp, width: int, chance: float) -> None:
@@ -59,7 +62,7 @@ def plot_accuracy_vs_depth(mlp, out_dir: Path, written: dict, chance: float) -> 
         return "No finished MLP runs, so the accuracy-vs-depth figures are not drawn."
     ncols = min(len(widths), 4)
     nrows = math.ceil(len(widths) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), sharey=True, squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), sharey=True, squeeze=False)
     for ax, w in zip(axes.flat, widths):
         _depth_panel(ax, mlp, w, chance)
     for ax in list(axes.flat)[len(widths):]:
@@ -74,7 +77,7 @@ def plot_accuracy_vs_depth(mlp, out_dir: Path, written: dict, chance: float) -> 
     fig.tight_layout()
     save_figure(fig, out_dir, "accuracy_vs_depth", written)
     for w in widths:
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig, ax = subplots(figsize=(5.5, 4))
         _depth_panel(ax, mlp, w, chance)
         ax.set_ylabel("test accuracy")
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
@@ -87,7 +90,7 @@ def plot_accuracy_vs_params(runs, out_dir: Path, written: dict, chance: float) -
     done = [r for r in counted(runs) if r.get("trainable_params") is not None]
     if not done:
         return "No finished runs with a trainable-parameter count, so the accuracy-vs-parameters figure is not drawn."
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     # one marker per kind of model (the CIFAR ResNets of every depth and width share one)
     kinds = {"mlp": ("o", "MLP"), "lenet5": ("^", "LeNet-5"), "resnet": ("D", "ResNet"), "vgg": ("v", "VGG")}
 
@@ -122,7 +125,7 @@ def plot_bn_vs_random(rows: list[dict], out_dir: Path, written: dict, chance: fl
     the paired per-seed difference above each pair, chance dashed. rows: study/headline.py's headline()."""
     if not rows:
         return "No architecture with both bn and random runs, so the BN-only against random figure is not drawn."
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 1.5), 3.8))
+    fig, ax = subplots(figsize=(max(5.0, 0.9 * len(rows) + 1.5), 3.8))
     xs = list(range(len(rows)))
     for offset, key in ((-0.2, "bn"), (0.2, "random")):
         stats = [r[key] for r in rows]
@@ -172,7 +175,7 @@ def plot_learning_curves(runs, out_dir: Path, written: dict, chance: float) -> s
         return "No run with a per-epoch history, so the learning curves are not drawn."
     rows = sorted({(v["model"] != "mlp", v["model"], v["width"]) for v in curves.values()})
     cols = sorted({v["depth"] for v in curves.values()})
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.6 * len(cols) + 1.6, 2.1 * len(rows)), squeeze=False,
+    fig, axes = subplots(len(rows), len(cols), figsize=(2.6 * len(cols) + 1.6, 2.1 * len(rows)), squeeze=False,
                              sharey=True)
     used = set()
     for name, v in curves.items():
@@ -213,7 +216,7 @@ def question_bars(groups, conditions, trainable, out_dir: Path, stem: str, writt
                   chance: float) -> str:
     """An open question's bars: per architecture, each condition's test accuracy (mean and 95% interval)."""
     archs = sorted({k for c in conditions for k in groups.get(c, {})})
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(archs) * len(conditions) / 2), 3.6))
+    fig, ax = subplots(figsize=(max(5, 1.4 * len(archs) * len(conditions) / 2), 3.6))
     width = 0.8 / len(conditions)
     for i, c in enumerate(conditions):
         stats = [accuracy(groups.get(c, {}).get(k, {})) for k in archs]

@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..config.run import GRID_FIELDS  # noqa: E402
-from ..registry.models import arch_name  # noqa: E402
-from ..registry.sets import color  # noqa: E402
-from ..study.gamma import (ABLATION_EXAMPLES, ANALYZED_SETS, KS, RANDOM_DRAWS, RARE, RELATIVE,  # noqa: E402
+from ..config.run import GRID_FIELDS
+from ..registry.models import arch_name
+from ..registry.sets import color
+from ..study.gamma import (ABLATION_EXAMPLES, ANALYZED_SETS, KS, RANDOM_DRAWS, RARE, RELATIVE,
                            STAT_BATCHES, THRESHOLDS, conditions)
-from ..study.protocol import budget_sentence  # noqa: E402
-from ..study.stats import mean_ci, show  # noqa: E402
-from .figures import save_figure  # noqa: E402
-from .render import figure, fold, table as table_block, text  # noqa: E402
+from ..study.protocol import budget_sentence
+from ..study.stats import mean_ci, show
+from .figures import save_figure, subplots
+from .render import figure, fold, table as table_block, text
 
 
 def _base_name(key) -> str:
@@ -64,7 +60,7 @@ def _hist_grid(groups, keys, field: str, name: str, out_dir: Path, written: dict
     n_layers = len(groups[keys[0]][0][field])
     cols = min(4, n_layers)
     rows = math.ceil(n_layers / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= n_layers:
             ax.set_visible(False)
@@ -119,7 +115,7 @@ def plot(groups: dict, out_dir: Path, written: dict, chance: float) -> dict[str,
         if any(a["has_beta"] for k in keys for a in groups[k]):
             figs.append((_hist_grid(groups, keys, "beta", name, out_dir, written),
                          f"Learned beta per layer at {name}, by trainable set, all seeds together (beta starts at 0)."))
-        fig, ax = plt.subplots(figsize=(6, 3.6))
+        fig, ax = subplots(figsize=(6, 3.6))
         for k in keys:
             c = color(k[3])
             for field, style, label in CURVES:
@@ -202,7 +198,7 @@ def _scales(runs) -> str:
         return "; ".join(f"layer {i + 1}: {st.mean:.2f}" + (f" ± {st.half:.2f}" if st.n > 1 else "")
                          for i, st in per.items())
     means = sorted(st.mean for st in per.values())
-    return f"{len(per)} layers: {means[0]:.2f} to {means[-1]:.2f} (median {means[len(means) // 2]:.2f})"
+    return f"{len(per)} layers: {means[0]:.2f} to {means[-1]:.2f} (median {statistics.median(means):.2f})"
 
 
 def answers(groups: dict) -> list[str]:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import html
 import re
 
+from ..study.verdicts import VERDICTS
+
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 nav.toc{background:#f6f8fa;border:1px solid #ddd;border-radius:6px;padding:0.6em 1.2em;margin:1em 0;columns:2 28em}
@@ -117,12 +119,9 @@ def render_md(title: str, sections: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------- HTML
-VERDICT_CLASSES = ("held", "did not hold", "inconclusive", "not testable at this budget", "not testable at this depth",
-                   "not measured", "not applicable")  # a verdict cell's colour (CSS), from how its text begins
-
-
 def _verdict_class(v: str) -> str:
-    return next((c for c in VERDICT_CLASSES if v.startswith(c)), "").replace(" ", "-")
+    """A verdict cell's colour (CSS), from how its text begins."""
+    return next((c for c in VERDICTS if v.startswith(c)), "").replace(" ", "-")
 
 
 def html_table(header, rows, verdict_col: int | None = None, caption: str | None = None) -> str:

@@ -13,7 +13,7 @@ from ..registry.sets import ordered
 from ..study.claims import claims
 from ..study.frankle import FRANKLE, frankle_claims
 from ..study.headline import headline_answer, headline_sentences
-from ..study.protocol import PROTOCOL_TEXT, off_protocol
+from ..study.protocol import REPORT, off_protocol
 from ..study.questions import Question, is_baseline
 from ..study.runs import config_of, counted, describe_study
 from ..study.verdicts import DECIDING, NOT_MEASURED
@@ -173,7 +173,7 @@ def budget_text(study: list[dict]) -> str:
                          "judges its claims against their protocol.")
     if off_protocol(done) is None:
         return budget + " This is the report's protocol, so its claims can be judged here."
-    return (budget + f" This is not the report's protocol ({PROTOCOL_TEXT}): a claim that rests on accuracies is "
+    return (budget + f" This is not the report's protocol ({REPORT.text}): a claim that rests on accuracies is "
             "'not testable at this budget' here; `bnonly sweep claims` runs the protocol.")
 
 

@@ -77,7 +77,6 @@ REPORT = Protocol("the report's protocol", {
         ("random_placement", "report-code"): "random trains two whole output units of every layer whose fan-in "
                                              "equals its width (the report's notebook)",
     })
-PROTOCOL, PROTOCOL_TEXT = REPORT.values, REPORT.text
 
 
 def off_protocol(runs, protocol: Protocol = REPORT) -> str | None:

@@ -18,6 +18,7 @@ HELD, NOT_HELD, NOT_MEASURED = "held", "did not hold", "not measured"
 NOT_TESTABLE, NOT_APPLICABLE = "not testable at this budget", "not applicable"
 NOT_TESTABLE_DEPTH = "not testable at this depth"  # every run is shallower than the claim speaks of
 INCONCLUSIVE = "inconclusive"  # neither side shown: more seeds would decide (the verdict says how many)
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTABLE, NOT_TESTABLE_DEPTH, NOT_MEASURED, NOT_APPLICABLE)
 ALPHA = 0.025            # each error rate of a claim: false "did not hold" and false "held"
 POWER = 0.8              # the power an inconclusive verdict's detectable effect and seeds are given at
 CONDITION = 0.5          # refutation p-values above it are set aside (Zhao, Small & Su 2019)

@@ -47,6 +47,7 @@ class Leases:
         self.store = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.ended = store.ended_ids()  # parsed once; what is written from `started` on comes by ids_since
         self.by_others = 0
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._run, daemon=True)
@@ -84,7 +85,7 @@ class Leases:
 
     def _done_ids(self) -> set[str]:
         """The runs no group needs to train: ended, or written by another sweep since this one started."""
-        return self.store.ended_ids() | self.store.ids_since(self.started)
+        return self.ended | self.store.ids_since(self.started)
 
     def close(self):
         self._stop.set()

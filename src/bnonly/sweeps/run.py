@@ -4,6 +4,7 @@ stopped. bnonly.sweep() (api.py) is the operation; this is its work.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -39,6 +40,13 @@ def sweep_device(options: SweepOptions) -> str:
     return resolve_device(options.device)  # no GPU for --device cuda: one line, not a store of failed runs
 
 
+def environment() -> dict:
+    """The BNONLY_* variables in effect: how groups stack and what they cache (engine/device.py), the
+    leases' timing (leases.py), the data cache and a declared commit (version.py), recorded in the
+    store's meta by every sweep."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("BNONLY_")}
+
+
 def other_code(store: Store) -> str | None:
     """One line where the store holds runs of another code version than this one's; else None."""
     mine = label(code_version())
@@ -62,6 +70,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     cfgs = sweep.runs()
     store = Store(Path(out_dir) / "results.sqlite")
     store.set_meta("sweep", sweep.to_dict())
+    store.set_meta("environment", environment())
     ended = store.ended_ids()
     todo = [c for c in cfgs if c.run_id not in ended]
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
@@ -77,6 +86,8 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
            + (f" per group, {options.workers} groups at a time" if options.workers > 1 else "")))
     if todo and (note := other_code(store)):
         log(note)
+    if environment():
+        log("environment (recorded with the sweep): " + ", ".join(f"{k}={v}" for k, v in environment().items()))
     if groups and options.estimate and not quiet and options.executor == "local":
         t0 = time.perf_counter()
         secs, shapes, left_out = estimate_seconds(groups, device, options.data_dir)
