@@ -115,9 +115,9 @@ def test_cli_polish(capsys):
     assert main([]) == 2 and "train" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["--version"])
-    from bnonly.version import __version__, code_version
+    from bnonly.version import __version__, code_hash
     out = capsys.readouterr().out
-    assert e.value.code == 0 and f"bnonly {__version__}" in out and (code_version()["commit"] or "")[:7] in out
+    assert e.value.code == 0 and f"bnonly {__version__}" in out and f"(code {code_hash()})" in out
     one_line(capsys, 2, main(["sweep", "quick", "--set", "foo=3"]), "--set: unknown key 'foo'")
     one_line(capsys, 2, main(["sweep", "quick", "--set", "lr=inf"]), "must be a finite number")
 

@@ -185,6 +185,11 @@ class Store:
         finally:
             db.close()
 
+    def missing(self, runs: list) -> list:
+        """The runs (RunConfigs) a sweep still has to train: all but those ended here."""
+        ended = self.ended_ids()
+        return [c for c in runs if c.run_id not in ended]
+
     def ended_ids(self) -> set[str]:
         """The runs a re-launch skips: finished or diverged, and not damaged."""
         return {r["run_id"] for r in self.runs(status=ENDED)}

@@ -43,8 +43,10 @@ def code_hash() -> str:
     """SHA-256 (16 hex digits) of bnonly's .py files and shipped .toml studies, each by its path
     relative to its folder: the code a process runs, not how it got there."""
     h = hashlib.sha256()
-    files = [(f"bnonly/{p.relative_to(PACKAGE).as_posix()}", p) for p in PACKAGE.rglob("*.py")]
-    files += [(f"configs/{p.name}", p) for p in Path(configs_dir()).glob("*.toml")]
+    configs = configs_dir()  # a checkout's configs/ beside src/, a wheel's bnonly/configs/: named alike
+    files = [(f"bnonly/{p.relative_to(PACKAGE).as_posix()}", p) for p in PACKAGE.rglob("*.py")
+             if p.parent.resolve() != configs.resolve()]
+    files += [(f"configs/{p.name}", p) for p in configs.iterdir() if p.suffix in (".toml", ".py")]
     for name, p in sorted(set(files)):
         h.update(name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]

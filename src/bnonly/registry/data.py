@@ -273,6 +273,16 @@ def split_sizes(dataset: str, val_fraction: float, subset: int = 0, data_dir=Non
     return n - int(round(n * val_fraction)), int(round(n * val_fraction))
 
 
+def expected_train_size(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> int:
+    """The training examples a run will see, from the data set's registry entry (TRAIN_SIZES) without
+    loading it; loaded only for a data set of unknown size (`idx`). A progress bar's count."""
+    n = TRAIN_SIZES.get(dataset)
+    if n is None:
+        return train_size(dataset, val_fraction, subset, data_dir)
+    n = subset_size(n, subset)
+    return n - int(round(n * val_fraction))
+
+
 def train_size(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> int:
     """How many training examples a run sees (the training set less its validation split)."""
     return split_sizes(dataset, val_fraction, subset, data_dir)[0]

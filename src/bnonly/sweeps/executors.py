@@ -110,10 +110,11 @@ def _pool_job(args):
     return args[0], train_group(*args[1:])
 
 
-def pool(work, device: str, options: SweepOptions, n_groups: int):
+def pool(work, device: str, options: SweepOptions, progress: Progress):
     """--workers N: groups in N spawned processes (no more than there are groups)."""
     threads = group_threads(options)
-    with mp.get_context("spawn").Pool(max(1, min(options.workers, n_groups)), initializer=_ignore_sigint) as workers:
+    n = max(1, min(options.workers, len(progress.groups)))
+    with mp.get_context("spawn").Pool(n, initializer=_ignore_sigint) as workers:
         jobs = ((i, g, device, options.data_dir, None, threads) for i, g in work)
         for i, rows in workers.imap_unordered(_pool_job, jobs):
             yield i, rows, None

@@ -87,6 +87,12 @@ class Leases:
         """The runs no group needs to train: ended, or written by another sweep since this one started."""
         return self.ended | self.store.ids_since(self.started)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         self._stop.set()
         try:

@@ -1,6 +1,6 @@
-"""Running a sweep: the grid's runs that the store lacks, planned into groups, claimed, trained by
-an executor and written to the store group by group, so that an interrupted sweep resumes where it
-stopped. bnonly.sweep() (api.py) is the operation; this is its work.
+"""A sweep, top to bottom: the grid's runs that the store lacks, planned into groups, claimed, trained
+by an executor and written to the store group by group, so that an interrupted sweep resumes where
+it stopped. bnonly.sweep() (api.py) is the operation; run() is its work, in the order it happens.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..config.options import SweepOptions
 from ..engine.device import EngineOptions, describe_device, device_name, resolve_device
 from ..engine.loop import batches_per_epoch
 from ..errors import ConfigError
-from ..registry.data import train_size
+from ..registry.data import expected_train_size
 from ..store import Store
 from ..version import code_version, label
 from . import ray
@@ -26,6 +26,53 @@ from .leases import Leases, group_id
 from .plan import estimate_seconds, longest_first, plan_groups
 
 
+def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: bool = False) -> dict:
+    """Train every run of the grid that the store in out_dir does not hold yet; returns the stats.
+    Only this process writes the store, one transaction per finished group; sweeps may share a store
+    (each claims a group before it trains it)."""
+    log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    device = sweep_device(options)
+    store = Store(Path(out_dir) / "results.sqlite")
+    store.set_meta("sweep", sweep.to_dict())
+    store.set_meta("environment", environment())
+    runs = sweep.runs()
+    todo = store.missing(runs)
+    groups = plan(todo, device, options)
+    log(plan_line(sweep, runs, todo, groups, store, device, options))
+    for note in notes(store, todo):
+        log(note)
+    if groups and options.estimate and not quiet and options.executor == "local":
+        log(estimate(groups, device, options, store))
+
+    progress = Progress(groups, lambda c: batches_per_epoch(expected_train_size(
+        c.dataset, c.val_fraction, c.subset, options.data_dir), c.batch_size), quiet)
+    stats = {"total": len(runs), "skipped": len(runs) - len(todo), "trained": 0, "failed": 0}
+    nodes, t0 = Counter(), time.perf_counter()
+    with Leases(store) as leases:
+        finished = executor(options)(leases.work(groups, progress), device, options, progress)
+        try:
+            for i, rows, node in finished:
+                progress.done(i)
+                store.write([stamped(r) for r in rows], release=(leases.owner, group_id(groups[i])))
+                nodes[node] += bool(node)
+                for r in rows:
+                    stats["trained"] += 1
+                    stats["failed"] += r["status"] == "failed"
+                    log(f"[{stats['skipped'] + stats['trained']}/{len(runs)}] {describe(r)}")
+        finally:
+            finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)
+            progress.close()
+    stats.update(seconds=time.perf_counter() - t0, by_others=leases.by_others)
+    if +nodes:
+        stats["nodes"] = dict(+nodes)
+        log("groups per node: " + ", ".join(f"{n}: {k}" for n, k in (+nodes).most_common()))
+    others = f", {leases.by_others} trained by another sweep on this store" if leases.by_others else ""
+    log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
+        f"{stats['skipped']} skipped{others}, {stats['seconds']:.1f} s -> {store.path}")
+    return stats
+
+
+# ----------------------------------------------------------------------------- its steps
 def sweep_device(options: SweepOptions) -> str:
     """The device to train on, every flag checked against the executor (and Ray installed where it is
     asked for); 'auto' stays 'auto' for Ray, whose cluster decides."""
@@ -47,6 +94,34 @@ def environment() -> dict:
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith("BNONLY_")}
 
 
+def plan(todo: list, device: str, options: SweepOptions) -> list[list]:
+    """The runs as groups that train as one stack each (plan.plan_groups); where groups run at once
+    (workers, Ray), the long ones first."""
+    threads = options.cpus_per_task if options.executor == "ray" else group_threads(options)
+    groups = plan_groups(todo, EngineOptions.for_device("cpu" if device == "auto" else device), options.group_size,
+                         threads)
+    return longest_first(groups) if options.workers > 1 or options.executor == "ray" else groups
+
+
+def plan_line(sweep, runs, todo, groups, store, device: str, options: SweepOptions) -> str:
+    where = (f" on Ray (device {device}: " + ("resolved on the cluster)" if device == "auto" else "every task)")
+             if options.executor == "ray" else f"; {describe_device(device, group_threads(options))}"
+             + (f" per group, {options.workers} groups at a time" if options.workers > 1 else ""))
+    return (f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(todo)} already in {store.path}, {len(todo)} to "
+            f"train in {len(groups)} group{'s' if len(groups) != 1 else ''}" + where)
+
+
+def notes(store: Store, todo: list) -> list[str]:
+    """What the store holds that this sweep should say: runs of other code versions, and the
+    environment that changes how it runs."""
+    out = []
+    if todo and (note := other_code(store)):
+        out.append(note)
+    if environment():
+        out.append("environment (recorded with the sweep): " + ", ".join(f"{k}={v}" for k, v in environment().items()))
+    return out
+
+
 def other_code(store: Store) -> str | None:
     """One line where the store holds runs of another code version than this one's; else None."""
     mine = label(code_version())
@@ -59,71 +134,29 @@ def other_code(store: Store) -> str | None:
         f"{mine}, and the report lists the versions it mixes")
 
 
-def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: bool = False) -> dict:
-    """Train every run of the grid that the store in out_dir does not hold yet; returns the stats.
-
-    The runs are planned into groups (plan.plan_groups), claimed in the store one group at a time
-    (leases.Leases: sweeps may share a store) and trained by the executor the options name: this
-    process, `workers` processes, or a Ray cluster (ray.py). Only this process writes the store,
-    one transaction per finished group."""
-    device = sweep_device(options)
-    cfgs = sweep.runs()
-    store = Store(Path(out_dir) / "results.sqlite")
-    store.set_meta("sweep", sweep.to_dict())
-    store.set_meta("environment", environment())
-    ended = store.ended_ids()
-    todo = [c for c in cfgs if c.run_id not in ended]
-    log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    threads = options.cpus_per_task if options.executor == "ray" else group_threads(options)
-    groups = plan_groups(todo, EngineOptions.for_device("cpu" if device == "auto" else device), options.group_size,
-                         threads)
-    if options.workers > 1 or options.executor == "ray":  # groups at once: start the long ones first
-        groups = longest_first(groups)
-    log(f"sweep {sweep.name}: {len(cfgs)} runs, {len(cfgs) - len(todo)} already in {store.path}, "
-        f"{len(todo)} to train in {len(groups)} group{'s' if len(groups) != 1 else ''}"
-        + (f" on Ray (device {device}: " + ("resolved on the cluster)" if device == "auto" else "every task)")
-           if options.executor == "ray" else f"; {describe_device(device, group_threads(options))}"
-           + (f" per group, {options.workers} groups at a time" if options.workers > 1 else "")))
-    if todo and (note := other_code(store)):
-        log(note)
-    if environment():
-        log("environment (recorded with the sweep): " + ", ".join(f"{k}={v}" for k, v in environment().items()))
-    if groups and options.estimate and not quiet and options.executor == "local":
-        t0 = time.perf_counter()
-        secs, shapes, left_out = estimate_seconds(groups, device, options.data_dir)
-        stops = any(c.patience for g in groups for c in g)
-        log(f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs ("
+def estimate(groups, device: str, options: SweepOptions, store: Store) -> str:
+    """The compute the groups need here if every run goes to its max_epochs, from a few timed steps
+    of each group shape (plan.estimate_seconds), kept in the store's meta; the line that says it."""
+    t0 = time.perf_counter()
+    secs, shapes, left_out = estimate_seconds(groups, device, options.data_dir)
+    stops = any(c.patience for g in groups for c in g)
+    store.set_meta("estimate", {"seconds": secs, "runs": sum(len(g) for g in groups), "device": device,
+                                "machine": device_name(device), "threads": group_threads(options),
+                                "workers": options.workers, "groups_left_out": left_out,
+                                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return (f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs ("
             + ("early stopping ends most runs sooner" if stops else "no early stopping here: every run does")
             + f"{f'; --workers {options.workers} share it' if options.workers > 1 else ''}); "
             f"measured on {shapes} group shape{'s' if shapes != 1 else ''} in {time.perf_counter() - t0:.1f} s"
             + (f"; {left_out} group(s) could not be measured (their training will say why)" if left_out else ""))
-        store.set_meta("estimate", {"seconds": secs, "runs": len(todo), "device": device,
-                                    "machine": device_name(device), "threads": group_threads(options),
-                                    "workers": options.workers, "groups_left_out": left_out,
-                                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
-    def steps_per_epoch(c):
-        return batches_per_epoch(train_size(c.dataset, c.val_fraction, c.subset, options.data_dir), c.batch_size)
 
-    progress = Progress(groups, steps_per_epoch, quiet)
-    leases = Leases(store)
-    work = leases.work(groups, progress)
+def executor(options: SweepOptions):
+    """The function that trains claimed groups and yields (index, rows, node) as each finishes: Ray
+    tasks, `workers` processes, or this process."""
     if options.executor == "ray":
-        finished = ray.ray_groups(work, device, options, progress)
-    elif options.workers > 1:
-        finished = pool(work, device, options, len(groups))
-    else:
-        finished = inline(work, device, options, progress)
-    try:
-        stats = _write_results(finished, store, progress, log, total=len(cfgs), skipped=len(cfgs) - len(todo),
-                               release=lambda i: (leases.owner, group_id(groups[i])))
-    finally:
-        leases.close()
-    stats["by_others"] = leases.by_others
-    others = f", {leases.by_others} trained by another sweep on this store" if leases.by_others else ""
-    log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
-        f"{stats['skipped']} skipped{others}, {stats['seconds']:.1f} s -> {store.path}")
-    return stats
+        return ray.ray_groups
+    return pool if options.workers > 1 else inline
 
 
 def stamped(row: dict) -> dict:
@@ -134,28 +167,3 @@ def stamped(row: dict) -> dict:
     if got.get("code") and got["code"] != mine["code"]:
         got["worker_code"] = got["code"]
     return {**row, "versions": {**got, **mine}}
-
-
-def _write_results(finished, store: Store, progress: Progress, log, total: int, skipped: int, release) -> dict:
-    """Store each group's rows as the executor yields them (one transaction per group); the stats."""
-    t0 = time.perf_counter()
-    stats = {"total": total, "skipped": skipped, "trained": 0, "failed": 0}
-    nodes = Counter()
-    try:
-        for i, rows, node in finished:
-            progress.done(i)
-            store.write([stamped(r) for r in rows], release=release(i))
-            if node:
-                nodes[node] += 1
-            for r in rows:
-                stats["trained"] += 1
-                stats["failed"] += r["status"] == "failed"
-                log(f"[{stats['skipped'] + stats['trained']}/{total}] {describe(r)}")
-    finally:
-        finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)
-        progress.close()
-    stats["seconds"] = time.perf_counter() - t0
-    if nodes:
-        stats["nodes"] = dict(nodes)
-        log("groups per node: " + ", ".join(f"{n}: {k}" for n, k in nodes.most_common()))
-    return stats
