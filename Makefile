@@ -22,7 +22,7 @@ test-venv: $(VENV)/.installed-test
 # (PYTHONDONTWRITEBYTECODE emptied, which Python reads as unset: where it is set, every later
 # process would compile them again).
 PIP    := $(PY) -m pip install -q --disable-pip-version-check --no-compile
-WARM   := import bnonly.api, bnonly.cli, bnonly.sweeps.run, bnonly.sweeps.ray, bnonly.reports.build, bnonly.study.gamma, \
+WARM   := import bnonly.api, bnonly.cli, bnonly.sweeps.driver, bnonly.sweeps.ray, bnonly.reports.build, bnonly.study.gamma, \
           torch.func, matplotlib.backends.backend_agg, matplotlib.backends.backend_svg
 
 $(VENV)/.installed: pyproject.toml Makefile

@@ -333,7 +333,7 @@ def seeds_table() -> dict:
     """Per quantity a claim tests: its per-run sd over results/quick's cells (median and largest) and
     the seeds per cell that decide a cell 0.5, 1, 2 or 5 points from its boundary at that sd (80%
     power, one-sided 2.5%: verdicts.Test.seeds_needed)."""
-    from bnonly.study.runs import accuracy, cells, difference
+    from bnonly.study.cells import accuracy, cells, difference
     from bnonly.study.stats import Stat
     c = cells(quick_runs())
     cell = {(w, d, t): v for (m, w, d, t), v in c.items()}

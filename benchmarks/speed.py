@@ -59,12 +59,12 @@ from timing import ROUNDS, copy_bandwidth, floor_seconds, interleaved, mm_peak, 
 from torch.utils.data import DataLoader, TensorDataset
 
 from bnonly.config.run import resolve
-from bnonly.engine.data import Tensors, load
+from bnonly.engine.resident import Tensors, load
 from bnonly.config.options import DEVICES
 from bnonly.engine.device import EngineOptions, resolve_device
 from bnonly.engine.loop import Training, gather
 from bnonly.registry.nets import build
-from bnonly.sweeps.plan import stack_cap
+from bnonly.sweeps.grouping import stack_cap
 from bnonly.engine.stack import stack_order
 from bnonly.engine.masks import plan
 
@@ -287,7 +287,7 @@ def end_to_end(width: int, depths: list[int], subset: int, epochs: int, device: 
     from bnonly.config.grid import SweepConfig
     from bnonly.config.options import SweepOptions
     from bnonly.store import Store
-    from bnonly.sweeps.run import run
+    from bnonly.sweeps.driver import run
     sweep = SweepConfig(name="e2e", preset="report", models=["mlp"], widths=[width], depths=list(depths),
                         trainable=list(sets), seeds=[0, 1, 2], settings={"max_epochs": epochs, "subset": subset})
     with tempfile.TemporaryDirectory() as tmp:
@@ -313,7 +313,7 @@ def stack_policies(device: str, rounds: int = 2) -> list[dict]:
 
     from bnonly.config.grid import SweepConfig
     from bnonly.config.options import SweepOptions
-    from bnonly.sweeps.run import run
+    from bnonly.sweeps.driver import run
     out = []
     for width, depths in ((10, [2, 4]), (100, [2])):
         sweep = SweepConfig(name="policy", preset="report", models=["mlp"], widths=[width], depths=depths,

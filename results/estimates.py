@@ -21,7 +21,7 @@ import torch
 from bnonly.config.grid import shipped_configs
 from bnonly.config.layers import load_sweep
 from bnonly.engine.device import EngineOptions, device_name
-from bnonly.sweeps.plan import estimate_seconds, plan_groups
+from bnonly.sweeps.grouping import estimate_seconds, plan_groups
 from bnonly.version import code_version, label
 
 OUT = Path(__file__).resolve().parent / "estimates.json"

@@ -8,7 +8,7 @@ from torch import nn
 from bnonly.study.gamma import KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, conditions, importance, norms, readers, scale_free, switched_off
 from bnonly.cli import main
 from bnonly.config.run import resolve
-from bnonly.engine.data import load
+from bnonly.engine.resident import load
 from bnonly.engine.loop import evaluate, train
 from bnonly.registry.nets import Block, Net, build
 from bnonly.engine.stack import Batch, Rows
@@ -249,7 +249,7 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
 
 def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):
     from bnonly.study.gamma import analyze_run
-    from bnonly.reports.gamma import section
+    from bnonly.reports.analysis import section
     cfg = resolve("report", width=16, depth=2, subset=1000, max_epochs=1, trainable="bn")
     (r,) = train([cfg])
     a = analyze_run({"run_id": cfg.run_id, "config": cfg.__dict__, "test_accuracy": r.test_accuracy}, r.artefact)
@@ -262,7 +262,7 @@ def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):
 
 
 def test_two_studies_never_share_a_figure_name(tmp_path):
-    from bnonly.reports.gamma import condition_name as _name
+    from bnonly.reports.analysis import condition_name as _name
     a = {"config": resolve(width=8, depth=2, trainable="bn").__dict__}
     b = {"config": resolve(width=8, depth=2, trainable="bn", max_epochs=10).__dict__}
     g = conditions([a, b])

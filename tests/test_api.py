@@ -7,7 +7,7 @@ import torch
 
 import bnonly
 from bnonly.cli import main
-from bnonly.engine.data import load
+from bnonly.engine.resident import load
 
 GRID = dict(models=["mlp"], widths=[16], depths=[2], trainable=["bn", "all", "random"], seeds=[0, 1],
             subset=1500, max_epochs=2)
@@ -109,7 +109,7 @@ def test_missing_pandas_is_one_line(swept, monkeypatch):
 
 def test_api_names_are_functions_whatever_is_imported():
     import importlib
-    for mod in ("bnonly.reports.build", "bnonly.sweeps.run", "bnonly.study.gamma", "bnonly.cli"):
+    for mod in ("bnonly.reports.build", "bnonly.sweeps.driver", "bnonly.study.gamma", "bnonly.cli"):
         importlib.import_module(mod)
     assert all(callable(getattr(bnonly, f)) and getattr(bnonly, f).__module__ == "bnonly.api"
                for f in ("train", "sweep", "results", "report", "load_model"))

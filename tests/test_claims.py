@@ -9,7 +9,7 @@ from bnonly.cli import main
 from bnonly.config.run import resolve
 from bnonly.reports.build import write_report
 from bnonly.study.protocol import off_protocol
-from bnonly.study.runs import cells, studies
+from bnonly.study.cells import cells, studies
 from bnonly.store import Store
 
 SEEDS = (0, 1, 2)
@@ -238,7 +238,7 @@ def test_every_verdict_names_its_setting_and_a_weakened_baseline():
 def test_chance_is_the_majority_class_rate():
     """MNIST's most common test digit (1) is 11.35%: cells at 11.2% (above 1/10) are not above chance; cells
     exactly at it, every seed alike, sit on the boundary: neither held nor refuted."""
-    from bnonly.study.runs import chance
+    from bnonly.study.cells import chance
     assert chance("mnist").rate == 0.1135 and chance("fashion-mnist").rate == 0.1
     at = [run("bn", s, 0.1135, width=w) for s in SEEDS for w in (10, 100)]
     c1 = claim(at, 1)

@@ -17,7 +17,7 @@ from bnonly.cli import main
 from bnonly.store import Store
 from bnonly.config.options import SweepOptions
 from bnonly.config.layers import load_sweep
-from bnonly.sweeps.run import run as run_sweep
+from bnonly.sweeps.driver import run as run_sweep
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # test clusters on loopback only
 # 2 widths x 2 depths x 3 sets x 2 seeds + LeNet-5 3 sets x 2 seeds = 30 runs in 6 groups

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bnonly.config.run import resolve
-from bnonly.engine.data import load
+from bnonly.engine.resident import load
 from bnonly.engine.loop import train
 from bnonly.registry.nets import build
 from bnonly.engine.device import EngineOptions

@@ -12,7 +12,7 @@ from bnonly.errors import ConfigError
 from bnonly.config.run import resolve
 from bnonly.store import Store
 from bnonly.engine.device import EngineOptions
-from bnonly.sweeps.plan import plan_groups
+from bnonly.sweeps.grouping import plan_groups
 from bnonly.config.layers import load_sweep, parse_set
 
 TINY = ["--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","random"]',
@@ -199,7 +199,7 @@ def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
     import torch
 
     from bnonly.config.run import RunConfig
-    from bnonly.engine.data import load
+    from bnonly.engine.resident import load
     from bnonly.engine.loop import evaluate
     from bnonly.registry.nets import build
     from bnonly.engine.stack import Batch, Rows
@@ -236,7 +236,7 @@ def test_stored_models_rebuild_exactly_and_export(tmp_path, capsys):
 def test_parallel_executors_start_the_longest_groups_first():
     """--workers and Ray start BN-like groups (the longest under early stopping) first, each kind by
     its weights x models, so that no long group starts last while other workers idle."""
-    from bnonly.sweeps.plan import longest_first
+    from bnonly.sweeps.grouping import longest_first
     runs = [resolve("report", model="mlp", width=w, depth=d, trainable=t, seed=s)
             for w in (10, 100) for d in (2, 6) for t in ("all", "bn") for s in (0, 1)]
     order = [(g[0].trainable, g[0].width, g[0].depth, len(g)) for g in longest_first(plan_groups(runs, EngineOptions.for_device("cpu")))]
@@ -245,12 +245,12 @@ def test_parallel_executors_start_the_longest_groups_first():
 
 
 def test_stacks_by_kind_and_the_cpu_cap():
-    """A sweep stacks runs by the work their sets need (sweeps/plan.py: stack_kind, read off the set
+    """A sweep stacks runs by the work their sets need (sweeps/grouping.py: stack_kind, read off the set
     registry): dense weight gradients, gamma/beta, random's gathered entries, or the head alone; on
     a CPU every set of a width-10 model in one stack, on a GPU the frozen sets together; a CPU caps
     dense stacks so their weights stay cache-sized."""
     from bnonly.registry.sets import SETS
-    from bnonly.sweeps.plan import stack_kind
+    from bnonly.sweeps.grouping import stack_kind
     kinds = {t: stack_kind(resolve("frankle", trainable=t)) for t in SETS}
     assert kinds == {"all": "dense", "all-nobn": "dense", "bn": "affine", "bn+out": "affine", "random": "entries",
                      "out": "head", "none": "head", "gamma": "affine", "beta": "affine"}

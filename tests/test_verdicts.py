@@ -15,7 +15,7 @@ from bnonly.config.run import resolve
 from bnonly.study.frankle import FRANKLE_RULES
 from bnonly.registry.nets import build
 from bnonly.reports.build import write_report
-from bnonly.study.runs import chance
+from bnonly.study.cells import chance
 from bnonly.study.verdicts import ALPHA, HELD, INCONCLUSIVE, NOT_HELD, NOT_MEASURED
 
 SEEDS = (0, 1, 2)
@@ -297,7 +297,7 @@ def test_disabled_fraction_does_not_see_rescalings_that_keep_the_function(model)
 
 
 def test_no_measure_is_printed_beside_frankles_number():
-    from bnonly.reports.gamma import FRANKLE_DISABLED, table
+    from bnonly.reports.analysis import FRANKLE_DISABLED, table
     header, _ = table({})
     assert not any("Frankle" in h for h in header) and "around a third" in FRANKLE_DISABLED
 
@@ -403,7 +403,7 @@ def test_a_subset_of_all_60000_images_is_the_protocol():
 
 
 def test_cifar10_has_its_sizes_and_chance():
-    from bnonly.study.runs import config_of
+    from bnonly.study.cells import config_of
     assert chance("cifar10") == (0.1, "the test set's majority-class rate")
     r = run("bn", 0, 0.5, model="resnet14", preset="frankle", subset=50000)
     assert config_of(r)["subset"] == 0  # all 50,000 images: the whole training set, the protocol

@@ -11,7 +11,7 @@ from pathlib import Path
 from bnonly.cli import main
 from bnonly.store import Store
 from bnonly.version import checkout, code_hash, code_version, label
-from bnonly.sweeps.run import stamped
+from bnonly.sweeps.driver import stamped
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = "import json, bnonly.version as v; print(json.dumps(v.code_version()))"

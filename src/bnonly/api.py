@@ -57,9 +57,9 @@ def train(config: RunConfig | None = None, *, preset: str | None = None, device:
     cfg = run_config(config, preset, **fields)
     from tqdm.auto import tqdm
 
-    from .engine.data import load
+    from .engine.resident import load
     from .engine.device import describe_device, resolve_device
-    from .engine.loop import Hooks, train as train_group
+    from .engine import loop
     device = resolve_device(device)
     data_dir = None if data_dir is None else str(path_arg(data_dir, "--data-dir"))
     load(cfg.dataset, cfg.val_fraction, cfg.data_seed, cfg.subset, device, data_dir,
@@ -76,7 +76,7 @@ def train(config: RunConfig | None = None, *, preset: str | None = None, device:
 
     try:
         with memory_errors():
-            (r,) = train_group([cfg], device=device, data_dir=data_dir, hooks=Hooks(batch=on_batch))
+            (r,) = loop.train([cfg], device=device, data_dir=data_dir, hooks=loop.Hooks(batch=on_batch))
     finally:
         bar.close()
     return r
@@ -152,9 +152,9 @@ def sweep(config: str | os.PathLike | SweepConfig = "quick", out: str | os.PathL
     check_main_guard(options.workers, inspect.currentframe().f_back)
     spec = load_sweep(config, sets, {k: v for k, v in keywords.items() if k not in OPTIONS})
     out = check_out_dir(path_arg(out, "--out") if out is not None else f"runs/{spec.name}")
-    from .sweeps import run as sweep_run
+    from .sweeps import driver
     with memory_errors():
-        stats = sweep_run.run(spec, out, options, quiet=not progress)
+        stats = driver.run(spec, out, options, quiet=not progress)
     return Sweep(out, [c.run_id for c in spec.runs()], stats)
 
 

@@ -159,7 +159,7 @@ class RunConfig:
 
 
 # The fields a sweep grid varies, each under the plural key a sweep file lists its values by; every
-# other field defines a study (study/runs.py: studies).
+# other field defines a study (study/cells.py: studies).
 GRID_KEYS = {"models": "model", "widths": "width", "depths": "depth", "trainable": "trainable", "seeds": "seed",
              "norms": "norm", "random_allocations": "random_allocation", "datasets": "dataset"}
 GRID_FIELDS = tuple(GRID_KEYS.values())

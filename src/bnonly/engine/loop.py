@@ -1,6 +1,6 @@
 """The training engine: one loop that trains a group of runs (M >= 1) as one vectorized stack.
 
-`bnonly train` calls it with one run; a sweep with a group that sweeps/plan.py planned.
+`bnonly train` calls it with one run; a sweep with a group that sweeps/grouping.py planned.
 Per model: its own masks, BatchNorm statistics, early stopping (a stopped model keeps its best
 weights and leaves the stack, so it stops costing compute). Data order is a function of the seed
 alone, so runs of one seed see the same mini-batches whatever else is in the group.
@@ -19,7 +19,7 @@ from ..registry.data import split_sizes
 from ..registry.nets import Net, build
 from ..registry.sets import SETS
 from ..version import code_version
-from . import data as data_mod
+from . import resident
 from .device import EngineOptions, machine, resolve_device
 from .functional import FunctionalStack
 from .fused import FusedStack
@@ -191,12 +191,12 @@ class Training:
     (index g), the best weights, early-stopping counters and Result. The stack holds only the
     models still training; `active` maps its rows to g."""
 
-    def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None, data: data_mod.Tensors | None = None,
+    def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None, data: resident.Tensors | None = None,
                  options: EngineOptions | None = None):
         """data: what to train on instead of cfg's data set (benchmarks on generated batches)."""
         self.cfg, self.device = cfgs[0], device
         c0 = self.cfg
-        self.data = data if data is not None else data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset,
+        self.data = data if data is not None else resident.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset,
                                                                 device, data_dir, c0.normalize)
         self.options = options or EngineOptions.for_device(device)
         self.models = [build(c, self.data.input_shape) for c in cfgs]
@@ -236,7 +236,7 @@ class Training:
             idx = perms[:, b * B:(b + 1) * B].index_select(0, seeds)  # [R, B]: each row's examples
             x = gather(d.x_train, idx) if needs_images else None
             if c0.augment:  # each seed's batch from its own generator (data order and augmentation)
-                x = torch.stack([data_mod.augment(x[r], d.fill, self.gens[self.seeds[p]])
+                x = torch.stack([resident.augment(x[r], d.fill, self.gens[self.seeds[p]])
                                  for r, p in enumerate(rows.positions)])
             yield Batch(x, gather(d.y_train, idx), rows, None if self.first is None else self.first.batch(idx, seeds))
 
@@ -341,7 +341,7 @@ def measure_seconds(cfgs: list[RunConfig], device: str = "cpu", data_dir: str | 
     device = resolve_device(device)
     c0 = cfgs[0]
     n_train, n_val = split_sizes(c0.dataset, c0.val_fraction, c0.subset, data_dir)
-    data = data_mod.load(c0.dataset, c0.val_fraction, c0.data_seed, min(c0.subset or MEASURED_IMAGES, MEASURED_IMAGES),
+    data = resident.load(c0.dataset, c0.val_fraction, c0.data_seed, min(c0.subset or MEASURED_IMAGES, MEASURED_IMAGES),
                          device, data_dir, c0.normalize)
     group = Training([cfgs[i] for i in stack_order(cfgs)], device, data_dir, data=data)
     setup = time.perf_counter() - t0

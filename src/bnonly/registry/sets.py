@@ -22,7 +22,7 @@ class TrainableSet:
     @property
     def trains_trunk(self) -> bool:
         """Whether anything before the head trains (hidden weights, their random entries, gamma or
-        beta). Decides the `head` stack kind (sweeps/plan.py: stack_kind) and, with
+        beta). Decides the `head` stack kind (sweeps/grouping.py: stack_kind) and, with
         RunConfig.frozen_trunk_norm = false, that `out` and `none` are built without normalization."""
         return bool(self.parts - {"head"}) or self.random_entries
 

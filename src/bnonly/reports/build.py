@@ -2,7 +2,7 @@
 and what gamma learned, as one list of sections that render.py writes as report.md, report.html and
 report.json (figures as PNG and SVG, results.csv beside them).
 
-It covers one study of the store (study/runs.py: runs that differ only in seed, architecture, set,
+It covers one study of the store (study/cells.py: runs that differ only in seed, architecture, set,
 norm, allocation, data set), the largest unless `where` selects another, and lists the others.
 Partial data never crashes it: what cannot be drawn is skipped, with a sentence saying why. The
 report is built in a directory of its own and replaces the previous one only when complete.
@@ -22,8 +22,8 @@ from ..study.claims import claims
 from ..study.gamma import analyze_store
 from ..study.headline import headline, headline_answer, headline_sentences
 from ..study.questions import is_baseline, questions
-from ..study.runs import chance, config_of, describe_study, lenet_stats, mlp_stats, studies
-from . import gamma
+from ..study.cells import chance, config_of, describe_study, lenet_stats, mlp_stats, studies
+from . import analysis
 from .figures import plot_accuracy_vs_depth, plot_accuracy_vs_params, plot_bn_vs_random, plot_learning_curves
 from .render import figure, json_sections, note, render_html, render_md, table, text
 from .sections import (budget_text, claims_section, code_versions, figure_items, frankle_section,
@@ -136,8 +136,8 @@ def write_analysis(out_dir, store: Store, data_dir=None) -> dict:
     try:
         groups = conditions(analyses)
         written: dict[str, Path] = {}
-        gamma.plot(groups, staging, written, chance(analyses[0]["config"].get("dataset"), data_dir).rate)
-        out.update(table=gamma.table(groups), answers=gamma.answers(groups),
+        analysis.plot(groups, staging, written, chance(analyses[0]["config"].get("dataset"), data_dir).rate)
+        out.update(table=analysis.table(groups), answers=analysis.answers(groups),
                    figures=sorted(n for n in written if n.endswith(".png")))
         replace_files(staging, out_dir, written, ANALYSIS_MANIFEST)
     finally:
@@ -192,7 +192,7 @@ def build(c: Covered, out_dir: Path, to: Path, written: dict, analyses: list, da
     analyses = [a for a in analyses if a["run_id"] in ids]
     gamma_t = None
     if analyses:  # what the affine parameters learn (runs with stored models)
-        sec, gamma_t = gamma.section(analyses, to, written, rate)
+        sec, gamma_t = analysis.section(analyses, to, written, rate)
         sections.append(sec)
     by_dataset = {c.dataset: main_claims}
     for ds in sorted({config_of(r)["dataset"] for r in c.study} - {c.dataset}):
@@ -211,7 +211,7 @@ def build(c: Covered, out_dir: Path, to: Path, written: dict, analyses: list, da
            "mlp_table": dict(zip(("header", "rows"), mlp_t)), "lenet_table": dict(zip(("header", "rows"), lenet_t)),
            "sections": json_sections(sections),
            "gamma_analysis": None if not analyses else {**dict(zip(("header", "rows"), gamma_t)),
-                                                        "runs": gamma.summaries(analyses)}}
+                                                        "runs": analysis.summaries(analyses)}}
     return sections, doc
 
 

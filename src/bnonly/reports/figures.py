@@ -1,5 +1,5 @@
 """Figures: accuracy against depth (the report's Figures 1-3), against trainable parameters, the
-headline's bn against random, learning curves, and the open questions' bars (reports/gamma.py draws
+headline's bn against random, learning curves, and the open questions' bars (reports/analysis.py draws
 the gamma analysis).
 
 Every figure is saved as PNG and SVG through `save_figure`; colours and set order come from the
@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from ..registry.models import arch_name
 from ..registry.sets import color, ordered
 from ..study.questions import label
-from ..study.runs import accuracy, config_of, counted
+from ..study.cells import accuracy, config_of, counted
 from ..study.stats import mean_ci
 
 DPI = 120

@@ -15,7 +15,7 @@ from ..study.frankle import FRANKLE, frankle_claims
 from ..study.headline import headline_answer, headline_sentences
 from ..study.protocol import REPORT, off_protocol
 from ..study.questions import Question, is_baseline
-from ..study.runs import config_of, counted, describe_study
+from ..study.cells import config_of, counted, describe_study
 from ..study.verdicts import DECIDING, NOT_MEASURED
 from ..sweeps.executors import duration
 from ..version import label

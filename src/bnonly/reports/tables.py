@@ -8,7 +8,7 @@ from collections import defaultdict
 from ..registry.models import MODELS
 from ..registry.sets import ordered
 from ..study.frankle import PUBLISHED
-from ..study.runs import accuracy, cells, counted, difference
+from ..study.cells import accuracy, cells, counted, difference
 from ..study.stats import show
 
 FRANKLE_SETS = ("all", "bn", "bn+out", "random")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from .protocol import REPORT
-from .runs import accuracies, accuracy, cells, chance, config_of, difference, diverged_seeds, studies
+from .cells import accuracies, accuracy, cells, chance, config_of, difference, diverged_seeds, studies
 from .stats import differences, mean_ci, paired, show
 from .verdicts import FEW, NOT_APPLICABLE, NOT_MEASURED, Finding, Part, Test, decide, judged, runs_of, verdict_label
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..registry.models import MODELS
 from .protocol import Protocol
-from .runs import accuracies, cells, difference, diverged_seeds
+from .cells import accuracies, cells, difference, diverged_seeds
 from .stats import differences, paired, show
 from .verdicts import (FEW, NOT_MEASURED, NOT_TESTABLE_DEPTH, Finding, Part, Test, decide, judged, runs_of,
                        verdict_label)

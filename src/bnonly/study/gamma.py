@@ -10,7 +10,7 @@ from collections import defaultdict
 import torch
 
 from ..config.run import RunConfig
-from ..engine.data import load
+from ..engine.resident import load
 from ..engine.loop import evaluate, stack_of
 from ..engine.masks import ArtefactError, Plan, plan, rebuild
 from ..engine.stack import Batch, Rows
@@ -18,7 +18,7 @@ from ..registry.nets import Net, build, is_chain
 from ..registry.norms import kind_of
 from ..registry.sets import SETS
 from ..store import Store
-from .runs import config_of
+from .cells import config_of
 
 RELATIVE = 0.1                      # disabled: a contribution below 10% of its layer's RMS contribution
 THRESHOLDS = (0.01, 0.05, 0.1)      # absolute |gamma| thresholds (secondary: not scale-free)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..registry.models import MODELS, arch_name
 from .protocol import budget_sentence
-from .runs import accuracy, cells, difference
+from .cells import accuracy, cells, difference
 from .stats import show
 from .verdicts import runs_of
 

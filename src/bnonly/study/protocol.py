@@ -12,7 +12,7 @@ from ..config.run import resolve
 from ..registry.data import TRAIN_SIZES
 from ..registry.models import MODELS
 from ..registry.sets import SETS, ordered
-from .runs import config_of
+from .cells import config_of
 
 # Every RunConfig field is in one of four groups (tests/test_claims.py checks that none is left out):
 # - the grid (config.GRID_FIELDS): what a cell is (model, width, depth, set, norm, allocation, data

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..registry.models import arch_name
 from ..registry.sets import SETS
 from .protocol import budget_sentence
-from .runs import accuracy, config_of, counted, difference
+from .cells import accuracy, config_of, counted, difference
 from .stats import show
 
 

@@ -3,7 +3,7 @@ the one way a statistic is written.
 
 Runs of one seed share weights and data order, so every comparison between two sets is the mean
 of their per-seed differences with a t interval over seeds (`paired`); intervals never pool runs
-whose configurations differ in anything but the seed (runs.py splits a store into studies and cells).
+whose configurations differ in anything but the seed (cells.py splits a store into studies and cells).
 """
 from __future__ import annotations
 

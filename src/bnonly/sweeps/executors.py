@@ -1,5 +1,5 @@
-"""The local executors (this process, or worker processes), the progress bar and the sweep's log
-lines. The Ray executor is ray.py; run.py picks one.
+"""The local executors (this process, or worker processes), training one group into rows (train_group,
+also a Ray task's), the progress bar and the sweep's log lines. The Ray executor is ray.py; driver.py picks one.
 
 An executor takes the groups this process has claimed, as (index, group) pairs, and yields
 (index, rows, node) as each group finishes; only the sweep's own process writes the store.
@@ -16,9 +16,34 @@ import torch
 from tqdm.auto import tqdm  # widgets in a notebook, text in a terminal
 
 from ..config.options import SweepOptions
-from ..engine.loop import Hooks
+from ..config.run import RunConfig
+from ..engine.loop import Hooks, train
+from ..registry.data import DataError
 from ..registry.models import arch_name
-from .plan import train_group
+
+
+def train_group(group: list[RunConfig], device: str, data_dir, hooks: Hooks | None = None,
+                threads: int = 0) -> list[dict]:
+    """Train one group (inline, in a worker process or in a Ray task) into summary rows. A crash,
+    or a run the engine refuses (ConfigError, e.g. an impossible random allocation), is recorded as
+    `failed` rows with the error (tried again on re-launch) instead of ending the sweep; a data
+    error ends it with its one-line message, since every group would hit it."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return [{**r.summary(), "artefact": r.artefact}
+                for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
+    except DataError:
+        raise
+    except Exception as e:
+        return failed_rows(group, f"{type(e).__name__}: {e}")
+    finally:
+        torch.set_num_threads(before)
+
+
+def failed_rows(group: list[RunConfig], error: str) -> list[dict]:
+    return [{"run_id": c.run_id, "status": "failed", "error": error, "config": c.__dict__.copy()} for c in group]
 
 
 def group_threads(options: SweepOptions) -> int:

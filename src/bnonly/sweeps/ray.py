@@ -2,7 +2,7 @@
 
 Each group that the batched engine trains at once (plan.plan_groups) becomes one Ray task asking
 for `cpus_per_task` CPUs, and a GPU fraction when device is cuda, so several groups share a GPU.
-Tasks return their rows to the driver, which alone writes the store (run.py), so resume,
+Tasks return their rows to the driver, which alone writes the store (driver.py), so resume,
 skip-finished and no-duplicate semantics are those of the local executor.
 
 Failures: a task whose worker process or node dies is re-run by Ray elsewhere (up to MAX_RETRIES
@@ -19,7 +19,7 @@ import socket
 from ..errors import ConfigError
 from ..engine.loop import Hooks
 from ..registry.data import DataError
-from .plan import failed_rows, train_group
+from .executors import failed_rows, train_group
 
 MAX_RETRIES = 3
 

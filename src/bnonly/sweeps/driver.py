@@ -23,7 +23,7 @@ from ..version import code_version, label
 from . import ray
 from .executors import Progress, describe, duration, group_threads, inline, pool
 from .leases import Leases, group_id
-from .plan import estimate_seconds, longest_first, plan_groups
+from .grouping import estimate_seconds, longest_first, plan_groups
 
 
 def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: bool = False) -> dict:
@@ -37,7 +37,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     store.set_meta("environment", environment())
     runs = sweep.runs()
     todo = store.missing(runs)
-    groups = plan(todo, device, options)
+    groups = grouped(todo, device, options)
     log(plan_line(sweep, runs, todo, groups, store, device, options))
     for note in notes(store, todo):
         log(note)
@@ -94,8 +94,8 @@ def environment() -> dict:
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith("BNONLY_")}
 
 
-def plan(todo: list, device: str, options: SweepOptions) -> list[list]:
-    """The runs as groups that train as one stack each (plan.plan_groups); where groups run at once
+def grouped(todo: list, device: str, options: SweepOptions) -> list[list]:
+    """The runs as groups that train as one stack each (grouping.plan_groups); where groups run at once
     (workers, Ray), the long ones first."""
     threads = options.cpus_per_task if options.executor == "ray" else group_threads(options)
     groups = plan_groups(todo, EngineOptions.for_device("cpu" if device == "auto" else device), options.group_size,
@@ -136,7 +136,7 @@ def other_code(store: Store) -> str | None:
 
 def estimate(groups, device: str, options: SweepOptions, store: Store) -> str:
     """The compute the groups need here if every run goes to its max_epochs, from a few timed steps
-    of each group shape (plan.estimate_seconds), kept in the store's meta; the line that says it."""
+    of each group shape (grouping.estimate_seconds), kept in the store's meta; the line that says it."""
     t0 = time.perf_counter()
     secs, shapes, left_out = estimate_seconds(groups, device, options.data_dir)
     stops = any(c.patience for g in groups for c in g)

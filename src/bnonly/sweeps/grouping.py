@@ -1,6 +1,6 @@
-"""A sweep's plan: which runs train together as one stack (same configuration but for
+"""A sweep's grouping: which runs train together as one stack (same configuration but for
 engine/stack.py's PER_MODEL_FIELDS, and one stack kind: docs/engine.md says what each kind computes),
-how many, in what order; training a planned group into store rows; and what the groups will cost.
+how many, in what order, and what the groups will cost.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from ..config.run import RunConfig
 from ..engine.device import EngineOptions
-from ..engine.loop import Hooks, measure_seconds, train
+from ..engine.loop import measure_seconds
 from ..engine.stack import shared_config
 from ..registry.data import DataError
 from ..registry.models import MODELS
@@ -85,30 +85,6 @@ def longest_first(groups: list[list[RunConfig]]) -> list[list[RunConfig]]:
     def expected(g: list[RunConfig]):
         return any(stack_kind(c) != "dense" for c in g), hidden_weights(g[0]) * len(g) * g[0].max_epochs
     return sorted(groups, key=expected, reverse=True)
-
-
-def train_group(group: list[RunConfig], device: str, data_dir, hooks: Hooks | None = None,
-                threads: int = 0) -> list[dict]:
-    """Train one group (inline, in a worker process or in a Ray task) into summary rows. A crash,
-    or a run the engine refuses (ConfigError, e.g. an impossible random allocation), is recorded as
-    `failed` rows with the error (tried again on re-launch) instead of ending the sweep; a data
-    error ends it with its one-line message, since every group would hit it."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return [{**r.summary(), "artefact": r.artefact}
-                for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
-    except DataError:
-        raise
-    except Exception as e:
-        return failed_rows(group, f"{type(e).__name__}: {e}")
-    finally:
-        torch.set_num_threads(before)
-
-
-def failed_rows(group: list[RunConfig], error: str) -> list[dict]:
-    return [{"run_id": c.run_id, "status": "failed", "error": error, "config": c.__dict__.copy()} for c in group]
 
 
 def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None,
