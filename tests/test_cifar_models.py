@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnonly.engine import data as tensors
+from bnonly.engine import resident as tensors
 from bnonly.registry import data
 from bnonly.config.run import resolve
 from bnonly.engine.loop import train

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from bnonly.engine import data as tensors
+from bnonly.engine import resident as tensors
 from bnonly.registry import data
 from bnonly.cli import main
 from bnonly.config.run import resolve

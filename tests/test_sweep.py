@@ -269,3 +269,23 @@ def test_stacks_by_kind_and_the_cpu_cap():
     two = [resolve("report", width=784, depth=2, trainable="all", seed=s) for s in range(5)]  # a cap of 3 models
     assert [len(g) for g in plan_groups(two, EngineOptions.for_device("cpu"))] == [3, 2]
     assert [len(g) for g in plan_groups(two, EngineOptions.for_device("cpu"), threads=2)] == [2, 2, 1]  # a multiple of 2
+
+
+def test_a_resumed_sweep_trains_nothing_for_its_estimate(tmp_path, monkeypatch):
+    """The estimate's timings are kept in the store per machine: asked again for the same groups, it
+    measures nothing (no extra training) and says so."""
+    from bnonly.config.layers import load_sweep
+    from bnonly.config.options import SweepOptions
+    from bnonly.store import Store
+    from bnonly.sweeps import driver, grouping
+    sweep = load_sweep("quick", ['widths=[8]', 'depths=[1]', 'trainable=["bn"]', "subset=600", "max_epochs=1"])
+    options = SweepOptions(device="cpu")
+    store = Store(tmp_path / "results.sqlite")
+    groups = driver.grouped(sweep.runs(), "cpu", options)
+    first = driver.estimate(groups, "cpu", options, store)
+    assert "measured on 1 group shape in" in first
+    calls = []
+    monkeypatch.setattr(grouping, "measure_seconds", lambda *a, **k: calls.append(a) or {"epoch": 1.0, "once": 1.0})
+    again = driver.estimate(groups, "cpu", options, store)
+    assert calls == [] and "from this store's earlier measurement, nothing trained for it" in again
+    assert again.split(" if every")[0] == first.split(" if every")[0]  # the same estimate

@@ -136,10 +136,15 @@ def other_code(store: Store) -> str | None:
 
 def estimate(groups, device: str, options: SweepOptions, store: Store) -> str:
     """The compute the groups need here if every run goes to its max_epochs, from a few timed steps
-    of each group shape (grouping.estimate_seconds), kept in the store's meta; the line that says it."""
+    of each group shape not timed before on this machine (grouping.estimate_seconds; the timings are
+    kept in the store's meta, so a resumed sweep trains nothing for its estimate); the line that says it."""
     t0 = time.perf_counter()
-    secs, shapes, left_out = estimate_seconds(groups, device, options.data_dir)
+    here = f"{device_name(device)} ({device}, {group_threads(options)} threads)"
+    timings = store.meta().get("timings") or {}
+    secs, shapes, left_out, timed = estimate_seconds(groups, device, options.data_dir,
+                                                     known=timings.get(here) if isinstance(timings, dict) else None)
     stops = any(c.patience for g in groups for c in g)
+    store.set_meta("timings", {**(timings if isinstance(timings, dict) else {}), here: timed})
     store.set_meta("estimate", {"seconds": secs, "runs": sum(len(g) for g in groups), "device": device,
                                 "machine": device_name(device), "threads": group_threads(options),
                                 "workers": options.workers, "groups_left_out": left_out,
@@ -147,7 +152,8 @@ def estimate(groups, device: str, options: SweepOptions, store: Store) -> str:
     return (f"estimated compute on this machine: about {duration(secs)} if every run goes to its max_epochs ("
             + ("early stopping ends most runs sooner" if stops else "no early stopping here: every run does")
             + f"{f'; --workers {options.workers} share it' if options.workers > 1 else ''}); "
-            f"measured on {shapes} group shape{'s' if shapes != 1 else ''} in {time.perf_counter() - t0:.1f} s"
+            + (f"measured on {shapes} group shape{'s' if shapes != 1 else ''} in {time.perf_counter() - t0:.1f} s"
+               if shapes else "from this store's earlier measurement, nothing trained for it")
             + (f"; {left_out} group(s) could not be measured (their training will say why)" if left_out else ""))
 
 

@@ -4,6 +4,7 @@ how many, in what order, and what the groups will cost.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 
@@ -87,18 +88,22 @@ def longest_first(groups: list[list[RunConfig]]) -> list[list[RunConfig]]:
     return sorted(groups, key=expected, reverse=True)
 
 
-def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None,
-                     batches: int = 3) -> tuple[float, int, int]:
+def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None, batches: int = 3,
+                     known: dict | None = None) -> tuple[float, int, int, dict]:
     """The compute of these groups on this machine if every run goes to max_epochs, from a short
     measurement: each distinct group shape (stack key and size) runs a few steps of its real epoch
-    loop and an evaluation (engine.measure_seconds). Returns (seconds, shapes measured, groups left
-    out): a group that cannot run here (out of memory, an impossible `random_allocation`) is left
-    out, and its own training records the error; a data error ends the sweep."""
-    timed: dict[tuple, dict | None] = {}
-    total, left_out = 0.0, 0
-    for g in groups:
-        shape = (stack_key(g[0]), len(g))  # a key holds the whole config but the per-model fields: data, budget
+    loop and an evaluation (engine.measure_seconds), unless `known` ({shape's hash: timing}, what an
+    earlier sweep on this machine measured) has it. Returns (seconds, shapes measured now, groups
+    left out, every shape's timing): a group that cannot run here (out of memory, an impossible
+    `random_allocation`) is left out, and its own training records the error; a data error ends the
+    sweep."""
+    timed: dict[str, dict | None] = {k: v for k, v in (known or {}).items() if v is None or isinstance(v, dict) and all(
+        isinstance(v.get(f), (int, float)) for f in ("epoch", "once"))}  # a hand-edited meta is measured again
+    total, left_out, measured = 0.0, 0, 0
+    for g in groups:  # a key holds the whole config but the per-model fields: data, budget
+        shape = hashlib.sha256(repr((stack_key(g[0]), len(g))).encode()).hexdigest()[:16]
         if shape not in timed:
+            measured += 1
             try:
                 timed[shape] = measure_seconds(g, device, data_dir, batches)
             except DataError:
@@ -110,4 +115,4 @@ def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None,
             left_out += 1
             continue
         total += g[0].max_epochs * t["epoch"] + t["once"]
-    return total, len(timed), left_out
+    return total, measured, left_out, timed
