@@ -21,7 +21,7 @@ import statistics
 import torch
 from timing import best_time, copy_bandwidth, floor_seconds, interleaved, mm_peak, work_per_step
 
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.engine.loop import Training, Hooks
 
 CONFIGS = [(10, 6, "all"), (10, 6, "bn"), (100, 2, "all-nobn"), (100, 6, "all"), (100, 6, "bn")]

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from timing import ROUNDS, copy_bandwidth, floor_seconds, interleaved, mm_peak, ratio, sync, timed, work_per_step
 from torch.utils.data import DataLoader, TensorDataset
 
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.engine.resident import Tensors, load
 from bnonly.config.options import DEVICES
 from bnonly.engine.device import EngineOptions, resolve_device
@@ -284,7 +284,7 @@ def end_to_end(width: int, depths: list[int], subset: int, epochs: int, device: 
     over the same runs, each for the epochs the sweep ran it."""
     import tempfile
 
-    from bnonly.config.grid import SweepConfig
+    from bnonly.config.layers import SweepConfig
     from bnonly.config.options import SweepOptions
     from bnonly.store import Store
     from bnonly.sweeps.driver import run
@@ -311,7 +311,7 @@ def stack_policies(device: str, rounds: int = 2) -> list[dict]:
     import os
     import tempfile
 
-    from bnonly.config.grid import SweepConfig
+    from bnonly.config.layers import SweepConfig
     from bnonly.config.options import SweepOptions
     from bnonly.sweeps.driver import run
     out = []

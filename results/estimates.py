@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnonly.config.grid import shipped_configs
+from bnonly.config.layers import shipped_configs
 from bnonly.config.layers import load_sweep
 from bnonly.engine.device import EngineOptions, device_name
 from bnonly.sweeps.grouping import estimate_seconds, plan_groups

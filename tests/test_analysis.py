@@ -7,7 +7,7 @@ from torch import nn
 
 from bnonly.study.gamma import KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, conditions, importance, norms, readers, scale_free, switched_off
 from bnonly.cli import main
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.engine.resident import load
 from bnonly.engine.loop import evaluate, train
 from bnonly.registry.nets import Block, Net, build

@@ -9,7 +9,7 @@ import torch
 
 from bnonly.engine import resident as tensors
 from bnonly.registry import data
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.engine.loop import train
 from bnonly.registry.models import MODELS
 from bnonly.registry.nets import build
@@ -226,7 +226,7 @@ def test_resnet14_bn_only_trains_above_chance_on_fashion_mnist():
 
 
 def test_frankle_study_config():
-    from bnonly.config.grid import SweepConfig
+    from bnonly.config.layers import SweepConfig
     # a sweep that names no data set takes the preset's: CIFAR-10 for Frankle's models
     assert {c.dataset for c in SweepConfig(preset="frankle", models=["resnet20", "mlp"]).runs()} == {"cifar10", "mnist"}
     s = load_sweep("frankle")

@@ -6,7 +6,7 @@ import pytest
 from bnonly.study.claims import claims
 from bnonly.study.verdicts import HELD, INCONCLUSIVE, NOT_APPLICABLE, NOT_HELD, NOT_MEASURED, NOT_TESTABLE
 from bnonly.cli import main
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.reports.build import write_report
 from bnonly.study.protocol import off_protocol
 from bnonly.study.cells import cells, studies

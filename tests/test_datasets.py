@@ -7,7 +7,7 @@ import pytest
 from bnonly.engine import resident as tensors
 from bnonly.registry import data
 from bnonly.cli import main
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.engine.loop import train
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bnonly import cli
-from bnonly.config.grid import shipped_configs
+from bnonly.config.layers import shipped_configs
 from bnonly.config.layers import load_sweep
 from bnonly.config.options import SweepOptions
 from bnonly.config.run import RunConfig

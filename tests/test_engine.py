@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.engine.resident import load
 from bnonly.engine.loop import train
 from bnonly.registry.nets import build

@@ -224,7 +224,8 @@ def test_second_pass_numbers_torch_cannot_hold(flags, needle, capsys):
 
 
 def test_second_pass_a_schedule_past_fp32_steps_at_the_largest_float():
-    from bnonly.config.run import FLOAT32_MAX, resolve
+    from bnonly.config.layers import resolve
+    from bnonly.config.run import FLOAT32_MAX
     c = resolve("report", lr=1e30, lr_drop_epoch=1, lr_drop_factor=1e30)
     assert c.lr_at(1) == FLOAT32_MAX and resolve("report", lr=0.1, lr_drop_epoch=2).lr_at(2) == pytest.approx(0.01)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from bnonly.registry import norms, sets
 from bnonly.errors import ConfigError
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.registry.models import MODELS, arch_name
 from bnonly.registry.nets import build
 from bnonly.engine.fused import FusedStack

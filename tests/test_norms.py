@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bnonly.errors import ConfigError
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.registry.nets import build
 from bnonly.engine.stack import Batch, Rows
 from bnonly.engine.fused import FusedStack

@@ -162,7 +162,7 @@ def test_the_report_opens_with_bn_against_random_computed_by_hand(tmp_path, caps
     9 points, mean 10, sd 1, so the paired 95% interval is ± t(0.975, 2) x 1 / sqrt(3) = ± 2.48 points;
     bn's own interval is ± 4.303 x 2 / sqrt(3) = ± 4.97 points."""
     from bnonly.cli import main
-    from bnonly.config.run import resolve
+    from bnonly.config.layers import resolve
     from bnonly.store import Store
     runs = []
     for w, shift in ((10, 0.0), (100, 0.1)):
@@ -207,7 +207,7 @@ def test_report_out_leaves_the_main_report_as_it_is(tmp_path, capsys):
     """A store of two studies (max_epochs 100 and 10): `report --where ... --out` writes the smaller
     study's report into a directory of its own; the main report stays byte for byte."""
     from bnonly.cli import main
-    from bnonly.config.run import resolve
+    from bnonly.config.layers import resolve
     from bnonly.store import Store
     runs = []
     for e, n_seeds in ((100, 3), (10, 2)):

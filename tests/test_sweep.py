@@ -9,7 +9,7 @@ import torch
 
 from bnonly.cli import main
 from bnonly.errors import ConfigError
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.store import Store
 from bnonly.engine.device import EngineOptions
 from bnonly.sweeps.grouping import plan_groups

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bnonly.errors import ConfigError
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.registry.nets import build
 from bnonly.engine.masks import plan
 

@@ -11,7 +11,7 @@ import torch
 
 from bnonly.study import claims as claims_mod, verdicts
 from bnonly.study.claims import claims, rules
-from bnonly.config.run import resolve
+from bnonly.config.layers import resolve
 from bnonly.study.frankle import FRANKLE_RULES
 from bnonly.registry.nets import build
 from bnonly.reports.build import write_report

@@ -12,7 +12,7 @@ from .version import __version__  # noqa: F401
 
 WHERE = {  # name -> the module that defines it
     "train": "api", "sweep": "api", "results": "api", "report": "api", "load_model": "api", "Sweep": "api",
-    "RunConfig": "config.run", "resolve": "config.run", "SweepConfig": "config.grid", "load_sweep": "config.layers",
+    "RunConfig": "config.run", "resolve": "config.layers", "SweepConfig": "config.layers", "load_sweep": "config.layers",
     "MLP": "registry.nets", "LeNet5": "registry.nets", "ResNet": "registry.nets", "VGG": "registry.nets",
     "build": "registry.nets", "BnonlyError": "errors", "ConfigError": "errors", "OutputError": "errors",
     "OutOfMemory": "errors", "DataError": "registry.data", "StoreError": "store",
@@ -27,8 +27,6 @@ def _module(where: str):
         from . import api as module
     elif where == "config.run":
         from .config import run as module
-    elif where == "config.grid":
-        from .config import grid as module
     elif where == "config.layers":
         from .config import layers as module
     elif where == "registry.nets":

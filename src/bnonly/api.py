@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config.grid import SweepConfig
+from .config.layers import SweepConfig
 from .config.layers import load_sweep, parse_where, path_arg, run_config
 from .config.options import OPTIONS, SweepOptions
 from .config.run import RunConfig

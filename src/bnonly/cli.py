@@ -14,10 +14,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import api, files
-from .config.grid import shipped_configs
-from .config.layers import run_config
+from .config.layers import DEFAULT_PRESET, PRESETS, run_config, shipped_configs
 from .config.options import RAY, SweepOptions, option_type
-from .config.run import CHOICES, DEFAULT_PRESET, PRESETS, RunConfig
+from .config.run import CHOICES, RunConfig
 from .errors import BnonlyError, ConfigError, OutOfMemory
 from .registry.data import DataError
 from .registry.models import arch_name

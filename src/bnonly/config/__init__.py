@@ -1,2 +1,2 @@
-"""Configuration: a run (run.py), a sweep's grid (grid.py), how a sweep runs (options.py), and how
-defaults, presets, files, flags and keywords are layered into them (layers.py)."""
+"""Configuration: a run's fields and their checks (run.py), how a sweep runs (options.py), and how
+presets, a sweep's grid, files, flags and keywords are layered into them (layers.py)."""

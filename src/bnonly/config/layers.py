@@ -1,7 +1,10 @@
-"""How a configuration is put together, every layer in one place:
+"""How a configuration is put together, every layer in one place (config/run.py holds the run's
+fields and their checks):
+- the presets (PRESETS, and FAMILY_PRESETS for a family of models) over the defaults: resolve();
 - a run (`bnonly train`, bnonly.train()): the defaults, a preset, a TOML file of run settings, then
   flags (text) or keywords (typed);
-- a sweep (`bnonly sweep`, bnonly.sweep()): a shipped study, a TOML file or a SweepConfig, then
+- a sweep (`bnonly sweep`, bnonly.sweep()): a shipped study, a TOML file or a SweepConfig (the grid
+  of a sweep file's plural keys and its run settings, expanded once into RunConfigs), then
   `--set KEY=VALUE` (TOML values), then keywords;
 - a selection (`bnonly report --where`, report(where=)): FIELD=VALUE strings or a dict.
 A bad value is one ConfigError naming where it came from (the file, the flag or the keyword).
@@ -9,14 +12,197 @@ A bad value is one ConfigError naming where it came from (the file, the flag or 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..files import read_text
-from .grid import CONFIG_DIR, SweepConfig, shipped_configs
-from .run import DEFAULT_PRESET, FIELD_TYPES, GRID_KEYS, RunConfig, resolve
+from ..registry.models import MODELS
+from ..registry.sets import SETS
+from ..version import configs_dir
+from .run import FIELD_TYPES, GRID_KEYS, RunConfig
+
+# ---------------------------------------------------------------------------- presets
+# Presets change only the fields they name; explicit flags/keys override them.
+PRESETS: dict[str, dict] = {
+    # The report's text: gamma ~ U(-1, 1), beta = 0 and "deactivated for the hidden layers".
+    "report": dict(gamma_init="uniform(-1,1)", hidden_beta=False, bn_momentum=0.1, bn_eps=1e-5,
+                   lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True, random_placement="scattered",
+                   hidden_bias=True),
+    # The report's published code (Marcusntnu/mlp_lenet_bathnorm, dense_batchnorm.ipynb): gamma ~
+    # N(0, 1), beta everywhere, Keras BN defaults (momentum 0.99 -> 0.01 in PyTorch's convention, eps
+    # 1e-3), lr x0.1 from its 0-based epoch 70 (the 71st; lr_drop_epoch counts from 1), and a frozen BN
+    # layer that runs in inference mode in the `random` baseline. Its random baseline trains two whole
+    # output neurons of every layer whose fan-in equals its width (CustomDenseRandomLayer: Dense(2)
+    # trainable beside Dense(width - 2) frozen) and scattered entries elsewhere; its vanilla MLP, and
+    # its `out` / `none` models, have neither BatchNorm nor hidden biases (use_bias=False). The stored
+    # notebook calls an undefined FixWeights for the scattered layers (it defines FreezeWeights), so it
+    # is not exactly the code that produced the report.
+    "report-code": dict(gamma_init="normal(0,1)", hidden_beta=True, bn_momentum=0.01, bn_eps=1e-3,
+                        lr_drop_epoch=71, random_norm="inference", frozen_trunk_norm=False,
+                        random_placement="report-code", hidden_bias=False),
+    # Frankle, Schwab & Morcos' code: gamma ~ U[0, 1), PyTorch BN defaults.
+    "frankle": dict(gamma_init="uniform(0,1)", hidden_beta=True, bn_momentum=0.1, bn_eps=1e-5,
+                    lr_drop_epoch=0, random_norm="batch", frozen_trunk_norm=True, random_placement="scattered",
+                    hidden_bias=True),
+}
+# A preset's additions for a family of models (models.Architecture.family), applied after the
+# preset and before explicit values. Frankle et al.'s CIFAR-10 setup is OpenLTH's default for
+# cifar_resnet_N and cifar_vgg_N (open_lth models/cifar_resnet.py default_hparams: SGD lr 0.1,
+# momentum 0.9, weight decay 1e-4, batch 128, 160 epochs, lr x0.1 after epochs 80 and 120 (its
+# milestones '80ep,120ep' count iterations from 0: epochs 81 and 121 counted from 1 run at the lower
+# rate), kaiming
+# normal weights, gamma ~ U[0, 1), beta = 0; datasets/cifar10.py: random crop with 4-pixel padding
+# and horizontal flip), with their random baseline of two weights per output channel (per-unit
+# placement of as many entries as the BatchNorm layer has parameters). Where bnonly differs: 10% of
+# the training set is held out for validation (OpenLTH trains on all 50,000 images), and images are
+# normalised with CIFAR-10's own per-channel statistics (OpenLTH uses ImageNet's) (README, "Frankle's
+# CIFAR-10 setting").
+FAMILY_PRESETS: dict[tuple[str, str], dict] = {
+    ("frankle", "cifar"): dict(dataset="cifar10", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128,
+                               max_epochs=160, patience=0, lr_drop_epoch=0, lr_drop_epochs="81,121",
+                               lr_drop_factor=0.1, augment=True, normalize=True, val_fraction=0.1,
+                               random_placement="per-unit"),
+}
+DEFAULT_PRESET = "report"
+def resolve(preset: str = DEFAULT_PRESET, **overrides) -> RunConfig:
+    """Defaults, then the preset, then explicit overrides."""
+    if preset not in PRESETS:
+        raise ConfigError(f"preset={preset!r}: must be one of {', '.join(PRESETS)}")
+    unknown = sorted(set(overrides) - set(FIELD_TYPES))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(FIELD_TYPES)})")
+    model = overrides.get("model", PRESETS[preset].get("model", RunConfig.model))
+    family = MODELS[model].family if model in MODELS else None
+    return RunConfig(**{**PRESETS[preset], **FAMILY_PRESETS.get((preset, family), {}), **overrides})
+
+
+# ---------------------------------------------------------------------------- a sweep's grid
+CONFIG_DIR = configs_dir()  # the shipped studies (version.py: they are code, hashed with it)
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".toml"))
+
+
+def skipped_without_norm(t: str, grid_sets: list[str]) -> bool:
+    """With norm 'none': a set that needs a normalization layer has nothing to train, and a set that
+    trains what a without-norm set in the grid trains (`all` next to `all-nobn`) is the same model."""
+    s = SETS.get(t)
+    if s is None:
+        return False  # an unknown name: resolve() names it
+    return s.needs_norm or any(SETS[o].without_norm and SETS[o].parts == s.parts
+                               for o in grid_sets if o != t and o in SETS)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "sweep"
+    preset: str = DEFAULT_PRESET
+    models: list = field(default_factory=lambda: ["mlp"])
+    widths: list = field(default_factory=lambda: [784])
+    depths: list = field(default_factory=lambda: [4])
+    trainable: list = field(default_factory=lambda: ["bn"])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    # grid keys that may stay empty: the run setting of their field (norm, random_allocation, dataset) then applies
+    norms: list = field(default_factory=list)
+    random_allocations: list = field(default_factory=list)
+    datasets: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # any other RunConfig field, as a scalar
+
+    @classmethod
+    def check_entry(cls, key: str, value, source: str) -> None:
+        """One key's value: a grid key's list, or a name or preset as a string (check_keys vets the keys)."""
+        if key in GRID_KEYS:
+            cls.check_grid(key, value, source)
+        elif key in ("name", "preset") and not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+
+    @staticmethod
+    def check_keys(table: dict, source: str) -> None:
+        """Every key is a grid key, name, preset or run setting (a grid field only where its grid key
+        may stay empty); else one line naming the source."""
+        for key in table:
+            if key not in GRID_KEYS and key not in ("name", "preset") and (
+                    key not in FIELD_TYPES or key in LIST_ONLY):
+                grid = next((g for g, f in GRID_KEYS.items() if f == key), None)  # 'width': the grid says 'widths'
+                hint = f"did you mean {grid!r}? " if grid else ""
+                raise ConfigError(f"{source}: unknown key {key!r} ({hint}grid keys: {', '.join(GRID_KEYS)}; "
+                                  f"or any run setting such as max_epochs, dataset, subset)")
+
+    @staticmethod
+    def check_grid(key: str, value, source: str) -> None:
+        typ = {"int": int, "str": str}[FIELD_TYPES[GRID_KEYS[key]]]
+        if not isinstance(value, list) or not value or not all(isinstance(v, typ) and not isinstance(v, bool)
+                                                               for v in value):
+            raise ConfigError(f"{source}: {key} must be a non-empty list of {typ.__name__}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, table: dict, source: str = "config") -> "SweepConfig":
+        """A sweep from a table of keys; every value checked now (the grid is expanded once, here),
+        naming the source of a bad one."""
+        cls.check_keys(table, source)
+        kw, settings = {}, {}
+        for key, value in table.items():
+            cls.check_entry(key, value, source)
+            if key in GRID_KEYS or key in ("name", "preset"):
+                kw[key] = value
+            else:  # a run setting (check_keys let nothing else through)
+                settings[key] = value
+        cfg = cls(**kw, settings=settings)
+        if not cfg.runs():
+            raise ConfigError(f"{source}: the grid has no runs (with norm 'none' every set of it needs a "
+                              "normalization layer)")
+        return cfg
+
+    def to_dict(self) -> dict:
+        """The sweep as a TOML-like table (empty grid lists, which mean "the setting", left out)."""
+        d = dataclasses.asdict(self)
+        return {**{k: v for k, v in d.items() if k != "settings" and v != []}, **d["settings"]}
+
+    def runs(self) -> list[RunConfig]:
+        """The grid's runs, in a stable order, without duplicates (expanded once)."""
+        return self._expanded
+
+    @cached_property
+    def _expanded(self) -> list[RunConfig]:
+        """LeNet-5 and the CIFAR models have no width/depth: they appear once per set x seed. Runs
+        that would compute the same thing are one run: `all-nobn` is built without normalization
+        whatever `norms` says, `random_allocations` only varies `random`, and with norm 'none' the
+        sets that need a normalization layer are left out, and so is `all` when `all-nobn` (the same
+        model) is in the grid."""
+        out, seen = [], set()
+        norms = self.norms or [self.settings.get("norm", "batchnorm")]
+        allocations = self.random_allocations or [self.settings.get("random_allocation", "even")]
+        datasets = self.datasets or [self.settings.get("dataset")]  # None: the preset's
+        settings = {k: v for k, v in self.settings.items() if k not in ("norm", "random_allocation", "dataset")}
+        for dataset, model, norm in itertools.product(datasets, self.models, norms):
+            sized = model in MODELS and MODELS[model].sized
+            widths, depths = (self.widths, self.depths) if sized else ([None], [None])
+            for w, d, t in itertools.product(widths, depths, self.trainable):
+                if norm == "none" and skipped_without_norm(t, self.trainable):
+                    continue
+                random = t in SETS and SETS[t].random_entries
+                for alloc, s in itertools.product(allocations if random else allocations[:1], self.seeds):
+                    cfg = resolve(self.preset, **settings, model=model, **({"width": w, "depth": d} if sized else {}),
+                                  trainable=t, seed=s, **({"dataset": dataset} if dataset else {}),
+                                  norm="none" if t in SETS and SETS[t].without_norm else norm,
+                                  random_allocation=alloc if random else "even")
+                    if cfg.run_id not in seen:
+                        seen.add(cfg.run_id)
+                        out.append(cfg)
+        return out
+
+
+# The grid fields a sweep gives as lists only (their grid keys always apply): model, width, depth, trainable, seed.
+LIST_ONLY = tuple(GRID_KEYS[f.name] for f in dataclasses.fields(SweepConfig)
+                  if f.name in GRID_KEYS and f.default_factory())
+
+
 
 
 def load_toml(path) -> dict:
@@ -41,9 +227,14 @@ def parse_value(key: str, text: str):
         raise ConfigError(f"{key}={text!r}: expected {t}") from None
 
 
+def is_path(value) -> bool:
+    """A path argument: str or os.PathLike, not empty (the one check behind every path flag)."""
+    return isinstance(value, (str, os.PathLike)) and bool(os.fspath(value).strip())
+
+
 def path_arg(value, what: str) -> Path:
     """A path argument (str or os.PathLike, not empty), or a one-line ConfigError naming it."""
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+    if not is_path(value):
         raise ConfigError(f"{what} {value!r}: expected a path")
     return Path(value)
 
@@ -95,15 +286,12 @@ def _check_overrides(table: dict, source: str) -> None:
     """Overrides checked on their own, so a bad one names the flag or keyword it came from."""
     SweepConfig.check_keys(table, source)
     for key, value in table.items():
-        if key in GRID_KEYS:
-            SweepConfig.check_grid(key, value, source)
-        elif key in ("name", "preset") and not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        SweepConfig.check_entry(key, value, source)
 
 
 def sweep_file(spec) -> tuple[Path, dict]:
     """A shipped study's name or a TOML path, and its table (its name, where it has none, the file's)."""
-    if not isinstance(spec, (str, os.PathLike)) or not os.fspath(spec).strip():
+    if not is_path(spec):
         raise ConfigError(f"sweep config {spec!r}: expected a shipped study ({', '.join(shipped_configs())}) "
                           "or a .toml path")
     path = Path(os.fspath(spec))

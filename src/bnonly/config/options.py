@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import get_type_hints
 
 from ..errors import ConfigError
+from .layers import is_path
 
 DEVICES = ("auto", "cpu", "cuda")
 EXECUTORS = ("local", "ray")
@@ -48,7 +49,7 @@ class SweepOptions:
             if value is None and f.default is None:
                 continue
             if f.metadata.get("path"):
-                if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+                if not is_path(value):
                     raise ConfigError(f"{flag} {value!r}: expected a path")
                 object.__setattr__(self, f.name, os.fspath(value))
             elif (isinstance(value, bool) != (kind is bool)

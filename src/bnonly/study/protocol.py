@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..config.run import resolve
+from ..config.layers import resolve
 from ..registry.data import TRAIN_SIZES
 from ..registry.models import MODELS
 from ..registry.sets import SETS, ordered

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..config.grid import SweepConfig
+from ..config.layers import SweepConfig
 from ..config.options import SweepOptions
 from ..engine.device import EngineOptions, describe_device, device_name, resolve_device
 from ..engine.loop import batches_per_epoch
