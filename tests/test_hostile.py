@@ -59,19 +59,32 @@ def edit(out: Path, sql: str, *args):
 
 def test_1_seeds_too_large_for_torch(tmp_path, capsys):
     one_line(capsys, 2, main(["train", "--width", "8", "--depth", "1", "--seed", str(2 ** 64)]), "seed=18446744073709551616")
-    with pytest.raises(bnonly.ConfigError, match=r"seed=18446744073709551616: must be below 2\*\*63"):
+    with pytest.raises(bnonly.ConfigError, match=r"seed=18446744073709551616: must be below 2\*\*(63|32)"):
         bnonly.train(seed=2 ** 64, progress=False)
     with pytest.raises(bnonly.ConfigError, match="data_seed"):
         bnonly.train(data_seed=2 ** 63, progress=False)
 
 
-def test_2_a_seed_sqlite_cannot_hold_is_refused_before_training_and_the_largest_is_stored(tmp_path, capsys):
+def test_2_a_seed_that_aliases_is_refused_before_training_and_the_largest_is_stored(tmp_path, capsys):
+    """Seed 2**32 trained seed 0's run (torch's generator keeps seeds modulo 2**32) under another run id,
+    and a report counted the two as two seeds: refused in one line; 2**32 - 1 is stored as it is."""
     out = tmp_path / "s"
-    one_line(capsys, 2, main(["sweep", "quick", "--out", str(out), *GRID, "--set", f"seeds=[{2 ** 63}]"]), "seed=")
+    one_line(capsys, 2, main(["sweep", "quick", "--out", str(out), *GRID, "--set", f"seeds=[{2 ** 32}]"]),
+             "seed=4294967296: must be below 2**32")
     assert not out.exists()  # nothing trained, nothing written
-    assert main(["sweep", "quick", "--out", str(out), *GRID, "--set", f"seeds=[{2 ** 63 - 1}]"]) == 0
+    assert main(["sweep", "quick", "--out", str(out), *GRID, "--set", f"seeds=[{2 ** 32 - 1}]"]) == 0
     rows = Store(out / "results.sqlite").runs()
-    assert len(rows) == 2 and {r["seed"] for r in rows} == {2 ** 63 - 1} and all(r["config"]["seed"] == 2 ** 63 - 1 for r in rows)
+    assert len(rows) == 2 and {r["seed"] for r in rows} == {2 ** 32 - 1} and all(r["config"]["seed"] == 2 ** 32 - 1 for r in rows)
+
+
+def test_2b_tf32_on_a_cpu_is_refused(tmp_path, capsys):
+    """precision tf32 on a CPU computed fp32 under another run id: one line, before anything trains."""
+    one_line(capsys, 2, main(["train", "--width", "8", "--depth", "1", "--precision", "tf32", "--device", "cpu"]),
+             "precision='tf32' is a CUDA matmul mode")
+    out = tmp_path / "t"
+    one_line(capsys, 2, main(["sweep", "quick", "--out", str(out), *GRID, "--set", "precision=tf32", "--device", "cpu"]),
+             "precision='tf32'")
+    assert not out.exists()
 
 
 def test_3_a_config_file_that_is_not_utf8(tmp_path, capsys):
@@ -234,3 +247,26 @@ def test_second_pass_far_too_many_threads_or_workers(tmp_path, capsys):
     for flag in ("--threads", "--workers"):  # torch segfaults on 99,999 threads
         one_line(capsys, 2, main(["sweep", "quick", "--out", str(tmp_path / "s"), flag, "99999"] + GRID), f"{flag} 99999")
     assert not (tmp_path / "s" / "results.sqlite").exists() or not Store(tmp_path / "s" / "results.sqlite").runs()
+
+
+def test_a_failed_row_never_replaces_a_finished_one(tmp_path):
+    """Two sweeps on one store, one of them crashing in a group the other finished: the finished run
+    stays (with its artefact); a failed run is replaced by a later failure or by a finished run."""
+    from bnonly import api
+    from bnonly.config.layers import resolve
+    from bnonly.store import Store
+    cfg = resolve(width=8, depth=1, subset=600, max_epochs=1)
+    r = api.train(cfg)
+    finished = {**r.summary(), "artefact": r.artefact}
+    store = Store(tmp_path / "results.sqlite")
+    store.write([finished])
+    store.write([{"run_id": cfg.run_id, "status": "failed", "error": "RuntimeError: crashed", "config": cfg.__dict__}])
+    (row,) = store.runs()
+    assert row["status"] == "finished" and row["test_accuracy"] == r.test_accuracy and store.artefact(cfg.run_id)
+    other = resolve(width=8, depth=1, subset=600, max_epochs=1, seed=1)
+    for error in ("first", "second"):
+        store.write([{"run_id": other.run_id, "status": "failed", "error": error, "config": other.__dict__}])
+    assert {x["run_id"]: x.get("error") for x in store.runs()}[other.run_id] == "second"
+    r1 = api.train(other)
+    store.write([{**r1.summary(), "artefact": r1.artefact}])
+    assert {x["run_id"]: x["status"] for x in store.runs()} == {cfg.run_id: "finished", other.run_id: "finished"}

@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS artefacts (run_id TEXT PRIMARY KEY, blob BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS leases (group_id TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL);
 """
 ENDED = ("finished", "diverged")  # a re-launch skips these; failed runs are tried again
+# A row replaces a stored one unless it would put a failed run over an ended one: a sweep whose group
+# crashed never undoes the same run finished by another sweep on the store.
+UPSERT = (f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+          f"ON CONFLICT(run_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in COLUMNS if c != 'run_id')} "
+          f"WHERE excluded.status IN {ENDED} OR runs.status NOT IN {ENDED}")
 SCHEMA_VERSION = 1  # stores written before versioning have the same layout: they are version 1
 
 
@@ -224,17 +229,17 @@ class Store:
 
     def write(self, rows: list[dict], release: tuple[str, str] | None = None):
         """Insert/replace whole rows (summary dicts from `engine.Result.summary()`), atomically, and
-        give up the lease `release` = (owner, group_id) in the same transaction."""
+        give up the lease `release` = (owner, group_id) in the same transaction. A failed row never
+        replaces a finished or diverged one (UPSERT)."""
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         values = []
         for r in rows:
             cfg = r["config"]
             row = {**{k: cfg.get(k) for k in INDEX_COLUMNS}, **r, "finished_at": now}
             values.append([json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS])
-        blobs = [(r["run_id"], r["artefact"]) for r in rows if r.get("artefact")]
+        blobs = [(r["run_id"], r["artefact"]) for r in rows if r.get("artefact") and r.get("status") in ENDED]
         with self._tx() as db:  # one transaction: a row is never stored without its artefact
-            db.executemany(f"INSERT OR REPLACE INTO runs ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
-                           values)
+            db.executemany(UPSERT, values)
             db.executemany("INSERT OR REPLACE INTO artefacts VALUES (?, ?)", blobs)
             if release:
                 db.execute("DELETE FROM leases WHERE owner = ? AND group_id = ?", release)

@@ -22,6 +22,7 @@ RANDOM_PLACEMENTS = ("scattered", "per-unit", "neuron", "report-code")
 RANDOM_NORMS = ("batch", "inference")
 RANDOM_ALLOCATIONS = ("even", "proportional", "first", "last")
 PRECISIONS = ("fp32", "tf32", "bf16")
+SEEDS_BELOW = 2 ** 32  # torch's generator takes seeds modulo 2**32
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite fp32: a float setting beyond it cannot reach a tensor
 
 
@@ -117,6 +118,8 @@ class RunConfig:
         check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
         for name in ("seed", "data_seed"):  # torch's generator takes no negative seed (the bound above caps them)
             check(getattr(self, name) >= 0, name, "must be >= 0")
+        # torch's CPU generator keeps a seed modulo 2**32: seed 2**32 would train seed 0's run under another id
+        check(self.seed < SEEDS_BELOW, "seed", "must be below 2**32 (a larger seed repeats seed mod 2**32)")
         s = SETS[self.trainable]
         if s.needs_beta and not self.hidden_beta and self.norm != "none":
             raise ConfigError(f"trainable={self.trainable!r} needs hidden_beta=true "

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config.run import RunConfig
+from ..errors import ConfigError
 from ..registry.data import split_sizes
 from ..registry.nets import Net, build
 from ..registry.sets import SETS
@@ -162,6 +163,14 @@ class FirstLayerCache:
         return gather(self.train.view(S * N, *self.train.shape[2:]), idx + seeds.unsqueeze(1) * N)
 
 
+def refuse_on_device(cfgs: list[RunConfig], device: str) -> None:
+    """One computation, one run: tf32 is a CUDA matmul mode, so on a CPU it would compute fp32 under
+    another run id; refused in one line."""
+    if device != "cuda" and any(c.precision == "tf32" for c in cfgs):
+        raise ConfigError("precision='tf32' is a CUDA matmul mode: on a CPU it computes fp32 under another run id; "
+                          "use precision='fp32' (or --device cuda)")
+
+
 def train(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None, hooks: Hooks | None = None,
           options: EngineOptions | None = None) -> list[Result]:
     """Train runs that differ only in PER_MODEL_FIELDS as one stack; one Result per config, in order."""
@@ -169,6 +178,7 @@ def train(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = No
     if len({shared_config(c) for c in cfgs}) != 1:
         raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
     device = resolve_device(device)
+    refuse_on_device(cfgs, device)
     order = stack_order(cfgs)
     if device == "cuda":  # TF32 only when asked for (PyTorch's default for matmuls is full fp32)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfgs[0].precision == "tf32"

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..config.layers import SweepConfig
 from ..config.options import SweepOptions
 from ..engine.device import EngineOptions, describe_device, device_name, resolve_device
-from ..engine.loop import batches_per_epoch
+from ..engine.loop import batches_per_epoch, refuse_on_device
 from ..errors import ConfigError
 from ..registry.data import expected_train_size
 from ..store import Store
@@ -32,10 +32,12 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     (each claims a group before it trains it)."""
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     device = sweep_device(options)
+    runs = sweep.runs()
+    if device != "auto":
+        refuse_on_device(runs, device)  # before a store is written or any group fails for it
     store = Store(Path(out_dir) / "results.sqlite")
     store.set_meta("sweep", sweep.to_dict())
     store.set_meta("environment", environment())
-    runs = sweep.runs()
     todo = store.missing(runs)
     groups = grouped(todo, device, options)
     log(plan_line(sweep, runs, todo, groups, store, device, options))
