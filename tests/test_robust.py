@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -199,3 +200,38 @@ def test_a_killed_sweeps_groups_are_taken_over(tmp_path):
     rows = Store(db).runs()
     assert len(rows) == 24 and all(r["status"] == "finished" for r in rows)
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes a sweep spawned (multiprocessing's spawn_main; not its resource tracker)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            out.append(int(proc.name))
+    return out
+
+
+def test_a_dead_worker_fails_its_group_and_the_sweep_ends(tmp_path):
+    """--workers 2 with one worker killed mid-group (as the out-of-memory killer would): the sweep
+    used to wait forever at 0% CPU; now the groups in flight are recorded failed (a re-launch trains
+    them: failed runs are tried again) and it ends with the failed-runs status."""
+    out = tmp_path / "w"
+    cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(out), "--workers", "2", "--no-estimate",
+           "--set", "widths=[100]", "--set", "depths=[2,4]", "--set", 'trainable=["bn"]', "--set", "seeds=[0,1]",
+           "--set", "max_epochs=60", "--set", "patience=60"]  # two groups of far more than 10 s each
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_children(p.pid)) < 2:
+        time.sleep(0.2)
+    time.sleep(8)  # both workers have loaded torch and are training their group
+    os.kill(_children(p.pid)[0], signal.SIGKILL)
+    _, err = p.communicate(timeout=120)  # it ends (it used to hang here)
+    assert p.returncode == 3 and "BrokenProcessPool" in err and "Traceback" not in err, err[-2000:]
+    rows = Store(out / "results.sqlite").runs()
+    assert len(rows) == 4 and all(r["status"] == "failed" for r in rows), [r["status"] for r in rows]
+    assert not _children(p.pid)

@@ -11,6 +11,8 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 from tqdm.auto import tqdm  # widgets in a notebook, text in a terminal
@@ -131,15 +133,41 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _pool_job(args):
-    return args[0], train_group(*args[1:])
-
-
 def pool(work, device: str, options: SweepOptions, progress: Progress):
-    """--workers N: groups in N spawned processes (no more than there are groups)."""
+    """--workers N: groups in N spawned processes (no more than there are groups), claimed one at a
+    time as a process comes free. A worker process that dies (the out-of-memory killer, a segfault)
+    breaks the pool: its group and those in flight are recorded as failed (tried again on re-launch)
+    and the sweep ends instead of waiting for them forever; nothing more is claimed."""
     threads = group_threads(options)
     n = max(1, min(options.workers, len(progress.groups)))
-    with mp.get_context("spawn").Pool(n, initializer=_ignore_sigint) as workers:
-        jobs = ((i, g, device, options.data_dir, None, threads) for i, g in work)
-        for i, rows in workers.imap_unordered(_pool_job, jobs):
-            yield i, rows, None
+    work = iter(work)
+    running: dict = {}  # future -> (index, group)
+    broken = None
+    executor = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+    try:
+        while True:
+            while broken is None and len(running) < n and (job := next(work, None)) is not None:
+                try:
+                    running[executor.submit(train_group, job[1], device, options.data_dir, None, threads)] = job
+                except BrokenProcessPool as e:  # claimed, then the pool was found broken
+                    broken = e
+                    yield job[0], failed_rows(job[1], dead_worker(e)), None
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                i, group = running.pop(future)
+                try:
+                    rows = future.result()
+                except BrokenProcessPool as e:
+                    broken, rows = e, failed_rows(group, dead_worker(e))
+                yield i, rows, None
+    finally:
+        for child in mp.active_children():  # Ctrl-C or an error: no worker outlives the sweep
+            child.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def dead_worker(e: BaseException) -> str:
+    return (f"BrokenProcessPool: a worker process died while this group trained or waited ({e}); killed from "
+            "outside (out of memory?): run the same command again to retry")
