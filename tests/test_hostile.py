@@ -270,3 +270,20 @@ def test_a_failed_row_never_replaces_a_finished_one(tmp_path):
     r1 = api.train(other)
     store.write([{**r1.summary(), "artefact": r1.artefact}])
     assert {x["run_id"]: x["status"] for x in store.runs()} == {cfg.run_id: "finished", other.run_id: "finished"}
+
+
+def test_json_that_strict_parsers_read(capsys):
+    """`train --json` printed NaN for a diverged run's losses (and report.json Infinity): not JSON.
+    Non-finite values are null now."""
+    import json as json_
+    from bnonly.files import strict_json
+    assert strict_json({"a": float("nan"), "b": [float("inf")], "c": (1.0, float("-inf"))}) == \
+        '{"a": null, "b": [null], "c": [1.0, null]}'
+    assert main(["train", "--width", "8", "--depth", "1", "--subset", "600", "--epochs", "2", "--lr", "1e6",
+                 "--trainable", "all", "--json"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+    row = json_.loads(line, parse_constant=refuse)
+    assert row["status"] == "diverged" and row["val_loss"] is None

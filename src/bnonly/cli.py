@@ -78,7 +78,7 @@ def cmd_train(args) -> int:
     r = api.train(cfg, device=args.device, data_dir=args.data_dir)
     s = r.summary()
     if args.json:
-        print(json.dumps(s))
+        print(files.strict_json(s))
     else:
         for h in r.history:
             print(f"epoch {h['epoch']:3d}  train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f}  "

@@ -4,6 +4,8 @@ place, so a failed write leaves the old file or none, never a torn one.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import stat
 import tempfile
@@ -56,3 +58,19 @@ def write(path, produce: Callable[[object], None], what: str, mode: str = "wb") 
     except (OSError, RuntimeError) as e:  # (torch.save reports a failed write as a RuntimeError)
         raise OutputError(f"{what} {path}: cannot write it ({reason(e)})") from None
     return path
+
+
+def strict_json(obj, **kwargs) -> str:
+    """JSON that strict parsers read (RFC 8259 has no NaN or Infinity): a non-finite float written as
+    null; what a file or a line bnonly prints for others holds (`train --json`, report.json)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..files import strict_json
 from ..store import Store
 from ..study.claims import claims
 from ..study.gamma import analyze_store
@@ -217,7 +218,7 @@ def build(c: Covered, out_dir: Path, to: Path, written: dict, analyses: list, da
 
 def write_files(to: Path, written: dict, title: str, sections: list, doc: dict, store: Store | None) -> None:
     """report.json, report.md, report.html (and results.csv from a store) into `to`."""
-    (to / "report.json").write_text(json.dumps(doc, indent=1, default=str))
+    (to / "report.json").write_text(strict_json(doc, indent=1, default=str))
     written["report.json"] = to / "report.json"
     for name, render in (("report.md", render_md), ("report.html", render_html)):
         (to / name).write_text(render(title, sections), encoding="utf-8")
