@@ -287,3 +287,12 @@ def test_json_that_strict_parsers_read(capsys):
         raise AssertionError(f"{constant} is not JSON")
     row = json_.loads(line, parse_constant=refuse)
     assert row["status"] == "diverged" and row["val_loss"] is None
+
+
+def test_gamma_where_it_trains_what_bn_trains_is_refused(capsys):
+    """Under the report preset (no hidden beta) `gamma` and `bn` trained the same parameters and gave
+    identical runs under two run ids; refused with the reason; with hidden beta it is its own set."""
+    one_line(capsys, 2, main(["train", "--width", "8", "--depth", "1", "--trainable", "gamma"]),
+             "trainable='gamma' trains what 'bn' trains without hidden beta")
+    from bnonly.config.layers import resolve
+    assert resolve("frankle", trainable="gamma").trainable == "gamma"

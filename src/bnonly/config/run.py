@@ -124,6 +124,10 @@ class RunConfig:
         if s.needs_beta and not self.hidden_beta and self.norm != "none":
             raise ConfigError(f"trainable={self.trainable!r} needs hidden_beta=true "
                               "(this preset has no beta in hidden layers)")
+        if s.same_without_beta and not self.hidden_beta and self.norm != "none":
+            raise ConfigError(f"trainable={self.trainable!r} trains what {s.same_without_beta!r} trains without hidden "
+                              f"beta (this preset has none): one computation is one run; use "
+                              f"trainable={s.same_without_beta!r}, or hidden_beta=true")
         if s.needs_norm and self.norm == "none":
             raise ConfigError(f"trainable={self.trainable!r} needs normalization layers, but norm='none'")
 

@@ -18,6 +18,7 @@ class TrainableSet:
     parts: frozenset = frozenset()  # which parts of the model train (see PARTS)
     random_entries: bool = False    # trains random hidden-weight entries matched to `bn`'s count
     without_norm: bool = False      # the model is built without normalization layers
+    same_without_beta: str | None = None  # the set it trains the same parameters as where there is no hidden beta
 
     @property
     def trains_trunk(self) -> bool:
@@ -64,7 +65,8 @@ SETS: dict[str, TrainableSet] = {s.name: s for s in (
          "#9467bd", random_entries=True),
     _set("out", "only the output layer", "#8c564b", "head"),
     _set("none", "nothing: the random network as initialised (BN statistics still estimated)", "#7f7f7f"),
-    _set("gamma", "BatchNorm gamma only", "#e377c2", "gamma"),
+    _set("gamma", "BatchNorm gamma only (needs hidden beta: without it, bn trains gamma alone)", "#e377c2", "gamma",
+         same_without_beta="bn"),
     _set("beta", "BatchNorm beta only", "#17becf", "beta"),
 )}
 
