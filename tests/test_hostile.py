@@ -296,3 +296,11 @@ def test_gamma_where_it_trains_what_bn_trains_is_refused(capsys):
              "trainable='gamma' trains what 'bn' trains without hidden beta")
     from bnonly.config.layers import resolve
     assert resolve("frankle", trainable="gamma").trainable == "gamma"
+
+
+def test_a_bad_lease_timing_in_the_environment_is_one_line(tmp_path, capsys, monkeypatch):
+    """BNONLY_LEASE_STALE=abc was a traceback when the sweep module was imported."""
+    for value in ("abc", "-1", "inf"):
+        monkeypatch.setenv("BNONLY_LEASE_STALE", value)
+        one_line(capsys, 2, main(["sweep", "quick", "--out", str(tmp_path / "s"), *GRID]),
+                 f"BNONLY_LEASE_STALE={value!r}: expected a positive number of seconds")

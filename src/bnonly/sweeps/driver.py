@@ -22,7 +22,7 @@ from ..store import Store
 from ..version import code_version, label
 from . import ray
 from .executors import Progress, describe, duration, group_threads, inline, pool
-from .leases import Leases, group_id
+from .leases import Leases, group_id, timing
 from .grouping import estimate_seconds, longest_first, plan_groups
 
 
@@ -32,6 +32,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     (each claims a group before it trains it)."""
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     device = sweep_device(options)
+    timing()  # the leases' timing from the environment, checked before anything is said or written
     runs = sweep.runs()
     if device != "auto":
         refuse_on_device(runs, device)  # before a store is written or any group fails for it

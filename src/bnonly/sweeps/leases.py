@@ -1,12 +1,13 @@
 """Sharing a store: several sweeps may train into one (two terminals, two nodes).
 
 Each sweep claims a group in the store before it trains it and keeps the claim alive with a
-heartbeat; a group whose claim is older than LEASE_STALE seconds belongs to a process that died and
+heartbeat; a group whose claim is older than BNONLY_LEASE_STALE seconds (120) belongs to a process that died and
 is taken over, at once where that process ran on this machine and is gone.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import threading
@@ -14,10 +15,28 @@ import time
 import uuid
 
 from ..config.run import RunConfig
+from ..errors import ConfigError
 from ..store import Store
 
-LEASE_HEARTBEAT = float(os.environ.get("BNONLY_LEASE_HEARTBEAT", 20))
-LEASE_STALE = float(os.environ.get("BNONLY_LEASE_STALE", 120))
+def timing() -> tuple[float, float]:
+    """(seconds between renewals of a sweep's claims, seconds of silence before another sweep's claim
+    is taken over): BNONLY_LEASE_HEARTBEAT (20) and BNONLY_LEASE_STALE (120)."""
+    return seconds_from("BNONLY_LEASE_HEARTBEAT", 20.0), seconds_from("BNONLY_LEASE_STALE", 120.0)
+
+
+def seconds_from(name: str, default: float) -> float:
+    """A number of seconds from the environment (BNONLY_LEASE_HEARTBEAT, BNONLY_LEASE_STALE), read when a
+    sweep starts; anything but a positive number is one line naming the variable."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={text!r}: expected a positive number of seconds (default {default:g})")
+    return value
 
 
 def group_id(group: list[RunConfig]) -> str:
@@ -44,6 +63,7 @@ class Leases:
     """This process's claims on groups of a store, kept alive by a background heartbeat."""
 
     def __init__(self, store: Store):
+        self.heartbeat, self.stale = timing()
         self.store = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -54,7 +74,7 @@ class Leases:
         self._beat.start()
 
     def _run(self):
-        while not self._stop.wait(LEASE_HEARTBEAT):
+        while not self._stop.wait(self.heartbeat):
             try:
                 self.store.heartbeat(self.owner)
             except Exception:  # noqa: BLE001 - a missed beat only risks a takeover, never a lost row
@@ -70,7 +90,7 @@ class Leases:
                 if all(c.run_id in done for c in groups[i]):
                     self.by_others += len(groups[i])
                     progress.done(i)
-                elif self.store.claim(group_id(groups[i]), self.owner, LEASE_STALE, gone=owner_gone):
+                elif self.store.claim(group_id(groups[i]), self.owner, self.stale, gone=owner_gone):
                     if all(c.run_id in self._done_ids() for c in groups[i]):  # written between the look and the claim
                         self.store.release(self.owner, group_id(groups[i]))
                         self.by_others += len(groups[i])
@@ -81,7 +101,7 @@ class Leases:
                     waiting.append(i)
             pending = waiting
             if pending:
-                time.sleep(min(5.0, LEASE_HEARTBEAT))
+                time.sleep(min(5.0, self.heartbeat))
 
     def _done_ids(self) -> set[str]:
         """The runs no group needs to train: ended, or written by another sweep since this one started."""
