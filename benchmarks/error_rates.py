@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bnonly.study import claims, frankle, verdicts
+from bnonly.store import read_csv
 from bnonly.study.stats import mean_ci
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "verdicts" / "error-rates.json"
@@ -145,7 +146,8 @@ def variants(sims: int) -> dict:
 
 # ----------------------------------------------------------------------------- each claim's rule
 def _cell(accs, params=None) -> dict:
-    return {s: {"test_accuracy": float(a), "status": "finished", "trainable_params": params} for s, a in enumerate(accs)}
+    return {s: {"test_accuracy": float(a), "status": "finished", "trainable_params": params}
+            for s, a in enumerate(accs)}
 
 
 def claim_store(claim: str, rng, truth: bool) -> dict:
@@ -286,7 +288,8 @@ def lenet(rng, sd: float) -> dict:
 
 
 POWER_CASES = {
-    "claim 1, 7 x 7 cells, one at 9.0 ± 0.5%: did not hold": ("1", lambda rng: grid_claim1(rng, True), verdicts.NOT_HELD),
+    "claim 1, 7 x 7 cells, one at 9.0 ± 0.5%: did not hold": ("1", lambda rng: grid_claim1(rng, True),
+                                                             verdicts.NOT_HELD),
     "claim 1, 7 x 7 cells, all above chance: held": ("1", lambda rng: grid_claim1(rng, False), verdicts.HELD),
     "claim 4, BatchNorm hurting 1 point in all 49 cells (sd 0.1): did not hold":
         ("4", lambda rng: grid_claim4(rng, lambda w, d: -0.01, 0.001), verdicts.NOT_HELD),
@@ -321,21 +324,13 @@ QUICK = Path(__file__).resolve().parents[1] / "results" / "quick" / "results.csv
 DISTANCES = (0.005, 0.01, 0.02, 0.05)  # a cell's distance from its boundary: 0.5, 1, 2, 5 points
 
 
-def quick_runs() -> list[dict]:
-    import csv
-    with QUICK.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [{**r, "config": json.loads(r["config"]), "test_accuracy": float(r["test_accuracy"]),
-             "seed": int(r["seed"]), "width": int(r["width"]), "depth": int(r["depth"])} for r in rows]
-
-
 def seeds_table() -> dict:
     """Per quantity a claim tests: its per-run sd over results/quick's cells (median and largest) and
     the seeds per cell that decide a cell 0.5, 1, 2 or 5 points from its boundary at that sd (80%
     power, one-sided 2.5%: verdicts.Test.seeds_needed)."""
     from bnonly.study.cells import accuracy, cells, difference
     from bnonly.study.stats import Stat
-    c = cells(quick_runs())
+    c = cells(read_csv(QUICK)[0])
     cell = {(w, d, t): v for (m, w, d, t), v in c.items()}
     archs = sorted({(w, d) for w, d, _ in cell})
     quantities = {

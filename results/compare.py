@@ -7,36 +7,16 @@ does to the headline and the claims' verdicts. The README quotes the file it wri
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import statistics
 from pathlib import Path
 
-from bnonly.store import Store
+from bnonly.store import Store, read_csv
 from bnonly.study.claims import claims
 from bnonly.study.headline import headline
 
 HERE = Path(__file__).resolve().parent
-
-
-def published_runs(study: str) -> list[dict]:
-    """A published results.csv as store rows (JSON columns decoded, numbers typed)."""
-    with (HERE / study / "results.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    out = []
-    for r in rows:
-        r = {k: v for k, v in r.items() if v != ""}
-        for k in ("config", "versions", "history", "trainable_by_layer"):
-            if k in r:
-                r[k] = json.loads(r[k])
-        for k in ("test_accuracy", "seconds"):
-            r[k] = float(r[k]) if k in r else None
-        for k in ("seed", "width", "depth", "epochs_run", "best_epoch", "trainable_params"):
-            if k in r:
-                r[k] = int(r[k])
-        out.append(r)
-    return out
 
 
 def machine(runs: list[dict]) -> str:
@@ -73,7 +53,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     here = Store(args.run_dir / "results.sqlite", create=False).runs()
-    there = published_runs(args.study)
+    there, _ = read_csv(HERE / args.study / "results.csv")
     result = {"command": f"python results/compare.py {args.run_dir} {args.study} --out {args.out}",
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "here": machine(here), "published": machine(there), **compare(here, there)}

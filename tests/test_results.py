@@ -70,3 +70,15 @@ def test_the_readme_says_how_far_numbers_move_between_cpus():
     assert f"({r['epochs_differ']} early stops at another epoch)" in text
     assert f"moved by at most {max(r['headline_largest_move_points'].values()):.1f} points" in text
     assert r["same_verdicts"] and "every verdict stayed the same" in text
+
+
+def test_a_published_results_csv_reads_back_as_the_stores_rows(tmp_path):
+    """store.read_csv (what results/compare.py and benchmarks/error_rates.py read published runs with)
+    is export_csv's inverse: the rows of a store, exported and read back, are the store's rows."""
+    from bnonly.store import Store, read_csv
+    published, damaged = read_csv(RESULTS / "quick" / "results.csv")
+    assert len(published) == 48 and damaged == {}
+    store = Store(tmp_path / "results.sqlite")
+    store.write(published)
+    store.export_csv(tmp_path / "back.csv")
+    assert read_csv(tmp_path / "back.csv") == (store.runs(), {})

@@ -113,6 +113,33 @@ def parse_row(raw: dict) -> tuple[dict | None, str | None]:
     return row, None
 
 
+def read_csv(path: str | Path) -> tuple[list[dict], dict]:
+    """A CSV that Store.export_csv wrote (a published results.csv) read back as stored rows: each
+    column typed as COLUMNS says, then parse_row; (rows, {run_id: why} of those that do not parse)."""
+    kinds = {c: int if t.startswith("INTEGER") else float if t.startswith("REAL") else str for c, t in COLUMNS.items()}
+    raws, untyped = [], {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for record in csv.DictReader(fh):
+            try:
+                raws.append({c: None if record.get(c) in (None, "") else kinds[c](record[c]) for c in COLUMNS})
+            except ValueError as e:
+                untyped[record.get("run_id")] = str(e)
+    rows, damaged = parse_rows(raws)
+    return rows, {**untyped, **damaged}
+
+
+def parse_rows(raws) -> tuple[list[dict], dict]:
+    """(the rows that parse_row takes, {run_id: why} of those it does not)."""
+    rows, damaged = [], {}
+    for raw in raws:
+        row, why = parse_row(raw)
+        if why:
+            damaged[raw.get("run_id")] = why
+        else:
+            rows.append(row)
+    return rows, damaged
+
+
 class Store:
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
@@ -189,11 +216,6 @@ class Store:
                 yield db
         finally:
             db.close()
-
-    def missing(self, runs: list) -> list:
-        """The runs (RunConfigs) a sweep still has to train: all but those ended here."""
-        ended = self.ended_ids()
-        return [c for c in runs if c.run_id not in ended]
 
     def ended_ids(self) -> set[str]:
         """The runs a re-launch skips: finished or diverged, and not damaged."""
@@ -272,14 +294,7 @@ class Store:
         """(stored runs as dicts, JSON columns decoded, ordered by run_id; optionally only some, and
         {run_id: why} of the rows left out: whose fields do not parse or are out of range, a
         hand-edited or damaged row, which a re-launched sweep trains again)."""
-        rows, damaged = [], {}
-        for raw in self._raw_rows(status, run_id):
-            row, why = parse_row(raw)
-            if why:
-                damaged[raw.get("run_id")] = why
-            else:
-                rows.append(row)
-        return rows, damaged
+        return parse_rows(self._raw_rows(status, run_id))
 
     def runs(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> list[dict]:
         """The stored runs that parse (read() says which did not)."""

@@ -69,6 +69,8 @@ FAMILY_PRESETS: dict[tuple[str, str], dict] = {
                                random_placement="per-unit"),
 }
 DEFAULT_PRESET = "report"
+
+
 def resolve(preset: str = DEFAULT_PRESET, **overrides) -> RunConfig:
     """Defaults, then the preset, then explicit overrides."""
     if preset not in PRESETS:

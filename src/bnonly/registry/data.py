@@ -269,7 +269,12 @@ def split_indices(n: int, val_fraction: float, data_seed: int, subset: int = 0):
 
 def split_sizes(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> tuple[int, int]:
     """How many training and validation examples a run has (its training set split as split_indices does)."""
-    n = subset_size(len(raw(dataset, data_dir).y_train), subset)
+    return split_of(len(raw(dataset, data_dir).y_train), val_fraction, subset)
+
+
+def split_of(n: int, val_fraction: float, subset: int = 0) -> tuple[int, int]:
+    """(training, validation) examples of a training set of n images: the subset, then its split."""
+    n = subset_size(n, subset)
     return n - int(round(n * val_fraction)), int(round(n * val_fraction))
 
 
@@ -279,8 +284,7 @@ def expected_train_size(dataset: str, val_fraction: float, subset: int = 0, data
     n = TRAIN_SIZES.get(dataset)
     if n is None:
         return train_size(dataset, val_fraction, subset, data_dir)
-    n = subset_size(n, subset)
-    return n - int(round(n * val_fraction))
+    return split_of(n, val_fraction, subset)[0]
 
 
 def train_size(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> int:

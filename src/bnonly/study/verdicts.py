@@ -34,8 +34,8 @@ DECIDING = (
     "needs most cells holds when a Simes partial-conjunction test (Benjamini & Heller 2008) shows more than half "
     "of them on the claim's side. A part did not hold when the partial-conjunction test of the refutation p-values "
     "shows enough cells off the claim's side that it cannot hold (one for every cell, half or more for most), after "
-    "setting aside, in a part of two or more cells, those whose refutation p-value exceeds 0.5 and doubling the rest (the conditional test of "
-    "Zhao, Small & Su 2019, so that cells far on the claim's side do not dilute a clear failure); the parts' "
+    "setting aside, in a part of two or more cells, those whose refutation p-value exceeds 0.5 and doubling the "
+    "rest (the conditional test of Zhao, Small & Su 2019, so that cells far on the claim's side do not dilute a clear failure); the parts' "
     "refutations are one family under Holm's procedure. So a true claim is refuted, and a false claim held, each at "
     "most 2.5% of the time however many cells and parts it has (checked by simulation). A claim did not hold when "
     "one of its parts did not, even where another cannot be measured; otherwise it is not measured while a part "
@@ -192,9 +192,9 @@ class Part:
         undecided = [t for t in live if not t.outcome]
         if not undecided:
             return ""
-        seeds = sorted(t.seeds_needed() if not t.outcome else t.stat.n for t in live)
-        need = max(t.seeds_needed() for t in undecided) if self.rule == "every" else \
-            seeds[min(self.needed, len(seeds)) - 1]
+        needs = {id(t): t.seeds_needed() for t in undecided}
+        seeds = sorted(needs.get(id(t), t.stat.n) for t in live)  # a decided test needs the seeds it has
+        need = max(needs.values()) if self.rule == "every" else seeds[min(self.needed, len(seeds)) - 1]
         n = sorted({t.stat.n for t in undecided})
         worst = max(undecided, key=Test.detectable)
         sd = worst.stat.se * math.sqrt(worst.stat.n)
@@ -207,8 +207,9 @@ class Part:
 
 
 def decide(*parts: Part) -> str:
-    """A claim's verdict from its parts. A part is shown to hold when the partial conjunction of the hold p-values at `needed` is at most ALPHA
-    (every: each test's interval on the claim's side, an intersection-union test); it is refuted
+    """A claim's verdict from its parts. A part is shown to hold when the partial conjunction of the
+    hold p-values at `needed` is at most ALPHA (every: each test's interval on the claim's side, an
+    intersection-union test); it is refuted
     when the conditional partial conjunction of the refutation p-values at len - needed + 1 is
     rejected by Holm's procedure across the claim's parts. So both a false 'did not hold' and a
     false 'held' stay within ALPHA. A part:
@@ -258,8 +259,8 @@ class Finding:
 
 def judged(f: Finding, protocol: Protocol) -> dict:
     """A finding as the report shows it: {measured, verdict, scope, setting}. A verdict names the
-    budget and setting it rests on, an inconclusive one its power; it is "not testable at this budget" where its runs are off the
-    protocol (what the rule gave at this budget said); `setting` is the published setting its runs
+    budget and setting it rests on, an inconclusive one its power; it is "not testable at this budget"
+    where its runs are off the protocol (what the rule gave at this budget said); `setting` is the published setting its runs
     are in (one of protocol.presets), "none" outside them, None without a verdict."""
     out = {"measured": f.measured, "verdict": f.verdict, "scope": f.scope, "setting": None}
     if f.verdict == NOT_TESTABLE_DEPTH and f.used:
@@ -269,7 +270,7 @@ def judged(f: Finding, protocol: Protocol) -> dict:
     if not f.used:
         raise AssertionError("a verdict must name the runs it rests on")
     if f.verdict == INCONCLUSIVE:
-        said = [p.power() for p in f.parts if p.verdict == INCONCLUSIVE and p.power()]
+        said = [s for s in (p.power() for p in f.parts if p.verdict == INCONCLUSIVE) if s]
         out["measured"] += f" Power: {'; '.join(said)}." if said else ""
     out["measured"] += " " + budget_sentence(f.used, protocol) + " " + setting_text(f.used, protocol)
     out["setting"] = published(f.used, protocol)[0] or "none"

@@ -37,12 +37,14 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     if device != "auto":
         refuse_on_device(runs, device)  # before a store is written or any group fails for it
     store = Store(Path(out_dir) / "results.sqlite")
+    env = environment()
     store.set_meta("sweep", sweep.to_dict())
-    store.set_meta("environment", environment())
-    todo = store.missing(runs)
+    store.set_meta("environment", env)
+    leases = Leases(store)
+    todo = leases.missing(runs)
     groups = grouped(todo, device, options)
     log(plan_line(sweep, runs, todo, groups, store, device, options))
-    for note in notes(store, todo):
+    for note in notes(store, todo, env):
         log(note)
     if groups and options.estimate and not quiet and options.executor == "local":
         log(estimate(groups, device, options, store))
@@ -51,7 +53,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
         c.dataset, c.val_fraction, c.subset, options.data_dir), c.batch_size), quiet)
     stats = {"total": len(runs), "skipped": len(runs) - len(todo), "trained": 0, "failed": 0}
     nodes, t0 = Counter(), time.perf_counter()
-    with Leases(store) as leases:
+    with leases:
         finished = executor(options)(leases.work(groups, progress), device, options, progress)
         try:
             for i, rows, node in finished:
@@ -114,14 +116,14 @@ def plan_line(sweep, runs, todo, groups, store, device: str, options: SweepOptio
             f"train in {len(groups)} group{'s' if len(groups) != 1 else ''}" + where)
 
 
-def notes(store: Store, todo: list) -> list[str]:
-    """What the store holds that this sweep should say: runs of other code versions, and the
-    environment that changes how it runs."""
+def notes(store: Store, todo: list, env: dict) -> list[str]:
+    """What the sweep should say before it trains: the runs of other code versions the store holds,
+    and the environment (environment()) that changes how it runs."""
     out = []
     if todo and (note := other_code(store)):
         out.append(note)
-    if environment():
-        out.append("environment (recorded with the sweep): " + ", ".join(f"{k}={v}" for k, v in environment().items()))
+    if env:
+        out.append("environment (recorded with the sweep): " + ", ".join(f"{k}={v}" for k, v in env.items()))
     return out
 
 
@@ -143,11 +145,11 @@ def estimate(groups, device: str, options: SweepOptions, store: Store) -> str:
     kept in the store's meta, so a resumed sweep trains nothing for its estimate); the line that says it."""
     t0 = time.perf_counter()
     here = f"{device_name(device)} ({device}, {group_threads(options)} threads)"
-    timings = store.meta().get("timings") or {}
-    secs, shapes, left_out, timed = estimate_seconds(groups, device, options.data_dir,
-                                                     known=timings.get(here) if isinstance(timings, dict) else None)
+    timings = store.meta().get("timings")
+    timings = timings if isinstance(timings, dict) else {}  # (a hand-edited meta is measured again)
+    secs, shapes, left_out, timed = estimate_seconds(groups, device, options.data_dir, known=timings.get(here))
     stops = any(c.patience for g in groups for c in g)
-    store.set_meta("timings", {**(timings if isinstance(timings, dict) else {}), here: timed})
+    store.set_meta("timings", {**timings, here: timed})
     store.set_meta("estimate", {"seconds": secs, "runs": sum(len(g) for g in groups), "device": device,
                                 "machine": device_name(device), "threads": group_threads(options),
                                 "workers": options.workers, "groups_left_out": left_out,

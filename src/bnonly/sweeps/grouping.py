@@ -19,6 +19,7 @@ from ..registry.models import MODELS
 from ..registry.nets import structure
 from ..registry.sets import SETS
 
+
 def stack_kind(cfg: RunConfig, options: EngineOptions | None = None) -> str:
     """The work cfg's set needs from a stack (docs/engine.md): `dense` where hidden weights train;
     every other set (their hidden weights stay frozen) in one `frozen` stack where the options allow

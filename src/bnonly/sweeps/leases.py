@@ -1,8 +1,8 @@
 """Sharing a store: several sweeps may train into one (two terminals, two nodes).
 
 Each sweep claims a group in the store before it trains it and keeps the claim alive with a
-heartbeat; a group whose claim is older than BNONLY_LEASE_STALE seconds (120) belongs to a process that died and
-is taken over, at once where that process ran on this machine and is gone.
+heartbeat; a group whose claim is older than BNONLY_LEASE_STALE seconds (120) belongs to a process
+that died and is taken over, at once where that process ran on this machine and is gone.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import uuid
 from ..config.run import RunConfig
 from ..errors import ConfigError
 from ..store import Store
+
 
 def timing() -> tuple[float, float]:
     """(seconds between renewals of a sweep's claims, seconds of silence before another sweep's claim
@@ -60,18 +61,23 @@ def owner_gone(owner: str) -> bool:
 
 
 class Leases:
-    """This process's claims on groups of a store, kept alive by a background heartbeat."""
+    """This process's claims on groups of a store, kept alive by a background heartbeat while it is
+    entered (`with`). Made before the sweep plans: its clock starts, then it reads the ended runs
+    once (missing() gives the sweep's work; later rows come by ids_since)."""
 
     def __init__(self, store: Store):
         self.heartbeat, self.stale = timing()
         self.store = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.ended = store.ended_ids()  # parsed once; what is written from `started` on comes by ids_since
+        self.ended = store.ended_ids()
         self.by_others = 0
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._run, daemon=True)
-        self._beat.start()
+
+    def missing(self, runs: list[RunConfig]) -> list[RunConfig]:
+        """The runs a sweep still has to train: all but those ended in the store."""
+        return [c for c in runs if c.run_id not in self.ended]
 
     def _run(self):
         while not self._stop.wait(self.heartbeat):
@@ -108,6 +114,7 @@ class Leases:
         return self.ended | self.store.ids_since(self.started)
 
     def __enter__(self):
+        self._beat.start()
         return self
 
     def __exit__(self, *exc):
