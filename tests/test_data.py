@@ -105,3 +105,10 @@ def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     assert len(raw.y_train) == 60000
     with np.load(tmp_path / "mnist-uint8.npz") as z:
         assert z["x_train"].shape == (60000, 1, 28, 28)
+
+
+def test_the_expected_training_size_is_the_split_without_loading():
+    from bnonly.registry.data import expected_train_size, train_size
+    assert expected_train_size("mnist", 0.2) == 48000 == train_size("mnist", 0.2)
+    assert expected_train_size("mnist", 0.2, 1000) == 800 == train_size("mnist", 0.2, 1000)
+    assert expected_train_size("cifar10", 0.1) == 45000

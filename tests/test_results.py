@@ -82,3 +82,24 @@ def test_a_published_results_csv_reads_back_as_the_stores_rows(tmp_path):
     store.write(published)
     store.export_csv(tmp_path / "back.csv")
     assert read_csv(tmp_path / "back.csv") == (store.runs(), {})
+
+
+def test_compare_counts_what_moved_between_two_machines():
+    """results/compare.py on the published quick runs against a copy with two `bn` runs of one cell
+    1 point higher and one early stop an epoch later: 46 identical, 2 differ by 1 point, one epoch
+    count differs, the cell's bn mean (3 seeds) moves by two thirds of a point, random's not at all."""
+    from bnonly.store import read_csv
+    spec = importlib.util.spec_from_file_location("compare", RESULTS / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    there, _ = read_csv(RESULTS / "quick" / "results.csv")
+    here = [dict(r) for r in there]
+    moved = [r for r in here if r["trainable"] == "bn" and r["width"] == 100 and r["depth"] == 2][:2]
+    for r in moved:
+        r["test_accuracy"] += 0.01
+    moved[0]["epochs_run"] += 1
+    c = compare.compare(here, there)
+    assert (c["runs"], c["identical"], c["differ"], c["epochs_differ"]) == (48, 46, 2, 1)
+    assert c["largest_points"] == pytest.approx(1.0) and c["median_points"] == 0.0
+    assert c["headline_largest_move_points"]["bn"] == pytest.approx(2 / 3)
+    assert c["headline_largest_move_points"]["random"] == pytest.approx(0.0)
