@@ -11,6 +11,7 @@ from bnonly.reports.build import write_report
 from bnonly.study.protocol import off_protocol
 from bnonly.study.cells import cells, studies
 from bnonly.store import Store
+from conftest import not_kept
 
 SEEDS = (0, 1, 2)
 
@@ -126,7 +127,7 @@ def test_two_study_store_is_never_pooled(tmp_path):
         cells(full + capped)
     split = studies(full + capped)
     assert [len(r) for _, r in split] == [4, 4] and set(split[0][0]) == {"max_epochs", "subset"}
-    Store(tmp_path / "results.sqlite").write(full + capped)
+    Store(tmp_path / "results.sqlite").write(not_kept(full + capped))
     assert main(["report", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "report.json").read_text())
     md = (tmp_path / "report.md").read_text()
@@ -151,7 +152,7 @@ def test_report_states_the_budget(tmp_path):
 
 
 def test_where_rejects_unknown_fields(tmp_path, capsys):
-    Store(tmp_path / "results.sqlite").write(two_studies()[0])
+    Store(tmp_path / "results.sqlite").write(not_kept(two_studies()[0]))
     assert main(["report", str(tmp_path), "--where", "colour=red"]) == 2
     assert main(["report", str(tmp_path), "--where", "max_epochs=7"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -254,7 +255,7 @@ def test_diverged_seeds_count_at_their_best_weights_and_are_said(tmp_path):
     rnd[2]["status"] = "diverged"
     c3 = claim(bn + rnd, 3)
     assert "(n=3, 1 diverged)" in c3["measured"] and c3["verdict"] == INCONCLUSIVE  # the diverged seed widens it
-    Store(tmp_path / "results.sqlite").write(bn + rnd)
+    Store(tmp_path / "results.sqlite").write(not_kept(bn + rnd))
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
     assert "1 diverged (a non-finite loss ended them" in md and "(1 diverged)" in md and "3 count" in md.replace("6", "3")

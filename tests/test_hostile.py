@@ -2,7 +2,9 @@
 UTF-8, writes that fail at the end, damaged artefacts and rows, a damaged meta, a report that fails
 half-way, and odd API arguments. Each gives one line on stderr and its documented exit code, and
 loses or tears nothing."""
+import errno
 import io
+import json
 import os
 import pickle
 import shutil
@@ -29,6 +31,13 @@ def one_line(capsys, expected: int, code: int, needle: str) -> str:
     assert code == expected, err
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
     return err
+
+
+def last_line(capsys, expected: int, code: int, needle: str) -> None:
+    """A sweep that said its plan and then stopped: its error is one line, the last."""
+    err = capsys.readouterr().err
+    assert code == expected and "Traceback" not in err and err.count("bnonly: error") == 1, err
+    assert needle in err.splitlines()[-1], err
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +143,10 @@ def wrong_shape_blob() -> bytes:
     return zlib.compress(buf.getvalue())
 
 
-@pytest.mark.parametrize("blob", [bytes.fromhex("00010203"), wrong_shape_blob(), evil_blob()],
+GARBAGE = bytes.fromhex("00010203")
+
+
+@pytest.mark.parametrize("blob", [GARBAGE, wrong_shape_blob(), evil_blob()],
                          ids=["garbage", "wrong-shape", "malicious-pickle"])
 def test_5_a_damaged_model_artefact(good, blob, capsys):
     bn = run_ids(good)["bn"]
@@ -144,6 +156,51 @@ def test_5_a_damaged_model_artefact(good, blob, capsys):
     one_line(capsys, 0, main(["analyze", str(good)]), f"1 damaged run(s) left out: {bn}")
     one_line(capsys, 0, main(["report", str(good)]), f"1 damaged run(s) left out: {bn}")
     assert "1 stored run(s) left out of every statistic as damaged" in (good / "report.md").read_text()
+    # ... and it is: its cell has no run left (the report counted it in its cell and headline before)
+    doc = json.loads((good / "report.json").read_text())
+    assert bn in doc["damaged"] and bn not in json.dumps({k: v for k, v in doc.items() if k not in ("damaged", "sections")})
+    # a model that fails zlib's checksum (a damaged file, not a crafted one) is trained again by the next sweep
+    assert main(["sweep", "quick", "--out", str(good)] + GRID) == 0
+    retrained = capsys.readouterr().err
+    assert ("1 to train" in retrained) == (blob == GARBAGE), retrained
+    if blob == GARBAGE:
+        assert Store(good / "results.sqlite").read(models=True)[1] == {}
+
+
+def test_a_missing_model_is_left_out_and_trained_again(good, capsys):
+    bn = run_ids(good)["bn"]
+    edit(good, "DELETE FROM artefacts WHERE run_id = ?", bn)
+    one_line(capsys, 0, main(["report", str(good)]), f"{bn} (its stored model is missing)")
+    assert main(["sweep", "quick", "--out", str(good)] + GRID) == 0
+    assert "2 runs, 1 already in" in capsys.readouterr().err
+    assert Store(good / "results.sqlite").artefact(bn)
+
+
+def test_a_store_reused_with_other_data_is_refused_and_not_analysed_on_it(tmp_path, capsys):
+    """Two IDX directories of other images: a sweep over a store trained on the first refuses the
+    second (it used to skip the stored runs as if done), and analyze leaves the runs out instead of
+    evaluating A's models on B's images."""
+    from bnonly.registry.data import load_mnist
+    from test_data import write_idx
+    r = load_mnist()
+    dirs = {}
+    for name, start in (("A", 0), ("B", 1000)):
+        d = dirs[name] = tmp_path / name
+        d.mkdir()
+        write_idx(d / "train-images-idx3-ubyte", r.x_train[start:start + 400, 0])
+        write_idx(d / "train-labels-idx1-ubyte", r.y_train[start:start + 400])
+        write_idx(d / "t10k-images-idx3-ubyte", r.x_test[start:start + 100, 0])
+        write_idx(d / "t10k-labels-idx1-ubyte", r.y_test[start:start + 100])
+    out = tmp_path / "s"
+    grid = GRID + ["--set", "subset=0", "--set", 'datasets=["idx"]']  # (the later --set of subset wins)
+    assert main(["sweep", "quick", "--out", str(out), "--data-dir", str(dirs["A"])] + grid) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    err = one_line(capsys, 2, main(["sweep", "quick", "--out", str(out), "--data-dir", str(dirs["B"])] + grid),
+                   "were trained on other data")
+    assert "2 runs" in err and "--data-dir" in err
+    assert main(["sweep", "quick", "--out", str(out), "--data-dir", str(dirs["A"])] + grid) == 0  # same data: done
+    assert "0 to train" in capsys.readouterr().err
+    one_line(capsys, 0, main(["analyze", str(out), "--data-dir", str(dirs["B"])]), "trained on other idx data")
 
 
 @pytest.mark.parametrize("column,value,why", [("config", "{bad", "config is not JSON"),
@@ -304,3 +361,69 @@ def test_a_bad_lease_timing_in_the_environment_is_one_line(tmp_path, capsys, mon
         monkeypatch.setenv("BNONLY_LEASE_STALE", value)
         one_line(capsys, 2, main(["sweep", "quick", "--out", str(tmp_path / "s"), *GRID]),
                  f"BNONLY_LEASE_STALE={value!r}: expected a positive number of seconds")
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_stored(good, monkeypatch, capsys):
+    """A full disk while a sweep claims its runs (SQLite's 'database or disk is full', simulated) and
+    while a report writes its figures (PIL's OSError): one line each, the stored runs and the
+    previous report as they were, no staging directory left."""
+    from bnonly.reports import figures
+    assert main(["report", str(good)]) == 0
+    before = {p.name: p.read_bytes() for p in good.iterdir() if p.is_file() and p.suffix in (".md", ".json")}
+    capsys.readouterr()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(figures.Figure, "savefig", full)
+    one_line(capsys, 1, main(["report", str(good)]), "No space left on device; free some space")
+    assert {p.name: p.read_bytes() for p in good.iterdir() if p.name in before} == before
+    assert not [p for p in good.iterdir() if p.name.startswith(".report-")]
+    monkeypatch.undo()
+
+    tx = Store._tx
+
+    def full_tx(self, immediate=False):
+        if immediate:
+            raise sqlite3.OperationalError("database or disk is full")
+        return tx(self, immediate)
+    monkeypatch.setattr(Store, "_tx", full_tx)
+    rows = Store(good / "results.sqlite").runs()
+    grid = [x if x != "seeds=[0]" else "seeds=[0,1]" for x in GRID]
+    code = main(["sweep", "quick", "--out", str(good)] + grid)
+    last_line(capsys, 1, code, "database or disk is full); the runs stored before are intact")
+    monkeypatch.undo()
+    assert Store(good / "results.sqlite").runs() == rows
+
+
+def test_a_read_only_store_is_read_not_called_corrupt(good, monkeypatch, capsys):
+    """A store that this process may not write (a read-only directory; simulated, since root may
+    write anything) is reported as it is, and a sweep into it, or a write, is one line saying so."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode == os.W_OK and "good" in str(p) else real(p, mode))
+    store = Store(good / "results.sqlite")
+    assert store.read_only and len(store.runs()) == 2
+    assert main(["report", str(good), "--out", str(good.parent / "rep")]) == 0
+    assert "corrupt" not in capsys.readouterr().err
+    grid = [x if x != "seeds=[0]" else "seeds=[0,1]" for x in GRID]
+    one_line(capsys, 2, main(["sweep", "quick", "--out", str(good)] + grid), "is not a writable directory")
+    with pytest.raises(bnonly.StoreError, match="read-only here"):
+        store.set_meta("x", 1)
+
+
+@pytest.mark.parametrize("name", ["../escaped", "", ".", "a/b"])
+def test_a_sweep_name_that_is_a_path_is_refused(name, tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(f'name = "{name}"\n')
+    one_line(capsys, 2, main(["sweep", str(tmp_path / "s.toml")]), "must be a plain name")
+
+
+def test_a_path_component_too_long_is_one_line(good, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    long = "x" * 300
+    for argv in (["sweep", "quick", "--out", long] + GRID, ["report", str(good), "--out", long],
+                 ["export", str(good), long + ".csv"],
+                 ["train", "--width", "8", "--depth", "1", "--subset", "500", "--epochs", "1", "--save", long + ".pt"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        err = err.split("\n", 1)[1] if err.startswith("device: ") else err
+        assert code == 1 and err.count("\n") in (1, 2) and "File name too long; use a shorter name" in err, (argv, err)
+        assert "Traceback" not in err

@@ -11,6 +11,7 @@ from bnonly.config.run import RunConfig
 from bnonly.study.verdicts import HELD, NOT_HELD, NOT_MEASURED
 from bnonly.reports.build import write_report
 from bnonly.study.stats import mean_ci
+from conftest import not_kept
 
 WIDTHS, DEPTHS, SEEDS = (10, 20, 100, 784), (2, 4, 6), (0, 1, 2)  # w20 d2 and w10 d4: equal bn parameters
 MLP_SETS = ("all", "all-nobn", "bn", "random", "bn+out", "out", "none")
@@ -151,7 +152,7 @@ def test_write_report_partial(tmp_path, kind):
 def test_write_report_from_store(tmp_path):
     from bnonly.store import Store
     runs = make_runs(widths=(784,))
-    Store(tmp_path / "results.sqlite").write(runs)
+    Store(tmp_path / "results.sqlite").write(not_kept(runs))
     written = write_report(tmp_path)
     assert {"accuracy_vs_depth.png", "accuracy_vs_depth_w784.svg", "report.html"} <= set(written)
     assert claims(Store(tmp_path / "results.sqlite").runs())[1]["verdict"] == HELD
@@ -172,7 +173,7 @@ def test_the_report_opens_with_bn_against_random_computed_by_hand(tmp_path, caps
                 runs.append({"run_id": c.run_id, "status": "finished", "model": "mlp", "width": w, "depth": 2,
                              "trainable": t, "seed": s, "dataset": "mnist", "test_accuracy": acc, "epochs_run": 20,
                              "best_epoch": 17, "trainable_params": 2 * w, "seconds": 1.0, "config": c.__dict__.copy()})
-    Store(tmp_path / "results.sqlite").write(runs)
+    Store(tmp_path / "results.sqlite").write(not_kept(runs))
     assert main(["report", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     doc = json.loads((tmp_path / "report.json").read_text())
@@ -217,7 +218,7 @@ def test_report_out_leaves_the_main_report_as_it_is(tmp_path, capsys):
                 runs.append({"run_id": c.run_id, "status": "finished", "model": "mlp", "width": 10, "depth": 2,
                              "trainable": t, "seed": s, "dataset": "mnist", "test_accuracy": acc, "epochs_run": 5,
                              "best_epoch": 4, "trainable_params": 20, "seconds": 1.0, "config": c.__dict__.copy()})
-    Store(tmp_path / "results.sqlite").write(runs)
+    Store(tmp_path / "results.sqlite").write(not_kept(runs))
     assert main(["report", str(tmp_path)]) == 0
     main_report = (tmp_path / "report.json").read_bytes()
     assert json.loads(main_report)["headline"]["architectures"][0]["bn"]["n"] == 3

@@ -8,6 +8,7 @@ loading torch; a command imports the API when it runs.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from dataclasses import fields
@@ -273,6 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+ADVICE = {errno.ENOSPC: "free some space and run it again (what was stored before is intact)",
+          errno.ENAMETOOLONG: "use a shorter name (the system allows 255 bytes a path component)",
+          errno.EACCES: "choose a path you may write", errno.EROFS: "choose a path on a writable file system",
+          errno.EDQUOT: "free some of your quota and run it again"}
+
+
+def os_error(e: OSError) -> str:
+    """An OSError as one line: the path, the system's reason, and what to do."""
+    where = f"{e.filename}: " if e.filename else ""
+    if len(where) > 160:
+        where = where[:80] + "..." + where[-60:]
+    advice = ADVICE.get(e.errno)
+    return f"{where}{e.strerror or e}" + (f"; {advice}" if advice else "")
+
+
 def main(argv=None) -> int:
     """Exit codes: 0 done; 1 data, store, memory or output error; 2 usage; 3 a sweep with failed runs; 130 Ctrl-C."""
     parser = build_parser()
@@ -293,6 +309,9 @@ def main(argv=None) -> int:
         return 1
     except BnonlyError as e:  # a store, an output
         print(f"bnonly: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a path or a disk the system refuses; every output is staged, so none is half-written
+        print(f"bnonly: error: {os_error(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bnonly: interrupted", file=sys.stderr)

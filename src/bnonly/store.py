@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs ({", ".join(f"{c} {t}" for c, t in COLUMNS.items
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 -- what each finished run trained (trainable.pack), written in the same transaction as its row
 CREATE TABLE IF NOT EXISTS artefacts (run_id TEXT PRIMARY KEY, blob BLOB NOT NULL);
--- groups being trained: a sweep claims a group before it trains it and keeps the claim alive
+-- runs being trained: a sweep claims each run before it trains it and keeps the claim alive (the column
+-- keeps its first name, group_id, so that stores of every version share one layout; it holds a run_id)
 CREATE TABLE IF NOT EXISTS leases (group_id TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL);
 """
 ENDED = ("finished", "diverged")  # a re-launch skips these; failed runs are tried again
@@ -144,8 +147,13 @@ class Store:
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
         existed = self.path.exists()
+        # a store this process may not write (a read-only directory or file) is read as it is, and
+        # anything that would write it is one line (_writing)
+        self.read_only = existed and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
         if existed:
             self.check()
+            if self.read_only:
+                return
         elif not create:
             raise StoreError(f"{self.path}: no results store here (run `bnonly sweep` first)")
         try:
@@ -177,7 +185,7 @@ class Store:
         # the POSIX locks of any SQLite connection this process holds on it (SQLite's documented
         # "close() clears locks" hazard), and a WAL store can then be checkpointed under a reader.
         try:
-            db = sqlite3.connect(self.path, timeout=120)  # read-write: a killed writer's WAL is recovered
+            db = self._connect()  # read-write where it may: a killed writer's WAL is recovered
             try:
                 ok = db.execute("PRAGMA quick_check").fetchall()
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -202,12 +210,30 @@ class Store:
             raise StoreError(f"{self.path}: written by a newer bnonly (schema version {version}, this one reads "
                              f"{SCHEMA_VERSION}); upgrade bnonly")
 
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:  # immutable: SQLite takes no lock and writes no -shm file beside it
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
+        return sqlite3.connect(self.path, timeout=120)
+
+    @contextmanager
+    def _writing(self):
+        """Around every write: a read-only store, a full disk or a lock held past the timeout is a
+        StoreError in one line (SQLite rolls the transaction back: the rows stored before are intact)."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: read-only here (the file or its directory cannot be written); copy the "
+                             "store to a writable directory, or use another --out")
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"{self.path}: cannot write the results store ({e}); the runs stored before are "
+                             "intact") from None
+
     @contextmanager
     def _tx(self, immediate: bool = False):
         """A connection whose statements commit together (or not at all), closed afterwards; with
         `immediate`, the transaction holds the write lock from its first read (BEGIN IMMEDIATE), so
         that a read-then-write is atomic across processes."""
-        db = sqlite3.connect(self.path, timeout=120)
+        db = self._connect()
         try:
             db.execute("PRAGMA synchronous=FULL")
             with db:
@@ -218,40 +244,51 @@ class Store:
             db.close()
 
     def ended_ids(self) -> set[str]:
-        """The runs a re-launch skips: finished or diverged, and not damaged."""
-        return {r["run_id"] for r in self.runs(status=ENDED)}
+        """The runs a re-launch skips: finished or diverged, not damaged, with their model."""
+        return {r["run_id"] for r in self.read(status=ENDED, models=True)[0]}
 
     # ---------------------------------------------------------------- leases (concurrent sweeps)
-    def claim(self, group_id: str, owner: str, stale: float, gone=lambda owner: False) -> bool:
-        """Take the lease of a group unless another owner holds it with a heartbeat newer than
-        `stale` seconds and is not `gone(owner)`; atomic across processes (BEGIN IMMEDIATE)."""
-        now = time.time()
-        with self._tx(immediate=True) as db:
-            row = db.execute("SELECT owner, heartbeat FROM leases WHERE group_id = ?", (group_id,)).fetchone()
-            if row is not None and row[0] != owner and now - row[1] < stale and not gone(row[0]):
-                return False
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (group_id, owner, now))
-            return True
+    def claim(self, run_ids: list[str], owner: str, stale: float, gone=lambda owner: False) -> list[str]:
+        """Take the leases of those runs that no other owner holds with a heartbeat newer than `stale`
+        seconds (unless `gone(owner)`): the ids taken, in order; atomic across processes (BEGIN
+        IMMEDIATE). A lease is per run, so two sweeps that group runs differently never train one twice."""
+        now, taken = time.time(), []
+        with self._writing(), self._tx(immediate=True) as db:
+            held = {}
+            for i in range(0, len(run_ids), 500):  # (SQLite's limit on parameters per statement)
+                part = run_ids[i:i + 500]
+                held.update((r[0], (r[1], r[2])) for r in db.execute(
+                    f"SELECT group_id, owner, heartbeat FROM leases WHERE group_id IN ({','.join('?' * len(part))})",
+                    part))
+            for rid in run_ids:
+                if rid in held:
+                    who, beat = held[rid]
+                    if who != owner and now - beat < stale and not gone(who):
+                        continue
+                taken.append(rid)
+            db.executemany("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [(r, owner, now) for r in taken])
+        return taken
 
     def heartbeat(self, owner: str) -> None:
-        with self._tx() as db:
+        with self._writing(), self._tx() as db:
             db.execute("UPDATE leases SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
 
-    def release(self, owner: str, group_id: str | None = None) -> None:
-        with self._tx() as db:
-            if group_id is None:
+    def release(self, owner: str, run_ids: list[str] | None = None) -> None:
+        """Give up the owner's leases: all of them, or those of run_ids."""
+        with self._writing(), self._tx() as db:
+            if run_ids is None:
                 db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
             else:
-                db.execute("DELETE FROM leases WHERE owner = ? AND group_id = ?", (owner, group_id))
+                db.executemany("DELETE FROM leases WHERE owner = ? AND group_id = ?", [(owner, r) for r in run_ids])
 
     def ids_since(self, since: str) -> set[str]:
         """Runs written at or after `since` (a finished_at timestamp), whatever their status."""
         with self._tx() as db:
             return {r[0] for r in db.execute("SELECT run_id FROM runs WHERE finished_at >= ?", (since,))}
 
-    def write(self, rows: list[dict], release: tuple[str, str] | None = None):
+    def write(self, rows: list[dict], owner: str | None = None):
         """Insert/replace whole rows (summary dicts from `engine.Result.summary()`), atomically, and
-        give up the lease `release` = (owner, group_id) in the same transaction. A failed row never
+        give up `owner`'s leases of these runs in the same transaction. A failed row never
         replaces a finished or diverged one (UPSERT)."""
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         values = []
@@ -259,12 +296,13 @@ class Store:
             cfg = r["config"]
             row = {**{k: cfg.get(k) for k in INDEX_COLUMNS}, **r, "finished_at": now}
             values.append([json.dumps(row.get(c)) if c in JSON_COLUMNS else row.get(c) for c in COLUMNS])
-        blobs = [(r["run_id"], r["artefact"]) for r in rows if r.get("artefact") and r.get("status") in ENDED]
-        with self._tx() as db:  # one transaction: a row is never stored without its artefact
+        # (an empty model is one deliberately not kept: rows made by hand, dense models kept out of git)
+        blobs = [(r["run_id"], r["artefact"]) for r in rows if r.get("artefact") is not None and r.get("status") in ENDED]
+        with self._writing(), self._tx() as db:  # one transaction: a row is never stored without its artefact
             db.executemany(UPSERT, values)
             db.executemany("INSERT OR REPLACE INTO artefacts VALUES (?, ?)", blobs)
-            if release:
-                db.execute("DELETE FROM leases WHERE owner = ? AND group_id = ?", release)
+            if owner:
+                db.executemany("DELETE FROM leases WHERE owner = ? AND group_id = ?", [(owner, r["run_id"]) for r in rows])
 
     def artefact(self, run_id: str) -> bytes | None:
         with self._tx() as db:
@@ -272,7 +310,7 @@ class Store:
         return None if row is None else bytes(row[0])
 
     def set_meta(self, key: str, value):
-        with self._tx() as db:
+        with self._writing(), self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def meta(self) -> dict:
@@ -290,11 +328,37 @@ class Store:
                                  "to it") from None
         return out
 
-    def read(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> tuple[list[dict], dict]:
+    def read(self, status: tuple[str, ...] | None = None, run_id: str | None = None,
+             models: bool = False) -> tuple[list[dict], dict]:
         """(stored runs as dicts, JSON columns decoded, ordered by run_id; optionally only some, and
         {run_id: why} of the rows left out: whose fields do not parse or are out of range, a
-        hand-edited or damaged row, which a re-launched sweep trains again)."""
-        return parse_rows(self._raw_rows(status, run_id))
+        hand-edited or damaged row, which a re-launched sweep trains again). With `models`, a
+        finished or diverged run whose stored model is missing or damaged (its compressed stream
+        fails zlib's checksum) is left out too, and trained again by the next sweep; an empty one
+        is a model deliberately not kept (prune_models) and counts."""
+        rows, damaged = parse_rows(self._raw_rows(status, run_id))
+        if not models:
+            return rows, damaged
+        kept = []
+        for r in rows:
+            why = r["status"] in ENDED and self.model_damage(r["run_id"])
+            if why:
+                damaged[r["run_id"]] = why
+            else:
+                kept.append(r)
+        return kept, damaged
+
+    def model_damage(self, run_id: str) -> str | None:
+        """Why a run's stored model cannot be used (missing, or failing zlib's checksum); None if it can."""
+        blob = self.artefact(run_id)
+        if blob is None:
+            return "its stored model is missing"
+        if blob:
+            try:
+                zlib.decompress(blob)
+            except zlib.error as e:
+                return f"its stored model is damaged (zlib: {e})"
+        return None
 
     def runs(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> list[dict]:
         """The stored runs that parse (read() says which did not)."""

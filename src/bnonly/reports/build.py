@@ -81,13 +81,17 @@ class Covered:
     store: Store | None = None                   # where the runs came from (None: given as runs)
 
 
-def cover(out_dir: Path, runs, where: dict | None, store: Store | None) -> Covered:
+def cover(out_dir: Path, runs, where: dict | None, store: Store | None, left_out: dict | None = None) -> Covered:
+    """The runs a report covers: given, or the store's that parse and whose models are whole, less
+    `left_out` ({run_id: why}: runs whose model an analysis could not load), kept where a `where` holds."""
     meta, damaged = {}, {}
     if runs is None:
         store = store or Store(out_dir / "results.sqlite")
-        (runs, damaged), meta = store.read(), store.meta()
+        (runs, damaged), meta = store.read(models=True), store.meta()
     else:
         store = None
+    if left_out:
+        runs, damaged = [r for r in runs if r["run_id"] not in left_out], {**damaged, **left_out}
     selected = select(runs, where)
     if where and not selected:
         raise ConfigError(f"no run in {out_dir} has " + ", ".join(f"{k}={v}" for k, v in where.items()))
@@ -112,7 +116,8 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
         if analyze and analyses is None:  # only the runs of the study this report covers
             analyses, left_out = analyze_store(c.store or store or Store(out_dir / "results.sqlite"), data_dir,
                                                run_ids={r["run_id"] for r in c.study})
-            c.damaged.update(left_out)
+            if left_out:  # a run whose model does not load is left out of every statistic, as the report says
+                c = cover(out_dir, runs, where, c.store, left_out)
         written: dict[str, Path] = {}
         sections, doc = build(c, out_dir, staging, written, analyses or [], data_dir, where)
         write_files(staging, written, title, sections, doc, c.store)

@@ -14,6 +14,7 @@ from ..engine.resident import load
 from ..engine.loop import evaluate, stack_of
 from ..engine.masks import ArtefactError, Plan, plan, rebuild
 from ..engine.stack import Batch, Rows
+from ..registry.data import fingerprint
 from ..registry.nets import Net, build, is_chain
 from ..registry.norms import kind_of
 from ..registry.sets import SETS
@@ -240,8 +241,9 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
 
 def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tuple[list[dict], dict[str, str]]:
     """Every counted run of a set that trains gamma/beta, with a normalization layer and a stored
-    model (only those of `run_ids` when given); and {run_id: why} of those whose stored model does
-    not load, which are left out."""
+    model (only those of `run_ids` when given); and {run_id: why} of those left out: a stored model
+    that is missing or does not load, or a run trained on other data than data_dir's (its stored
+    fingerprint). A model deliberately not kept (an empty one) is not analysed and not damaged."""
     out, left_out = [], {}
     for row in store.runs(status=("finished", "diverged")):
         if run_ids is not None and row["run_id"] not in run_ids:
@@ -250,12 +252,32 @@ def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tu
         if c["trainable"] not in ANALYZED_SETS or c["norm"] == "none":
             continue
         blob = store.artefact(row["run_id"])
-        if blob is not None:
+        if blob is None:
+            left_out[row["run_id"]] = "its stored model is missing"
+            continue
+        if why := other_data(row, data_dir):
+            left_out[row["run_id"]] = why
+            continue
+        if blob:
             try:
                 out.append(analyze_run(row, blob, data_dir))
             except ArtefactError as e:
                 left_out[row["run_id"]] = str(e)
     return out, left_out
+
+
+def other_data(row: dict, data_dir=None) -> str | None:
+    """Why a run's model must not be evaluated on data_dir's copy of its data set (it was trained on
+    other images: their fingerprints differ); None where they agree or the run predates fingerprints."""
+    theirs = (row.get("versions") or {}).get("data")
+    if not theirs or theirs == "given":
+        return None
+    mine = fingerprint(row["config"]["dataset"], data_dir)
+    if theirs == mine:
+        return None
+    return (f"trained on other {row['config']['dataset']} data ({theirs}) than "
+            f"{'--data-dir ' + str(data_dir) if data_dir else 'the installed copy'} ({mine}): pass the --data-dir it "
+            "was trained with")
 
 
 def conditions(analyses: list[dict]) -> dict:

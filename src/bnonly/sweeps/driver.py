@@ -17,12 +17,12 @@ from ..config.options import SweepOptions
 from ..engine.device import EngineOptions, describe_device, device_name, resolve_device
 from ..engine.loop import batches_per_epoch, refuse_on_device
 from ..errors import ConfigError
-from ..registry.data import expected_train_size
+from ..registry.data import expected_train_size, fingerprint
 from ..store import Store
 from ..version import code_version, label
 from . import ray
 from .executors import Progress, describe, duration, group_threads, inline, pool
-from .leases import Leases, group_id, timing
+from .leases import Leases, timing
 from .grouping import estimate_seconds, longest_first, plan_groups
 
 
@@ -38,10 +38,11 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
         refuse_on_device(runs, device)  # before a store is written or any group fails for it
     store = Store(Path(out_dir) / "results.sqlite")
     env = environment()
-    store.set_meta("sweep", sweep.to_dict())
-    store.set_meta("environment", env)
     leases = Leases(store)
     todo = leases.missing(runs)
+    same_data(store, leases.ended_rows, {c.run_id for c in runs}, options.data_dir)  # before anything is written
+    store.set_meta("sweep", sweep.to_dict())
+    store.set_meta("environment", env)
     groups = grouped(todo, device, options)
     log(plan_line(sweep, runs, todo, groups, store, device, options))
     for note in notes(store, todo, env):
@@ -58,7 +59,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
         try:
             for i, rows, node in finished:
                 progress.done(i)
-                store.write([stamped(r) for r in rows], release=(leases.owner, group_id(groups[i])))
+                store.write([stamped(r) for r in rows], owner=leases.owner)
                 nodes[node] += bool(node)
                 for r in rows:
                     stats["trained"] += 1
@@ -97,6 +98,21 @@ def environment() -> dict:
     leases' timing (leases.py), the data cache and a declared commit (version.py), recorded in the
     store's meta by every sweep."""
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith("BNONLY_")}
+
+
+def same_data(store: Store, ended: list[dict], grid: set[str], data_dir) -> None:
+    """A store reused with other data is refused: where the grid's stored runs were trained on other
+    images than data_dir's (their fingerprints, registry.data.fingerprint), skipping them would mix
+    two data sets under one name; one line naming both."""
+    stored = [r for r in ended if r["run_id"] in grid and (r.get("versions") or {}).get("data") not in (None, "given")]
+    for dataset in sorted({r["dataset"] for r in stored}):
+        mine = fingerprint(dataset, data_dir)
+        other = Counter(r["versions"]["data"] for r in stored if r["dataset"] == dataset and r["versions"]["data"] != mine)
+        if other:
+            theirs = ", ".join(f"{k} ({n} run{'s' if n != 1 else ''})" for k, n in other.most_common())
+            raise ConfigError(f"{store.path}: this grid's {dataset} runs there were trained on other data ({theirs}) than "
+                              f"{'--data-dir ' + str(data_dir) if data_dir else 'the installed copy'} ({mine}): pass "
+                              "the --data-dir they were trained with, or use another --out")
 
 
 def grouped(todo: list, device: str, options: SweepOptions) -> list[list]:

@@ -1,12 +1,12 @@
 """Sharing a store: several sweeps may train into one (two terminals, two nodes).
 
-Each sweep claims a group in the store before it trains it and keeps the claim alive with a
-heartbeat; a group whose claim is older than BNONLY_LEASE_STALE seconds (120) belongs to a process
-that died and is taken over, at once where that process ran on this machine and is gone.
+Each sweep claims the runs of a group in the store before it trains them (a lease per run) and keeps
+its claims alive with a heartbeat; a run whose claim is older than BNONLY_LEASE_STALE seconds (120)
+belongs to a process that died and is taken over, at once where that process ran on this machine
+and is gone.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import socket
@@ -16,7 +16,7 @@ import uuid
 
 from ..config.run import RunConfig
 from ..errors import ConfigError
-from ..store import Store
+from ..store import ENDED, Store
 
 
 def timing() -> tuple[float, float]:
@@ -38,11 +38,6 @@ def seconds_from(name: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}={text!r}: expected a positive number of seconds (default {default:g})")
     return value
-
-
-def group_id(group: list[RunConfig]) -> str:
-    """The name under which a store leases a group: a hash of its runs' ids."""
-    return hashlib.sha256(",".join(sorted(c.run_id for c in group)).encode()).hexdigest()[:16]
 
 
 def owner_gone(owner: str) -> bool:
@@ -70,7 +65,8 @@ class Leases:
         self.store = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.ended = store.ended_ids()
+        self.ended_rows = store.read(status=ENDED, models=True)[0]  # (whose model is whole: a damaged one trains again)
+        self.ended = {r["run_id"] for r in self.ended_rows}
         self.by_others = 0
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._run, daemon=True)
@@ -87,24 +83,31 @@ class Leases:
                 pass
 
     def work(self, groups: list[list[RunConfig]], progress):
-        """(index, group) for every group this process claims, lazily; a group another live process
-        holds is looked at again later, and dropped once that process has written its runs."""
-        pending = list(range(len(groups)))
+        """(index, runs) for the runs of each group that this process claims, lazily. Leases are per
+        run: runs of a group that another live process holds are left to it, looked at again later,
+        and dropped once written (or claimed as a group of their own if that process dies), so
+        grouping, threads and devices never decide who trains a run, and none is trained twice."""
+        pending = [(i, list(g)) for i, g in enumerate(groups)]
         while pending:
-            waiting, done = [], self._done_ids()
-            for i in pending:
-                if all(c.run_id in done for c in groups[i]):
-                    self.by_others += len(groups[i])
+            waiting = []
+            for i, group in pending:
+                done = self._done_ids()
+                left = [c for c in group if c.run_id not in done]
+                self.by_others += len(group) - len(left)
+                if not left:
                     progress.done(i)
-                elif self.store.claim(group_id(groups[i]), self.owner, self.stale, gone=owner_gone):
-                    if all(c.run_id in self._done_ids() for c in groups[i]):  # written between the look and the claim
-                        self.store.release(self.owner, group_id(groups[i]))
-                        self.by_others += len(groups[i])
-                        progress.done(i)
-                    else:
-                        yield i, groups[i]
-                else:
-                    waiting.append(i)
+                    continue
+                taken = set(self.store.claim([c.run_id for c in left], self.owner, self.stale, gone=owner_gone))
+                if taken:
+                    done = self._done_ids()  # written between the look and the claim
+                    mine = [c for c in left if c.run_id in taken and c.run_id not in done]
+                    if len(mine) < len(taken):
+                        self.store.release(self.owner, sorted(taken - {c.run_id for c in mine}))
+                        self.by_others += len(taken) - len(mine)
+                    if mine:
+                        yield i, mine
+                if rest := [c for c in left if c.run_id not in taken]:
+                    waiting.append((i, rest))
             pending = waiting
             if pending:
                 time.sleep(min(5.0, self.heartbeat))
