@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -58,6 +59,15 @@ def made(runs: list[dict], command: str, wall: float | None) -> dict:
             "wall_seconds": wall, "published": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def without_svg(dest: Path) -> None:
+    """The published report links no SVG: only the PNGs are kept under results/ (the SVGs are in the
+    run directory, and a report writes them again)."""
+    md = dest / "report.md"
+    md.write_text(re.sub(r" \(\[SVG\]\([^)]*\.svg\)\)", "", md.read_text()))
+    doc = dest / "report.json"
+    doc.write_text(re.sub(r'"svg": "[^"]*\.svg"', '"svg": null', doc.read_text()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path, help="a results directory (its results.sqlite)")
@@ -73,6 +83,7 @@ def main() -> None:
     dest.mkdir(parents=True)
     for name in FILES:
         shutil.copy(args.run_dir / name, dest / name)
+    without_svg(dest)
     for png in sorted(args.run_dir.glob("*.png")):
         shutil.copy(png, dest / png.name)
     (dest / "made.json").write_text(json.dumps(made(runs, args.command, args.wall), indent=1) + "\n")

@@ -133,7 +133,7 @@ def test_two_study_store_is_never_pooled(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "n=2" in md and "n=4" not in md and "| 2 |" in md  # cells hold 2 seeds, never 4
     assert "holds 2 studies" in md and "## Other studies in this store" in md
-    assert "--where max_epochs=10 --where subset=8000" in md or "--where max_epochs=100 --where subset=0" in md
+    assert "--where max_epochs=10 --where subset=8000 --out" in md or "--where max_epochs=100 --where subset=0 --out" in md
     assert len(doc["studies"]) == 2
     # --where selects the capped study: its claims are not testable, never "did not hold"
     assert main(["report", str(tmp_path), "--where", "max_epochs=10"]) == 0

@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 import sqlite3
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -427,3 +428,52 @@ def test_a_path_component_too_long_is_one_line(good, tmp_path, capsys, monkeypat
         err = err.split("\n", 1)[1] if err.startswith("device: ") else err
         assert code == 1 and err.count("\n") in (1, 2) and "File name too long; use a shorter name" in err, (argv, err)
         assert "Traceback" not in err
+
+
+def test_a_run_the_engine_refuses_is_not_advised_a_retry(tmp_path, capsys):
+    """An impossible random allocation fails the same way every time: the last line says so instead
+    of 'run the same command again'."""
+    code = main(["sweep", "quick", "--out", str(tmp_path / "s"), "--no-estimate", "--set", "widths=[10]",
+                 "--set", "depths=[8]", "--set", 'trainable=["random"]', "--set", "seeds=[0]", "--set", "subset=500",
+                 "--set", "max_epochs=1", "--set", 'random_allocation="last"', "--set", 'models=["mlp"]', "--set", 'preset="frankle"'])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 3 and "1 of 1 runs failed" in last and "the engine refused them" in last, last
+    assert "run the same command again" not in last
+
+
+def test_where_given_twice_for_one_field_is_refused(good, capsys):
+    one_line(capsys, 2, main(["report", str(good), "--where", "seed=0", "--where", "seed=1"]), "seed is given twice")
+
+
+def test_an_export_keeps_its_files_mode_and_follows_a_link(good, tmp_path):
+    """Written files get open()'s mode (0666 less the umask; mkstemp's 0600 before), an existing
+    file keeps its own, and a symlinked target is written through the link."""
+    from bnonly import files
+    mask = os.umask(0o022)
+    try:
+        new = files.write(tmp_path / "new.csv", lambda fh: fh.write("a\n"), "export", mode="w")
+        assert new.stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.csv").write_text("old\n")
+        os.chmod(tmp_path / "kept.csv", 0o640)
+        files.write(tmp_path / "kept.csv", lambda fh: fh.write("b\n"), "export", mode="w")
+        assert (tmp_path / "kept.csv").stat().st_mode & 0o777 == 0o640
+        (tmp_path / "link.csv").symlink_to(tmp_path / "kept.csv")
+        assert main(["export", str(good), str(tmp_path / "link.csv")]) == 0
+        assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "kept.csv").read_text().startswith("run_id,")
+    finally:
+        os.umask(mask)
+
+
+def test_a_killed_reports_staging_directory_is_removed_by_the_next(good, capsys):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (good / f".report-{dead.pid}-abcd").mkdir()
+    (good / f".report-{os.getpid()}-live").mkdir()  # a live process's: left alone
+    assert main(["report", str(good)]) == 0
+    assert sorted(p.name for p in good.iterdir() if p.name.startswith(".report-")) == [f".report-{os.getpid()}-live"]
+
+
+def test_a_subset_too_small_to_split_is_a_usage_error_before_any_store(tmp_path, capsys):
+    one_line(capsys, 2, main(["sweep", "quick", "--out", str(tmp_path / "s"), "--set", "subset=1"]),
+             "subset=1: is too small for a validation split")
+    assert not (tmp_path / "s").exists()

@@ -33,8 +33,8 @@ def test_a_published_study_has_its_report_its_runs_and_its_maker(study):
     with (study / "results.csv").open(newline="") as fh:
         assert made["runs"] == len(list(csv.DictReader(fh))) > 0
     assert doc["code_versions"] == made["code"]  # the report names the code version its runs share
-    for png in re.findall(r"\(([\w.-]+\.png)\)", (study / "report.md").read_text()):
-        assert (study / png).is_file(), png
+    for image in re.findall(r"\(([\w.-]+\.(?:png|svg))\)", (study / "report.md").read_text()):
+        assert (study / image).is_file(), image  # every linked figure is published (the SVGs are not linked)
 
 
 def test_the_readme_headline_is_results_quick():

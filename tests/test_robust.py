@@ -35,7 +35,7 @@ def store(tmp_path, capsys):
     return out
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "header", "foreign", "newer"])
+@pytest.mark.parametrize("damage", ["garbage", "page", "truncated", "header", "foreign", "newer"])
 def test_damaged_store_is_one_line_and_never_written(store, damage, capsys):
     db = store / "results.sqlite"
     Store(db)  # checkpoint the WAL into the file
@@ -44,6 +44,8 @@ def test_damaged_store_is_one_line_and_never_written(store, damage, capsys):
     data = db.read_bytes()
     if damage == "garbage":
         db.write_bytes(data[:4096] + os.urandom(len(data) - 8192) + data[-4096:])
+    elif damage == "page":  # a b-tree page overwritten: SQLite's quick_check reports it over two lines
+        db.write_bytes(data[:8192] + b"\x07" * 700 + data[8892:])
     elif damage == "truncated":
         db.write_bytes(data[: len(data) // 3])
     elif damage == "header":

@@ -138,8 +138,17 @@ def _sweep_status(out, stats) -> int:
     """0, or FAILED_RUNS with a last line that says how many failed and how to retry them."""
     if not stats.get("failed"):
         return 0
+    refused = stats.get("refused", 0)
+    why = "their configuration cannot run, e.g. an impossible random allocation: change the grid, a retry fails again"
+    if not refused:
+        advice = "run the same command again to retry them"
+    elif refused == stats["failed"]:
+        advice = f"the engine refused them ({why})"
+    else:
+        advice = (f"run the same command again to retry {stats['failed'] - refused} of them; the engine refused the "
+                  f"other {refused} ({why})")
     print(f"bnonly: {stats['failed']} of {stats['trained']} runs failed (their errors are in {out}/results.sqlite: "
-          f"bnonly export {out} failed.csv); run the same command again to retry them", file=sys.stderr)
+          f"bnonly export {out} failed.csv); {advice}", file=sys.stderr)
     return FAILED_RUNS
 
 

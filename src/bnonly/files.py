@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -39,6 +40,8 @@ def write(path, produce: Callable[[object], None], what: str, mode: str = "wb") 
     renamed over it. A device or other special file (/dev/null) is written in place, as asked. Any
     failure is an OutputError naming `what` and the path; the temporary file is removed."""
     path = Path(path)
+    if path.is_symlink():  # a link is followed (its target rewritten), not replaced by a file
+        path = Path(os.path.realpath(path))
     try:
         special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
         if special:
@@ -47,6 +50,7 @@ def write(path, produce: Callable[[object], None], what: str, mode: str = "wb") 
             return path
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
         try:
+            os.chmod(fd, permissions(path))  # (mkstemp's file is 0600)
             with os.fdopen(fd, mode) as fh:
                 produce(fh)
                 fh.flush()
@@ -58,6 +62,37 @@ def write(path, produce: Callable[[object], None], what: str, mode: str = "wb") 
     except (OSError, RuntimeError) as e:  # (torch.save reports a failed write as a RuntimeError)
         raise OutputError(f"{what} {path}: cannot write it ({reason(e)})") from None
     return path
+
+
+def staging(parent: Path, what: str) -> Path:
+    """A new directory `.WHAT-PID-xxxx` in parent, where a report or analysis is written before its
+    files are moved into place; those a killed process of this machine left behind are removed first."""
+    for old in parent.glob(f".{what}-*-*"):
+        pid = old.name.split("-")[-2]
+        if old.is_dir() and pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{what}-{os.getpid()}-", dir=parent))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def permissions(path: Path) -> int:
+    """The mode a written file gets: the file's own where it exists, else what open() would give
+    (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def strict_json(obj, **kwargs) -> str:

@@ -198,8 +198,9 @@ class Store:
                                  "another --out") from None
             raise StoreError(f"{self.path}: corrupt results store ({e}); nothing was written to it") from None
         if ok != [("ok",)]:
-            raise StoreError(f"{self.path}: corrupt results store (SQLite quick_check: {ok[0][0]}); "
-                             "nothing was written to it")
+            said = " ".join(" ".join(str(r[0]).split()) for r in ok)  # (its report spans lines: one line here)
+            raise StoreError(f"{self.path}: corrupt results store (SQLite quick_check: "
+                             f"{said if len(said) <= 200 else said[:200] + '...'}); nothing was written to it")
         if tables and "runs" not in tables:
             raise StoreError(f"{self.path}: an SQLite file, but not a bnonly results store (no runs table)")
         version = self._meta_values(meta).get("schema_version")

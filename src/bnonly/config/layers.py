@@ -353,5 +353,8 @@ def parse_where(where) -> dict:
     for key, value, item in items:
         if key not in FIELD_TYPES:
             raise ConfigError(f"--where {item!r}: expected FIELD=VALUE with a run field ({', '.join(FIELD_TYPES)})")
+        if key in out:  # every --where must hold, and a run has one value of each field
+            raise ConfigError(f"--where {item!r}: {key} is given twice (a run has one {key}, and every --where must "
+                              "hold); give it once")
         out[key] = parse_value(key, value if isinstance(value, str) else str(value))
     return out

@@ -116,6 +116,10 @@ class RunConfig:
               else True, "lr_drop_epochs", "must be epochs >= 1, comma-separated (e.g. \"81,121\")")
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(self.subset >= 0, "subset", "must be >= 0 (0 = all)")
+        n_val = round(self.subset * self.val_fraction)  # (registry/data.py's split of a subset)
+        check(not self.subset or (n_val >= 1 and self.subset - n_val >= 2), "subset",
+              f"is too small for a validation split of {self.val_fraction} (one validation and two training images "
+              "at least)")
         for name in ("seed", "data_seed"):  # torch's generator takes no negative seed (the bound above caps them)
             check(getattr(self, name) >= 0, name, "must be >= 0")
         # torch's CPU generator keeps a seed modulo 2**32: seed 2**32 would train seed 0's run under another id

@@ -266,10 +266,9 @@ def subset_size(n: int, subset: int = 0) -> int:
 
 def split_indices(n: int, val_fraction: float, data_seed: int, subset: int = 0):
     """Train/validation indices into the training set: disjoint, fixed by data_seed, never the test set."""
+    split_of(n, val_fraction, subset)  # (checked: a validation example and two training examples at least)
     perm = np.random.default_rng(data_seed).permutation(n)[: subset_size(n, subset)]
     n_val = int(round(len(perm) * val_fraction))
-    if n_val < 1 or len(perm) - n_val < 2:
-        raise DataError(f"subset={subset} is too small for a validation split of {val_fraction}")
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -281,7 +280,10 @@ def split_sizes(dataset: str, val_fraction: float, subset: int = 0, data_dir=Non
 def split_of(n: int, val_fraction: float, subset: int = 0) -> tuple[int, int]:
     """(training, validation) examples of a training set of n images: the subset, then its split."""
     n = subset_size(n, subset)
-    return n - int(round(n * val_fraction)), int(round(n * val_fraction))
+    n_val = int(round(n * val_fraction))
+    if n_val < 1 or n - n_val < 2:
+        raise DataError(f"subset={subset} is too small for a validation split of {val_fraction}")
+    return n - n_val, n_val
 
 
 def expected_train_size(dataset: str, val_fraction: float, subset: int = 0, data_dir=None) -> int:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from .. import files
 from ..files import strict_json
 from ..store import Store
 from ..study.claims import claims
@@ -110,7 +110,7 @@ def write_report(out_dir, runs=None, title: str = "bnonly report", analyses=None
     or nothing: a failed report leaves the previous one as it was."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    staging = files.staging(out_dir, "report")
     try:
         c = cover(out_dir, runs, where, store)
         if analyze and analyses is None:  # only the runs of the study this report covers
@@ -138,7 +138,7 @@ def write_analysis(out_dir, store: Store, data_dir=None) -> dict:
     out = {"runs": len(analyses), "table": None, "answers": [], "figures": [], "left_out": left_out}
     if not analyses:
         return out
-    staging = Path(tempfile.mkdtemp(prefix=".analysis-", dir=out_dir))
+    staging = files.staging(out_dir, "analysis")
     try:
         groups = conditions(analyses)
         written: dict[str, Path] = {}

@@ -220,12 +220,15 @@ def other_studies(others, out_dir, where: dict | None, main_dataset) -> dict:
         base = [r for r in rs if is_baseline(r) and config_of(r)["dataset"] == ds]
         verdicts = Counter(c["verdict"] for c in claims(base, ds))
         wheres = {**(where or {}), **fields}
-        cmd = " ".join(["bnonly report", shlex.quote(str(out_dir))]
-                       + [f"--where {shlex.quote(f'{k}={v}')}" for k, v in wheres.items()])
+        own = Path(out_dir) / ("study-" + "_".join(f"{k}-{v}" for k, v in fields.items()).replace("/", "-"))
+        cmd = " ".join(["bnonly report", shlex.quote(str(out_dir))]  # into a directory of its own: not over this report
+                       + [f"--where {shlex.quote(f'{k}={v}')}" for k, v in wheres.items()]
+                       + ["--out", shlex.quote(str(own))])
         rows.append([describe_study(fields), str(len(rs)), ", ".join(f"{n} {v}" for v, n in verdicts.items()), cmd])
     return {"title": "Other studies in this store", "blocks": [
         text("These runs differ from the study above in more than the seed, so they are never pooled with it. "
-             "Each is a study of its own; the command in the last column writes its full report."),
+             "Each is a study of its own; the command in the last column writes its full report into a directory of its "
+             "own (not over this one)."),
         table(["study", "runs", "claims", "report it with"], rows,
               caption="runs = every run of the study (all seeds, every status); claims = how many of the study's "
                       "claims got each verdict, by the rules of the claims table above.")]}

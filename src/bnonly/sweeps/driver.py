@@ -36,6 +36,8 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     runs = sweep.runs()
     if device != "auto":
         refuse_on_device(runs, device)  # before a store is written or any group fails for it
+    for c in {(c.dataset, c.val_fraction, c.subset): c for c in runs}.values():  # a split too small, a subset too large
+        expected_train_size(c.dataset, c.val_fraction, c.subset, options.data_dir)  # (DataError before the store)
     store = Store(Path(out_dir) / "results.sqlite")
     env = environment()
     leases = Leases(store)
@@ -52,7 +54,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
 
     progress = Progress(groups, lambda c: batches_per_epoch(expected_train_size(
         c.dataset, c.val_fraction, c.subset, options.data_dir), c.batch_size), quiet)
-    stats = {"total": len(runs), "skipped": len(runs) - len(todo), "trained": 0, "failed": 0}
+    stats = {"total": len(runs), "skipped": len(runs) - len(todo), "trained": 0, "failed": 0, "refused": 0}
     nodes, t0 = Counter(), time.perf_counter()
     with leases:
         finished = executor(options)(leases.work(groups, progress), device, options, progress)
@@ -64,6 +66,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
                 for r in rows:
                     stats["trained"] += 1
                     stats["failed"] += r["status"] == "failed"
+                    stats["refused"] += r["status"] == "failed" and str(r.get("error")).startswith("ConfigError")
                     log(f"[{stats['skipped'] + stats['trained']}/{len(runs)}] {describe(r)}")
         finally:
             finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)

@@ -62,7 +62,7 @@ def describe(row: dict) -> str:
     if row["status"] == "failed":
         return f"{arch} {c['trainable']} seed {c['seed']}: FAILED ({row['error']})"
     return (f"{arch} {c['trainable']:8s} seed {c['seed']}: test {row['test_accuracy']:.4f} "
-            f"({row['epochs_run']} epochs, {row['trainable_params']:,} trained, {row['seconds']:.1f} s, "
+            f"({row['epochs_run']} epoch{'s' if row['epochs_run'] != 1 else ''}, {row['trainable_params']:,} trained, {row['seconds']:.1f} s, "
             f"{row['status']})")
 
 

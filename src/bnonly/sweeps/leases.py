@@ -16,6 +16,7 @@ import uuid
 
 from ..config.run import RunConfig
 from ..errors import ConfigError
+from ..files import alive
 from ..store import ENDED, Store
 
 
@@ -44,15 +45,7 @@ def owner_gone(owner: str) -> bool:
     """A lease owner is gone at once when it ran on this machine and its process no longer exists
     (a sweep killed here is resumed without waiting for its claims to go stale)."""
     host, pid, _ = owner.split(":")
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError):
-        return False
-    return False
+    return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
 
 
 class Leases:
