@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The study's GPU work in one call of at most 10 minutes, on a copy of the tree without its git
 # history: check the GPU, time speed.py, train `claims` under the report's text and its code, then
-# as much of `report` as the time left allows (it resumes), write each study's report, and pack
-# what comes back into $OUT (one archive per study, speed.py's result file, the log).
+# as much of `report` as the time left allows, each sweep stopping on time (--stop-after: its groups
+# in progress checkpoint), write each study's report, and pack what comes back into $OUT (one
+# archive per study with its store and checkpoints, speed.py's result file, the log). Archives of an
+# earlier call in .device/carry/ are unpacked first, so a study spans several calls.
 #
 #   bash benchmarks/device.sh --prepare                                        # here, once: .device/
 #   BNONLY_COMMIT=$(git rev-parse HEAD) bash benchmarks/device.sh            # on the GPU machine
@@ -35,6 +37,9 @@ if [ "${1:-}" = "--cpu-tiny" ]; then  # the same steps on this machine's CPU, on
     TINY=(--set 'widths=[8]' --set 'depths=[2,4]' --set subset=600 --set max_epochs=2 --set 'seeds=[0,1]')
 fi
 left() { echo $(( LIMIT - ($(date +%s) - START) )); }
+for archive in .device/carry/*.tgz; do  # an earlier call's studies, stores and checkpoints: go on from them
+    [ -f "$archive" ] && tar xzf "$archive" -C runs
+done
 {
     echo "== device $DEVICE, commit ${BNONLY_COMMIT:-unknown}, $(date -u '+%Y-%m-%d %H:%M UTC')"
     [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -45,17 +50,27 @@ left() { echo $(( LIMIT - ($(date +%s) - START) )); }
     fi
     for preset in report report-code; do
         echo "== claims under $preset ($(left) s left)"
-        timeout $(( $(left) / 3 )) $PY -m bnonly sweep claims --device $DEVICE --out runs/claims-$preset \
-            --set preset=$preset --no-estimate "${TINY[@]}"
+        # --stop-after: every group in progress checkpoints and the sweep exits 0 (the next call goes on);
+        # timeout only as a backstop, a minute past it
+        budget=$(( $(left) / 3 ))
+        timeout $(( budget + 60 )) $PY -m bnonly sweep claims --device $DEVICE --out runs/claims-$preset \
+            --set preset=$preset --no-estimate --stop-after ${budget}s "${TINY[@]}"
         timeout 120 $PY -m bnonly report runs/claims-$preset
     done
     echo "== report grid ($(left) s left)"
-    timeout $(( $(left) - 150 )) $PY -m bnonly sweep report --device $DEVICE --out runs/report --no-estimate \
-        "${TINY[@]}"
-    timeout 120 $PY -m bnonly report runs/report
+    budget=$(( $(left) - 150 ))
+    if [ $budget -ge 30 ]; then
+        timeout $(( budget + 60 )) $PY -m bnonly sweep report --device $DEVICE --out runs/report --no-estimate \
+            --stop-after ${budget}s "${TINY[@]}"
+        timeout 120 $PY -m bnonly report runs/report
+    else
+        echo "(too little time left for the report grid)"
+    fi
 } 2>&1 | tee "$OUT/device.log"
 for study in runs/claims-report runs/claims-report-code runs/report; do
-    [ -f $study/report.json ] || continue
-    (cd $study && tar czf "$OUT/$(basename $study).tgz" report.md report.json results.csv ./*.png)
+    [ -f $study/results.sqlite ] || continue
+    # the whole study: its report, its store and the checkpoints of groups in progress. Carried back
+    # (copy the archives into .device/carry/ here, and carry .device), the next call goes on from them.
+    (cd runs && tar czf "$OUT/$(basename $study).tgz" "$(basename $study)")
 done
 ls -l "$OUT"

@@ -130,13 +130,17 @@ def test_parquet_without_pyarrow_is_one_line(store, monkeypatch, capsys):
     one_line(capsys, 2, main(["export", str(store), str(store / "r.parquet")]), "bnonly[parquet]")
 
 
-def test_ctrl_c_with_workers_is_one_line(tmp_path):
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
+def test_ctrl_c_with_workers_is_one_line(tmp_path, twice):
     out = tmp_path / "w"
+    out.mkdir()
     cmd = [sys.executable, "-m", "bnonly", "sweep", "quick", "--out", str(out), "--workers", "2", "--no-estimate",
            "--set", "widths=[8,16]", "--set", "depths=[1,2]", "--set", 'trainable=["bn","all"]', "--set", "seeds=[0]",
            "--set", "subset=20000", "--set", "max_epochs=40", "--set", "patience=40"]
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True,  # SIGINT at its default,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in test_cluster
+    if twice:  # epochs of seconds: the second Ctrl-C comes while the groups still train towards their checkpoint
+        cmd += ["--set", "widths=[8,512]", "--set", "depths=[1,4]"]
+    p = subprocess.Popen(cmd, stderr=(out / "err").open("w"), text=True, start_new_session=True,  # SIGINT at its
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # default, as in test_cluster
     deadline = time.time() + 120
     n = 0
     while time.time() < deadline and p.poll() is None and not n:  # the workers are training, a group is stored
@@ -148,9 +152,19 @@ def test_ctrl_c_with_workers_is_one_line(tmp_path):
             pass
         time.sleep(0.1)
     os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
-    _, err = p.communicate(timeout=60)
+    if twice:  # the second stops at once
+        deadline = time.time() + 30
+        while "stopping:" not in (out / "err").read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGINT)
+    p.wait(timeout=120)
+    err = (out / "err").read_text()
     assert 0 < n < 8, n
-    assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
+    if twice:
+        assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
+    else:  # the first Ctrl-C: every group in progress checkpoints at its epoch's end, exit 0
+        assert p.returncode == 0 and "Traceback" not in err and "stopped on time (a signal)" in err, err[-2000:]
+        assert list((out / "checkpoints").glob("*.ckpt"))
 
 
 def _sweep_proc(out, extra_env=None, extra=()):

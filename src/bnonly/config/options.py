@@ -5,6 +5,7 @@ trained or written.
 from __future__ import annotations
 
 import os
+import re
 import types
 from dataclasses import dataclass, field, fields
 from typing import get_type_hints
@@ -35,6 +36,10 @@ class SweepOptions:
     threads: int = _option(0, "torch threads per group (0: the cores, divided among the workers)")
     estimate: bool = _option(True, "print the compute estimate, measured on a few steps of each group shape, "
                                    "before training")
+    stop_after: str | None = _option(None, "stop on time: after this wall time (e.g. 2h40m, 90m, 45s) every group in "
+                                           "progress saves its checkpoint at its epoch's end and the sweep exits 0; "
+                                           "the same command goes on from there (SIGTERM and a first Ctrl-C do the "
+                                           "same)")
     executor: str = _option("local", "local: this machine; ray: each group a Ray task (the store is still "
                                      "written by this process)", choices=EXECUTORS, group=RAY)
     address: str | None = _option(None, "the Ray cluster to join: 'auto' (the cluster of this node) or HOST:PORT "
@@ -58,10 +63,21 @@ class SweepOptions:
             choices = f.metadata.get("choices")
             if choices and value not in choices:
                 raise ConfigError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+        if self.stop_after is not None:
+            duration_seconds(self.stop_after)  # (checked here: one line before anything runs)
         for flag, value, least in (("--group-size", self.group_size, 1), ("--workers", self.workers, 1),
                                    ("--threads", self.threads, 0)):
             if not least <= value <= MOST_PROCESSES:
                 raise ConfigError(f"{flag} {value}: must be in [{least}, {MOST_PROCESSES}]")
+
+
+def duration_seconds(text: str) -> float:
+    """'2h40m', '90m', '45s', '1h', '3600' (seconds) as seconds; anything else is one line."""
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or m is None or not any(m.groups()):
+        raise ConfigError(f"--stop-after {text!r}: expected a duration such as 2h40m, 90m, 45s or 3600 (seconds)")
+    h, mins, secs = (float(g or 0) for g in m.groups())
+    return 3600 * h + 60 * mins + secs
 
 
 def option_type(name: str) -> type:

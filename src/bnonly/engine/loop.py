@@ -20,7 +20,7 @@ from ..registry.data import fingerprint, split_sizes
 from ..registry.nets import Net, build
 from ..registry.sets import SETS
 from ..version import code_version
-from . import resident
+from . import checkpoint, resident
 from .device import EngineOptions, machine, resolve_device
 from .functional import FunctionalStack
 from .fused import FusedStack
@@ -55,15 +55,18 @@ class Result:
     model: Net | None = field(default=None, repr=False)      # the trained model (best weights), on the CPU
     artefact: bytes | None = field(default=None, repr=False)  # what trained, packed (masks.pack)
     data: str = ""                     # the data it trained on (registry.data.fingerprint); "given" for passed tensors
+    parts: list = field(default_factory=list)  # where it trained: one entry, or one per resumed part (checkpoint.py)
 
     def summary(self) -> dict:
         """The run as a dict of plain values (what `bnonly train --json` prints and the store keeps):
         its fields but the model, its run id and configuration, and `versions`: the machine it ran on,
         the code that ran it (the store stamps the code of the process that writes the row) and the
         data it trained on."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("config", "model", "artefact", "data")}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("config", "model", "artefact", "data", "parts")}
+        resumed = {"parts": self.parts} if len(self.parts) > 1 else {}  # a run that resumed: each part's code and CPU
         return {"run_id": self.config.run_id, "config": self.config.__dict__.copy(), **out,
-                "versions": {**machine(self.device), **code_version(), "data": self.data}}
+                "versions": {**machine(self.device), **code_version(), "data": self.data, **resumed}}
 
 
 def stack_of(models: list[torch.nn.Module], plans: list[Plan], device="cpu",
@@ -174,8 +177,10 @@ def refuse_on_device(cfgs: list[RunConfig], device: str) -> None:
 
 
 def train(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = None, hooks: Hooks | None = None,
-          options: EngineOptions | None = None) -> list[Result]:
-    """Train runs that differ only in PER_MODEL_FIELDS as one stack; one Result per config, in order."""
+          options: EngineOptions | None = None, checkpoints: checkpoint.Checkpoints | None = None) -> list[Result]:
+    """Train runs that differ only in PER_MODEL_FIELDS as one stack; one Result per config, in order.
+    With `checkpoints`, the group resumes from its checkpoint where it has one, saves one at epoch
+    ends, and raises checkpoint.Stopped once it has saved where checkpoints.stopping() says so."""
     hooks = hooks or Hooks()
     if len({shared_config(c) for c in cfgs}) != 1:
         raise ValueError("runs trained together must differ only in " + ", ".join(PER_MODEL_FIELDS))
@@ -185,13 +190,40 @@ def train(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = No
     if device == "cuda":  # TF32 only when asked for (PyTorch's default for matmuls is full fp32)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfgs[0].precision == "tf32"
     t0 = time.perf_counter()
-    group = Training([cfgs[i] for i in order], device, data_dir, options=options)
-    for epoch in range(1, group.cfg.max_epochs + 1):
+    ordered = [cfgs[i] for i in order]
+    group = Training(ordered, device, data_dir, options=options)
+    start, before, parts = 1, 0.0, []
+    path = None if checkpoints is None else checkpoints.path([c.run_id for c in ordered])
+    if path is not None:
+        group, state = checkpoint.resumed(group, path, lambda: Training(ordered, device, data_dir, options=options))
+        if state is not None:
+            start, before, parts = state["epoch"] + 1, state["seconds"], state["parts"]
+    m = machine(device)
+    here = {"code": code_version()["code"], "from_epoch": start,
+            "machine": {k: m.get(k) for k in ("device_name", "cpu_family", "cpu_model", "cpu_capability", "threads")}}
+    saved = time.perf_counter()
+    for epoch in range(start, group.cfg.max_epochs + 1):
         if len(group.active) == 0:
             break
+        if checkpoints is not None and epoch == start and checkpoints.stopping():  # asked to stop before it began
+            raise checkpoint.Stopped(start - 1)
         group.train_epoch(epoch, hooks)
         group.validate(epoch, hooks)
-    results = group.finish(time.perf_counter() - t0)
+        if checkpoints is None or len(group.active) == 0 or epoch == group.cfg.max_epochs:
+            continue
+        stop = checkpoints.stopping()
+        if stop or time.perf_counter() - saved >= checkpoints.every:
+            spent = before + time.perf_counter() - t0
+            checkpoint.save(path, checkpoint.state_of(
+                group, epoch, spent, parts + [{**here, "to_epoch": epoch, "seconds": spent - before}]))
+            saved = time.perf_counter()
+        if stop:
+            raise checkpoint.Stopped(epoch)
+    results = group.finish()
+    spent = time.perf_counter() - t0  # the test evaluation included
+    for r in results:
+        r.seconds = (before + spent) / len(results)
+        r.parts = parts + [{**here, "to_epoch": r.epochs_run, "seconds": spent}]
     out = [None] * len(cfgs)
     for j, i in enumerate(order):
         out[i] = results[j]
@@ -206,7 +238,7 @@ class Training:
     def __init__(self, cfgs: list[RunConfig], device: str, data_dir: str | None, data: resident.Tensors | None = None,
                  options: EngineOptions | None = None):
         """data: what to train on instead of cfg's data set (benchmarks on generated batches)."""
-        self.cfg, self.device = cfgs[0], device
+        self.cfgs, self.cfg, self.device = cfgs, cfgs[0], device
         c0 = self.cfg
         self.data = data if data is not None else resident.load(c0.dataset, c0.val_fraction, c0.data_seed, c0.subset,
                                                                 device, data_dir, c0.normalize)
@@ -325,7 +357,7 @@ class Training:
         batch = Batch(x.unsqueeze(0).expand(len(rows), *x.shape), y.unsqueeze(0).expand(len(rows), -1), rows, first)
         return evaluate(stack, batch, self.data.input_shape)
 
-    def finish(self, seconds: float) -> list[Result]:
+    def finish(self) -> list[Result]:
         """Every model's best weights restored, evaluated on the test set once, and packed. A diverged
         run keeps its best epoch's weights, as the report's Keras early stopping would."""
         final = stack_of(self.models, self.plans, self.device, self.options)
@@ -333,10 +365,8 @@ class Training:
             for n, t in {**final.params, **final.buffers}.items():
                 t.copy_(self.best[n])
         test_loss, test_acc = self.evaluate(final, torch.arange(len(self.results)), "test")
-        M = len(self.results)
         for i, r in enumerate(self.results):  # (a run that diverged in its first epoch: its initial weights)
             r.test_loss, r.test_accuracy = float(test_loss[i]), float(test_acc[i])
-            r.seconds = seconds / M
             self.models[i].load_state_dict(final.state_dict(i))
             r.model = self.models[i].eval()
             r.artefact = pack(r.model, self.plans[i], self.data.input_shape)

@@ -5,15 +5,20 @@ it stopped. bnonly.sweep() (api.py) is the operation; run() is its work, in the 
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..config.layers import SweepConfig
-from ..config.options import SweepOptions
+from ..config.options import SweepOptions, duration_seconds
+from ..engine.checkpoint import SIGNALLED, Checkpoints, runs_of
 from ..engine.device import EngineOptions, describe_device, device_name, resolve_device
 from ..engine.loop import batches_per_epoch, refuse_on_device
 from ..errors import ConfigError
@@ -21,8 +26,8 @@ from ..registry.data import expected_train_size, fingerprint
 from ..store import Store
 from ..version import code_version, label
 from . import ray
-from .executors import Progress, describe, duration, group_threads, inline, pool
-from .leases import Leases, timing
+from .executors import STOPPED, Progress, describe, duration, group_threads, inline, pool
+from .leases import Leases, seconds_from, timing
 from .grouping import estimate_seconds, longest_first, plan_groups
 
 
@@ -31,6 +36,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     Only this process writes the store, one transaction per finished group; sweeps may share a store
     (each claims a group before it trains it)."""
     log = (lambda *a: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    checkpoints = checkpointing(out_dir, options)  # (the --stop-after clock starts here)
     device = sweep_device(options)
     timing()  # the leases' timing from the environment, checked before anything is said or written
     runs = sweep.runs()
@@ -56,18 +62,30 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
         c.dataset, c.val_fraction, c.subset, options.data_dir), c.batch_size), quiet)
     stats = {"total": len(runs), "skipped": len(runs) - len(todo), "trained": 0, "failed": 0, "refused": 0}
     nodes, t0 = Counter(), time.perf_counter()
-    with leases:
-        finished = executor(options)(leases.work(groups, progress), device, options, progress)
+    stats["stopped"] = 0
+    with leases, stop_signals(checkpoints, log):
+        work = leases.work(groups, progress, stop=checkpoints.stopping if checkpoints else None)
+        finished = executor(options)(work, device, options, progress, checkpoints)
         try:
             for i, rows, node in finished:
                 progress.done(i)
+                stopped = [r for r in rows if r["status"] == STOPPED]
+                rows = [r for r in rows if r["status"] != STOPPED]
                 store.write([stamped(r) for r in rows], owner=leases.owner)
+                if stopped:
+                    store.release(leases.owner, [r["run_id"] for r in stopped])
+                    stats["stopped"] += len(stopped)
+                elif checkpoints is not None:  # its runs are stored: its checkpoint is done with
+                    checkpoints.path([r["run_id"] for r in rows]).unlink(missing_ok=True)
                 nodes[node] += bool(node)
+                for r in stopped:
+                    log(describe(r))
                 for r in rows:
                     stats["trained"] += 1
                     stats["failed"] += r["status"] == "failed"
                     stats["refused"] += r["status"] == "failed" and str(r.get("error")).startswith("ConfigError")
                     log(f"[{stats['skipped'] + stats['trained']}/{len(runs)}] {describe(r)}")
+            halted = checkpoints is not None and checkpoints.stopping()  # (a signal's flag is reset on leaving)
         finally:
             finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)
             progress.close()
@@ -78,10 +96,76 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     others = f", {leases.by_others} trained by another sweep on this store" if leases.by_others else ""
     log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
         f"{stats['skipped']} skipped{others}, {stats['seconds']:.1f} s -> {store.path}")
+    if halted:
+        left = len(runs) - len({c.run_id for c in runs} & store.ended_ids())
+        why = "--stop-after" if checkpoints.deadline and time.time() >= checkpoints.deadline else "a signal"
+        stats["left"] = left
+        log(f"stopped on time ({why}): {left} of {len(runs)} runs left, {stats['stopped']} of them checkpointed "
+            f"mid-training in {checkpoints.directory}; go on with: {go_on()}")
+    elif checkpoints is not None:
+        clear_checkpoints(checkpoints, store)
     return stats
 
 
 # ----------------------------------------------------------------------------- its steps
+def checkpointing(out_dir, options: SweepOptions) -> Checkpoints | None:
+    """Where the local executors keep their groups' checkpoints (OUT/checkpoints, saved at an epoch's
+    end at most every BNONLY_CHECKPOINT_SECONDS, 120) and when they stop (--stop-after, a stop file
+    that a signal writes). Ray's tasks do not checkpoint (Ray retries them), so it refuses --stop-after."""
+    if options.executor == "ray":
+        if options.stop_after is not None:
+            raise ConfigError("--stop-after is for the local executors (a Ray task is retried by Ray, not resumed)")
+        return None
+    deadline = None if options.stop_after is None else time.time() + duration_seconds(options.stop_after)
+    return Checkpoints(Path(out_dir) / "checkpoints", every=seconds_from("BNONLY_CHECKPOINT_SECONDS", 120.0, zero=True),
+                       deadline=deadline, stop_file=Path(out_dir) / "checkpoints" / f".stop-{os.getpid()}")
+
+
+@contextmanager
+def stop_signals(checkpoints: Checkpoints | None, log):
+    """While the sweep trains: SIGTERM or a first Ctrl-C make every group in progress save its
+    checkpoint at its epoch's end and the sweep stop (exit 0); a second Ctrl-C stops at once (130).
+    Only in the main thread (where Python delivers signals), and only with checkpoints."""
+    if checkpoints is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked = {"n": 0}
+
+    def stop(signum, frame):
+        asked["n"] += 1
+        if asked["n"] > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if asked["n"] == 1:
+            SIGNALLED["stop"] = True
+            checkpoints.stop_file.parent.mkdir(parents=True, exist_ok=True)
+            checkpoints.stop_file.touch()  # the worker processes' signal
+            log("stopping: every group in progress saves its checkpoint at its epoch's end (Ctrl-C again stops at once)")
+    before = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        SIGNALLED["stop"] = False
+        checkpoints.stop_file.unlink(missing_ok=True)
+
+
+def go_on() -> str:
+    """The command that continues a stopped sweep: this one (the same flags resume where it stopped)."""
+    if Path(sys.argv[0]).name in ("bnonly", "__main__.py"):
+        return "bnonly " + shlex.join(sys.argv[1:])
+    return "the same sweep (bnonly.sweep with the same arguments)"
+
+
+def clear_checkpoints(checkpoints: Checkpoints, store: Store) -> None:
+    """Checkpoints whose runs are all stored (a group planned otherwise by an earlier sweep) removed."""
+    done = store.ended_ids()
+    for path in Path(checkpoints.directory).glob("*.ckpt"):
+        runs = runs_of(path)
+        if runs is not None and set(runs) <= done:
+            path.unlink(missing_ok=True)
+
+
 def sweep_device(options: SweepOptions) -> str:
     """The device to train on, every flag checked against the executor (and Ray installed where it is
     asked for); 'auto' stays 'auto' for Ray, whose cluster decides."""

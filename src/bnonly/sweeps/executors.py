@@ -19,29 +19,36 @@ from tqdm.auto import tqdm  # widgets in a notebook, text in a terminal
 
 from ..config.options import SweepOptions
 from ..config.run import RunConfig
+from ..engine.checkpoint import Checkpoints, Stopped, stop_on_signals
 from ..engine.loop import Hooks, train
 from ..registry.data import DataError
 from ..registry.models import arch_name
 
 
 def train_group(group: list[RunConfig], device: str, data_dir, hooks: Hooks | None = None,
-                threads: int = 0) -> list[dict]:
+                threads: int = 0, checkpoints: Checkpoints | None = None) -> list[dict]:
     """Train one group (inline, in a worker process or in a Ray task) into summary rows. A crash,
     or a run the engine refuses (ConfigError, e.g. an impossible random allocation), is recorded as
     `failed` rows with the error (tried again on re-launch) instead of ending the sweep; a data
-    error ends it with its one-line message, since every group would hit it."""
+    error ends it with its one-line message, since every group would hit it. A group that stopped
+    on time (`checkpoints`) gives `stopped` rows, which are not stored: its checkpoint goes on."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         return [{**r.summary(), "artefact": r.artefact}
-                for r in train(group, device=device, data_dir=data_dir, hooks=hooks)]
+                for r in train(group, device=device, data_dir=data_dir, hooks=hooks, checkpoints=checkpoints)]
+    except Stopped as e:
+        return [{"run_id": c.run_id, "status": STOPPED, "epoch": e.epoch, "config": c.__dict__.copy()} for c in group]
     except DataError:
         raise
     except Exception as e:
         return failed_rows(group, f"{type(e).__name__}: {e}")
     finally:
         torch.set_num_threads(before)
+
+
+STOPPED = "stopped"  # a group's rows when it stopped on time: never stored (its checkpoint holds its progress)
 
 
 def failed_rows(group: list[RunConfig], error: str) -> list[dict]:
@@ -61,6 +68,8 @@ def describe(row: dict) -> str:
     arch = arch_name(c)
     if row["status"] == "failed":
         return f"{arch} {c['trainable']} seed {c['seed']}: FAILED ({row['error']})"
+    if row["status"] == STOPPED:
+        return f"{arch} {c['trainable']} seed {c['seed']}: stopped after epoch {row['epoch']} (checkpointed)"
     return (f"{arch} {c['trainable']:8s} seed {c['seed']}: test {row['test_accuracy']:.4f} "
             f"({row['epochs_run']} epoch{'s' if row['epochs_run'] != 1 else ''}, {row['trainable_params']:,} trained, {row['seconds']:.1f} s, "
             f"{row['status']})")
@@ -120,20 +129,22 @@ class Progress:
         self.bar.close()
 
 
-def inline(work, device: str, options: SweepOptions, progress: Progress):
+def inline(work, device: str, options: SweepOptions, progress: Progress, checkpoints: Checkpoints | None = None):
     """The default executor: one group after another in this process."""
     for i, g in work:
         hooks = Hooks(batch=lambda e, b, n, m, i=i: progress.batch(i, m),
                       epoch=lambda e, n, i=i: progress.epoch(i, e, n, counted_batches=True))
-        yield i, train_group(g, device, options.data_dir, hooks, options.threads), None
+        yield i, train_group(g, device, options.data_dir, hooks, options.threads, checkpoints), None
 
 
-def _ignore_sigint():
-    """Worker processes leave Ctrl-C to the parent, which stops the pool (no traceback per worker)."""
+def _worker_signals():
+    """Worker processes leave Ctrl-C to the parent, which stops the pool (no traceback per worker);
+    SIGTERM (a job's time limit, sent to every process) makes a worker's group checkpoint and stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_on_signals()
 
 
-def pool(work, device: str, options: SweepOptions, progress: Progress):
+def pool(work, device: str, options: SweepOptions, progress: Progress, checkpoints: Checkpoints | None = None):
     """--workers N: groups in N spawned processes (no more than there are groups), claimed one at a
     time as a process comes free. A worker process that dies (the out-of-memory killer, a segfault)
     breaks the pool: its group and those in flight are recorded as failed (tried again on re-launch)
@@ -143,12 +154,13 @@ def pool(work, device: str, options: SweepOptions, progress: Progress):
     work = iter(work)
     running: dict = {}  # future -> (index, group)
     broken = None
-    executor = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+    executor = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_signals)
     try:
         while True:
             while broken is None and len(running) < n and (job := next(work, None)) is not None:
                 try:
-                    running[executor.submit(train_group, job[1], device, options.data_dir, None, threads)] = job
+                    running[executor.submit(train_group, job[1], device, options.data_dir, None, threads,
+                                            checkpoints)] = job
                 except BrokenProcessPool as e:  # claimed, then the pool was found broken
                     broken = e
                     yield job[0], failed_rows(job[1], dead_worker(e)), None

@@ -26,9 +26,10 @@ def timing() -> tuple[float, float]:
     return seconds_from("BNONLY_LEASE_HEARTBEAT", 20.0), seconds_from("BNONLY_LEASE_STALE", 120.0)
 
 
-def seconds_from(name: str, default: float) -> float:
-    """A number of seconds from the environment (BNONLY_LEASE_HEARTBEAT, BNONLY_LEASE_STALE), read when a
-    sweep starts; anything but a positive number is one line naming the variable."""
+def seconds_from(name: str, default: float, zero: bool = False) -> float:
+    """A number of seconds from the environment (BNONLY_LEASE_HEARTBEAT, BNONLY_LEASE_STALE,
+    BNONLY_CHECKPOINT_SECONDS), read when a sweep starts; anything but a positive number (or zero,
+    where `zero`) is one line naming the variable."""
     text = os.environ.get(name)
     if text is None:
         return default
@@ -36,8 +37,9 @@ def seconds_from(name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}={text!r}: expected a positive number of seconds (default {default:g})")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name}={text!r}: expected a {'non-negative' if zero else 'positive'} number of seconds "
+                          f"(default {default:g})")
     return value
 
 
@@ -75,15 +77,18 @@ class Leases:
             except Exception:  # noqa: BLE001 - a missed beat only risks a takeover, never a lost row
                 pass
 
-    def work(self, groups: list[list[RunConfig]], progress):
+    def work(self, groups: list[list[RunConfig]], progress, stop=None):
         """(index, runs) for the runs of each group that this process claims, lazily. Leases are per
         run: runs of a group that another live process holds are left to it, looked at again later,
         and dropped once written (or claimed as a group of their own if that process dies), so
-        grouping, threads and devices never decide who trains a run, and none is trained twice."""
+        grouping, threads and devices never decide who trains a run, and none is trained twice.
+        Nothing more is claimed once `stop()` says so."""
         pending = [(i, list(g)) for i, g in enumerate(groups)]
         while pending:
             waiting = []
             for i, group in pending:
+                if stop is not None and stop():  # stopping on time: nothing more is claimed
+                    return
                 done = self._done_ids()
                 left = [c for c in group if c.run_id not in done]
                 self.by_others += len(group) - len(left)

@@ -117,7 +117,7 @@ def _check_resources(ray, cpus_per_task, gpus_per_task):
                           f"for a task (nodes: {have}); lower --cpus-per-task / --gpus-per-task")
 
 
-def ray_groups(work, device, options, progress):
+def ray_groups(work, device, options, progress, checkpoints=None):
     """Run every group of `work` ((index, group) pairs that this driver has claimed) as a Ray task,
     as the SweepOptions say; yield (index, rows, node id) as each finishes."""
     ray = import_ray()
