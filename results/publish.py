@@ -5,6 +5,9 @@ which code wrote the report. The README's headline table and docs/study.md's mea
 are these files' numbers (tests/test_results.py checks them).
 
     python results/publish.py runs/quick quick --command "make reproduce" [--wall SECONDS]
+
+A study computed in place (results/claims, whose store is carried in git from one allocation to the
+next) is published where it is: its store and checkpoints stay.
 """
 from __future__ import annotations
 
@@ -78,14 +81,18 @@ def main() -> None:
     report(args.run_dir)
     runs = Store(args.run_dir / "results.sqlite", create=False).runs()
     dest = HERE / args.study
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in FILES:
-        shutil.copy(args.run_dir / name, dest / name)
+    if dest.exists() and dest.resolve() == args.run_dir.resolve():  # computed in place: its store stays
+        for svg in dest.glob("*.svg"):  # (the report wrote them; only the PNGs are published)
+            svg.unlink()
+    else:
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for name in FILES:
+            shutil.copy(args.run_dir / name, dest / name)
+        for png in sorted(args.run_dir.glob("*.png")):
+            shutil.copy(png, dest / png.name)
     without_svg(dest)
-    for png in sorted(args.run_dir.glob("*.png")):
-        shutil.copy(png, dest / png.name)
     (dest / "made.json").write_text(json.dumps(made(runs, args.command, args.wall), indent=1) + "\n")
     print(f"published {len(runs)} runs to {dest}")
     doc = json.loads((dest / "report.json").read_text())

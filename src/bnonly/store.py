@@ -310,6 +310,29 @@ class Store:
             row = db.execute("SELECT blob FROM artefacts WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def not_kept(self) -> set[str]:
+        """The runs whose model was deliberately not kept (an empty one: prune_models, rows made by hand)."""
+        with self._tx() as db:
+            return {r[0] for r in db.execute("SELECT run_id FROM artefacts WHERE length(blob) = 0")}
+
+    def prune_models(self, max_bytes: int) -> list[str]:
+        """Keep a store small enough to carry in git: the stored models over max_bytes (dense ones:
+        `all` at width 784 is about 20 MB) emptied, i.e. not kept (their runs stay ended and counted;
+        their gamma analysis and export-model need them trained again); the WAL folded into the file
+        and the file compacted (VACUUM). Returns the run ids pruned now. Safe beside a running sweep
+        (SQLite's locks)."""
+        with self._writing(), self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT run_id FROM artefacts WHERE length(blob) > ?", (max_bytes,))]
+            db.executemany("UPDATE artefacts SET blob = X'' WHERE run_id = ?", [(i,) for i in ids])
+        with self._writing():
+            db = self._connect()
+            try:
+                db.execute("VACUUM")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                db.close()
+        return ids
+
     def set_meta(self, key: str, value):
         with self._writing(), self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))

@@ -178,6 +178,12 @@ def build(c: Covered, out_dir: Path, to: Path, written: dict, analyses: list, da
     if c.damaged:
         what_was_run.append(note(f"{len(c.damaged)} stored run(s) left out of every statistic as damaged: "
                                  + "; ".join(f"{k} ({v})" for k, v in sorted(c.damaged.items())) + "."))
+    pruned = c.store.not_kept() & {r["run_id"] for r in c.selected} if c.store is not None else set()
+    if pruned:
+        what_was_run.append(note(
+            f"{len(pruned)} run(s) counted here without their stored model (not kept: dense models are kept out of "
+            "the repository, results/carry.py): their accuracies and histories count; their gamma analysis and "
+            "`bnonly export-model` need them trained again (`bnonly train` with the run's configuration)."))
     sections = [headline_section(answer, answer_skipped, rate, basis),
                 {"title": "What was run", "blocks": what_was_run},
                 claims_section("Claims", main_claims),

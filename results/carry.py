@@ -1,0 +1,61 @@
+"""Stage a study computed in place under results/ (results/claims: its sweep runs with --out there,
+across allocations) for a commit, while its sweep may still be writing it: a consistent copy of its
+store (SQLite's online backup, so no write of the running sweep is torn or half in the WAL) with the
+stored models over 1 MB emptied (the dense width-784 `all`/`all-nobn` models, about 5-20 MB each:
+not kept in git; the report counts them) and compacted, staged as the store's content; beside it the
+checkpoints of groups in progress that are small enough to carry (the frozen-weight ones; a dense
+group's is tens of MB and stays here: that group starts again in the next allocation) and the
+study's other files. The store here keeps its models.
+
+    python results/carry.py claims && git commit -m "claims study: ..."
+"""
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bnonly.store import Store
+
+HERE = Path(__file__).resolve().parent
+MODEL_BYTES = 1 << 20       # models over this are not kept in git
+CHECKPOINT_BYTES = 5 << 20  # checkpoints over this are not carried
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True, cwd=HERE).stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study", help="its directory under results/ (e.g. claims)")
+    args = ap.parse_args()
+    study = HERE / args.study
+    live = Store(study / "results.sqlite", create=False)  # (checked, and its schema made)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "results.sqlite"
+        source, target = sqlite3.connect(live.path, timeout=120), sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        store = Store(copy)
+        pruned = store.prune_models(MODEL_BYTES)
+        done = len(store.runs(status=("finished", "diverged")))
+        blob = git("hash-object", "-w", str(copy))
+    store_path = str((study / "results.sqlite").relative_to(git("rev-parse", "--show-toplevel")))
+    git("add", "-A", "--", str(study), f":!{study / 'results.sqlite'}")  # the report and the rest; deletions too
+    git("update-index", "--add", "--cacheinfo", f"100644,{blob},{store_path}")
+    checkpoints = sorted((study / "checkpoints").glob("*.ckpt"))
+    small = [p for p in checkpoints if p.stat().st_size <= CHECKPOINT_BYTES]
+    if small:
+        git("add", "-f", *map(str, small))  # (checkpoints/ is ignored: only these are carried)
+    print(f"{study}: {done} runs stored; {len(pruned)} model(s) over 1 MB not carried; {len(small)} checkpoint(s) "
+          f"staged, {len(checkpoints) - len(small)} too large to carry (their groups start again)")
+
+
+if __name__ == "__main__":
+    main()
