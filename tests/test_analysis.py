@@ -1,12 +1,15 @@
 """What the affine parameters learn: dead units, ablation, the analysis in the report."""
 import json
 
+import pytest
+
 import torch
 
 from torch import nn
 
 from bnonly.study.gamma import KS, RANDOM_DRAWS, ablation, dead_fraction, fractions, conditions, importance, norms, readers, scale_free, switched_off
 from bnonly.cli import main
+from bnonly.store import Store
 from bnonly.config.layers import resolve
 from bnonly.engine.resident import load
 from bnonly.engine.loop import evaluate, train
@@ -203,7 +206,7 @@ def test_two_conditions_are_not_pooled():
     assert sorted(len(v) for v in g.values()) == [1, 1, 2]
 
 
-def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
+def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys, monkeypatch):
     out = tmp_path / "a"
     base = ["--set", "widths=[16]", "--set", "depths=[1,2]", "--set", "seeds=[0,1]", "--set", "subset=2000",
             "--set", "max_epochs=2", "--set", 'models=["mlp"]', "--set", 'trainable=["bn","bn+out","all","random"]',
@@ -245,6 +248,22 @@ def test_analyze_and_report_on_a_small_sweep(tmp_path, capsys):
     assert "## What the affine parameters learn" in md and "around a third of the random features" in md
     assert "(control)" in md and "Frankle et al.: 25-33%" not in md
     assert "n/a: no hidden beta" not in md and "cannot die" not in md
+    # each run's analysis was computed once and kept in the store: a later report reads it back, the same
+    from bnonly.study import gamma
+    assert len(Store(out / "results.sqlite").analyses()) == 12
+    def computed_again(*a, **k):
+        raise AssertionError("analysed again")
+    monkeypatch.setattr(gamma, "analyze_run", computed_again)
+    assert main(["report", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text()) == doc
+    # ... until the analysis code changes (its key): then it is computed again
+    monkeypatch.setattr(gamma, "ANALYSIS_VERSION", gamma.ANALYSIS_VERSION + 1)
+    gamma.analysis_code.cache_clear()
+    try:
+        with pytest.raises(AssertionError, match="analysed again"):
+            main(["report", str(out)])
+    finally:
+        gamma.analysis_code.cache_clear()
 
 
 def test_report_preset_has_no_beta_so_no_dead_units_are_reported(tmp_path):

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS runs ({", ".join(f"{c} {t}" for c, t in COLUMNS.items
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 -- what each finished run trained (trainable.pack), written in the same transaction as its row
 CREATE TABLE IF NOT EXISTS artefacts (run_id TEXT PRIMARY KEY, blob BLOB NOT NULL);
+-- each run's gamma analysis (study/gamma.py), computed once and reused while its analysis code, its
+-- model and its data are the same (`key`: their hashes)
+CREATE TABLE IF NOT EXISTS analyses (run_id TEXT PRIMARY KEY, key TEXT NOT NULL, result TEXT NOT NULL);
 -- runs being trained: a sweep claims each run before it trains it and keeps the claim alive (the column
 -- keeps its first name, group_id, so that stores of every version share one layout; it holds a run_id)
 CREATE TABLE IF NOT EXISTS leases (group_id TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL);
@@ -309,6 +312,25 @@ class Store:
         with self._tx() as db:
             row = db.execute("SELECT blob FROM artefacts WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def analyses(self) -> dict[str, tuple[str, dict]]:
+        """{run_id: (key, analysis)} of the stored gamma analyses (one that does not parse is left out:
+        it is computed again)."""
+        out = {}
+        with self._tx() as db:
+            for run_id, key, result in db.execute("SELECT run_id, key, result FROM analyses"):
+                try:
+                    out[run_id] = (key, json.loads(result))
+                except (TypeError, ValueError):
+                    pass
+        return out
+
+    def keep_analysis(self, run_id: str, key: str, result: dict) -> None:
+        """Store a run's gamma analysis under `key`; a store that cannot be written here keeps none."""
+        if self.read_only:
+            return
+        with self._writing(), self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?)", (run_id, key, json.dumps(result)))
 
     def not_kept(self) -> set[str]:
         """The runs whose model was deliberately not kept (an empty one: prune_models, rows made by hand)."""

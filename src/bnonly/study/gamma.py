@@ -5,9 +5,14 @@ measure is, on which layers, and why it does not change when the network's funct
 from __future__ import annotations
 
 import copy
+import hashlib
+import sys
 from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..config.run import RunConfig
 from ..engine.resident import load
@@ -239,18 +244,32 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
             "ablation": abl}
 
 
+ANALYSIS_VERSION = 1  # raise it where a change outside this module changes what analyze_run computes
+
+
+@lru_cache(maxsize=None)
+def analysis_code() -> str:
+    """The analysis code's version: this module's source hash and ANALYSIS_VERSION."""
+    return hashlib.sha256(Path(__file__).read_bytes() + str(ANALYSIS_VERSION).encode()).hexdigest()[:16]
+
+
 def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tuple[list[dict], dict[str, str]]:
     """Every counted run of a set that trains gamma/beta, with a normalization layer and a stored
     model (only those of `run_ids` when given); and {run_id: why} of those left out: a stored model
     that is missing or does not load, or a run trained on other data than data_dir's (its stored
-    fingerprint). A model deliberately not kept (an empty one) is not analysed and not damaged."""
-    out, left_out = [], {}
+    fingerprint). A model deliberately not kept (an empty one) is not analysed and not damaged.
+    Each run's analysis is computed once and kept in the store, keyed by the analysis code, the model
+    and the data (so a later report or analyze reads it back), with a progress bar while it computes."""
+    out, left_out, todo = [], {}, []
     for row in store.runs(status=("finished", "diverged")):
         if run_ids is not None and row["run_id"] not in run_ids:
             continue
         c = config_of(row)
-        if c["trainable"] not in ANALYZED_SETS or c["norm"] == "none":
-            continue
+        if c["trainable"] in ANALYZED_SETS and c["norm"] != "none":
+            todo.append(row)
+    kept = store.analyses() if todo else {}
+    for row in tqdm(todo, desc="gamma analysis", unit="run", file=sys.stderr, disable=None, leave=False,
+                    dynamic_ncols=True):
         blob = store.artefact(row["run_id"])
         if blob is None:
             left_out[row["run_id"]] = "its stored model is missing"
@@ -258,11 +277,20 @@ def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tu
         if why := other_data(row, data_dir):
             left_out[row["run_id"]] = why
             continue
-        if blob:
-            try:
-                out.append(analyze_run(row, blob, data_dir))
-            except ArtefactError as e:
-                left_out[row["run_id"]] = str(e)
+        if not blob:
+            continue
+        key = "-".join((analysis_code(), hashlib.sha256(blob).hexdigest()[:16],
+                        fingerprint(row["config"]["dataset"], data_dir)))
+        if row["run_id"] in kept and kept[row["run_id"]][0] == key:
+            out.append(kept[row["run_id"]][1])
+            continue
+        try:
+            result = analyze_run(row, blob, data_dir)
+        except ArtefactError as e:
+            left_out[row["run_id"]] = str(e)
+            continue
+        store.keep_analysis(row["run_id"], key, result)
+        out.append(result)
     return out, left_out
 
 
