@@ -50,7 +50,7 @@ def machine_label(run: dict) -> str:
             f"thread{'s' if threads != 1 else ''})")
 
 
-def made(runs: list[dict], command: str, wall: float | None) -> dict:
+def made(runs: list[dict], command: str, wall: float | None, sessions: list | None = None) -> dict:
     versions = Counter(label(r.get("versions")) for r in runs)
     machines = Counter(machine_label(r) for r in runs)
     first = runs[0].get("versions") or {}
@@ -59,7 +59,7 @@ def made(runs: list[dict], command: str, wall: float | None) -> dict:
             "mkl": first.get("mkl"), "machines": dict(machines),
             "report_by": label(code_version()), "runs": len(runs),
             "compute_seconds": round(sum(r.get("seconds") or 0 for r in runs), 1),
-            "wall_seconds": wall, "published": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "wall_seconds": wall, "sessions": sessions or [], "published": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def without_svg(dest: Path) -> None:
@@ -79,7 +79,8 @@ def main() -> None:
     ap.add_argument("--wall", type=float, default=None, help="its wall time in seconds, where measured")
     args = ap.parse_args()
     report(args.run_dir)
-    runs = Store(args.run_dir / "results.sqlite", create=False).runs()
+    store = Store(args.run_dir / "results.sqlite", create=False)
+    runs, sessions = store.runs(), store.meta().get("sessions")  # (each sweep's part: when, where, what code)
     dest = HERE / args.study
     if dest.exists() and dest.resolve() == args.run_dir.resolve():  # computed in place: its store stays
         for svg in dest.glob("*.svg"):  # (the report wrote them; only the PNGs are published)
@@ -93,7 +94,7 @@ def main() -> None:
         for png in sorted(args.run_dir.glob("*.png")):
             shutil.copy(png, dest / png.name)
     without_svg(dest)
-    (dest / "made.json").write_text(json.dumps(made(runs, args.command, args.wall), indent=1) + "\n")
+    (dest / "made.json").write_text(json.dumps(made(runs, args.command, args.wall, sessions), indent=1) + "\n")
     print(f"published {len(runs)} runs to {dest}")
     doc = json.loads((dest / "report.json").read_text())
     if doc["headline"]["architectures"]:

@@ -156,10 +156,15 @@ def test_stop_after_stops_within_an_epoch_and_the_next_launch_finishes(tmp_path,
     took = time.time() - t0
     assert p.returncode == 0 and "stopped on time (--stop-after)" in err, err[-2000:]
     assert took < 2 + 15, took  # (start-up, then at most one epoch of a group past the time)
-    assert list((out / "checkpoints").glob("*.ckpt"))
+    left = int(err.split("stopped on time (--stop-after): ")[1].split(" of ")[0])
+    assert left > 0  # (groups in progress checkpointed, or not started where start-up took the 2 s)
     again = sweep(out)
     assert again.communicate(timeout=300)[1] is not None and again.returncode == 0
     assert rows(out) == uninterrupted
+    from bnonly.store import Store
+    first, second = Store(out / "results.sqlite").meta()["sessions"]  # each part: when, where, what code, how long
+    assert first["stopped"] > 0 and second["stopped"] == 0 and first["trained"] + second["trained"] == len(rows(out))
+    assert first["wall_seconds"] < 2 + 15 and first["machine"]["device_name"] and first["code"]
 
 
 def test_a_bad_stop_after_is_one_line(tmp_path, capsys):

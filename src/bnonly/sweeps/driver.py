@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..config.layers import SweepConfig
 from ..config.options import SweepOptions, duration_seconds
 from ..engine.checkpoint import SIGNALLED, Checkpoints, runs_of
-from ..engine.device import EngineOptions, describe_device, device_name, resolve_device
+from ..engine.device import EngineOptions, describe_device, device_name, machine, resolve_device
 from ..engine.loop import batches_per_epoch, refuse_on_device
 from ..errors import ConfigError
 from ..registry.data import expected_train_size, fingerprint
@@ -96,6 +96,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     others = f", {leases.by_others} trained by another sweep on this store" if leases.by_others else ""
     log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
         f"{stats['skipped']} skipped{others}, {stats['seconds']:.1f} s -> {store.path}")
+    store.set_meta("sessions", sessions(store) + [session(stats, device, options, time.time() - stats["seconds"])])
     if halted:
         left = len(runs) - len({c.run_id for c in runs} & store.ended_ids())
         why = "--stop-after" if checkpoints.deadline and time.time() >= checkpoints.deadline else "a signal"
@@ -148,6 +149,21 @@ def stop_signals(checkpoints: Checkpoints | None, log):
             signal.signal(s, handler)
         SIGNALLED["stop"] = False
         checkpoints.stop_file.unlink(missing_ok=True)
+
+
+def sessions(store: Store) -> list:
+    """The store's record of the sweeps that trained into it (meta 'sessions'): a study computed over
+    several allocations says when, where, with which code and for how long each part ran."""
+    got = store.meta().get("sessions")
+    return got if isinstance(got, list) else []
+
+
+def session(stats: dict, device: str, options: SweepOptions, started: float) -> dict:
+    facts = {k: v for k, v in machine(device).items() if k in ("device_name", "cpu_family", "cpu_model", "cpu_capability")}
+    return {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + "Z",
+            "wall_seconds": round(stats["seconds"], 1), "code": label(code_version()), "machine": facts,
+            "workers": options.workers, "threads": group_threads(options),
+            **{k: stats.get(k, 0) for k in ("trained", "failed", "stopped", "by_others")}}
 
 
 def go_on() -> str:
