@@ -5,7 +5,8 @@ stored models over 1 MB emptied (the dense width-784 `all`/`all-nobn` models, ab
 not kept in git; the report counts them) and compacted, staged as the store's content; beside it the
 checkpoints of groups in progress that are small enough to carry (the frozen-weight ones; a dense
 group's is tens of MB and stays here: that group starts again in the next allocation) and the
-study's other files. The store here keeps its models.
+study's other files. The store here keeps its models, and git ignores its changes from then on
+(skip-worktree: a `git add -A` never commits the live file), so this script is the way it is committed.
 
     python results/carry.py claims && git commit -m "claims study: ..."
 """
@@ -20,12 +21,14 @@ from pathlib import Path
 from bnonly.store import Store
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent  # (results/ is at the repository's root)
 MODEL_BYTES = 1 << 20       # models over this are not kept in git
 CHECKPOINT_BYTES = 5 << 20  # checkpoints over this are not carried
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], check=True, capture_output=True, text=True, cwd=HERE).stdout.strip()
+    """git in the checkout that holds this script, paths relative to its root."""
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
 
 def main() -> None:
@@ -46,13 +49,16 @@ def main() -> None:
         pruned = store.prune_models(MODEL_BYTES)
         done = len(store.runs(status=("finished", "diverged")))
         blob = git("hash-object", "-w", str(copy))
-    store_path = str((study / "results.sqlite").relative_to(git("rev-parse", "--show-toplevel")))
-    git("add", "-A", "--", str(study), f":!{study / 'results.sqlite'}")  # the report and the rest; deletions too
+    store_path = str((study / "results.sqlite").relative_to(ROOT))
+    git("add", "-A", "--", str(study.relative_to(ROOT)), f":!{store_path}")  # the report and the rest; deletions too
     git("update-index", "--add", "--cacheinfo", f"100644,{blob},{store_path}")
+    # the live store (with its dense models, written by the sweep) never goes into git by a `git add -A`:
+    # git takes the path's content from the index until this checkout says otherwise
+    git("update-index", "--skip-worktree", store_path)
     checkpoints = sorted((study / "checkpoints").glob("*.ckpt"))
     small = [p for p in checkpoints if p.stat().st_size <= CHECKPOINT_BYTES]
     if small:
-        git("add", "-f", *map(str, small))  # (checkpoints/ is ignored: only these are carried)
+        git("add", "-f", *(str(p.relative_to(ROOT)) for p in small))  # (checkpoints/ is ignored: only these are carried)
     print(f"{study}: {done} runs stored; {len(pruned)} model(s) over 1 MB not carried; {len(small)} checkpoint(s) "
           f"staged, {len(checkpoints) - len(small)} too large to carry (their groups start again)")
 

@@ -477,3 +477,15 @@ def test_a_subset_too_small_to_split_is_a_usage_error_before_any_store(tmp_path,
     one_line(capsys, 2, main(["sweep", "quick", "--out", str(tmp_path / "s"), "--set", "subset=1"]),
              "subset=1: is too small for a validation split")
     assert not (tmp_path / "s").exists()
+
+
+def test_models_not_kept_still_count_and_the_report_says_so(good, capsys):
+    """Store.prune_models (results/carry.py: dense models kept out of git) empties the models over a
+    size: their runs stay ended (a sweep trains nothing), are not damaged, and the report counts
+    them and says that their models are not kept."""
+    store = Store(good / "results.sqlite")
+    assert sorted(store.prune_models(0)) == sorted(run_ids(good).values()) and store.not_kept() == set(run_ids(good).values())
+    assert store.read(models=True)[1] == {} and len(store.ended_ids()) == 2
+    assert main(["sweep", "quick", "--out", str(good)] + GRID) == 0 and "0 to train" in capsys.readouterr().err
+    assert main(["report", str(good)]) == 0
+    assert "2 run(s) counted here without their stored model" in (good / "report.md").read_text()
