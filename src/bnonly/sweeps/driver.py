@@ -126,9 +126,19 @@ def checkpointing(out_dir, options: SweepOptions) -> Checkpoints | None:
 def stop_signals(checkpoints: Checkpoints | None, log):
     """While the sweep trains: SIGTERM or a first Ctrl-C make every group in progress save its
     checkpoint at its epoch's end and the sweep stop (exit 0); a second Ctrl-C stops at once (130).
-    Only in the main thread (where Python delivers signals), and only with checkpoints."""
-    if checkpoints is None or threading.current_thread() is not threading.main_thread():
+    Without checkpoints (Ray), SIGTERM stops at once as Ctrl-C does. Only in the main thread (where
+    Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    if checkpoints is None:  # Ray: SIGTERM cancels the tasks as Ctrl-C does (not a C-level dump of a killed driver)
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+        before = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, before)
         return
     asked = {"n": 0}
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 
 from ..errors import ConfigError
 from ..engine.loop import Hooks
@@ -92,6 +94,7 @@ def _connect(ray, address):
     kw = dict(address=address or "local", logging_level=logging.WARNING, log_to_driver=False)
     if address is None:  # a new Ray on this machine (its own CPU count), gone when the sweep ends
         kw.update(include_dashboard=False)
+    before = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         ray.init(**kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -101,6 +104,10 @@ def _connect(ray, address):
         hint = (" (every node and this driver need the same RAY_AUTH_MODE, and with 'token' the same token)"
                 if "auth" in text.lower() or "token" in text.lower() or "Failed to connect" in text else "")
         raise ConfigError(f"cannot {where}: {first}{hint}") from None
+    if before is not None:
+        # ray.init replaces SIGTERM's handler (a C-level stack dump, then an exit with status 1): the
+        # sweep's own is put back (cancel the tasks, one line, exit 130, as Ctrl-C)
+        signal.signal(signal.SIGTERM, before)
     return True
 
 
