@@ -39,6 +39,16 @@ def headline_table(doc: dict) -> str:
     return "\n".join(rows)
 
 
+def verdicts_table(doc: dict) -> str:
+    """The README's table of the six claims from a report.json: each claim, its verdict with its scope
+    (the label), and what was measured."""
+    rows = ["| # | the report's claim | verdict | measured |", "|---|---|---|---|"]
+    for c in doc["claims"]:
+        rows.append(f"| {c['id']} | {c['claim']} | **{c.get('label', c['verdict'])}** | "
+                    f"{c['measured'].replace('|', '/')} |")
+    return "\n".join(rows)
+
+
 def machine_label(run: dict) -> str:
     """'AMD EPYC (family 25, model 17, AVX512; cpu, 1 thread)': the processor as the numbers depend on
     it (older runs recorded the name alone)."""

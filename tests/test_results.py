@@ -51,6 +51,17 @@ def test_the_readme_headline_is_results_quick():
     assert "results/quick/bn_vs_random.png" in README and (RESULTS / "quick" / "bn_vs_random.png").is_file()
 
 
+def test_the_six_verdicts_table_and_the_readme_once_the_claims_study_is_published():
+    """publish.verdicts_table gives the README's six verdicts from a report.json (each claim's label and
+    measurement); once results/claims is published (its made.json), the README carries its table."""
+    table = publish().verdicts_table(json.loads((RESULTS / "quick" / "report.json").read_text())).splitlines()
+    assert len(table) == 2 + 6 and table[2].startswith("| 1 | BN-only is consistently above chance")
+    assert "**held at 4 of the report's 49 cells (widths 10, 100; depths 2, 4)**" in table[2]
+    assert all("**not measured**" in table[2 + i - 1] for i in (2, 3, 5, 6))
+    if (RESULTS / "claims" / "made.json").is_file():
+        assert publish().verdicts_table(json.loads((RESULTS / "claims" / "report.json").read_text())) in README
+
+
 def test_the_readme_times_of_the_studies_are_the_files():
     estimates = json.loads((RESULTS / "estimates.json").read_text())["studies"]
     questions = json.loads((RESULTS / "questions" / "made.json").read_text())
