@@ -37,6 +37,21 @@ def main() -> None:
     args = ap.parse_args()
     study = HERE / args.study
     live = Store(study / "results.sqlite", create=False)  # (checked, and its schema made)
+    # the checkpoints first: a group that ends while this runs then has its rows in the store's copy
+    # (a checkpoint is written by a rename, so each file read here is whole; one that vanished is skipped)
+    carried, too_large = [], 0
+    for path in sorted((study / "checkpoints").glob("*.ckpt")):
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        if len(blob) > CHECKPOINT_BYTES:
+            too_large += 1
+            continue
+        rel = str(path.relative_to(ROOT))
+        sha = subprocess.run(["git", "hash-object", "-w", "--stdin", f"--path={rel}"], input=blob, check=True,
+                             capture_output=True, cwd=ROOT).stdout.decode().strip()
+        carried.append((sha, rel))
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "results.sqlite"
         source, target = sqlite3.connect(live.path, timeout=120), sqlite3.connect(copy)
@@ -45,22 +60,22 @@ def main() -> None:
         finally:
             source.close()
             target.close()
+        with sqlite3.connect(copy) as db:  # the running sweep's claims are its own, not the commit's
+            db.execute("DELETE FROM leases")
         store = Store(copy)
         pruned = store.prune_models(MODEL_BYTES)
         done = len(store.runs(status=("finished", "diverged")))
-        blob = git("hash-object", "-w", str(copy))
-    store_path = str((study / "results.sqlite").relative_to(ROOT))
+        store_path = str((study / "results.sqlite").relative_to(ROOT))
+        blob = git("hash-object", "-w", f"--path={store_path}", str(copy))
     git("add", "-A", "--", str(study.relative_to(ROOT)), f":!{store_path}")  # the report and the rest; deletions too
     git("update-index", "--add", "--cacheinfo", f"100644,{blob},{store_path}")
     # the live store (with its dense models, written by the sweep) never goes into git by a `git add -A`:
     # git takes the path's content from the index until this checkout says otherwise
     git("update-index", "--skip-worktree", store_path)
-    checkpoints = sorted((study / "checkpoints").glob("*.ckpt"))
-    small = [p for p in checkpoints if p.stat().st_size <= CHECKPOINT_BYTES]
-    if small:
-        git("add", "-f", *(str(p.relative_to(ROOT)) for p in small))  # (checkpoints/ is ignored: only these are carried)
-    print(f"{study}: {done} runs stored; {len(pruned)} model(s) over 1 MB not carried; {len(small)} checkpoint(s) "
-          f"staged, {len(checkpoints) - len(small)} too large to carry (their groups start again)")
+    for sha, rel in carried:  # (checkpoints/ is ignored: only these are carried)
+        git("update-index", "--add", "--cacheinfo", f"100644,{sha},{rel}")
+    print(f"{study}: {done} runs stored; {len(pruned)} model(s) over 1 MB not carried; {len(carried)} checkpoint(s) "
+          f"staged, {too_large} too large to carry (their groups start again)")
 
 
 if __name__ == "__main__":

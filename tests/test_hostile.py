@@ -411,6 +411,20 @@ def test_a_read_only_store_is_read_not_called_corrupt(good, monkeypatch, capsys)
         store.set_meta("x", 1)
 
 
+def test_a_read_only_store_with_rows_in_its_log_is_one_line_not_stale(good, monkeypatch):
+    """Immutable reads skip the write-ahead log: a read-only store whose log still holds rows (its
+    writer running or killed) is refused in one line instead of read stale."""
+    writer = sqlite3.connect(good / "results.sqlite")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("INSERT INTO meta VALUES ('note', '1')")
+    writer.commit()  # (in the log, not yet in the file, while this connection stays open)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode == os.W_OK and "good" in str(p) else real(p, mode))
+    with pytest.raises(bnonly.StoreError, match="write-ahead log .* holds rows not yet in the file"):
+        Store(good / "results.sqlite")
+    writer.close()
+
+
 @pytest.mark.parametrize("name", ["../escaped", "", ".", "a/b"])
 def test_a_sweep_name_that_is_a_path_is_refused(name, tmp_path, capsys):
     (tmp_path / "s.toml").write_text(f'name = "{name}"\n')

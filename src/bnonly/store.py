@@ -154,6 +154,10 @@ class Store:
         # anything that would write it is one line (_writing)
         self.read_only = existed and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
         if existed:
+            wal = self.path.with_name(self.path.name + "-wal")
+            if self.read_only and wal.exists() and wal.stat().st_size > 0:  # (immutable reads would miss its rows)
+                raise StoreError(f"{self.path}: read-only here, and its write-ahead log ({wal.name}) holds rows not yet "
+                                 "in the file; copy the directory somewhere writable and read it there")
             self.check()
             if self.read_only:
                 return
@@ -318,6 +322,8 @@ class Store:
         it is computed again)."""
         out = {}
         with self._tx() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'analyses'").fetchone() is None:
+                return out  # (a read-only store of an older bnonly has no such table)
             for run_id, key, result in db.execute("SELECT run_id, key, result FROM analyses"):
                 try:
                     out[run_id] = (key, json.loads(result))
@@ -358,6 +364,17 @@ class Store:
     def set_meta(self, key: str, value):
         with self._writing(), self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def append_meta(self, key: str, item) -> None:
+        """Append to a list in the meta table in one transaction (two sweeps ending together keep both)."""
+        with self._writing(), self._tx(immediate=True) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            try:
+                items = json.loads(row[0]) if row else []
+            except (TypeError, ValueError):
+                items = []
+            items = (items if isinstance(items, list) else []) + [item]
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(items)))
 
     def meta(self) -> dict:
         with self._tx() as db:

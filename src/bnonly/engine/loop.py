@@ -8,6 +8,7 @@ alone, so runs of one seed see the same mini-batches whatever else is in the gro
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field, fields
 
@@ -214,8 +215,14 @@ def train(cfgs: list[RunConfig], device: str = "auto", data_dir: str | None = No
         stop = checkpoints.stopping()
         if stop or time.perf_counter() - saved >= checkpoints.every:
             spent = before + time.perf_counter() - t0
-            checkpoint.save(path, checkpoint.state_of(
-                group, epoch, spent, parts + [{**here, "to_epoch": epoch, "seconds": spent - before}]))
+            try:
+                checkpoint.save(path, checkpoint.state_of(
+                    group, epoch, spent, parts + [{**here, "to_epoch": epoch, "seconds": spent - before}]))
+            except OSError as e:  # (a full disk: the group trains on, from its last checkpoint if it stops)
+                if stop:
+                    raise
+                print(f"bnonly: checkpoint {path}: cannot write it ({e.strerror or e}); the group trains on",
+                      file=sys.stderr)
             saved = time.perf_counter()
         if stop:
             raise checkpoint.Stopped(epoch)

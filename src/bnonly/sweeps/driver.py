@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +21,12 @@ from tqdm.auto import tqdm
 from ..config.layers import SweepConfig
 from ..config.options import SweepOptions, duration_seconds
 from ..engine.checkpoint import SIGNALLED, Checkpoints, runs_of
+from ..files import alive
 from ..engine.device import EngineOptions, describe_device, device_name, machine, resolve_device
 from ..engine.loop import batches_per_epoch, refuse_on_device
 from ..errors import ConfigError
 from ..registry.data import expected_train_size, fingerprint
-from ..store import Store
+from ..store import ENDED, Store
 from ..version import code_version, label
 from . import ray
 from .executors import STOPPED, Progress, describe, duration, group_threads, inline, pool
@@ -55,6 +58,9 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     log(plan_line(sweep, runs, todo, groups, store, device, options))
     for note in notes(store, todo, env):
         log(note)
+    if checkpoints is not None and (unused := unplanned(checkpoints, groups, leases.ended)):
+        log(f"note: {unused} checkpoint(s) in {checkpoints.directory} hold groups this plan does not make (planned "
+            "with other --workers, --threads or --group-size?): they stay, unused, and those runs start from epoch 0")
     if groups and options.estimate and not quiet and options.executor == "local":
         log(estimate(groups, device, options, store))
 
@@ -75,8 +81,8 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
                 if stopped:
                     store.release(leases.owner, [r["run_id"] for r in stopped])
                     stats["stopped"] += len(stopped)
-                elif checkpoints is not None:  # its runs are stored: its checkpoint is done with
-                    checkpoints.path([r["run_id"] for r in rows]).unlink(missing_ok=True)
+                elif checkpoints is not None and all(r["status"] in ENDED for r in rows):  # stored: done with
+                    checkpoints.path([r["run_id"] for r in rows]).unlink(missing_ok=True)  # (a failed group's stays)
                 nodes[node] += bool(node)
                 for r in stopped:
                     log(describe(r))
@@ -96,7 +102,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     others = f", {leases.by_others} trained by another sweep on this store" if leases.by_others else ""
     log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
         f"{stats['skipped']} skipped{others}, {stats['seconds']:.1f} s -> {store.path}")
-    store.set_meta("sessions", sessions(store) + [session(stats, device, options, time.time() - stats["seconds"])])
+    store.append_meta("sessions", session(stats, device, options, time.time() - stats["seconds"]))
     if halted:
         left = len(runs) - len({c.run_id for c in runs} & store.ended_ids())
         why = "--stop-after" if checkpoints.deadline and time.time() >= checkpoints.deadline else "a signal"
@@ -118,8 +124,9 @@ def checkpointing(out_dir, options: SweepOptions) -> Checkpoints | None:
             raise ConfigError("--stop-after is for the local executors (a Ray task is retried by Ray, not resumed)")
         return None
     deadline = None if options.stop_after is None else time.time() + duration_seconds(options.stop_after)
+    stop = f".stop-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # (never another sweep's)
     return Checkpoints(Path(out_dir) / "checkpoints", every=seconds_from("BNONLY_CHECKPOINT_SECONDS", 120.0, zero=True),
-                       deadline=deadline, stop_file=Path(out_dir) / "checkpoints" / f".stop-{os.getpid()}")
+                       deadline=deadline, stop_file=Path(out_dir) / "checkpoints" / stop)
 
 
 @contextmanager
@@ -148,8 +155,11 @@ def stop_signals(checkpoints: Checkpoints | None, log):
             raise KeyboardInterrupt
         if asked["n"] == 1:
             SIGNALLED["stop"] = True
-            checkpoints.stop_file.parent.mkdir(parents=True, exist_ok=True)
-            checkpoints.stop_file.touch()  # the worker processes' signal
+            try:
+                checkpoints.stop_file.parent.mkdir(parents=True, exist_ok=True)
+                checkpoints.stop_file.touch()  # the worker processes' signal
+            except OSError:  # (they still stop at SIGTERM where it reaches them, or at --stop-after)
+                pass
             log("stopping: every group in progress saves its checkpoint at its epoch's end (Ctrl-C again stops at once)")
     before = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -158,17 +168,15 @@ def stop_signals(checkpoints: Checkpoints | None, log):
         for s, handler in before.items():
             signal.signal(s, handler)
         SIGNALLED["stop"] = False
-        checkpoints.stop_file.unlink(missing_ok=True)
-
-
-def sessions(store: Store) -> list:
-    """The store's record of the sweeps that trained into it (meta 'sessions'): a study computed over
-    several allocations says when, where, with which code and for how long each part ran."""
-    got = store.meta().get("sessions")
-    return got if isinstance(got, list) else []
+        try:
+            checkpoints.stop_file.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def session(stats: dict, device: str, options: SweepOptions, started: float) -> dict:
+    """This sweep's part, as the store's meta 'sessions' records it: a study computed over several
+    allocations says when, where, with which code and for how long each part ran."""
     facts = {k: v for k, v in machine(device).items() if k in ("device_name", "cpu_family", "cpu_model", "cpu_capability")}
     return {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + "Z",
             "wall_seconds": round(stats["seconds"], 1), "code": label(code_version()), "machine": facts,
@@ -183,13 +191,25 @@ def go_on() -> str:
     return "the same sweep (bnonly.sweep with the same arguments)"
 
 
+def unplanned(checkpoints: Checkpoints, groups: list, ended: set) -> int:
+    """How many checkpoints of unfinished runs name no group of this plan (so none will resume them)."""
+    planned = {checkpoints.path([c.run_id for c in g]).name for g in groups}
+    return sum(p.name not in planned and not set(runs_of(p) or []) <= ended
+               for p in Path(checkpoints.directory).glob("*.ckpt"))
+
+
 def clear_checkpoints(checkpoints: Checkpoints, store: Store) -> None:
-    """Checkpoints whose runs are all stored (a group planned otherwise by an earlier sweep) removed."""
+    """Checkpoints whose runs are all stored (a group planned otherwise by an earlier sweep) removed,
+    and the temporary files of saves that a killed process of this machine left."""
     done = store.ended_ids()
     for path in Path(checkpoints.directory).glob("*.ckpt"):
         runs = runs_of(path)
         if runs is not None and set(runs) <= done:
             path.unlink(missing_ok=True)
+    for tmp in Path(checkpoints.directory).glob(".*.ckpt.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not alive(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def sweep_device(options: SweepOptions) -> str:

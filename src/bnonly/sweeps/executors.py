@@ -175,8 +175,8 @@ def pool(work, device: str, options: SweepOptions, progress: Progress, checkpoin
                     broken, rows = e, failed_rows(group, dead_worker(e))
                 yield i, rows, None
     finally:
-        for child in mp.active_children():  # Ctrl-C or an error: no worker outlives the sweep
-            child.terminate()
+        for child in mp.active_children():  # Ctrl-C or an error: no worker outlives the sweep (SIGKILL: a
+            child.kill()                      # worker's SIGTERM means "checkpoint at the epoch's end")
         executor.shutdown(wait=False, cancel_futures=True)
 
 
