@@ -60,7 +60,7 @@ def machine_label(run: dict) -> str:
             f"thread{'s' if threads != 1 else ''})")
 
 
-def made(runs: list[dict], command: str, wall: float | None, sessions: list | None = None) -> dict:
+def made(runs: list[dict], command: str, wall: float | None, sweeps: list | None = None) -> dict:
     versions = Counter(label(r.get("versions")) for r in runs)
     machines = Counter(machine_label(r) for r in runs)
     first = runs[0].get("versions") or {}
@@ -69,7 +69,7 @@ def made(runs: list[dict], command: str, wall: float | None, sessions: list | No
             "mkl": first.get("mkl"), "machines": dict(machines),
             "report_by": label(code_version()), "runs": len(runs),
             "compute_seconds": round(sum(r.get("seconds") or 0 for r in runs), 1),
-            "wall_seconds": wall, "sessions": sessions or [], "published": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "wall_seconds": wall, "sweeps": sweeps or [], "published": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def without_svg(dest: Path) -> None:
@@ -90,7 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     report(args.run_dir)
     store = Store(args.run_dir / "results.sqlite", create=False)
-    runs, sessions = store.runs(), store.meta().get("sessions")  # (each sweep's part: when, where, what code)
+    runs, sweeps = store.runs(), store.meta().get("sweeps")  # (each sweep's part: when, where, what code)
     dest = HERE / args.study
     if dest.exists() and dest.resolve() == args.run_dir.resolve():  # computed in place: its store stays
         for svg in dest.glob("*.svg"):  # (the report wrote them; only the PNGs are published)
@@ -104,7 +104,7 @@ def main() -> None:
         for png in sorted(args.run_dir.glob("*.png")):
             shutil.copy(png, dest / png.name)
     without_svg(dest)
-    (dest / "made.json").write_text(json.dumps(made(runs, args.command, args.wall, sessions), indent=1) + "\n")
+    (dest / "made.json").write_text(json.dumps(made(runs, args.command, args.wall, sweeps), indent=1) + "\n")
     print(f"published {len(runs)} runs to {dest}")
     doc = json.loads((dest / "report.json").read_text())
     if doc["headline"]["architectures"]:

@@ -162,7 +162,7 @@ def test_stop_after_stops_within_an_epoch_and_the_next_launch_finishes(tmp_path,
     assert again.communicate(timeout=300)[1] is not None and again.returncode == 0
     assert rows(out) == uninterrupted
     from bnonly.store import Store
-    first, second = Store(out / "results.sqlite").meta()["sessions"]  # each part: when, where, what code, how long
+    first, second = Store(out / "results.sqlite").meta()["sweeps"]  # each part: when, where, what code, how long
     assert first["stopped"] > 0 and second["stopped"] == 0 and first["trained"] + second["trained"] == len(rows(out))
     assert first["wall_seconds"] < 2 + 15 and first["machine"]["device_name"] and first["code"]
 

@@ -11,6 +11,7 @@ naming the file), and nothing is written to it. The schema version lives in the 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -117,6 +118,14 @@ def parse_row(raw: dict) -> tuple[dict | None, str | None]:
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
             return None, f"{c} {v!r} is not a count"
     return row, None
+
+
+def parse_json(text):
+    """A JSON value, or None where the text is not JSON."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def read_csv(path: str | Path) -> tuple[list[dict], dict]:
@@ -260,7 +269,7 @@ class Store:
         """Take the leases of those runs that no other owner holds with a heartbeat newer than `stale`
         seconds (unless `gone(owner)`): the ids taken, in order; atomic across processes (BEGIN
         IMMEDIATE). A lease is per run, so two sweeps that group runs differently never train one twice."""
-        now, taken = time.time(), []
+        now = time.time()
         with self._writing(), self._tx(immediate=True) as db:
             held = {}
             for i in range(0, len(run_ids), 500):  # (SQLite's limit on parameters per statement)
@@ -268,12 +277,8 @@ class Store:
                 held.update((r[0], (r[1], r[2])) for r in db.execute(
                     f"SELECT group_id, owner, heartbeat FROM leases WHERE group_id IN ({','.join('?' * len(part))})",
                     part))
-            for rid in run_ids:
-                if rid in held:
-                    who, beat = held[rid]
-                    if who != owner and now - beat < stale and not gone(who):
-                        continue
-                taken.append(rid)
+            taken = [r for r in run_ids if r not in held or held[r][0] == owner or now - held[r][1] >= stale
+                     or gone(held[r][0])]
             db.executemany("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [(r, owner, now) for r in taken])
         return taken
 
@@ -320,16 +325,11 @@ class Store:
     def analyses(self) -> dict[str, tuple[str, dict]]:
         """{run_id: (key, analysis)} of the stored gamma analyses (one that does not parse is left out:
         it is computed again)."""
-        out = {}
         with self._tx() as db:
             if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'analyses'").fetchone() is None:
-                return out  # (a read-only store of an older bnonly has no such table)
-            for run_id, key, result in db.execute("SELECT run_id, key, result FROM analyses"):
-                try:
-                    out[run_id] = (key, json.loads(result))
-                except (TypeError, ValueError):
-                    pass
-        return out
+                return {}  # (a read-only store of an older bnonly has no such table)
+            rows = db.execute("SELECT run_id, key, result FROM analyses").fetchall()
+        return {run_id: (key, got) for run_id, key, result in rows if (got := parse_json(result)) is not None}
 
     def keep_analysis(self, run_id: str, key: str, result: dict) -> None:
         """Store a run's gamma analysis under `key`; a store that cannot be written here keeps none."""
@@ -352,13 +352,9 @@ class Store:
         with self._writing(), self._tx() as db:
             ids = [r[0] for r in db.execute("SELECT run_id FROM artefacts WHERE length(blob) > ?", (max_bytes,))]
             db.executemany("UPDATE artefacts SET blob = X'' WHERE run_id = ?", [(i,) for i in ids])
-        with self._writing():
-            db = self._connect()
-            try:
-                db.execute("VACUUM")
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                db.close()
+        with self._writing(), contextlib.closing(self._connect()) as db:
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ids
 
     def set_meta(self, key: str, value):
@@ -369,10 +365,7 @@ class Store:
         """Append to a list in the meta table in one transaction (two sweeps ending together keep both)."""
         with self._writing(), self._tx(immediate=True) as db:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            try:
-                items = json.loads(row[0]) if row else []
-            except (TypeError, ValueError):
-                items = []
+            items = parse_json(row[0]) if row else []
             items = (items if isinstance(items, list) else []) + [item]
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(items)))
 
@@ -400,27 +393,19 @@ class Store:
         fails zlib's checksum) is left out too, and trained again by the next sweep; an empty one
         is a model deliberately not kept (prune_models) and counts."""
         rows, damaged = parse_rows(self._raw_rows(status, run_id))
-        if not models:
-            return rows, damaged
-        kept = []
-        for r in rows:
-            why = r["status"] in ENDED and self.model_damage(r["run_id"])
-            if why:
-                damaged[r["run_id"]] = why
-            else:
-                kept.append(r)
-        return kept, damaged
+        hurt = {r["run_id"]: why for r in rows if models and r["status"] in ENDED
+                and (why := self.model_damage(r["run_id"]))}
+        return [r for r in rows if r["run_id"] not in hurt], {**damaged, **hurt}
 
     def model_damage(self, run_id: str) -> str | None:
         """Why a run's stored model cannot be used (missing, or failing zlib's checksum); None if it can."""
         blob = self.artefact(run_id)
         if blob is None:
             return "its stored model is missing"
-        if blob:
-            try:
-                zlib.decompress(blob)
-            except zlib.error as e:
-                return f"its stored model is damaged (zlib: {e})"
+        try:
+            zlib.decompress(blob) if blob else None
+        except zlib.error as e:
+            return f"its stored model is damaged (zlib: {e})"
         return None
 
     def runs(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> list[dict]:

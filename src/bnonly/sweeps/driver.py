@@ -102,7 +102,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     others = f", {leases.by_others} trained by another sweep on this store" if leases.by_others else ""
     log(f"sweep {sweep.name}: {stats['trained']} trained ({stats['failed']} failed), "
         f"{stats['skipped']} skipped{others}, {stats['seconds']:.1f} s -> {store.path}")
-    store.append_meta("sessions", session(stats, device, options, time.time() - stats["seconds"]))
+    store.append_meta("sweeps", sweep_part(stats, device, options, time.time() - stats["seconds"]))
     if halted:
         left = len(runs) - len({c.run_id for c in runs} & store.ended_ids())
         why = "--stop-after" if checkpoints.deadline and time.time() >= checkpoints.deadline else "a signal"
@@ -174,8 +174,8 @@ def stop_signals(checkpoints: Checkpoints | None, log):
             pass
 
 
-def session(stats: dict, device: str, options: SweepOptions, started: float) -> dict:
-    """This sweep's part, as the store's meta 'sessions' records it: a study computed over several
+def sweep_part(stats: dict, device: str, options: SweepOptions, started: float) -> dict:
+    """This sweep's part, as the store's meta 'sweeps' records it: a study computed over several
     allocations says when, where, with which code and for how long each part ran."""
     facts = {k: v for k, v in machine(device).items() if k in ("device_name", "cpu_family", "cpu_model", "cpu_capability")}
     return {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + "Z",
