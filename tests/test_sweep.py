@@ -36,6 +36,20 @@ def test_shipped_grids_expand():
     assert len(load_sweep("questions").runs()) == 22 * 2 * 2 * 2 * 3
 
 
+def test_also_adds_cells_to_the_grid_each_run_once(tmp_path):
+    """[[also]]: the grid with some keys replaced (more seeds for one model's cells), the union of
+    the runs, each once, in the grid's order and then the table's; it survives to_dict (the store's meta)."""
+    f = tmp_path / "more.toml"
+    f.write_text('models = ["mlp", "lenet5"]\nwidths = [8]\ndepths = [2]\ntrainable = ["bn", "random"]\n'
+                 'seeds = [0, 1]\n[[also]]\nmodels = ["lenet5"]\nseeds = [1, 2, 3]\n')
+    s = load_sweep(str(f))
+    got = [(c.model, c.trainable, c.seed) for c in s.runs()]
+    assert got == [("mlp", t, k) for t in ("bn", "random") for k in (0, 1)] + \
+        [("lenet5", t, k) for t in ("bn", "random") for k in (0, 1)] + \
+        [("lenet5", t, k) for t in ("bn", "random") for k in (2, 3)]
+    assert load_sweep(s).runs() == s.runs() and s.to_dict()["also"] == [{"models": ["lenet5"], "seeds": [1, 2, 3]}]
+
+
 def test_overrides_and_grouping():
     s = load_sweep("quick", TINY[1::2])
     runs = s.runs()
@@ -63,6 +77,9 @@ def test_overrides_and_grouping():
     ("", "an empty sweep file"),
     ("# a comment only\n", "an empty sweep file"),
     ("norm = 'none'\ntrainable = ['bn', 'random']\n", "the grid has no runs"),
+    ("[[also]]\nmax_epochs = [3]\n", "may only replace grid keys"),
+    ("[[also]]\nseeds = 3\n", "seeds must be a non-empty list"),
+    ("also = 3\n", "also must be a list of tables"),
 ])
 def test_bad_sweep_configs(tmp_path, text, needle, capsys):
     f = tmp_path / "bad.toml"
