@@ -91,6 +91,8 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
                     stats["failed"] += r["status"] == "failed"
                     stats["refused"] += r["status"] == "failed" and str(r.get("error")).startswith("ConfigError")
                     log(f"[{stats['skipped'] + stats['trained']}/{len(runs)}] {describe(r)}")
+                if rows and not quiet and (left := progress.left_text()):
+                    log(f"  {left}")
             halted = checkpoints is not None and checkpoints.stopping()  # (a signal's flag is reset on leaving)
         finally:
             finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)
