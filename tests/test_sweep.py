@@ -25,7 +25,8 @@ def test_shipped_grids_expand():
     assert {c.trainable for c in q.runs()} >= {"bn", "random"}  # the report's central comparison
     assert all(c.subset == 0 and c.max_epochs == 100 and c.patience == 3 for c in q.runs())  # the protocol
     c = load_sweep("claims")
-    assert len(c.runs()) == 3 * 3 * 4 * 3 + 4 * 3  # widths 10, 20, 784 x depths 2, 4, 8; LeNet-5
+    assert len(c.runs()) == 3 * 3 * 4 * 3 + 4 * 3 + 2 * 4  # widths 10, 20, 784 x depths 2, 4, 8; LeNet-5; [[also]]
+    assert sorted(k.seed for k in c.runs() if (k.width, k.depth, k.trainable) == (784, 8, "bn")) == list(range(7))
     assert all(c.subset == 0 and c.max_epochs == 100 for c in c.runs())
     r = load_sweep("report")
     assert len(r.runs()) == 7 * 7 * 7 * 3 + 7 * 3
@@ -48,6 +49,17 @@ def test_also_adds_cells_to_the_grid_each_run_once(tmp_path):
         [("lenet5", t, k) for t in ("bn", "random") for k in (0, 1)] + \
         [("lenet5", t, k) for t in ("bn", "random") for k in (2, 3)]
     assert load_sweep(s).runs() == s.runs() and s.to_dict()["also"] == [{"models": ["lenet5"], "seeds": [1, 2, 3]}]
+
+
+def test_a_sweep_logged_without_a_terminal_says_how_long_is_left(tmp_path, capsys):
+    """No bar in a log (stderr is not a terminal): after each group but the last, one line of the time
+    left at most, from the sweep's pace so far."""
+    grid = ["--set", "widths=[8]", "--set", "depths=[1,2]", "--set", 'trainable=["bn"]', "--set", "seeds=[0]",
+            "--set", "subset=1000", "--set", "max_epochs=1", "--set", 'models=["mlp"]', "--no-estimate"]
+    assert main(["sweep", "quick", "--out", str(tmp_path / "s")] + grid) == 0  # two groups: one per depth
+    lines = capsys.readouterr().err.splitlines()
+    left = [i for i, line in enumerate(lines) if line.startswith("  about ") and line.endswith(" left at most")]
+    assert len(left) == 1 and lines[left[0] - 1].startswith("[1/2] ") and lines[left[0] + 1].startswith("[2/2] ")
 
 
 def test_overrides_and_grouping():
