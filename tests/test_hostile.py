@@ -197,7 +197,7 @@ def test_a_store_reused_with_other_data_is_refused_and_not_analysed_on_it(tmp_pa
     assert main(["sweep", "quick", "--out", str(out), "--data-dir", str(dirs["A"])] + grid) == 0, capsys.readouterr().err
     capsys.readouterr()
     err = one_line(capsys, 2, main(["sweep", "quick", "--out", str(out), "--data-dir", str(dirs["B"])] + grid),
-                   "were trained on other data")
+                   "were trained on other idx data")
     assert "2 runs" in err and "--data-dir" in err
     assert main(["sweep", "quick", "--out", str(out), "--data-dir", str(dirs["A"])] + grid) == 0  # same data: done
     assert "0 to train" in capsys.readouterr().err

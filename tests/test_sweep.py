@@ -25,7 +25,8 @@ def test_shipped_grids_expand():
     assert {c.trainable for c in q.runs()} >= {"bn", "random"}  # the report's central comparison
     assert all(c.subset == 0 and c.max_epochs == 100 and c.patience == 3 for c in q.runs())  # the protocol
     c = load_sweep("claims")
-    assert len(c.runs()) == 3 * 3 * 4 * 3 + 4 * 3  # widths 10, 20, 784 x depths 2, 4, 8; LeNet-5
+    assert len(c.runs()) == 3 * 3 * 4 * 3 + 4 * 3 + 2 * 4  # widths 10, 20, 784 x depths 2, 4, 8; LeNet-5; [[also]]
+    assert sorted(k.seed for k in c.runs() if (k.width, k.depth, k.trainable) == (784, 8, "bn")) == list(range(7))
     assert all(c.subset == 0 and c.max_epochs == 100 for c in c.runs())
     r = load_sweep("report")
     assert len(r.runs()) == 7 * 7 * 7 * 3 + 7 * 3
@@ -34,6 +35,31 @@ def test_shipped_grids_expand():
     # questions: per data set x width x depth x seed: 3 norms x (all, bn, bn+out) + random x 3 norms x
     # 4 allocations + all-nobn = 22 runs; 2 data sets x 2 widths x 2 depths x 3 seeds
     assert len(load_sweep("questions").runs()) == 22 * 2 * 2 * 2 * 3
+
+
+def test_also_adds_cells_to_the_grid_each_run_once(tmp_path):
+    """[[also]]: the grid with some keys replaced (more seeds for one model's cells), the union of
+    the runs, each once, in the grid's order and then the table's; it survives to_dict (the store's meta)."""
+    f = tmp_path / "more.toml"
+    f.write_text('models = ["mlp", "lenet5"]\nwidths = [8]\ndepths = [2]\ntrainable = ["bn", "random"]\n'
+                 'seeds = [0, 1]\n[[also]]\nmodels = ["lenet5"]\nseeds = [1, 2, 3]\n')
+    s = load_sweep(str(f))
+    got = [(c.model, c.trainable, c.seed) for c in s.runs()]
+    assert got == [("mlp", t, k) for t in ("bn", "random") for k in (0, 1)] + \
+        [("lenet5", t, k) for t in ("bn", "random") for k in (0, 1)] + \
+        [("lenet5", t, k) for t in ("bn", "random") for k in (2, 3)]
+    assert load_sweep(s).runs() == s.runs() and s.to_dict()["also"] == [{"models": ["lenet5"], "seeds": [1, 2, 3]}]
+
+
+def test_a_sweep_logged_without_a_terminal_says_how_long_is_left(tmp_path, capsys):
+    """No bar in a log (stderr is not a terminal): after each group but the last, one line of the time
+    left at most, from the sweep's pace so far."""
+    grid = ["--set", "widths=[8]", "--set", "depths=[1,2]", "--set", 'trainable=["bn"]', "--set", "seeds=[0]",
+            "--set", "subset=1000", "--set", "max_epochs=1", "--set", 'models=["mlp"]', "--no-estimate"]
+    assert main(["sweep", "quick", "--out", str(tmp_path / "s")] + grid) == 0  # two groups: one per depth
+    lines = capsys.readouterr().err.splitlines()
+    left = [i for i, line in enumerate(lines) if line.startswith("  about ") and line.endswith(" left at most")]
+    assert len(left) == 1 and lines[left[0] - 1].startswith("[1/2] ") and lines[left[0] + 1].startswith("[2/2] ")
 
 
 def test_overrides_and_grouping():
@@ -63,6 +89,9 @@ def test_overrides_and_grouping():
     ("", "an empty sweep file"),
     ("# a comment only\n", "an empty sweep file"),
     ("norm = 'none'\ntrainable = ['bn', 'random']\n", "the grid has no runs"),
+    ("[[also]]\nmax_epochs = [3]\n", "may only replace grid keys"),
+    ("[[also]]\nseeds = 3\n", "seeds must be a non-empty list"),
+    ("also = 3\n", "also must be a list of tables"),
 ])
 def test_bad_sweep_configs(tmp_path, text, needle, capsys):
     f = tmp_path / "bad.toml"

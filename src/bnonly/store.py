@@ -393,20 +393,18 @@ class Store:
         fails zlib's checksum) is left out too, and trained again by the next sweep; an empty one
         is a model deliberately not kept (prune_models) and counts."""
         rows, damaged = parse_rows(self._raw_rows(status, run_id))
-        hurt = {r["run_id"]: why for r in rows if models and r["status"] in ENDED
-                and (why := self.model_damage(r["run_id"]))}
+        hurt, ended = {}, {r["run_id"] for r in rows if models and r["status"] in ENDED}
+        if ended:
+            with self._tx() as db:  # one pass over the models, one at a time in memory
+                for i, blob in db.execute("SELECT run_id, blob FROM artefacts"):
+                    if i in ended:
+                        ended.discard(i)
+                        try:
+                            zlib.decompress(blob) if blob else None
+                        except zlib.error as e:
+                            hurt[i] = f"its stored model is damaged (zlib: {e})"
+            hurt.update((i, "its stored model is missing") for i in ended)
         return [r for r in rows if r["run_id"] not in hurt], {**damaged, **hurt}
-
-    def model_damage(self, run_id: str) -> str | None:
-        """Why a run's stored model cannot be used (missing, or failing zlib's checksum); None if it can."""
-        blob = self.artefact(run_id)
-        if blob is None:
-            return "its stored model is missing"
-        try:
-            zlib.decompress(blob) if blob else None
-        except zlib.error as e:
-            return f"its stored model is damaged (zlib: {e})"
-        return None
 
     def runs(self, status: tuple[str, ...] | None = None, run_id: str | None = None) -> list[dict]:
         """The stored runs that parse (read() says which did not)."""

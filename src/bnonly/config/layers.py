@@ -115,12 +115,25 @@ class SweepConfig:
     random_allocations: list = field(default_factory=list)
     datasets: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # any other RunConfig field, as a scalar
+    # more cells beside the grid: [[also]] tables of grid keys, each the grid with those keys replaced
+    # (e.g. more seeds for one model's cells); the runs are the union, each once
+    also: list = field(default_factory=list)
 
     @classmethod
     def check_entry(cls, key: str, value, source: str) -> None:
         """One key's value: a grid key's list, or a name or preset as a string (check_keys vets the keys)."""
         if key in GRID_KEYS:
             cls.check_grid(key, value, source)
+        elif key == "also":
+            if not isinstance(value, list) or not value or not all(isinstance(t, dict) and t for t in value):
+                raise ConfigError(f"{source}: also must be a list of tables of grid keys ([[also]] with e.g. "
+                                  f"seeds = [3, 4]), got {value!r}")
+            for i, t in enumerate(value):
+                for k, v in t.items():
+                    if k not in GRID_KEYS:
+                        raise ConfigError(f"{source}: also[{i}] may only replace grid keys ({', '.join(GRID_KEYS)}), "
+                                          f"not {k!r}")
+                    cls.check_grid(k, v, f"{source}: also[{i}]")
         elif key in ("name", "preset") and not isinstance(value, str):
             raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
         elif key == "name" and (value in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value):
@@ -133,7 +146,7 @@ class SweepConfig:
         """Every key is a grid key, name, preset or run setting (a grid field only where its grid key
         may stay empty); else one line naming the source."""
         for key in table:
-            if key not in GRID_KEYS and key not in ("name", "preset") and (
+            if key not in GRID_KEYS and key not in ("name", "preset", "also") and (
                     key not in FIELD_TYPES or key in LIST_ONLY):
                 grid = next((g for g, f in GRID_KEYS.items() if f == key), None)  # 'width': the grid says 'widths'
                 hint = f"did you mean {grid!r}? " if grid else ""
@@ -155,7 +168,7 @@ class SweepConfig:
         kw, settings = {}, {}
         for key, value in table.items():
             cls.check_entry(key, value, source)
-            if key in GRID_KEYS or key in ("name", "preset"):
+            if key in GRID_KEYS or key in ("name", "preset", "also"):
                 kw[key] = value
             else:  # a run setting (check_keys let nothing else through)
                 settings[key] = value
@@ -176,12 +189,22 @@ class SweepConfig:
 
     @cached_property
     def _expanded(self) -> list[RunConfig]:
-        """LeNet-5 and the CIFAR models have no width/depth: they appear once per set x seed. Runs
-        that would compute the same thing are one run: `all-nobn` is built without normalization
-        whatever `norms` says, `random_allocations` only varies `random`, and with norm 'none' the
-        sets that need a normalization layer are left out, and so is `all` when `all-nobn` (the same
-        model) is in the grid."""
+        """The grid's runs, then each `also` table's (the grid with its keys replaced); LeNet-5 and the
+        CIFAR models have no width/depth: they appear once per set x seed. Runs that would compute the
+        same thing are one run: `all-nobn` is built without normalization whatever `norms` says,
+        `random_allocations` only varies `random`, and with norm 'none' the sets that need a
+        normalization layer are left out, and so is `all` when `all-nobn` (the same model) is in the grid."""
         out, seen = [], set()
+        for part in [{}] + self.also:
+            for cfg in dataclasses.replace(self, also=[], **part).grid_runs():
+                if cfg.run_id not in seen:
+                    seen.add(cfg.run_id)
+                    out.append(cfg)
+        return out
+
+    def grid_runs(self) -> list[RunConfig]:
+        """The runs of the grid alone (not `also`), in a stable order."""
+        out = []
         norms = self.norms or [self.settings.get("norm", "batchnorm")]
         allocations = self.random_allocations or [self.settings.get("random_allocation", "even")]
         datasets = self.datasets or [self.settings.get("dataset")]  # None: the preset's
@@ -198,9 +221,7 @@ class SweepConfig:
                                   trainable=t, seed=s, **({"dataset": dataset} if dataset else {}),
                                   norm="none" if t in SETS and SETS[t].without_norm else norm,
                                   random_allocation=alloc if random else "even")
-                    if cfg.run_id not in seen:
-                        seen.add(cfg.run_id)
-                        out.append(cfg)
+                    out.append(cfg)
         return out
 
 

@@ -316,3 +316,15 @@ def fingerprint(dataset: str, data_dir=None) -> str:
         h.update(str((a.dtype.str, a.shape)).encode())
         h.update(np.ascontiguousarray(a).data)
     return "sha256:" + h.hexdigest()[:16]
+
+
+def data_mismatch(dataset: str, theirs: str | None, data_dir=None) -> str | None:
+    """"other DATASET data (THEIRS) than WHERE (MINE)" where runs stored with the fingerprint `theirs`
+    were trained on other images than data_dir's copy of `dataset`; None where they agree or the runs
+    predate fingerprints. The one wording behind a sweep's refusal and analyze's leaving a run out."""
+    if not theirs or theirs == "given":
+        return None
+    mine = fingerprint(dataset, data_dir)
+    if theirs == mine:
+        return None
+    return f"other {dataset} data ({theirs}) than {'--data-dir ' + str(data_dir) if data_dir else 'the installed copy'} ({mine})"

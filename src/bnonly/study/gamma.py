@@ -19,7 +19,7 @@ from ..engine.resident import load
 from ..engine.loop import evaluate, stack_of
 from ..engine.masks import ArtefactError, Plan, plan, rebuild
 from ..engine.stack import Batch, Rows
-from ..registry.data import fingerprint
+from ..registry.data import data_mismatch, fingerprint
 from ..registry.nets import Net, build, is_chain
 from ..registry.norms import kind_of
 from ..registry.sets import SETS
@@ -274,8 +274,8 @@ def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tu
         if blob is None:
             left_out[row["run_id"]] = "its stored model is missing"
             continue
-        if why := other_data(row, data_dir):
-            left_out[row["run_id"]] = why
+        if why := data_mismatch(row["config"]["dataset"], (row.get("versions") or {}).get("data"), data_dir):
+            left_out[row["run_id"]] = f"trained on {why}: pass the --data-dir it was trained with"
             continue
         if not blob:
             continue
@@ -292,20 +292,6 @@ def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tu
         store.keep_analysis(row["run_id"], key, result)
         out.append(result)
     return out, left_out
-
-
-def other_data(row: dict, data_dir=None) -> str | None:
-    """Why a run's model must not be evaluated on data_dir's copy of its data set (it was trained on
-    other images: their fingerprints differ); None where they agree or the run predates fingerprints."""
-    theirs = (row.get("versions") or {}).get("data")
-    if not theirs or theirs == "given":
-        return None
-    mine = fingerprint(row["config"]["dataset"], data_dir)
-    if theirs == mine:
-        return None
-    return (f"trained on other {row['config']['dataset']} data ({theirs}) than "
-            f"{'--data-dir ' + str(data_dir) if data_dir else 'the installed copy'} ({mine}): pass the --data-dir it "
-            "was trained with")
 
 
 def conditions(analyses: list[dict]) -> dict:

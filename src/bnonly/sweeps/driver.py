@@ -25,7 +25,7 @@ from ..files import alive
 from ..engine.device import EngineOptions, describe_device, device_name, machine, resolve_device
 from ..engine.loop import batches_per_epoch, refuse_on_device
 from ..errors import ConfigError
-from ..registry.data import expected_train_size, fingerprint
+from ..registry.data import data_mismatch, expected_train_size
 from ..store import ENDED, Store
 from ..version import code_version, label
 from . import ray
@@ -91,6 +91,8 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
                     stats["failed"] += r["status"] == "failed"
                     stats["refused"] += r["status"] == "failed" and str(r.get("error")).startswith("ConfigError")
                     log(f"[{stats['skipped'] + stats['trained']}/{len(runs)}] {describe(r)}")
+                if rows and not quiet and (left := progress.left_text()):
+                    log(f"  {left}")
             halted = checkpoints is not None and checkpoints.stopping()  # (a signal's flag is reset on leaving)
         finally:
             finished.close()  # stops a remote executor's outstanding work (Ctrl-C, errors)
@@ -200,8 +202,9 @@ def unplanned(checkpoints: Checkpoints, groups: list, ended: set) -> int:
 
 def clear_checkpoints(checkpoints: Checkpoints, store: Store) -> None:
     """Checkpoints whose runs are all stored (a group planned otherwise by an earlier sweep) removed,
-    and the temporary files of saves that a killed process of this machine left."""
-    done = store.ended_ids()
+    and the temporary files of saves that a killed process of this machine left (the rows alone say
+    which runs are stored: no model is read)."""
+    done = {r["run_id"] for r in store.runs(status=ENDED)}
     for path in Path(checkpoints.directory).glob("*.ckpt"):
         runs = runs_of(path)
         if runs is not None and set(runs) <= done:
@@ -237,15 +240,15 @@ def same_data(store: Store, ended: list[dict], grid: set[str], data_dir) -> None
     """A store reused with other data is refused: where the grid's stored runs were trained on other
     images than data_dir's (their fingerprints, registry.data.fingerprint), skipping them would mix
     two data sets under one name; one line naming both."""
-    stored = [r for r in ended if r["run_id"] in grid and (r.get("versions") or {}).get("data") not in (None, "given")]
+    stored = [r for r in ended if r["run_id"] in grid]
     for dataset in sorted({r["dataset"] for r in stored}):
-        mine = fingerprint(dataset, data_dir)
-        other = Counter(r["versions"]["data"] for r in stored if r["dataset"] == dataset and r["versions"]["data"] != mine)
+        other = Counter(r["versions"]["data"] for r in stored if r["dataset"] == dataset
+                        and data_mismatch(dataset, (r.get("versions") or {}).get("data"), data_dir))
         if other:
             theirs = ", ".join(f"{k} ({n} run{'s' if n != 1 else ''})" for k, n in other.most_common())
-            raise ConfigError(f"{store.path}: this grid's {dataset} runs there were trained on other data ({theirs}) than "
-                              f"{'--data-dir ' + str(data_dir) if data_dir else 'the installed copy'} ({mine}): pass "
-                              "the --data-dir they were trained with, or use another --out")
+            raise ConfigError(f"{store.path}: this grid's {dataset} runs there were trained on "
+                              f"{data_mismatch(dataset, theirs, data_dir)}: pass the --data-dir they were trained "
+                              "with, or use another --out")
 
 
 def grouped(todo: list, device: str, options: SweepOptions) -> list[list]:

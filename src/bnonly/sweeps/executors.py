@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -95,6 +96,7 @@ class Progress:
         self.lowered = [0] * len(groups)   # steps group i will not take (early stops)
         self.active = [len(g) for g in groups]
         self.last_epoch = [0] * len(groups)
+        self.started = time.monotonic()
         self.bar = tqdm(total=sum(self.bound), unit="step", unit_scale=True, file=sys.stderr,
                         disable=quiet or None, dynamic_ncols=True,
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} model-steps [{elapsed}<{remaining} (at most)]")
@@ -124,6 +126,17 @@ class Progress:
     def done(self, i):
         self._advance(i, self.bound[i])
         self.last_epoch[i] = math.inf  # late progress events of a finished group change nothing
+
+    def left_text(self) -> str | None:
+        """For a log without the bar (not a terminal: nohup, a batch job): 'about 1.2 h left at most',
+        from this sweep's pace so far over its steps left (their upper bound); None while the bar shows."""
+        done = sum(self.shown)
+        if not self.bar.disable or not done:
+            return None
+        left = sum(self.bound) - sum(self.lowered) - done
+        if left <= 0:
+            return None
+        return f"about {duration((time.monotonic() - self.started) * left / done)} left at most"
 
     def close(self):
         self.bar.close()
