@@ -25,7 +25,7 @@ def test_shipped_grids_expand():
     assert {c.trainable for c in q.runs()} >= {"bn", "random"}  # the report's central comparison
     assert all(c.subset == 0 and c.max_epochs == 100 and c.patience == 3 for c in q.runs())  # the protocol
     c = load_sweep("claims")
-    assert len(c.runs()) == 3 * 3 * 4 * 3 + 4 * 3 + 2 * 4  # widths 10, 20, 784 x depths 2, 4, 8; LeNet-5; [[also]]
+    assert len(c.runs()) == 3 * 3 * 4 * 3 + 4 * 3 + 2 * 4 + 2 * 3 * 2 * 44  # widths x depths; LeNet-5; [[also]]: claims 2, 4
     assert sorted(k.seed for k in c.runs() if (k.width, k.depth, k.trainable) == (784, 8, "bn")) == list(range(7))
     assert all(c.subset == 0 and c.max_epochs == 100 for c in c.runs())
     r = load_sweep("report")
