@@ -49,7 +49,7 @@ def main() -> None:
             runs = load_sweep(name).runs()
             groups = plan_groups(runs, EngineOptions.for_device("cpu"))
             data_dir = str(cifar) if name == "frankle" else None
-            seconds, shapes, left_out = estimate_seconds(groups, "cpu", data_dir, batches=1)
+            seconds, shapes, left_out, _ = estimate_seconds(groups, "cpu", data_dir, batches=1)
             out["studies"][name] = {"runs": len(runs), "groups": len(groups), "shapes": shapes,
                                     "seconds": seconds, "groups_left_out": left_out}
             print(f"{name}: {len(runs)} runs, about {seconds / 3600:.1f} h", flush=True)
