@@ -1,8 +1,8 @@
 """Stage a study computed in place under results/ (results/claims: its sweep runs with --out there,
 across allocations) for a commit, while its sweep may still be writing it: a consistent copy of its
 store (SQLite's online backup, so no write of the running sweep is torn or half in the WAL) with the
-stored models over 1 MB emptied (the dense width-784 `all`/`all-nobn` models, about 5-20 MB each:
-not kept in git; the report counts them) and compacted, staged as the store's content; beside it the
+stored models over 1 MB emptied (the dense width-784 `all`/`all-nobn` models, 1.2 to 4.9 million
+weights: not kept in git; the report counts them, and their gamma analyses stay) and compacted, staged as the store's content; beside it the
 checkpoints of groups in progress that are small enough to carry (the frozen-weight ones; a dense
 group's is tens of MB and stays here: that group starts again in the next allocation) and the
 study's other files. The store here keeps its models, and git ignores its changes from then on

@@ -33,8 +33,9 @@ def headline_table(doc: dict) -> str:
         return f"{100 * d['mean']:{'+' if signed else ''}.1f} ± {100 * d['half']:.1f}{unit}"
     rows = ["| MLP | `bn` | `random` | `bn` − `random`, paired per seed |", "|---|---|---|---|"]
     for a in doc["headline"]["architectures"]:
-        w, d = a["architecture"].split("_")[1:]
-        rows.append(f"| width {w[1:]}, {d[1:]} layers | {stat(a['bn'])} | {stat(a['random'])} | "
+        parts = a["architecture"].split("_")[1:]  # mlp_w10_d2; a LeNet-5 is just 'lenet5'
+        name = f"width {parts[0][1:]}, {parts[1][1:]} layers" if len(parts) == 2 else "LeNet-5"
+        rows.append(f"| {name} | {stat(a['bn'])} | {stat(a['random'])} | "
                     f"{stat(a['gap'], ' points', True)} |")
     return "\n".join(rows)
 
@@ -47,6 +48,19 @@ def verdicts_table(doc: dict) -> str:
         rows.append(f"| {c['id']} | {c['claim']} | **{c.get('label', c['verdict'])}** | "
                     f"{c['measured'].replace('|', '/')} |")
     return "\n".join(rows)
+
+
+def cells_table(doc: dict) -> str:
+    """docs/study.md's table of a study's cells from a report.json: its MLP table (test accuracy per
+    set, mean ± 95% interval over seeds) and LeNet-5's rows, as markdown."""
+    def md(table: dict, first: list[str] | None = None) -> list[str]:
+        header = first or table["header"]
+        return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                + ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]])
+    lines = md(doc["mlp_table"])
+    if doc["lenet_table"]["rows"]:
+        lines += ["", "LeNet-5:", ""] + md(doc["lenet_table"])
+    return "\n".join(lines)
 
 
 def machine_label(run: dict) -> str:

@@ -29,7 +29,10 @@ def test_a_published_study_has_its_report_its_runs_and_its_maker(study):
     made = json.loads((study / "made.json").read_text())
     doc = json.loads((study / "report.json").read_text())
     assert (study / "report.md").is_file() and (study / "results.csv").is_file()
-    assert made["command"] and made["machines"] and len(made["code"]) == 1 and made["commit"]
+    assert made["command"] and made["machines"] and made["commit"]
+    if len(made["code"]) > 1:  # computed in parts whose code changed: every run trained again shows it did not move
+        recheck = json.loads((study / "recheck.json").read_text())
+        assert recheck["differ"] == 0 and recheck["identical"] == made["runs"] and recheck["epochs"] >= 1
     with (study / "results.csv").open(newline="") as fh:
         assert made["runs"] == len(list(csv.DictReader(fh))) > 0
     assert doc["code_versions"] == made["code"]  # the report names the code version its runs share
@@ -59,7 +62,16 @@ def test_the_six_verdicts_table_and_the_readme_once_the_claims_study_is_publishe
     assert "**held at 4 of the report's 49 cells (widths 10, 100; depths 2, 4)**" in table[2]
     assert all("**not measured**" in table[2 + i - 1] for i in (2, 3, 5, 6))
     if (RESULTS / "claims" / "made.json").is_file():
-        assert publish().verdicts_table(json.loads((RESULTS / "claims" / "report.json").read_text())) in README
+        doc = json.loads((RESULTS / "claims" / "report.json").read_text())
+        assert publish().verdicts_table(doc) in README
+        assert all(c["verdict"] != "not measured" for c in doc["claims"])  # every claim judged at the protocol
+        assert publish().cells_table(doc) in (ROOT / "docs" / "study.md").read_text()
+        made = json.loads((RESULTS / "claims" / "made.json").read_text())
+        recheck = json.loads((RESULTS / "claims" / "recheck.json").read_text())
+        text = re.sub(r"\s+", " ", README)
+        assert f"{made['compute_seconds'] / 3600:.1f} h of compute" in text and f"in {len(made['sweeps'])} sweep parts" in text
+        assert f"mix {len(made['code'])} code versions" in text
+        assert f"first {recheck['epochs']} epochs, float for float, for {recheck['identical']} of the {recheck['runs']} runs" in text
 
 
 def test_the_readme_times_of_the_studies_are_the_files():
