@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import sys
+import time
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
@@ -253,11 +254,35 @@ def analysis_code() -> str:
     return hashlib.sha256(Path(__file__).read_bytes() + str(ANALYSIS_VERSION).encode()).hexdigest()[:16]
 
 
+class Paced:
+    """Where stderr is not a terminal (no bar: nohup, a batch job), a line at most once a minute
+    while analyses are computed: how many runs are done, and the time left at the pace so far."""
+
+    def __init__(self, total: int, every: float = 60.0):
+        self.total, self.every, self.seen, self.done = total, every, 0, 0
+        self.quiet = sys.stderr.isatty()
+        self.started = self.last = time.monotonic()
+
+    def next(self):
+        self.seen += 1
+
+    def computed(self):
+        self.done += 1
+        now = time.monotonic()
+        if self.quiet or now - self.last < self.every:
+            return
+        self.last = now
+        left = (now - self.started) / self.done * (self.total - self.seen)
+        print(f"gamma analysis: {self.seen} of {self.total} runs, about {max(1, round(left / 60))} min left",
+              file=sys.stderr, flush=True)
+
+
 def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tuple[list[dict], dict[str, str]]:
     """Every counted run of a set that trains gamma/beta, with a normalization layer and a stored
     model (only those of `run_ids` when given); and {run_id: why} of those left out: a stored model
     that is missing or does not load, or a run trained on other data than data_dir's (its stored
-    fingerprint). A model deliberately not kept (an empty one) is not analysed and not damaged.
+    fingerprint). A model deliberately not kept (an empty one) is not analysed and not damaged; its
+    analysis, kept from before it was emptied by the same analysis code on the same data, is used.
     Each run's analysis is computed once and kept in the store, keyed by the analysis code, the model
     and the data (so a later report or analyze reads it back), with a progress bar while it computes."""
     out, left_out, todo = [], {}, []
@@ -268,8 +293,10 @@ def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tu
         if c["trainable"] in ANALYZED_SETS and c["norm"] != "none":
             todo.append(row)
     kept = store.analyses() if todo else {}
+    log = Paced(len(todo))
     for row in tqdm(todo, desc="gamma analysis", unit="run", file=sys.stderr, disable=None, leave=False,
                     dynamic_ncols=True):
+        log.next()
         blob = store.artefact(row["run_id"])
         if blob is None:
             left_out[row["run_id"]] = "its stored model is missing"
@@ -277,10 +304,13 @@ def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tu
         if why := data_mismatch(row["config"]["dataset"], (row.get("versions") or {}).get("data"), data_dir):
             left_out[row["run_id"]] = f"trained on {why}: pass the --data-dir it was trained with"
             continue
-        if not blob:
+        data = fingerprint(row["config"]["dataset"], data_dir)
+        if not blob:  # a model not kept (pruned from a store carried in git): its analysis, where kept
+            k = kept.get(row["run_id"])
+            if k and k[0].startswith(analysis_code() + "-") and k[0].endswith("-" + data):
+                out.append(k[1])
             continue
-        key = "-".join((analysis_code(), hashlib.sha256(blob).hexdigest()[:16],
-                        fingerprint(row["config"]["dataset"], data_dir)))
+        key = "-".join((analysis_code(), hashlib.sha256(blob).hexdigest()[:16], data))
         if row["run_id"] in kept and kept[row["run_id"]][0] == key:
             out.append(kept[row["run_id"]][1])
             continue
@@ -290,6 +320,7 @@ def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tu
             left_out[row["run_id"]] = str(e)
             continue
         store.keep_analysis(row["run_id"], key, result)
+        log.computed()
         out.append(result)
     return out, left_out
 
