@@ -298,7 +298,7 @@ def test_two_studies_never_share_a_figure_name(tmp_path):
 def test_analyses_computed_in_a_log_say_how_far_they_are(capsys):
     """Without a terminal (no bar), a line at most once a `every` seconds: runs done, time left at the
     pace so far."""
-    from bnonly.study.gamma import Paced
+    from bnonly.study.analyses import Paced
     log = Paced(4, every=0)
     log.started -= 60
     log.next()
