@@ -62,6 +62,31 @@ def test_a_sweep_logged_without_a_terminal_says_how_long_is_left(tmp_path, capsy
     assert len(left) == 1 and lines[left[0] - 1].startswith("[1/2] ") and lines[left[0] + 1].startswith("[2/2] ")
 
 
+def test_the_time_left_weighs_each_groups_steps_by_its_cost():
+    """A sweep whose cheap group ended first, with a group 100 times costlier per step left: the time
+    left is that group's share of the estimate at the pace so far (not its step count's), no sooner
+    than it can end on one of the two workers, and at the pace of the epochs the first group ran."""
+    from bnonly.config.run import RunConfig
+    from bnonly.sweeps.executors import Progress
+    cheap, costly = RunConfig(width=8, depth=1, max_epochs=10), RunConfig(width=784, depth=8, max_epochs=10)
+    progress = Progress([[cheap], [costly]], lambda c: 10, quiet=True, epoch_seconds=[1.0, 100.0], workers=1)
+    progress.started = time.monotonic() - 30
+    progress.done(0)  # 10 estimated seconds in 30 wall seconds: 3 s a second, 1,000 estimated seconds left
+    assert progress.left_text() == "about 50 min left at most"
+    progress = Progress([[cheap], [costly]], lambda c: 10, quiet=True, epoch_seconds=[1.0, 100.0], workers=2)
+    progress.started = time.monotonic() - 30
+    progress.done(0)  # two workers at that pace: the costly group alone on one of them, twice as long
+    assert progress.left_text() == "about 1.7 h left at most"
+    progress = Progress([[cheap], [costly]], lambda c: 10, quiet=True, epoch_seconds=[1.0, 100.0], workers=1)
+    progress.started = time.monotonic() - 30
+    progress.done(0, [2])  # it stopped early after 2 of its 10 epochs: 2 estimated seconds done, not 10
+    assert progress.left_text() == "about 4.2 h left at most" and progress.bar.total == 10 * 2 + 100
+    unweighed = Progress([[cheap], [costly]], lambda c: 10, quiet=True)  # no estimate: steps count alike
+    unweighed.started = time.monotonic() - 30
+    unweighed.done(0)
+    assert unweighed.left_text() == "about 30 s left at most"
+
+
 def test_overrides_and_grouping():
     s = load_sweep("quick", TINY[1::2])
     runs = s.runs()
@@ -311,10 +336,10 @@ def test_a_resumed_sweep_trains_nothing_for_its_estimate(tmp_path, monkeypatch):
     options = SweepOptions(device="cpu")
     store = Store(tmp_path / "results.sqlite")
     groups = driver.grouped(sweep.runs(), "cpu", options)
-    first = driver.estimate(groups, "cpu", options, store)
-    assert "measured on 1 group shape in" in first
+    first, per_group = driver.estimate(groups, "cpu", options, store)
+    assert "measured on 1 group shape in" in first and len(per_group) == 1 and per_group[0] > 0
     calls = []
     monkeypatch.setattr(grouping, "measure_seconds", lambda *a, **k: calls.append(a) or {"epoch": 1.0, "once": 1.0})
-    again = driver.estimate(groups, "cpu", options, store)
-    assert calls == [] and "from this store's earlier measurement, nothing trained for it" in again
+    again, per_group_again = driver.estimate(groups, "cpu", options, store)
+    assert calls == [] and per_group_again == per_group and "from this store's earlier measurement, nothing trained for it" in again
     assert again.split(" if every")[0] == first.split(" if every")[0]  # the same estimate

@@ -20,7 +20,7 @@ from .. import files
 from ..files import strict_json
 from ..store import Store
 from ..study.claims import claims
-from ..study.gamma import analyze_store
+from ..study.analyses import analyze_store
 from ..study.headline import headline, headline_answer, headline_sentences
 from ..study.questions import is_baseline, questions
 from ..study.cells import chance, config_of, describe_study, lenet_stats, mlp_stats, studies

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import sys
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config.run import RunConfig
 from ..engine.resident import load
 from ..engine.loop import evaluate, stack_of
-from ..engine.masks import ArtefactError, Plan, plan, rebuild
+from ..engine.masks import Plan, plan, rebuild
 from ..engine.stack import Batch, Rows
-from ..registry.data import data_mismatch, fingerprint
 from ..registry.nets import Net, build, is_chain
 from ..registry.norms import kind_of
 from ..registry.sets import SETS
-from ..store import Store
 from .cells import config_of
 
 RELATIVE = 0.1                      # disabled: a contribution below 10% of its layer's RMS contribution
@@ -245,53 +241,14 @@ def analyze_run(row: dict, blob: bytes, data_dir=None) -> dict:
 
 
 ANALYSIS_VERSION = 1  # raise it where a change outside this module changes what analyze_run computes
+# (the key of a kept analysis: study/analyses.py keeps them, so that editing how they are kept
+# leaves this module, and the analyses, as they were)
 
 
 @lru_cache(maxsize=None)
 def analysis_code() -> str:
     """The analysis code's version: this module's source hash and ANALYSIS_VERSION."""
     return hashlib.sha256(Path(__file__).read_bytes() + str(ANALYSIS_VERSION).encode()).hexdigest()[:16]
-
-
-def analyze_store(store: Store, data_dir=None, run_ids: set | None = None) -> tuple[list[dict], dict[str, str]]:
-    """Every counted run of a set that trains gamma/beta, with a normalization layer and a stored
-    model (only those of `run_ids` when given); and {run_id: why} of those left out: a stored model
-    that is missing or does not load, or a run trained on other data than data_dir's (its stored
-    fingerprint). A model deliberately not kept (an empty one) is not analysed and not damaged.
-    Each run's analysis is computed once and kept in the store, keyed by the analysis code, the model
-    and the data (so a later report or analyze reads it back), with a progress bar while it computes."""
-    out, left_out, todo = [], {}, []
-    for row in store.runs(status=("finished", "diverged")):
-        if run_ids is not None and row["run_id"] not in run_ids:
-            continue
-        c = config_of(row)
-        if c["trainable"] in ANALYZED_SETS and c["norm"] != "none":
-            todo.append(row)
-    kept = store.analyses() if todo else {}
-    for row in tqdm(todo, desc="gamma analysis", unit="run", file=sys.stderr, disable=None, leave=False,
-                    dynamic_ncols=True):
-        blob = store.artefact(row["run_id"])
-        if blob is None:
-            left_out[row["run_id"]] = "its stored model is missing"
-            continue
-        if why := data_mismatch(row["config"]["dataset"], (row.get("versions") or {}).get("data"), data_dir):
-            left_out[row["run_id"]] = f"trained on {why}: pass the --data-dir it was trained with"
-            continue
-        if not blob:
-            continue
-        key = "-".join((analysis_code(), hashlib.sha256(blob).hexdigest()[:16],
-                        fingerprint(row["config"]["dataset"], data_dir)))
-        if row["run_id"] in kept and kept[row["run_id"]][0] == key:
-            out.append(kept[row["run_id"]][1])
-            continue
-        try:
-            result = analyze_run(row, blob, data_dir)
-        except ArtefactError as e:
-            left_out[row["run_id"]] = str(e)
-            continue
-        store.keep_analysis(row["run_id"], key, result)
-        out.append(result)
-    return out, left_out
 
 
 def conditions(analyses: list[dict]) -> dict:

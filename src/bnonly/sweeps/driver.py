@@ -31,7 +31,7 @@ from ..version import code_version, label
 from . import ray
 from .executors import STOPPED, Progress, describe, duration, group_threads, inline, pool
 from .leases import Leases, seconds_from, timing
-from .grouping import estimate_seconds, longest_first, plan_groups
+from .grouping import estimate_seconds, group_shape, longest_first, plan_groups
 
 
 def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: bool = False) -> dict:
@@ -61,11 +61,14 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
     if checkpoints is not None and (unused := unplanned(checkpoints, groups, leases.ended)):
         log(f"note: {unused} checkpoint(s) in {checkpoints.directory} hold groups this plan does not make (planned "
             "with other --workers, --threads or --group-size?): they stay, unused, and those runs start from epoch 0")
+    timed = None
     if groups and options.estimate and not quiet and options.executor == "local":
-        log(estimate(groups, device, options, store))
+        line, timed = estimate(groups, device, options, store)
+        log(line)
 
     progress = Progress(groups, lambda c: batches_per_epoch(expected_train_size(
-        c.dataset, c.val_fraction, c.subset, options.data_dir), c.batch_size), quiet)
+        c.dataset, c.val_fraction, c.subset, options.data_dir), c.batch_size), quiet, timed,
+        max(1, min(options.workers, len(groups))))
     stats = {"total": len(runs), "skipped": len(runs) - len(todo), "trained": 0, "failed": 0, "refused": 0}
     nodes, t0 = Counter(), time.perf_counter()
     stats["stopped"] = 0
@@ -74,7 +77,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
         finished = executor(options)(work, device, options, progress, checkpoints)
         try:
             for i, rows, node in finished:
-                progress.done(i)
+                progress.done(i, [r.get("epochs_run") for r in rows])
                 stopped = [r for r in rows if r["status"] == STOPPED]
                 rows = [r for r in rows if r["status"] != STOPPED]
                 store.write([stamped(r) for r in rows], owner=leases.owner)
@@ -291,10 +294,11 @@ def other_code(store: Store) -> str | None:
         f"{mine}, and the report lists the versions it mixes")
 
 
-def estimate(groups, device: str, options: SweepOptions, store: Store) -> str:
+def estimate(groups, device: str, options: SweepOptions, store: Store) -> tuple[str, list]:
     """The compute the groups need here if every run goes to its max_epochs, from a few timed steps
     of each group shape not timed before on this machine (grouping.estimate_seconds; the timings are
-    kept in the store's meta, so a resumed sweep trains nothing for its estimate); the line that says it."""
+    kept in the store's meta, so a resumed sweep trains nothing for its estimate): the line that says
+    it, and each group's seconds per epoch (None where unmeasured) for the progress's time left."""
     t0 = time.perf_counter()
     here = f"{device_name(device)} ({device}, {group_threads(options)} threads)"
     timings = store.meta().get("timings")
@@ -311,7 +315,8 @@ def estimate(groups, device: str, options: SweepOptions, store: Store) -> str:
             + f"{f'; --workers {options.workers} share it' if options.workers > 1 else ''}); "
             + (f"measured on {shapes} group shape{'s' if shapes != 1 else ''} in {time.perf_counter() - t0:.1f} s"
                if shapes else "from this store's earlier measurement, nothing trained for it")
-            + (f"; {left_out} group(s) could not be measured (their training will say why)" if left_out else ""))
+            + (f"; {left_out} group(s) could not be measured (their training will say why)" if left_out else ""),
+            [(timed.get(group_shape(g)) or {}).get("epoch") for g in groups])
 
 
 def executor(options: SweepOptions):

@@ -88,10 +88,17 @@ class Progress:
     max_epochs), lowered as models stop early, so the ETA shrinks towards the truth. Executors
     report per batch (inline), per epoch (Ray tasks) or per finished group (process pool)."""
 
-    def __init__(self, groups, steps_per_epoch, quiet: bool):
+    def __init__(self, groups, steps_per_epoch, quiet: bool, epoch_seconds: list | None = None, workers: int = 1):
         self.groups = groups
         self.n_batches = [steps_per_epoch(g[0]) for g in groups]
         self.bound = [sum(c.max_epochs for c in g) * n for g, n in zip(groups, self.n_batches)]
+        # what a model-step of each group costs, from the estimate's timing of its shape (seconds per
+        # epoch of the group), so that the time left weighs a wide model's steps above a narrow one's
+        known = [t / (len(g) * n) for t, g, n in zip(epoch_seconds or [], groups, self.n_batches) if t]
+        fill = sum(known) / len(known) if known else 1.0
+        self.cost = [t / (len(g) * n) if t else fill for t, g, n in
+                     zip(epoch_seconds or [None] * len(groups), groups, self.n_batches)]
+        self.workers = workers
         self.shown = [0] * len(groups)     # steps counted for group i
         self.lowered = [0] * len(groups)   # steps group i will not take (early stops)
         self.active = [len(g) for g in groups]
@@ -123,20 +130,30 @@ class Progress:
         self.active[i] = n_active
         self.bar.refresh()
 
-    def done(self, i):
+    def done(self, i, epochs: list | None = None):
+        """Group i ended; `epochs`: its runs' epochs run, where known (a process pool reports no epoch
+        ends), so that the steps its early stops saved count as not taken, not as done."""
+        if epochs and len(epochs) == len(self.groups[i]) and all(isinstance(e, int) for e in epochs):
+            saved = sum(c.max_epochs - e for c, e in zip(self.groups[i], epochs)) * self.n_batches[i]
+            extra = max(0, min(saved, self.bound[i] - self.shown[i]) - self.lowered[i])
+            self.lowered[i] += extra
+            self.bar.total -= extra
         self._advance(i, self.bound[i])
         self.last_epoch[i] = math.inf  # late progress events of a finished group change nothing
 
     def left_text(self) -> str | None:
         """For a log without the bar (not a terminal: nohup, a batch job): 'about 1.2 h left at most',
-        from this sweep's pace so far over its steps left (their upper bound); None while the bar shows."""
-        done = sum(self.shown)
+        from this sweep's pace so far over its steps left (their upper bound), each step weighed by
+        its group's cost; no sooner than the costliest group left could end on one worker. None while
+        the bar shows."""
+        done = sum(n * c for n, c in zip(self.shown, self.cost))
         if not self.bar.disable or not done:
             return None
-        left = sum(self.bound) - sum(self.lowered) - done
-        if left <= 0:
+        left = [(b - lo - n) * c for b, lo, n, c in zip(self.bound, self.lowered, self.shown, self.cost)]
+        if sum(left) <= 0:
             return None
-        return f"about {duration((time.monotonic() - self.started) * left / done)} left at most"
+        pace = (time.monotonic() - self.started) / done  # wall seconds per estimated second, all workers together
+        return f"about {duration(pace * max(sum(left), max(left) * self.workers))} left at most"
 
     def close(self):
         self.bar.close()

@@ -89,6 +89,11 @@ def longest_first(groups: list[list[RunConfig]]) -> list[list[RunConfig]]:
     return sorted(groups, key=expected, reverse=True)
 
 
+def group_shape(group: list[RunConfig]) -> str:
+    """The key of a group's timing: its stack key and size (16 hex digits)."""
+    return hashlib.sha256(repr((stack_key(group[0]), len(group))).encode()).hexdigest()[:16]
+
+
 def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None, batches: int = 3,
                      known: dict | None = None) -> tuple[float, int, int, dict]:
     """The compute of these groups on this machine if every run goes to max_epochs, from a short
@@ -102,7 +107,7 @@ def estimate_seconds(groups: list[list[RunConfig]], device: str, data_dir=None, 
         isinstance(v.get(f), (int, float)) for f in ("epoch", "once"))}  # a hand-edited meta is measured again
     total, left_out, measured = 0.0, 0, 0
     for g in groups:  # a key holds the whole config but the per-model fields: data, budget
-        shape = hashlib.sha256(repr((stack_key(g[0]), len(g))).encode()).hexdigest()[:16]
+        shape = group_shape(g)
         if shape not in timed:
             measured += 1
             try:
