@@ -9,6 +9,7 @@ study's other files. The store here keeps its models, and git ignores its change
 (skip-worktree: a `git add -A` never commits the live file), so this script is the way it is committed.
 
     python results/carry.py claims && git commit -m "claims study: ..."
+    python results/carry.py claims-report-code --no-dense-models   # (a second study: its store stays small)
 """
 from __future__ import annotations
 
@@ -18,10 +19,21 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from bnonly.registry.sets import SETS
 from bnonly.store import Store
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # (results/ is at the repository's root)
+IGNORED = """# a study computed in place (results/carry.py stages what is carried)
+checkpoints/
+results.sqlite-wal
+results.sqlite-shm
+*.svg
+report.html
+analysis/
+.report-*/
+.analysis-*/
+"""  # what git leaves out of a study's directory (its .gitignore, written by the first carry)
 MODEL_BYTES = 1 << 20       # models over this are not kept in git
 CHECKPOINT_BYTES = 5 << 20  # checkpoints over this are not carried
 
@@ -34,9 +46,14 @@ def git(*args: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", help="its directory under results/ (e.g. claims)")
+    ap.add_argument("--no-dense-models", action="store_true",
+                    help="carry no model of a set that trains hidden weights (`all`, `all-nobn`), however small: "
+                         "their runs count, and a gamma analysis computed before (a report on the live store) stays")
     args = ap.parse_args()
     study = HERE / args.study
     live = Store(study / "results.sqlite", create=False)  # (checked, and its schema made)
+    if not (study / ".gitignore").exists():  # a study's first carry: its live files stay out of git
+        (study / ".gitignore").write_text(IGNORED)
     # the checkpoints first: a group that ends while this runs then has its rows in the store's copy
     # (a checkpoint is written by a rename, so each file read here is whole; one that vanished is skipped)
     carried, too_large = [], 0
@@ -62,6 +79,11 @@ def main() -> None:
             target.close()
         with sqlite3.connect(copy) as db:  # the running sweep's claims are its own, not the commit's
             db.execute("DELETE FROM leases")
+        if args.no_dense_models:
+            dense = [name for name, s in SETS.items() if "hidden" in s.parts]
+            with sqlite3.connect(copy) as db:
+                db.execute(f"UPDATE artefacts SET blob = X'' WHERE run_id IN (SELECT run_id FROM runs WHERE trainable "
+                           f"IN ({','.join('?' * len(dense))}))", dense)
         store = Store(copy)
         pruned = store.prune_models(MODEL_BYTES)
         done = len(store.runs(status=("finished", "diverged")))
@@ -74,7 +96,8 @@ def main() -> None:
     git("update-index", "--skip-worktree", store_path)
     for sha, rel in carried:  # (checkpoints/ is ignored: only these are carried)
         git("update-index", "--add", "--cacheinfo", f"100644,{sha},{rel}")
-    print(f"{study}: {done} runs stored; {len(pruned)} model(s) over 1 MB not carried; {len(carried)} checkpoint(s) "
+    print(f"{study}: {done} runs stored; {len(pruned)} model(s) over 1 MB not carried"
+          f"{' (nor any dense one)' if args.no_dense_models else ''}; {len(carried)} checkpoint(s) "
           f"staged, {too_large} too large to carry (their groups start again)")
 
 
