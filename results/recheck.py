@@ -72,12 +72,12 @@ def recheck(group: list[dict], epochs: int, order: dict) -> dict:
             "first_difference": differ[0] if differ else None, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path, help="a results directory (its results.sqlite)")
     ap.add_argument("config", help="the sweep file (a shipped study's name or a path) that made it")
     ap.add_argument("--epochs", type=int, default=2, help="epochs trained again per run (default 2)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     runs = Store(args.run_dir / "results.sqlite", create=False).runs()
     order = {c.run_id: i for i, c in enumerate(load_sweep(args.config).grid_runs())}
     here = {k: machine("cpu").get(k) for k in PROCESSOR}

@@ -126,3 +126,38 @@ def test_compare_counts_what_moved_between_two_machines():
     assert c["largest_points"] == pytest.approx(1.0) and c["median_points"] == 0.0
     assert c["headline_largest_move_points"]["bn"] == pytest.approx(2 / 3)
     assert c["headline_largest_move_points"]["random"] == pytest.approx(0.0)
+
+
+def test_recheck_finds_a_run_whose_numbers_moved(tmp_path, monkeypatch):
+    """results/recheck.py on a tiny sweep's store: every group trained again for its first epoch
+    gives its stored histories float for float (a bn+random stack and a dense one); a stored loss
+    moved by one float step is found, in its one run; a second pass keeps what the first said."""
+    import math
+    import sqlite3
+    from bnonly.cli import main
+    sweep = tmp_path / "tiny.toml"
+    sweep.write_text('name = "tiny"\nmodels = ["mlp"]\nwidths = [8]\ndepths = [1]\n'
+                     'trainable = ["all-nobn", "bn", "random"]\nseeds = [0, 1]\nsubset = 1000\nmax_epochs = 2\n')
+    out = tmp_path / "s"
+    assert main(["sweep", str(sweep), "--out", str(out), "--threads", "1", "--no-estimate"]) == 0
+    spec = importlib.util.spec_from_file_location("recheck", RESULTS / "recheck.py")
+    recheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recheck)
+    recheck.main([str(out), str(sweep), "--epochs", "1"])
+    doc = json.loads((out / "recheck.json").read_text())
+    assert (doc["groups"], doc["runs"], doc["identical"], doc["differ"]) == (2, 6, 6, 0)
+    with sqlite3.connect(out / "results.sqlite") as db:  # one stored loss, one float step off
+        run_id, history = db.execute("SELECT run_id, history FROM runs WHERE trainable = 'bn' AND seed = 1").fetchone()
+        h = json.loads(history)
+        h[0]["val_loss"] = math.nextafter(h[0]["val_loss"], math.inf)
+        db.execute("UPDATE runs SET history = ? WHERE run_id = ?", (json.dumps(h), run_id))
+    (out / "recheck.json").unlink()
+    recheck.main([str(out), str(sweep), "--epochs", "1"])
+    doc = json.loads((out / "recheck.json").read_text())
+    assert (doc["identical"], doc["differ"]) == (5, 1)
+    moved = [g for g in doc["checked"] if g["differ"]]
+    assert len(moved) == 1 and moved[0]["first_difference"] == [run_id, 1]
+    calls = []
+    monkeypatch.setattr(recheck, "recheck", lambda *a: calls.append(a))
+    recheck.main([str(out), str(sweep), "--epochs", "1"])  # nothing new: nothing trained again
+    assert calls == [] and json.loads((out / "recheck.json").read_text())["differ"] == 1
