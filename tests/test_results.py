@@ -33,6 +33,8 @@ def test_a_published_study_has_its_report_its_runs_and_its_maker(study):
     if len(made["code"]) > 1:  # computed in parts whose code changed: every run trained again shows it did not move
         recheck = json.loads((study / "recheck.json").read_text())
         assert recheck["differ"] == 0 and recheck["identical"] == made["runs"] and recheck["epochs"] >= 1
+        with (study / "results.csv").open(newline="") as fh:  # ... these very runs
+            assert {i for g in recheck["checked"] for i in g["run_ids"]} == {r["run_id"] for r in csv.DictReader(fh)}
     with (study / "results.csv").open(newline="") as fh:
         assert made["runs"] == len(list(csv.DictReader(fh))) > 0
     assert doc["code_versions"] == made["code"]  # the report names the code version its runs share
