@@ -14,12 +14,13 @@ grid (the second argument).
 A run resumed from a checkpoint began under its first part's code, so it counts under that code. The
 comparison is bit for bit, so it needs the processor the runs were trained on; groups of another
 processor are listed as not comparable. Run again on a grown store, it keeps what recheck.json
-already says of a group (same runs, same checking code and epochs) and trains only the new groups.
+already says of a group (the same rows, checking code and epochs) and trains only the others.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -44,6 +45,18 @@ def first_code(run: dict) -> str:
     return (v.get("parts") or [v])[0].get("code") or "unknown"
 
 
+def first_machine(run: dict) -> dict:
+    """The processor and threads of a run's first epochs: its first part's where it resumed."""
+    v = run.get("versions") or {}
+    return v["parts"][0].get("machine") or {} if v.get("parts") else v
+
+
+def stored(group: list[dict]) -> str:
+    """A hash of what a group's rows hold: a row kept in recheck.json is reused only for the same."""
+    rows = sorted((r["run_id"], r.get("finished_at"), r["history"]) for r in group)
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def groups(runs: list[dict]) -> dict:
     """{(code, shared configuration, group size, finished_at): its runs}: the groups as trained."""
     out = {}
@@ -63,11 +76,17 @@ def recheck(group: list[dict], epochs: int, order: dict) -> dict:
     identical to the stored ones, and the first (run, epoch) that is not."""
     group = sorted(group, key=lambda r: order.get(r["run_id"], len(order)))
     k = min(epochs, *(len(r["history"]) for r in group))
-    torch.set_num_threads((group[0].get("versions") or {}).get("threads") or 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(first_machine(group[0]).get("threads") or 1)
     t0 = time.perf_counter()
-    results = train([config_of(r).replace(max_epochs=k) for r in group], device="cpu")
-    differ = [(r["run_id"], e["epoch"]) for r, res in zip(group, results)
-              for e, f in zip(res.history, r["history"][:k]) if e != f]
+    try:
+        results = train([config_of(r).replace(max_epochs=k) for r in group], device="cpu")
+    finally:
+        torch.set_num_threads(before)
+    same = json.dumps  # (as stored: a NaN equals a NaN, and a shorter history differs)
+    differ = [(r["run_id"], next((e + 1 for e in range(k) if e >= len(res.history)
+                                  or same(res.history[e]) != same(r["history"][e])), k))
+              for r, res in zip(group, results) if same(res.history) != same(r["history"][:k])]
     return {"epochs": k, "identical": len(group) - len({d[0] for d in differ}), "differ": len({d[0] for d in differ}),
             "first_difference": differ[0] if differ else None, "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -79,10 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs trained again per run (default 2)")
     args = ap.parse_args(argv)
     runs = Store(args.run_dir / "results.sqlite", create=False).runs()
-    order = {c.run_id: i for i, c in enumerate(load_sweep(args.config).grid_runs())}
+    order = {c.run_id: i for i, c in enumerate(load_sweep(args.config).runs())}  # (its [[also]] runs too)
     here = {k: machine("cpu").get(k) for k in PROCESSOR}
-    named = {(r.get("versions") or {}).get("code"): label(r.get("versions")) for r in runs}
-    labels = {first_code(r): named.get(first_code(r), f"code {first_code(r)}") for r in runs}
+    named = {}  # a code hash, by the commits whose runs carry it (one code can be several commits)
+    for r in runs:
+        named.setdefault((r.get("versions") or {}).get("code"), set()).add(label(r.get("versions")))
+    labels = {first_code(r): " / ".join(sorted(named.get(first_code(r), {f"code {first_code(r)}"}))) for r in runs}
     path = args.run_dir / "recheck.json"
     before = json.loads(path.read_text()) if path.is_file() else {}
     kept = ({tuple(r["run_ids"]): r for r in before.get("checked", [])}
@@ -95,11 +116,12 @@ def main(argv: list[str] | None = None) -> None:
                "depth": first["depth"], "trainable": sorted({r["trainable"] for r in group}),
                "seeds": sorted(r["seed"] for r in group), "runs": len(group), "group_size": size,
                "run_ids": sorted(r["run_id"] for r in group)}
-        if tuple(row["run_ids"]) in kept:
+        row["stored"] = stored(group)
+        if tuple(row["run_ids"]) in kept and kept[tuple(row["run_ids"])].get("stored") == row["stored"]:
             row = kept[tuple(row["run_ids"])]
         elif len(group) != size:
             row.update(identical=0, differ=0, note=f"{len(group)} of its {size} runs are stored: not retrained")
-        elif any((first.get("versions") or {}).get(k) != here[k] for k in PROCESSOR):
+        elif any(first_machine(first).get(k) != here[k] for k in PROCESSOR):
             row.update(identical=0, differ=0, note="trained on another processor: not comparable")
         else:
             row.update(recheck(group, args.epochs, order))

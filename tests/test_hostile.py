@@ -493,6 +493,18 @@ def test_a_subset_too_small_to_split_is_a_usage_error_before_any_store(tmp_path,
     assert not (tmp_path / "s").exists()
 
 
+def test_a_run_stored_again_with_a_new_model_drops_the_old_models_analysis(good):
+    """A kept gamma analysis belongs to the model it was computed on: a row written again with its
+    model drops it (a model emptied later could otherwise be taken for the old one's)."""
+    store = Store(good / "results.sqlite")
+    bn, other = run_ids(good)["bn"], run_ids(good)["all"]
+    for rid in (bn, other):
+        store.keep_analysis(rid, "key", {"run_id": rid})
+    row = next(r for r in store.runs() if r["run_id"] == bn)
+    store.write([{**row, "artefact": store.artefact(bn)}])
+    assert set(store.analyses()) == {other}
+
+
 def test_models_not_kept_still_count_and_the_report_says_so(good, capsys):
     """Store.prune_models (results/carry.py: dense models kept out of git) empties the models over a
     size: their runs stay ended (a sweep trains nothing), are not damaged, and the report counts

@@ -33,6 +33,8 @@ def test_a_published_study_has_its_report_its_runs_and_its_maker(study):
     if len(made["code"]) > 1:  # computed in parts whose code changed: every run trained again shows it did not move
         recheck = json.loads((study / "recheck.json").read_text())
         assert recheck["differ"] == 0 and recheck["identical"] == made["runs"] and recheck["epochs"] >= 1
+        with (study / "results.csv").open(newline="") as fh:  # ... these very runs
+            assert {i for g in recheck["checked"] for i in g["run_ids"]} == {r["run_id"] for r in csv.DictReader(fh)}
     with (study / "results.csv").open(newline="") as fh:
         assert made["runs"] == len(list(csv.DictReader(fh))) > 0
     assert doc["code_versions"] == made["code"]  # the report names the code version its runs share
@@ -131,7 +133,8 @@ def test_compare_counts_what_moved_between_two_machines():
 def test_recheck_finds_a_run_whose_numbers_moved(tmp_path, monkeypatch):
     """results/recheck.py on a tiny sweep's store: every group trained again for its first epoch
     gives its stored histories float for float (a bn+random stack and a dense one); a stored loss
-    moved by one float step is found, in its one run; a second pass keeps what the first said."""
+    then moved by one float step is found, in its one run, by a pass that does not reuse what the
+    first said of that group; a third pass, nothing stored having changed, trains nothing."""
     import math
     import sqlite3
     from bnonly.cli import main
@@ -151,8 +154,7 @@ def test_recheck_finds_a_run_whose_numbers_moved(tmp_path, monkeypatch):
         h = json.loads(history)
         h[0]["val_loss"] = math.nextafter(h[0]["val_loss"], math.inf)
         db.execute("UPDATE runs SET history = ? WHERE run_id = ?", (json.dumps(h), run_id))
-    (out / "recheck.json").unlink()
-    recheck.main([str(out), str(sweep), "--epochs", "1"])
+    recheck.main([str(out), str(sweep), "--epochs", "1"])  # (its group's rows changed: checked again, not reused)
     doc = json.loads((out / "recheck.json").read_text())
     assert (doc["identical"], doc["differ"]) == (5, 1)
     moved = [g for g in doc["checked"] if g["differ"]]

@@ -81,6 +81,11 @@ def test_the_time_left_weighs_each_groups_steps_by_its_cost():
     progress.started = time.monotonic() - 30
     progress.done(0, [2])  # it stopped early after 2 of its 10 epochs: 2 estimated seconds done, not 10
     assert progress.left_text() == "about 4.2 h left at most" and progress.bar.total == 10 * 2 + 100
+    # what a row trained in this sweep: less the epochs of earlier parts (resumed), none where it failed
+    from bnonly.sweeps.driver import epochs_here
+    resumed = {"status": "finished", "epochs_run": 80, "versions": {"parts": [{"from_epoch": 1}, {"from_epoch": 51}]}}
+    assert epochs_here(resumed) == 30 and epochs_here({"status": "finished", "epochs_run": 12}) == 12
+    assert epochs_here({"status": "failed"}) == 0 and epochs_here({"status": "stopped", "epoch": 7}) is None
     unweighed = Progress([[cheap], [costly]], lambda c: 10, quiet=True)  # no estimate: steps count alike
     unweighed.started = time.monotonic() - 30
     unweighed.done(0)

@@ -314,6 +314,7 @@ class Store:
         with self._writing(), self._tx() as db:  # one transaction: a row is never stored without its artefact
             db.executemany(UPSERT, values)
             db.executemany("INSERT OR REPLACE INTO artefacts VALUES (?, ?)", blobs)
+            db.executemany("DELETE FROM analyses WHERE run_id = ?", [b[:1] for b in blobs])  # (of the model it replaced)
             if owner:
                 db.executemany("DELETE FROM leases WHERE owner = ? AND group_id = ?", [(owner, r["run_id"]) for r in rows])
 

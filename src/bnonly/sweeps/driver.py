@@ -77,7 +77,7 @@ def run(sweep: SweepConfig, out_dir: str | Path, options: SweepOptions, quiet: b
         finished = executor(options)(work, device, options, progress, checkpoints)
         try:
             for i, rows, node in finished:
-                progress.done(i, [r.get("epochs_run") for r in rows])
+                progress.done(i, [epochs_here(r) for r in rows])
                 stopped = [r for r in rows if r["status"] == STOPPED]
                 rows = [r for r in rows if r["status"] != STOPPED]
                 store.write([stamped(r) for r in rows], owner=leases.owner)
@@ -292,6 +292,18 @@ def other_code(store: Store) -> str | None:
     return (f"note: {store.path} holds runs of other code versions (" + "; ".join(
         f"{v}: {n} run{'s' if n != 1 else ''}" for v, n in others.most_common()) + f"); this sweep adds runs of "
         f"{mine}, and the report lists the versions it mixes")
+
+
+def epochs_here(row: dict) -> int | None:
+    """The epochs a group's row trained in this sweep (the time left counts this sweep's pace): its
+    epochs less those of earlier parts where it resumed, none where it failed; None where unknown (a
+    group that stopped on time)."""
+    if row["status"] == "failed":
+        return 0
+    if row["status"] == STOPPED or not isinstance(row.get("epochs_run"), int):
+        return None
+    parts = (row.get("versions") or {}).get("parts") or [{"from_epoch": 1}]
+    return row["epochs_run"] - parts[-1]["from_epoch"] + 1
 
 
 def estimate(groups, device: str, options: SweepOptions, store: Store) -> tuple[str, list]:

@@ -131,8 +131,9 @@ class Progress:
         self.bar.refresh()
 
     def done(self, i, epochs: list | None = None):
-        """Group i ended; `epochs`: its runs' epochs run, where known (a process pool reports no epoch
-        ends), so that the steps its early stops saved count as not taken, not as done."""
+        """Group i ended; `epochs`: the epochs its runs trained in this sweep, where known (a process
+        pool reports no epoch ends), so that the steps its early stops saved, its epochs before a
+        resume and a failed or another sweep's group count as not taken here, not as done."""
         if epochs and len(epochs) == len(self.groups[i]) and all(isinstance(e, int) for e in epochs):
             saved = sum(c.max_epochs - e for c, e in zip(self.groups[i], epochs)) * self.n_batches[i]
             extra = max(0, min(saved, self.bound[i] - self.shown[i]) - self.lowered[i])

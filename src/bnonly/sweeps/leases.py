@@ -93,7 +93,7 @@ class Leases:
                 left = [c for c in group if c.run_id not in done]
                 self.by_others += len(group) - len(left)
                 if not left:
-                    progress.done(i)
+                    progress.done(i, [0] * len(group))  # another sweep's work: none of it at this sweep's pace
                     continue
                 taken = set(self.store.claim([c.run_id for c in left], self.owner, self.stale, gone=owner_gone))
                 if taken:
