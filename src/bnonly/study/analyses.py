@@ -23,7 +23,7 @@ class Paced:
 
     def __init__(self, total: int, every: float = 60.0):
         self.total, self.every, self.seen, self.done = total, every, 0, 0
-        self.quiet = sys.stderr.isatty()
+        self.bar_shows = sys.stderr.isatty()  # (then the bar says it)
         self.started = self.last = time.monotonic()
 
     def next(self):
@@ -32,7 +32,7 @@ class Paced:
     def computed(self):
         self.done += 1
         now = time.monotonic()
-        if self.quiet or now - self.last < self.every:
+        if self.bar_shows or now - self.last < self.every:
             return
         self.last = now
         left = (now - self.started) / self.done * (self.total - self.seen)

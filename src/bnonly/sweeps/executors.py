@@ -94,10 +94,11 @@ class Progress:
         self.bound = [sum(c.max_epochs for c in g) * n for g, n in zip(groups, self.n_batches)]
         # what a model-step of each group costs, from the estimate's timing of its shape (seconds per
         # epoch of the group), so that the time left weighs a wide model's steps above a narrow one's
-        known = [t / (len(g) * n) for t, g, n in zip(epoch_seconds or [], groups, self.n_batches) if t]
-        fill = sum(known) / len(known) if known else 1.0
-        self.cost = [t / (len(g) * n) if t else fill for t, g, n in
-                     zip(epoch_seconds or [None] * len(groups), groups, self.n_batches)]
+        per_step = [t / (len(g) * n) if t else None for t, g, n in
+                    zip(epoch_seconds or [None] * len(groups), groups, self.n_batches)]
+        known = [c for c in per_step if c]
+        fill = sum(known) / len(known) if known else 1.0  # (an unmeasured group: the mean of the others)
+        self.cost = [c or fill for c in per_step]
         self.workers = workers
         self.shown = [0] * len(groups)     # steps counted for group i
         self.lowered = [0] * len(groups)   # steps group i will not take (early stops)
